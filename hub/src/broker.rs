@@ -1,0 +1,285 @@
+//! The embedded rumqttd broker, built from its parts: the router, the
+//! in-process link the hub reads and publishes through, and three listeners.
+//!
+//! - **devices**: mTLS on loopback behind `tls_front` (the public port).
+//!   `validate-tenant-prefix` confines a certificate with Organization `D`
+//!   to `/tenants/D/`; the auth handler also requires client id = username
+//!   = `D`, a live (unrevoked) device and its password.
+//! - **control**: plain, loopback, a per-process secret. The hub uses it to
+//!   cut a session off (a client with the session's id takes it over).
+//! - **tools** (optional): plain, loopback, Argon2-hashed users; refuses the
+//!   client ids of devices and of the hub, since plain clients have no tenant.
+//!
+//! rumqttd has no stop API: its threads end with the process.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttd::local::{LinkBuilder, LinkRx, LinkTx};
+use rumqttd::protocol::v4::V4;
+use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings, TlsConfig};
+
+use crate::config::BrokerConfig;
+use crate::metrics::Metrics;
+use crate::pki::ServerTlsFiles;
+use crate::secrets;
+use crate::store::Store;
+
+/// Client id of the in-process link. Plain clients may not use it (or any
+/// id starting with `__`): taking it over would kill ingest.
+pub const HUB_CLIENT_ID: &str = "__yizhan_hub";
+const CONTROL_USER: &str = "__yizhan_control";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker link: {0}")]
+    Link(#[from] rumqttd::local::LinkError),
+    #[error("no free loopback port: {0}")]
+    Port(std::io::Error),
+    #[error("starting listener thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A running broker: the link halves and the internal addresses.
+pub struct Broker {
+    pub link_tx: LinkTx,
+    pub link_rx: LinkRx,
+    /// rumqttd's own TLS listener (loopback); `tls_front` relays to it.
+    pub device_tls: SocketAddr,
+    pub control: ControlAccess,
+}
+
+/// Where and how the hub reaches its control listener.
+#[derive(Clone)]
+pub struct ControlAccess {
+    pub addr: SocketAddr,
+    pub username: String,
+    pub password: String,
+}
+
+/// Starts the router, the link and the listeners.
+pub fn start(
+    config: &BrokerConfig,
+    tls: &ServerTlsFiles,
+    store: Arc<Store>,
+    metrics: &Metrics,
+) -> Result<Broker, BrokerError> {
+    let router_tx = Router::new(0, router_config(config)).spawn();
+    // The link may publish to a topic nobody subscribed yet (a command to a
+    // device that never connected): without dynamic filters the router
+    // would disconnect it.
+    let (link_tx, link_rx, _ack) = LinkBuilder::new(HUB_CLIENT_ID, router_tx.clone())
+        .dynamic_filters(true)
+        .build()?;
+
+    let device_tls = free_loopback_port()?;
+    let mut devices = listener("devices", device_tls, config);
+    devices.tls = Some(TlsConfig::Rustls {
+        capath: Some(tls.ca.display().to_string()),
+        certpath: tls.cert.display().to_string(),
+        keypath: tls.key.display().to_string(),
+    });
+    devices.set_auth_handler(device_auth(store.clone(), metrics.clone()));
+
+    let control = ControlAccess {
+        addr: free_loopback_port()?,
+        username: CONTROL_USER.into(),
+        password: secrets::random_secret(),
+    };
+    let mut control_listener = listener("control", control.addr, config);
+    control_listener.set_auth_handler(control_auth(control.clone()));
+
+    let mut listeners = vec![devices, control_listener];
+    if config.plain.enabled {
+        let mut tools = listener("tools", config.plain.listen, config);
+        tools.set_auth_handler(tools_auth(config, store, metrics.clone()));
+        listeners.push(tools);
+    }
+    for settings in listeners {
+        let (listen, router_tx) = (settings.listen, router_tx.clone());
+        spawn_listener(listen, move || Server::new(settings, router_tx, V4))?;
+    }
+    Ok(Broker {
+        link_tx,
+        link_rx,
+        device_tls,
+        control,
+    })
+}
+
+fn router_config(config: &BrokerConfig) -> RouterConfig {
+    RouterConfig {
+        max_connections: config.max_connections,
+        max_outgoing_packet_count: 200,
+        max_segment_size: config.segment_bytes,
+        max_segment_count: config.segment_count,
+        custom_segment: None,
+        initialized_filters: None,
+        shared_subscriptions_strategy: Default::default(),
+    }
+}
+
+fn listener(name: &str, listen: SocketAddr, config: &BrokerConfig) -> ServerSettings {
+    ServerSettings {
+        name: name.into(),
+        listen,
+        tls: None,
+        next_connection_delay_ms: 0,
+        connections: ConnectionSettings {
+            connection_timeout_ms: 5_000,
+            max_payload_size: config.max_packet_bytes,
+            max_inflight_count: 100,
+            auth: None,
+            external_auth: None,
+            // A device publishing outside the contract's topics is
+            // disconnected instead of growing a new in-memory log.
+            dynamic_filters: false,
+        },
+    }
+}
+
+/// Runs one listener on its own thread and current-thread runtime, as
+/// rumqttd expects.
+fn spawn_listener(
+    listen: SocketAddr,
+    make_server: impl FnOnce() -> Server<V4> + Send + 'static,
+) -> Result<(), BrokerError> {
+    let name = format!("mqtt-{}", listen.port());
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    tracing::error!(%error, "cannot start a listener runtime");
+                    return;
+                }
+            };
+            let mut server = make_server();
+            runtime.block_on(async move {
+                if let Err(error) = server.start(LinkType::Remote).await {
+                    tracing::error!(%listen, ?error, "MQTT listener stopped");
+                }
+            });
+        })
+        .map_err(BrokerError::Thread)?;
+    Ok(())
+}
+
+/// Devices: client id = username = a provisioned, unrevoked device id, and
+/// that device's password. The certificate is checked by TLS; the tenant
+/// prefix comes from it.
+fn device_auth(
+    store: Arc<Store>,
+    metrics: Metrics,
+) -> impl Fn(String, String, String) -> std::future::Ready<bool> + Send + Sync + 'static {
+    move |client_id, username, password| {
+        let ok = client_id == username && device_password_ok(&store, &client_id, &password);
+        count_attempt(&metrics, "devices", ok);
+        if !ok {
+            tracing::info!(client_id, "device refused at connect");
+        }
+        std::future::ready(ok)
+    }
+}
+
+fn device_password_ok(store: &Store, id: &str, password: &str) -> bool {
+    if !protocol::is_valid_device_id(id) || store.is_revoked(id).unwrap_or(true) {
+        return false;
+    }
+    match store.device(id) {
+        Ok(Some(record)) => secrets::matches_sha256(password, &record.password_sha256),
+        _ => false,
+    }
+}
+
+fn control_auth(
+    control: ControlAccess,
+) -> impl Fn(String, String, String) -> std::future::Ready<bool> + Send + Sync + 'static {
+    move |_client_id, username, password| {
+        std::future::ready(username == control.username && password == control.password)
+    }
+}
+
+/// Tools on the plain listener: a configured user, and a client id that is
+/// neither the hub's nor a device's (a takeover would cut that session off).
+fn tools_auth(
+    config: &BrokerConfig,
+    store: Arc<Store>,
+    metrics: Metrics,
+) -> impl Fn(String, String, String) -> std::future::Ready<bool> + Send + Sync + 'static {
+    let users: HashMap<String, String> = config
+        .plain
+        .users
+        .iter()
+        .map(|u| (u.username.clone(), u.password_hash.clone()))
+        .collect();
+    move |client_id, username, password| {
+        let id_ok = tools_client_id_allowed(&client_id, &store);
+        let user_ok = users
+            .get(&username)
+            .is_some_and(|phc| secrets::verify_password(&password, phc));
+        let ok = id_ok && user_ok;
+        count_attempt(&metrics, "tools", ok);
+        if !ok {
+            tracing::info!(client_id, username, id_ok, "tool client refused at connect");
+        }
+        std::future::ready(ok)
+    }
+}
+
+fn tools_client_id_allowed(client_id: &str, store: &Store) -> bool {
+    !client_id.is_empty()
+        && !client_id.starts_with("__")
+        && !client_id.contains('.')
+        && !matches!(store.device(client_id), Ok(Some(_)))
+}
+
+fn count_attempt(metrics: &Metrics, listener: &str, ok: bool) {
+    let result = if ok { "accepted" } else { "refused" };
+    metrics
+        .connect_attempts
+        .with_label_values(&[listener, result])
+        .inc();
+}
+
+/// A free loopback port for an internal listener. rumqttd binds its own
+/// sockets, so the port is picked here and released just before.
+fn free_loopback_port() -> Result<SocketAddr, BrokerError> {
+    let socket = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(BrokerError::Port)?;
+    socket.local_addr().map_err(BrokerError::Port)
+}
+
+/// Cuts a device's live session off: a control client takes over the
+/// session id `D.D` (tenant `D`, client id `D`) and disconnects. The
+/// device's will fires.
+pub async fn disconnect_device(control: &ControlAccess, device_id: &str) -> Result<(), String> {
+    let session_id = format!("{device_id}.{device_id}");
+    let mut options =
+        rumqttc::MqttOptions::new(session_id, control.addr.ip().to_string(), control.addr.port());
+    options
+        .set_keep_alive(Duration::from_secs(5))
+        .set_clean_session(true)
+        .set_credentials(control.username.clone(), control.password.clone());
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 4);
+    let session = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                    let _ = client.disconnect().await;
+                }
+                Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return Ok(()),
+                Ok(_) => {}
+                Err(error) => return Err(error.to_string()),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(3), session)
+        .await
+        .map_err(|_| "control connection timed out".to_string())?
+}

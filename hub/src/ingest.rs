@@ -1,0 +1,557 @@
+//! Ingest: broker link → decode and validate → twins, in batches.
+//!
+//! One thread owns the link's receiving half and every twin in use (a cache
+//! in front of `store`). Per batch it applies all messages, fsyncs once if
+//! the batch stored events, writes the dirty twins, and only then publishes
+//! event acks and rejection reports. A rejected message is counted, reported
+//! on the device's error topic and logged (rate limited); it never holds up
+//! another device's messages.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use protocol::{topic, Birth, Channel, CommandAck, DeviceKind, ErrorReport, Event, EventAck, Telemetry, TelemetryError, Topic};
+use rumqttd::local::{LinkError, LinkRx, LinkTx};
+use rumqttd::Notification;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::unix_ms;
+use crate::config::IngestConfig;
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError, StoredEvent};
+use crate::twin::{Presence, Twin};
+
+/// Changes made outside ingest that its cache must learn.
+#[derive(Debug, Clone)]
+pub enum Control {
+    /// The device is cut off: drop everything it sends from now on.
+    Revoked(String),
+    /// The device was (re)provisioned: reload its twin.
+    Provisioned(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("broker link closed: {0}")]
+    Link(#[from] LinkError),
+}
+
+/// Why a message was rejected; the `reason` label of
+/// `yizhan_ingest_rejected_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    MalformedJson,
+    InvalidPayload,
+    WrongType,
+    UnknownKind,
+    KindMismatch,
+    Unprovisioned,
+    Revoked,
+    Oversize,
+    UnknownTopic,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::MalformedJson => "malformed_json",
+            Reason::InvalidPayload => "invalid_payload",
+            Reason::WrongType => "wrong_type",
+            Reason::UnknownKind => "unknown_kind",
+            Reason::KindMismatch => "kind_mismatch",
+            Reason::Unprovisioned => "unprovisioned",
+            Reason::Revoked => "revoked",
+            Reason::Oversize => "oversize",
+            Reason::UnknownTopic => "unknown_topic",
+        }
+    }
+}
+
+/// A rejection with its human-readable detail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub reason: Reason,
+    pub detail: String,
+}
+
+impl Rejection {
+    fn new(reason: Reason, detail: impl Into<String>) -> Rejection {
+        Rejection {
+            reason,
+            detail: detail.into(),
+        }
+    }
+
+    fn from_json(error: &serde_json::Error) -> Rejection {
+        let reason = match error.classify() {
+            serde_json::error::Category::Data => Reason::InvalidPayload,
+            _ => Reason::MalformedJson,
+        };
+        Rejection::new(reason, error.to_string())
+    }
+}
+
+impl From<TelemetryError> for Rejection {
+    fn from(error: TelemetryError) -> Rejection {
+        let reason = match error {
+            TelemetryError::Malformed(_) => Reason::MalformedJson,
+            TelemetryError::WrongType(_) => Reason::WrongType,
+            TelemetryError::NotObject | TelemetryError::BadHeader(_) => Reason::InvalidPayload,
+        };
+        Rejection::new(reason, error.to_string())
+    }
+}
+
+/// One message taken off the link.
+struct Incoming {
+    topic: Bytes,
+    payload: Bytes,
+    arrived: Instant,
+}
+
+/// What a batch must publish once it is durable.
+#[derive(Default)]
+struct Outbox {
+    messages: Vec<(String, Vec<u8>)>,
+    holds_events: bool,
+}
+
+pub struct Ingest {
+    store: Arc<Store>,
+    metrics: Metrics,
+    config: IngestConfig,
+    epoch: u64,
+    link_tx: LinkTx,
+    control: Receiver<Control>,
+    twins: HashMap<String, Twin>,
+    dirty: HashSet<String>,
+    online: HashSet<String>,
+    revoked: HashSet<String>,
+    log_limiter: LogLimiter,
+}
+
+impl Ingest {
+    pub fn new(
+        store: Arc<Store>,
+        metrics: Metrics,
+        config: IngestConfig,
+        epoch: u64,
+        link_tx: LinkTx,
+        control: Receiver<Control>,
+    ) -> Result<Ingest, IngestError> {
+        let revoked = store.revoked_ids()?.into_iter().collect();
+        let log_limiter = LogLimiter::new(Duration::from_millis(config.rejection_log_interval_ms));
+        Ok(Ingest {
+            store,
+            metrics,
+            config,
+            epoch,
+            link_tx,
+            control,
+            twins: HashMap::new(),
+            dirty: HashSet::new(),
+            online: HashSet::new(),
+            revoked,
+            log_limiter,
+        })
+    }
+
+    /// Subscribes the link to every device→hub channel.
+    pub fn subscribe(&mut self) -> Result<(), IngestError> {
+        // One filter per channel, none overlapping: overlapping filters
+        // would deliver a message twice, and `/tenants/+/#` would echo the
+        // hub's own commands and acks back.
+        for channel in Channel::UPLINK {
+            self.link_tx.subscribe(channel.filter_all_devices())?;
+        }
+        Ok(())
+    }
+
+    /// Runs until `shutdown`, then writes every twin and fsyncs.
+    pub fn run(mut self, mut link_rx: LinkRx, shutdown: CancellationToken) -> Result<(), IngestError> {
+        let mut next_sweep = Instant::now();
+        while !shutdown.is_cancelled() {
+            let batch = self.collect(&mut link_rx)?;
+            self.apply_control();
+            if !batch.is_empty() {
+                self.process(batch)?;
+            }
+            if Instant::now() >= next_sweep {
+                self.sweep_liveness()?;
+                next_sweep = Instant::now() + Duration::from_secs(1);
+            }
+        }
+        self.write_twins()?;
+        self.store.flush()?;
+        tracing::info!("ingest stopped; twins written and store flushed");
+        Ok(())
+    }
+
+    /// Waits up to 100 ms for the first message, then takes what is ready,
+    /// up to `batch_max`.
+    fn collect(&mut self, link_rx: &mut LinkRx) -> Result<Vec<Incoming>, IngestError> {
+        let mut batch = Vec::new();
+        let mut deadline = Instant::now() + Duration::from_millis(100);
+        while batch.len() < self.config.batch_max {
+            let notification = match link_rx.recv_deadline(deadline) {
+                Ok(Some(notification)) => notification,
+                Ok(None) | Err(LinkError::RecvTimeout(_)) => break,
+                Err(error) => return Err(error.into()),
+            };
+            match notification {
+                Notification::Forward(forward) => batch.push(Incoming {
+                    topic: forward.publish.topic,
+                    payload: forward.publish.payload,
+                    arrived: Instant::now(),
+                }),
+                // Without `ready()` after `Unschedule` the router stops
+                // delivering to the link.
+                Notification::Unschedule => link_rx.ready()?,
+                Notification::Disconnect(..) => {
+                    tracing::error!("the router disconnected the hub's link");
+                }
+                _ => {}
+            }
+            deadline = Instant::now();
+        }
+        Ok(batch)
+    }
+
+    fn apply_control(&mut self) {
+        while let Ok(control) = self.control.try_recv() {
+            match control {
+                Control::Revoked(id) => {
+                    self.set_offline(&id);
+                    self.twins.remove(&id);
+                    self.revoked.insert(id);
+                }
+                Control::Provisioned(id) => {
+                    self.revoked.remove(&id);
+                    self.twins.remove(&id);
+                    self.dirty.remove(&id);
+                }
+            }
+        }
+    }
+
+    fn process(&mut self, batch: Vec<Incoming>) -> Result<(), IngestError> {
+        self.metrics.ingest_batch_size.observe(batch.len() as f64);
+        let mut outbox = Outbox::default();
+        for message in &batch {
+            self.handle(message, &mut outbox)?;
+        }
+        if outbox.holds_events {
+            self.store.flush()?;
+        }
+        self.write_twins()?;
+        for message in &batch {
+            self.metrics
+                .ingest_latency
+                .observe(message.arrived.elapsed().as_secs_f64());
+        }
+        for (topic, payload) in outbox.messages {
+            self.link_tx.publish(topic, payload)?;
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, message: &Incoming, outbox: &mut Outbox) -> Result<(), IngestError> {
+        let topic_name = String::from_utf8_lossy(&message.topic);
+        let Some(topic) = Topic::parse(&topic_name) else {
+            let rejection = Rejection::new(Reason::UnknownTopic, "not a contract v1 topic");
+            self.reject(None, &topic_name, rejection, outbox);
+            return Ok(());
+        };
+        let device = topic.device;
+        if self.revoked.contains(device) {
+            let rejection = Rejection::new(Reason::Revoked, "device revoked");
+            self.reject(None, &topic_name, rejection, outbox);
+            return Ok(());
+        }
+        if !self.load_twin(device)? {
+            let rejection = Rejection::new(Reason::Unprovisioned, "device not provisioned");
+            self.reject(Some(device), &topic_name, rejection, outbox);
+            return Ok(());
+        }
+        let result = if message.payload.len() > self.config.max_payload_bytes {
+            Err(Rejection::new(
+                Reason::Oversize,
+                format!("{} bytes, limit {}", message.payload.len(), self.config.max_payload_bytes),
+            ))
+        } else {
+            self.apply(device, topic.channel, &message.payload, outbox)
+        };
+        match result {
+            Ok(()) => self.accepted(device, topic.channel),
+            Err(rejection) => self.reject(Some(device), &topic_name, rejection, outbox),
+        }
+        Ok(())
+    }
+
+    /// Applies a well-addressed message of a provisioned device.
+    fn apply(
+        &mut self,
+        device: &str,
+        channel: Channel,
+        payload: &[u8],
+        outbox: &mut Outbox,
+    ) -> Result<(), Rejection> {
+        match channel {
+            Channel::Birth => {
+                let birth = decode_birth(payload, self.twin(device).kind)?;
+                self.twin(device).apply_birth(&birth);
+            }
+            Channel::Status => match payload {
+                b"online" => {}
+                b"offline" => {
+                    self.set_offline(device);
+                    return Ok(());
+                }
+                _ => return Err(Rejection::new(Reason::InvalidPayload, "status must be online or offline")),
+            },
+            Channel::Telemetry => {
+                let telemetry = Telemetry::decode(payload)?;
+                let gap = self.twin(device).apply_telemetry(&telemetry);
+                self.count_gap(device, Channel::Telemetry, gap);
+            }
+            Channel::Event => self.apply_event(device, payload, outbox)?,
+            Channel::CmdAck => {
+                serde_json::from_slice::<CommandAck>(payload).map_err(|e| Rejection::from_json(&e))?;
+            }
+            Channel::EventAck | Channel::Cmd | Channel::Error => {
+                return Err(Rejection::new(Reason::UnknownTopic, "a hub→device channel"));
+            }
+        }
+        self.mark_seen(device);
+        Ok(())
+    }
+
+    fn apply_event(&mut self, device: &str, payload: &[u8], outbox: &mut Outbox) -> Result<(), Rejection> {
+        let event: Event = serde_json::from_slice(payload).map_err(|e| Rejection::from_json(&e))?;
+        let twin = self.twin(device);
+        let (center, kind) = (twin.center.clone(), twin.kind);
+        let gap = twin.observe_event_seq(event.seq);
+        self.count_gap(device, Channel::Event, gap);
+        let ack = EventAck { id: event.id.clone() };
+        let stored = StoredEvent {
+            device: device.to_string(),
+            center: center.clone(),
+            kind,
+            received_at: unix_ms(),
+            event,
+        };
+        let is_new = self.store.insert_event_once(&stored).map_err(|error| {
+            // The device resends unacknowledged events: not acking is safe.
+            tracing::error!(%error, "storing an event failed");
+            Rejection::new(Reason::InvalidPayload, "event could not be stored; resend")
+        })?;
+        if is_new {
+            self.twin(device).events_stored += 1;
+            self.metrics
+                .events_stored
+                .with_label_values(&[&center, kind.as_str()])
+                .inc();
+        }
+        // invariant: EventAck serializes.
+        let ack = serde_json::to_vec(&ack).expect("ack serializes");
+        outbox.messages.push((topic::for_device(device, Channel::EventAck), ack));
+        outbox.holds_events = true;
+        Ok(())
+    }
+
+    fn accepted(&mut self, device: &str, channel: Channel) {
+        if let Some(twin) = self.twins.get(device) {
+            let labels = [twin.center.as_str(), twin.kind.as_str(), channel.label()];
+            self.metrics.messages_received.with_label_values(&labels).inc();
+        }
+        self.dirty.insert(device.to_string());
+    }
+
+    fn reject(&mut self, device: Option<&str>, topic_name: &str, rejection: Rejection, outbox: &mut Outbox) {
+        let reason = rejection.reason.as_str();
+        self.metrics.rejected.with_label_values(&[reason]).inc();
+        if self.log_limiter.allow(rejection.reason) {
+            tracing::warn!(topic = topic_name, reason, detail = %rejection.detail, "message rejected");
+        }
+        let Some(device) = device else { return };
+        if let Some(twin) = self.twins.get_mut(device) {
+            twin.rejections += 1;
+            self.dirty.insert(device.to_string());
+        }
+        let report = ErrorReport {
+            topic: topic_name.to_string(),
+            reason: format!("{reason}: {}", rejection.detail),
+        };
+        // invariant: ErrorReport serializes.
+        let payload = serde_json::to_vec(&report).expect("report serializes");
+        outbox.messages.push((topic::for_device(device, Channel::Error), payload));
+    }
+
+    fn mark_seen(&mut self, device: &str) {
+        let epoch = self.epoch;
+        let Some(twin) = self.twins.get_mut(device) else { return };
+        if twin.seen(unix_ms(), epoch) == Presence::CameOnline {
+            self.metrics
+                .devices_online
+                .with_label_values(&[&twin.center, twin.kind.as_str()])
+                .inc();
+            self.online.insert(device.to_string());
+        }
+    }
+
+    fn set_offline(&mut self, device: &str) {
+        let epoch = self.epoch;
+        let Some(twin) = self.twins.get_mut(device) else { return };
+        if twin.went_offline(epoch) == Presence::WentOffline {
+            self.metrics
+                .devices_online
+                .with_label_values(&[&twin.center, twin.kind.as_str()])
+                .dec();
+            self.online.remove(device);
+            self.dirty.insert(device.to_string());
+        }
+    }
+
+    fn count_gap(&self, device: &str, channel: Channel, gap: u64) {
+        if gap == 0 {
+            return;
+        }
+        if let Some(twin) = self.twins.get(device) {
+            self.metrics
+                .seq_gaps
+                .with_label_values(&[&twin.center, twin.kind.as_str(), channel.label()])
+                .inc_by(gap);
+        }
+    }
+
+    /// Marks offline every device silent for 1.5× its keepalive.
+    fn sweep_liveness(&mut self) -> Result<(), IngestError> {
+        let now = unix_ms();
+        let default_keepalive = self.config.default_keepalive_secs;
+        let silent: Vec<String> = self
+            .online
+            .iter()
+            .filter(|id| {
+                self.twins
+                    .get(*id)
+                    .and_then(|t| t.liveness_deadline(default_keepalive))
+                    .is_some_and(|deadline| deadline < now)
+            })
+            .cloned()
+            .collect();
+        for id in silent {
+            tracing::info!(device = %id, "no message for 1.5x keepalive: offline");
+            self.set_offline(&id);
+        }
+        self.write_twins()
+    }
+
+    /// Loads a twin into the cache; false when the device is unknown.
+    fn load_twin(&mut self, device: &str) -> Result<bool, IngestError> {
+        if self.twins.contains_key(device) {
+            return Ok(true);
+        }
+        match self.store.twin(device)? {
+            Some(twin) => {
+                self.twins.insert(device.to_string(), twin);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn twin(&mut self, device: &str) -> &mut Twin {
+        // invariant: callers run after `load_twin` returned true for this
+        // device within the same message.
+        self.twins.get_mut(device).expect("twin loaded")
+    }
+
+    fn write_twins(&mut self) -> Result<(), IngestError> {
+        if self.dirty.is_empty() {
+            return Ok(());
+        }
+        let twins = self.dirty.iter().filter_map(|id| self.twins.get(id));
+        self.store.put_twins(twins)?;
+        self.dirty.clear();
+        Ok(())
+    }
+}
+
+fn decode_birth(payload: &[u8], provisioned: DeviceKind) -> Result<Birth, Rejection> {
+    let value: serde_json::Value = serde_json::from_slice(payload).map_err(|e| Rejection::from_json(&e))?;
+    if let Some(kind) = value.get("kind").and_then(|k| k.as_str()) {
+        if DeviceKind::parse(kind).is_none() {
+            return Err(Rejection::new(Reason::UnknownKind, format!("unknown kind {kind:?}")));
+        }
+    }
+    let birth: Birth = serde_json::from_value(value).map_err(|e| Rejection::from_json(&e))?;
+    if birth.kind != provisioned {
+        return Err(Rejection::new(
+            Reason::KindMismatch,
+            format!("provisioned as {provisioned}, birth says {}", birth.kind),
+        ));
+    }
+    Ok(birth)
+}
+
+/// At most one log line per reason per interval.
+struct LogLimiter {
+    interval: Duration,
+    last: HashMap<Reason, Instant>,
+}
+
+impl LogLimiter {
+    fn new(interval: Duration) -> LogLimiter {
+        LogLimiter {
+            interval,
+            last: HashMap::new(),
+        }
+    }
+
+    fn allow(&mut self, reason: Reason) -> bool {
+        let now = Instant::now();
+        match self.last.get(&reason) {
+            Some(last) if now.duration_since(*last) < self.interval => false,
+            _ => {
+                self.last.insert(reason, now);
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_birth(payload: &str, expect: Result<(), Reason>) {
+        let got = decode_birth(payload.as_bytes(), DeviceKind::Piano)
+            .map(|_| ())
+            .map_err(|r| r.reason);
+        assert_eq!(got, expect, "{payload}");
+    }
+
+    #[test]
+    fn birth_rejections_name_their_reason() {
+        check_birth(r#"{"kind":"piano","fw":"1","model":"m"}"#, Ok(()));
+        check_birth(r#"{"kind":"piano","fw":"1","model":"m","keepalive":30}"#, Ok(()));
+        check_birth(r#"{"kind":"toaster","fw":"1","model":"m"}"#, Err(Reason::UnknownKind));
+        check_birth(r#"{"kind":"gate","fw":"1","model":"m"}"#, Err(Reason::KindMismatch));
+        check_birth(r#"{"kind":"piano"}"#, Err(Reason::InvalidPayload));
+        check_birth(r#"{"kind":"piano","fw":1,"model":"m"}"#, Err(Reason::InvalidPayload));
+        check_birth("{not json", Err(Reason::MalformedJson));
+    }
+
+    #[test]
+    fn log_limiter_allows_one_line_per_reason_per_interval() {
+        let mut limiter = LogLimiter::new(Duration::from_secs(60));
+        assert!(limiter.allow(Reason::Oversize));
+        assert!(!limiter.allow(Reason::Oversize));
+        assert!(limiter.allow(Reason::WrongType));
+    }
+}

@@ -1,0 +1,230 @@
+//! Yizhan hub: one process per neighbourhood service center.
+//!
+//! `Hub::start` opens the store, loads the CA, starts the embedded broker,
+//! the TLS front, the ingest thread and the HTTP API; `Hub::run_until` waits
+//! for the shutdown future, stops ingest (which writes twins and fsyncs) and
+//! returns. See ARCHITECTURE.md for the map.
+
+pub mod api;
+pub mod broker;
+pub mod clock;
+pub mod config;
+pub mod ingest;
+pub mod metrics;
+pub mod pki;
+pub mod secrets;
+pub mod store;
+pub mod tls_front;
+pub mod twin;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::ingest::{Ingest, IngestError};
+use crate::metrics::Metrics;
+use crate::pki::Pki;
+use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("certificates: {0}")]
+    Pki(#[from] pki::PkiError),
+    #[error("broker: {0}")]
+    Broker(#[from] broker::BrokerError),
+    #[error("ingest: {0}")]
+    Ingest(#[from] IngestError),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("thread: {0}")]
+    Thread(std::io::Error),
+    #[error("the hub's admin token is not configured: {0}")]
+    AdminToken(String),
+}
+
+/// A started hub.
+pub struct Hub {
+    api_addr: SocketAddr,
+    device_addr: SocketAddr,
+    store: Arc<Store>,
+    stop: CancellationToken,
+    ingest: std::thread::JoinHandle<Result<(), IngestError>>,
+    tasks: tokio_util::task::TaskTracker,
+}
+
+impl Hub {
+    /// Starts every part; returns once the ports are bound and ingest runs.
+    pub async fn start(config: Config) -> Result<Hub, HubError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| HubError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let _ = std::fs::remove_file(config.data_dir.join(ENDPOINTS_FILE));
+        let store = Arc::new(Store::open(&config.data_dir.join("db"))?);
+        let epoch = store.next_boot_epoch()?;
+        let admin_token_sha256 = resolve_admin_token(&config, &store)?;
+        let pki = Arc::new(Pki::load_or_create(&config.data_dir)?);
+        let tls_files = pki.write_server_files(&config.broker.server_names)?;
+        let metrics = Metrics::new();
+
+        let broker = broker::start(&config.broker, &tls_files, store.clone(), &metrics)?;
+        let (control_tx, control_rx) = std::sync::mpsc::channel();
+        let mut ingest = Ingest::new(
+            store.clone(),
+            metrics.clone(),
+            config.ingest.clone(),
+            epoch,
+            broker.link_tx,
+            control_rx,
+        )?;
+        ingest.subscribe()?;
+
+        let stop = CancellationToken::new();
+        let ingest_stop = stop.clone();
+        let link_rx = broker.link_rx;
+        let ingest = std::thread::Builder::new()
+            .name("ingest".into())
+            .spawn(move || ingest.run(link_rx, ingest_stop))
+            .map_err(HubError::Thread)?;
+
+        let tasks = tokio_util::task::TaskTracker::new();
+        let device_listener = bind(config.broker.listen).await?;
+        let device_addr = local_addr(&device_listener, config.broker.listen)?;
+        let front = tls_front::FrontConfig {
+            upstream: broker.device_tls,
+            handshake_timeout: Duration::from_millis(config.broker.handshake_timeout_ms),
+            max_handshakes_per_ip: config.broker.max_handshakes_per_ip,
+        };
+        tasks.spawn(tls_front::serve(device_listener, front, metrics.clone(), stop.clone()));
+
+        let state = Arc::new(api::ApiState {
+            store: store.clone(),
+            pki,
+            metrics,
+            ingest_control: Mutex::new(control_tx),
+            broker_control: broker.control,
+            admin_token_sha256,
+            epoch,
+            device_cert_days: config.broker.device_cert_days,
+            ready: AtomicBool::new(false),
+        });
+        let api_listener = bind(config.api.listen).await?;
+        let api_addr = local_addr(&api_listener, config.api.listen)?;
+        let api_stop = stop.clone();
+        let app = api::router(state.clone());
+        tasks.spawn(async move {
+            let serve = axum::serve(api_listener, app).with_graceful_shutdown(api_stop.cancelled_owned());
+            if let Err(error) = serve.await {
+                tracing::error!(%error, "HTTP API stopped");
+            }
+        });
+        write_endpoints(&config.data_dir, api_addr, device_addr)?;
+        state.ready.store(true, Ordering::Relaxed);
+        tracing::info!(%api_addr, %device_addr, epoch, "hub started");
+        Ok(Hub {
+            api_addr,
+            device_addr,
+            store,
+            stop,
+            ingest,
+            tasks,
+        })
+    }
+
+    /// The bound HTTP API address.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// The bound public device (mTLS) address.
+    pub fn device_addr(&self) -> SocketAddr {
+        self.device_addr
+    }
+
+    /// Runs until `shutdown` resolves, then stops ingest (which writes the
+    /// twins and fsyncs) and the API, and flushes the store.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), HubError> {
+        shutdown.await;
+        tracing::info!("shutting down");
+        self.stop.cancel();
+        self.tasks.close();
+        let ingest = self.ingest;
+        let joined = tokio::task::spawn_blocking(move || ingest.join()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.tasks.wait()).await;
+        self.store.flush()?;
+        match joined {
+            Ok(Ok(result)) => result.map_err(HubError::from),
+            _ => Err(HubError::Thread(std::io::Error::other("ingest thread panicked"))),
+        }
+    }
+}
+
+/// Runs a hub until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), HubError> {
+    Hub::start(config).await?.run_until(shutdown).await
+}
+
+/// The admin token's hash: from the config, else from `YIZHAN_ADMIN_TOKEN`,
+/// else the one generated at an earlier start, else a new one printed once.
+fn resolve_admin_token(config: &Config, store: &Store) -> Result<String, HubError> {
+    if !config.api.admin_token_sha256.is_empty() {
+        return Ok(config.api.admin_token_sha256.to_lowercase());
+    }
+    if let Ok(token) = std::env::var(config::ADMIN_TOKEN_ENV) {
+        if token.trim().len() < 16 {
+            return Err(HubError::AdminToken(format!(
+                "{} must be at least 16 characters",
+                config::ADMIN_TOKEN_ENV
+            )));
+        }
+        return Ok(secrets::sha256_hex(token.trim()));
+    }
+    if let Some(hash) = store.admin_token_hash()? {
+        return Ok(hash);
+    }
+    let token = secrets::random_secret();
+    let hash = secrets::sha256_hex(&token);
+    store.set_admin_token_hash(&hash)?;
+    eprintln!("Generated admin token (shown once, only its hash is kept): {token}");
+    Ok(hash)
+}
+
+/// File in the data dir naming the bound addresses, for tools and tests that
+/// start the hub on port 0.
+pub const ENDPOINTS_FILE: &str = "endpoints.json";
+
+fn write_endpoints(dir: &std::path::Path, api: SocketAddr, mqtt: SocketAddr) -> Result<(), HubError> {
+    let body = serde_json::json!({ "api": api.to_string(), "mqtt": mqtt.to_string() });
+    let (path, tmp) = (dir.join(ENDPOINTS_FILE), dir.join("endpoints.json.tmp"));
+    let io = |source| HubError::DataDir { path: dir.to_path_buf(), source };
+    std::fs::write(&tmp, body.to_string()).map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, HubError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| HubError::Bind { addr, source })
+}
+
+fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, HubError> {
+    listener
+        .local_addr()
+        .map_err(|source| HubError::Bind { addr, source })
+}

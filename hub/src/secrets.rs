@@ -1,0 +1,63 @@
+//! Secrets at rest: generated tokens and device passwords are stored as
+//! SHA-256 (they carry 256 random bits, so a fast hash is enough); passwords
+//! that people choose (plain-listener users) as Argon2 PHC strings.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use sha2::{Digest, Sha256};
+
+/// A new random secret: 32 bytes, hex.
+pub fn random_secret() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+pub fn sha256_hex(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Whether `secret` hashes to `expected_hex`, comparing in constant time.
+pub fn matches_sha256(secret: &str, expected_hex: &str) -> bool {
+    let actual = sha256_hex(secret);
+    actual.len() == expected_hex.len()
+        && actual
+            .bytes()
+            .zip(expected_hex.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// Argon2id PHC string for a human-chosen password.
+pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())?;
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)?
+        .to_string())
+}
+
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc)
+        .map(|hash| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &hash)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_verify_only_the_right_secret() {
+        let secret = random_secret();
+        let hash = sha256_hex(&secret);
+        assert!(matches_sha256(&secret, &hash));
+        assert!(!matches_sha256("other", &hash));
+        assert!(!matches_sha256(&secret, ""));
+        let phc = hash_password("hunter2").unwrap();
+        assert!(verify_password("hunter2", &phc));
+        assert!(!verify_password("hunter3", &phc));
+        assert!(!verify_password("hunter2", "not a phc string"));
+    }
+}

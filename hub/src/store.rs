@@ -1,0 +1,303 @@
+//! Durable state: the only module that touches sled.
+//!
+//! Trees: `devices` (provisioning records), `revoked` (ids cut off),
+//! `twins` (device twins), `events` (each `(device, event id)` once) and
+//! `meta` (boot epoch, generated admin-token hash). Values are JSON.
+//! `flush` fsyncs; the ingest loop calls it once per batch holding events
+//! before it acknowledges them.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::twin::Twin;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("corrupt record under key {key:?}: {source}")]
+    Corrupt {
+        key: String,
+        source: serde_json::Error,
+    },
+}
+
+/// What provisioning recorded about a device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    pub id: String,
+    pub center: String,
+    pub room: String,
+    pub kind: protocol::DeviceKind,
+    /// SHA-256 (hex) of the MQTT password.
+    pub password_sha256: String,
+    /// SHA-256 (hex) of the issued certificate (DER).
+    pub certificate_sha256: String,
+    pub not_after: u64,
+    pub provisioned_at: u64,
+}
+
+/// An event as stored, exactly once per `(device, id)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub device: String,
+    pub center: String,
+    pub kind: protocol::DeviceKind,
+    pub received_at: u64,
+    pub event: protocol::Event,
+}
+
+pub struct Store {
+    db: sled::Db,
+    devices: sled::Tree,
+    revoked: sled::Tree,
+    twins: sled::Tree,
+    events: sled::Tree,
+    meta: sled::Tree,
+}
+
+const BOOT_EPOCH_KEY: &[u8] = b"boot_epoch";
+const ADMIN_TOKEN_KEY: &[u8] = b"admin_token_sha256";
+
+impl Store {
+    /// Opens (or creates) the database under `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(256 * 1024 * 1024)
+            .flush_every_ms(Some(200))
+            .open()?;
+        Ok(Store {
+            devices: db.open_tree("devices")?,
+            revoked: db.open_tree("revoked")?,
+            twins: db.open_tree("twins")?,
+            events: db.open_tree("events")?,
+            meta: db.open_tree("meta")?,
+            db,
+        })
+    }
+
+    /// Increments and returns the boot epoch. A twin marked online in an
+    /// earlier epoch is offline now: every session ended with the process.
+    pub fn next_boot_epoch(&self) -> Result<u64, StoreError> {
+        let next = self
+            .meta
+            .update_and_fetch(BOOT_EPOCH_KEY, |old| {
+                let n = old.map(decode_u64).unwrap_or(0) + 1;
+                Some(n.to_be_bytes().to_vec())
+            })?
+            .map(|v| decode_u64(&v))
+            .unwrap_or(1);
+        self.db.flush()?;
+        Ok(next)
+    }
+
+    pub fn admin_token_hash(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .meta
+            .get(ADMIN_TOKEN_KEY)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub fn set_admin_token_hash(&self, sha256_hex: &str) -> Result<(), StoreError> {
+        self.meta.insert(ADMIN_TOKEN_KEY, sha256_hex.as_bytes())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Records a provisioned device and its initial twin, replacing a revoked
+    /// one. Returns false (and writes nothing) when the id is live.
+    pub fn provision(&self, record: &DeviceRecord, twin: &Twin) -> Result<bool, StoreError> {
+        let key = record.id.as_bytes();
+        if self.devices.contains_key(key)? && !self.revoked.contains_key(key)? {
+            return Ok(false);
+        }
+        self.devices.insert(key, to_json(record))?;
+        self.twins.insert(key, to_json(twin))?;
+        self.revoked.remove(key)?;
+        self.db.flush()?;
+        Ok(true)
+    }
+
+    pub fn device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        get_json(&self.devices, id)
+    }
+
+    /// Marks a device revoked. Returns false when it was never provisioned.
+    pub fn revoke(&self, id: &str, at: u64) -> Result<bool, StoreError> {
+        if !self.devices.contains_key(id)? {
+            return Ok(false);
+        }
+        self.revoked.insert(id, &at.to_be_bytes())?;
+        self.db.flush()?;
+        Ok(true)
+    }
+
+    pub fn is_revoked(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.revoked.contains_key(id)?)
+    }
+
+    pub fn revoked_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.revoked
+            .iter()
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?).into_owned()))
+            .collect()
+    }
+
+    pub fn twin(&self, id: &str) -> Result<Option<Twin>, StoreError> {
+        get_json(&self.twins, id)
+    }
+
+    /// Writes twins in one atomic batch (not fsynced: see `flush`).
+    pub fn put_twins<'a>(&self, twins: impl Iterator<Item = &'a Twin>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for twin in twins {
+            batch.insert(twin.id.as_bytes(), to_json(twin));
+        }
+        self.twins.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Every twin, in id order.
+    pub fn twins(&self) -> impl Iterator<Item = Result<Twin, StoreError>> + '_ {
+        self.twins.iter().map(|entry| {
+            let (key, value) = entry?;
+            decode(&key, &value)
+        })
+    }
+
+    pub fn twin_count(&self) -> usize {
+        self.twins.len()
+    }
+
+    /// Stores an event unless `(device, id)` is already stored. Returns
+    /// whether it was new.
+    pub fn insert_event_once(&self, event: &StoredEvent) -> Result<bool, StoreError> {
+        let key = event_key(&event.device, &event.event.id);
+        let swapped = self
+            .events
+            .compare_and_swap(key, None as Option<&[u8]>, Some(to_json(event)))?;
+        Ok(swapped.is_ok())
+    }
+
+    /// Events of one device, in id order.
+    pub fn events_of(&self, device: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        let prefix = event_key(device, "");
+        self.events
+            .scan_prefix(prefix)
+            .map(|entry| {
+                let (key, value) = entry?;
+                decode(&key, &value)
+            })
+            .collect()
+    }
+
+    pub fn event_count(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Fsyncs everything written so far. Returns the bytes flushed.
+    pub fn flush(&self) -> Result<usize, StoreError> {
+        Ok(self.db.flush()?)
+    }
+
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+fn event_key(device: &str, id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(device.len() + 1 + id.len());
+    key.extend_from_slice(device.as_bytes());
+    key.push(0);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+fn decode_u64(bytes: &[u8]) -> u64 {
+    bytes.try_into().map(u64::from_be_bytes).unwrap_or(0)
+}
+
+fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    // invariant: our records are plain structs with string keys; they
+    // always serialize.
+    serde_json::to_vec(value).expect("record serializes")
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(value).map_err(|source| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
+}
+
+fn get_json<T: DeserializeOwned>(tree: &sled::Tree, key: &str) -> Result<Option<T>, StoreError> {
+    tree.get(key)?
+        .map(|value| decode(key.as_bytes(), &value))
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::DeviceKind;
+
+    fn record(id: &str) -> DeviceRecord {
+        DeviceRecord {
+            id: id.into(),
+            center: "c1".into(),
+            room: "r1".into(),
+            kind: DeviceKind::Piano,
+            password_sha256: "00".into(),
+            certificate_sha256: "11".into(),
+            not_after: 0,
+            provisioned_at: 0,
+        }
+    }
+
+    #[test]
+    fn events_are_stored_once_and_state_survives_reopen() {
+        let dir = tempdir();
+        {
+            let store = Store::open(&dir).unwrap();
+            assert_eq!(store.next_boot_epoch().unwrap(), 1);
+            let twin = Twin::provisioned(&record("d1"), 0);
+            assert!(store.provision(&record("d1"), &twin).unwrap());
+            assert!(!store.provision(&record("d1"), &twin).unwrap());
+            let event = StoredEvent {
+                device: "d1".into(),
+                center: "c1".into(),
+                kind: DeviceKind::Piano,
+                received_at: 5,
+                event: serde_json::from_str(r#"{"id":"e1","ts":1,"seq":1,"type":"x"}"#).unwrap(),
+            };
+            assert!(store.insert_event_once(&event).unwrap());
+            assert!(!store.insert_event_once(&event).unwrap());
+            store.flush().unwrap();
+        }
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(store.next_boot_epoch().unwrap(), 2);
+        assert_eq!(store.events_of("d1").unwrap().len(), 1);
+        assert_eq!(store.twin("d1").unwrap().unwrap().kind, DeviceKind::Piano);
+        assert!(store.revoke("d1", 9).unwrap());
+        assert!(store.is_revoked("d1").unwrap());
+        assert!(!store.revoke("nobody", 9).unwrap());
+        let twin = Twin::provisioned(&record("d1"), 0);
+        assert!(store.provision(&record("d1"), &twin).unwrap(), "a revoked id can be provisioned again");
+        assert!(!store.is_revoked("d1").unwrap());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    fn tempdir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "yizhan-store-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}
