@@ -24,7 +24,7 @@ use crate::ingest::Control;
 use crate::metrics::Metrics;
 use crate::pki::Pki;
 use crate::secrets;
-use crate::store::{DeviceRecord, Store};
+use crate::store::{DeviceRecord, Store, StoredEvent};
 use crate::twin::Twin;
 
 /// Everything the handlers share.
@@ -48,6 +48,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/devices", get(list_devices).post(provision))
         .route("/api/v1/devices/{id}", get(get_device).delete(revoke))
+        .route("/api/v1/devices/{id}/events", get(device_events))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .with_state(state)
 }
@@ -289,4 +290,28 @@ async fn list_devices(
         devices.push(twin);
     }
     Ok(Json(DeviceList { devices, next }))
+}
+
+#[derive(Serialize)]
+struct EventList {
+    device: String,
+    count: usize,
+    events: Vec<StoredEvent>,
+}
+
+/// Events stored for one device, each `(device, id)` once.
+async fn device_events(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Json<EventList>, HttpError> {
+    if state.store.device(&id).map_err(internal)?.is_none() {
+        return Err(error(StatusCode::NOT_FOUND, format!("no device {id}")));
+    }
+    let events = state.store.events_of(&id).map_err(internal)?;
+    Ok(Json(EventList {
+        device: id,
+        count: events.len(),
+        events,
+    }))
 }

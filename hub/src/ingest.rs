@@ -24,6 +24,10 @@ use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, StoredEvent};
 use crate::twin::{Presence, Twin};
 
+/// How often silent devices are looked for: the bound on how late past
+/// 1.5× keepalive a device is marked offline.
+const LIVENESS_SWEEP: Duration = Duration::from_millis(250);
+
 /// Changes made outside ingest that its cache must learn.
 #[derive(Debug, Clone)]
 pub enum Control {
@@ -183,7 +187,7 @@ impl Ingest {
             }
             if Instant::now() >= next_sweep {
                 self.sweep_liveness()?;
-                next_sweep = Instant::now() + Duration::from_secs(1);
+                next_sweep = Instant::now() + LIVENESS_SWEEP;
             }
         }
         self.write_twins()?;
@@ -245,10 +249,11 @@ impl Ingest {
         for message in &batch {
             self.handle(message, &mut outbox)?;
         }
+        // Twins first, so one fsync makes them durable with the events.
+        self.write_twins()?;
         if outbox.holds_events {
             self.store.flush()?;
         }
-        self.write_twins()?;
         for message in &batch {
             self.metrics
                 .ingest_latency

@@ -108,8 +108,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 }
 
 fn init_tracing(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("YIZHAN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.filter));
+    let filter = tracing_subscriber::EnvFilter::new(&config.log.filter);
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),

@@ -1,0 +1,308 @@
+//! A fleet run: plan the devices of C centers, provision them, connect them
+//! paced, run them until shutdown or the configured duration, and sum up the
+//! ground truth.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::api::Provisioned;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::device::{run_device, DeviceReport, DeviceSettings};
+use crate::mqtt::{self, Endpoint};
+use crate::plan::{default_center_names, plan_fleet, DeviceMix, DeviceSpec, PlanError};
+use crate::provision::{ProvisionError, Provisioner};
+use crate::stats::{DeviceTruth, GroundTruth};
+use crate::store::CredentialStore;
+use crate::unix_ms;
+
+/// Provisioning requests in flight at once.
+const PROVISION_CONCURRENCY: usize = 8;
+/// An unacknowledged event is resent after this long.
+const RESEND_INTERVAL: Duration = Duration::from_secs(5);
+/// On shutdown, how long devices wait for outstanding event acks.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// On shutdown, how long a device's `offline` + DISCONNECT may take.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What to simulate and against which hub.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// Hub HTTP API base, e.g. `http://127.0.0.1:8080`.
+    pub api_url: String,
+    /// Bearer token for `POST /api/v1/devices`.
+    pub admin_token: String,
+    /// Broker host: a DNS name (the TLS server name; IP SNI is refused).
+    pub mqtt_host: String,
+    pub mqtt_port: u16,
+    /// Number of centers, named `center01`, `center02`, …
+    pub centers: usize,
+    /// Devices per center.
+    pub mix: DeviceMix,
+    /// Where device credentials are kept (`<id>.json`, mode 0600).
+    pub cert_dir: PathBuf,
+    pub telemetry_interval: Duration,
+    /// MQTT keepalive: whole seconds, 1 s to 65535 s.
+    pub keepalive: Duration,
+    pub seed: u64,
+    /// Pause between two devices' connects (the broker stalls on bursts).
+    pub connect_pacing: Duration,
+    /// Stop by itself after this long (counted from the first connect).
+    pub duration: Option<Duration>,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            api_url: "http://127.0.0.1:8080".into(),
+            admin_token: String::new(),
+            mqtt_host: "localhost".into(),
+            mqtt_port: 8883,
+            centers: 1,
+            mix: DeviceMix::default(),
+            cert_dir: PathBuf::from("sim-certs"),
+            telemetry_interval: Duration::from_secs(5),
+            keepalive: Duration::from_secs(30),
+            seed: 1,
+            connect_pacing: Duration::from_millis(20),
+            duration: None,
+        }
+    }
+}
+
+/// Why a fleet run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("invalid fleet configuration: {0}")]
+    InvalidConfig(String),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+    #[error("cancelled before the devices started")]
+    Cancelled,
+    #[error("device task failed: {0}")]
+    DeviceTask(String),
+}
+
+/// Refuses configurations the hub or rumqttc would reject later, less
+/// clearly.
+fn validate(config: &FleetConfig) -> Result<(), FleetError> {
+    let invalid = |msg: &str| Err(FleetError::InvalidConfig(msg.to_owned()));
+    if config.admin_token.is_empty() {
+        return invalid("the admin token is empty");
+    }
+    if config.mqtt_host.parse::<IpAddr>().is_ok() {
+        return invalid(
+            "the MQTT host must be a DNS name (e.g. localhost): the broker refuses an IP address as TLS server name",
+        );
+    }
+    if config.keepalive < Duration::from_secs(1)
+        || config.keepalive > Duration::from_secs(u16::MAX.into())
+    {
+        return invalid("the keepalive must be between 1 s and 65535 s");
+    }
+    if config.telemetry_interval.is_zero() {
+        return invalid("the telemetry interval must be above zero");
+    }
+    Ok(())
+}
+
+fn device_settings(config: &FleetConfig, run_id: String) -> DeviceSettings {
+    DeviceSettings {
+        endpoint: Endpoint {
+            host: config.mqtt_host.clone(),
+            port: config.mqtt_port,
+            // rumqttc sends whole seconds.
+            keepalive: Duration::from_secs(config.keepalive.as_secs()),
+        },
+        telemetry_interval: config.telemetry_interval,
+        resend_interval: RESEND_INTERVAL,
+        drain_timeout: DRAIN_TIMEOUT,
+        goodbye_timeout: GOODBYE_TIMEOUT,
+        run_id,
+    }
+}
+
+/// Runs the fleet until `shutdown` fires or `config.duration` passed, then
+/// every device says goodbye and the ground truth is returned.
+pub async fn run_fleet(
+    config: FleetConfig,
+    shutdown: CancellationToken,
+) -> Result<GroundTruth, FleetError> {
+    validate(&config)?;
+    mqtt::ensure_crypto_provider();
+    let specs = plan_fleet(
+        &default_center_names(config.centers),
+        &config.mix,
+        config.seed,
+    )?;
+    let provisioner = Provisioner::new(
+        &config.api_url,
+        &config.admin_token,
+        CredentialStore::new(&config.cert_dir),
+    );
+    let creds = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => return Err(FleetError::Cancelled),
+        creds = provisioner.ensure_all(&specs, PROVISION_CONCURRENCY) => creds?,
+    };
+    tracing::info!(
+        devices = specs.len(),
+        centers = config.centers,
+        "fleet provisioned"
+    );
+
+    let started_at_ms = unix_ms();
+    let settings = Arc::new(device_settings(&config, started_at_ms.to_string()));
+    let stop = shutdown.child_token();
+    // Stops the timer below (and any device still running) if this future
+    // is dropped.
+    let _stop_on_drop = stop.clone().drop_guard();
+    if let Some(duration) = config.duration {
+        tokio::spawn(cancel_after(duration, stop.clone()));
+    }
+    let mut running = start_paced(specs, creds, settings, &stop, config.connect_pacing).await;
+    let mut devices = Vec::with_capacity(running.len());
+    while let Some(joined) = running.join_next().await {
+        let (index, spec, report) = joined.map_err(|e| FleetError::DeviceTask(e.to_string()))?;
+        devices.push((
+            index,
+            DeviceTruth::new(&spec, report.counters, report.clean_goodbye),
+        ));
+    }
+    devices.sort_by_key(|(index, _)| *index);
+    let devices = devices.into_iter().map(|(_, d)| d).collect();
+    let truth = GroundTruth::new(config.seed, started_at_ms, unix_ms(), devices);
+    tracing::info!(devices = truth.devices.len(), "fleet stopped");
+    Ok(truth)
+}
+
+/// Cancels `stop` after `duration` unless it was cancelled before.
+async fn cancel_after(duration: Duration, stop: CancellationToken) {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => stop.cancel(),
+        _ = stop.cancelled() => {}
+    }
+}
+
+type DeviceOutcome = (usize, DeviceSpec, DeviceReport);
+
+/// Starts one device task per spec, `pacing` apart; stops starting more
+/// once `stop` fires. Tasks carry their plan index for ordering.
+async fn start_paced(
+    specs: Vec<DeviceSpec>,
+    creds: Vec<Provisioned>,
+    settings: Arc<DeviceSettings>,
+    stop: &CancellationToken,
+    pacing: Duration,
+) -> JoinSet<DeviceOutcome> {
+    let total = specs.len();
+    let mut tasks = JoinSet::new();
+    for (index, (spec, creds)) in specs.into_iter().zip(creds).enumerate() {
+        if index > 0 && !pacing.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(pacing) => {}
+                _ = stop.cancelled() => break,
+            }
+        }
+        if stop.is_cancelled() {
+            break;
+        }
+        let settings = Arc::clone(&settings);
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            let report = run_device(spec.clone(), creds, settings, stop).await;
+            (index, spec, report)
+        });
+    }
+    if tasks.len() < total {
+        tracing::warn!(
+            started = tasks.len(),
+            total,
+            "stopped before every device started"
+        );
+    } else {
+        tracing::info!(devices = total, "every device started");
+    }
+    tasks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> FleetConfig {
+        FleetConfig {
+            admin_token: "t".into(),
+            ..FleetConfig::default()
+        }
+    }
+
+    fn invalid(config: FleetConfig) -> String {
+        match validate(&config) {
+            Err(FleetError::InvalidConfig(msg)) => msg,
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_default_config_with_a_token_is_valid() {
+        assert!(validate(&config()).is_ok());
+        assert!(invalid(FleetConfig::default()).contains("token"));
+    }
+
+    #[test]
+    fn ip_hosts_and_bad_keepalives_are_refused() {
+        let ip = FleetConfig {
+            mqtt_host: "127.0.0.1".into(),
+            ..config()
+        };
+        assert!(invalid(ip).contains("DNS name"));
+        for keepalive in [
+            Duration::ZERO,
+            Duration::from_millis(500),
+            Duration::from_secs(70_000),
+        ] {
+            let c = FleetConfig {
+                keepalive,
+                ..config()
+            };
+            assert!(invalid(c).contains("keepalive"));
+        }
+        let c = FleetConfig {
+            telemetry_interval: Duration::ZERO,
+            ..config()
+        };
+        assert!(invalid(c).contains("telemetry"));
+    }
+
+    #[test]
+    fn keepalive_is_truncated_to_whole_seconds() {
+        let c = FleetConfig {
+            keepalive: Duration::from_millis(30_900),
+            ..config()
+        };
+        assert_eq!(
+            device_settings(&c, "r".into()).endpoint.keepalive,
+            Duration::from_secs(30)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_run_cancelled_while_provisioning_reports_it() {
+        // Nothing listens on port 9, but cancellation is checked first.
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        let c = FleetConfig {
+            api_url: "http://127.0.0.1:9".into(),
+            cert_dir: std::env::temp_dir().join("device-sim-never-written"),
+            ..config()
+        };
+        let result = run_fleet(c, shutdown).await;
+        assert!(matches!(result, Err(FleetError::Cancelled)), "{result:?}");
+    }
+}

@@ -1,0 +1,29 @@
+//! Yizhan device fleet simulator: provisions simulated devices on a hub,
+//! runs them over MQTT/mTLS as contract v1 (`docs/protocol.md`) describes,
+//! and reports the ground truth of what they sent.
+//!
+//! Entry point: [`run_fleet`] with a [`FleetConfig`]. The pure parts (plan,
+//! behaviour, outbox, stats) are public too so that tests and future load
+//! modes can reuse them.
+
+pub mod behaviour;
+pub mod device;
+pub mod fleet;
+pub mod mqtt;
+pub mod outbox;
+pub mod plan;
+pub mod provision;
+pub mod stats;
+pub mod store;
+
+pub use fleet::{run_fleet, FleetConfig, FleetError};
+pub use plan::{DeviceMix, DeviceSpec};
+pub use stats::{Counters, DeviceTruth, GroundTruth};
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,158 @@
+//! `device-sim`: command line of the Yizhan fleet simulator.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use device_sim::{run_fleet, DeviceMix, FleetConfig, GroundTruth};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "device-sim", version, about = "Yizhan device fleet simulator")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Provision and run a fleet until its duration passed or SIGINT/SIGTERM,
+    /// then print the ground truth.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Hub HTTP API base URL.
+    #[arg(long, default_value_t = FleetConfig::default().api_url)]
+    api: String,
+    /// Admin token for provisioning.
+    #[arg(long, env = "YIZHAN_ADMIN_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Broker host name (also the TLS server name; not an IP address).
+    #[arg(long, default_value_t = FleetConfig::default().mqtt_host)]
+    mqtt_host: String,
+    #[arg(long, default_value_t = FleetConfig::default().mqtt_port)]
+    mqtt_port: u16,
+    /// Number of centers (center01, center02, …).
+    #[arg(long, default_value_t = FleetConfig::default().centers)]
+    centers: usize,
+    #[arg(long, default_value_t = DeviceMix::default().pianos)]
+    pianos: usize,
+    #[arg(long, default_value_t = DeviceMix::default().therapy_robots)]
+    therapy_robots: usize,
+    #[arg(long, default_value_t = DeviceMix::default().gates)]
+    gates: usize,
+    #[arg(long, default_value_t = DeviceMix::default().counters)]
+    counters: usize,
+    /// Seed of every random choice the devices make.
+    #[arg(long, default_value_t = FleetConfig::default().seed)]
+    seed: u64,
+    /// Stop after this long (e.g. 60s, 10m); runs until a signal if unset.
+    #[arg(long)]
+    duration: Option<humantime::Duration>,
+    #[arg(long, default_value_t = FleetConfig::default().telemetry_interval.into())]
+    telemetry_interval: humantime::Duration,
+    /// MQTT keepalive (whole seconds).
+    #[arg(long, default_value_t = FleetConfig::default().keepalive.into())]
+    keepalive: humantime::Duration,
+    /// Pause between two devices' connects.
+    #[arg(long, default_value_t = FleetConfig::default().connect_pacing.into())]
+    connect_pacing: humantime::Duration,
+    /// Directory of device credentials (reused across runs).
+    #[arg(long, default_value_os_t = FleetConfig::default().cert_dir)]
+    cert_dir: PathBuf,
+    /// Also write the ground truth as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+impl RunArgs {
+    fn into_config(self) -> FleetConfig {
+        FleetConfig {
+            api_url: self.api,
+            admin_token: self.token,
+            mqtt_host: self.mqtt_host,
+            mqtt_port: self.mqtt_port,
+            centers: self.centers,
+            mix: DeviceMix {
+                pianos: self.pianos,
+                therapy_robots: self.therapy_robots,
+                gates: self.gates,
+                counters: self.counters,
+            },
+            cert_dir: self.cert_dir,
+            telemetry_interval: self.telemetry_interval.into(),
+            keepalive: self.keepalive.into(),
+            seed: self.seed,
+            connect_pacing: self.connect_pacing.into(),
+            duration: self.duration.map(Into::into),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Run(args) => run(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("device-sim: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let json = args.json.clone();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let truth = run_fleet(args.into_config(), shutdown)
+        .await
+        .context("fleet run failed")?;
+    print!("{truth}");
+    if let Some(path) = json {
+        write_json(&truth, &path)?;
+    }
+    Ok(())
+}
+
+fn write_json(truth: &GroundTruth, path: &Path) -> anyhow::Result<()> {
+    let bytes = serde_json::to_vec_pretty(truth).context("serializing the ground truth")?;
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    tracing::info!(path = %path.display(), "ground truth written");
+    Ok(())
+}
+
+/// Cancels `shutdown` on the first SIGINT or SIGTERM (devices then say
+/// goodbye); exits at once on the second.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    if let Err(e) = next_signal().await {
+        tracing::error!(error = %e, "cannot listen for signals");
+        return;
+    }
+    tracing::info!("stopping: devices are saying goodbye (signal again to abort)");
+    shutdown.cancel();
+    if next_signal().await.is_ok() {
+        std::process::exit(130);
+    }
+}
+
+async fn next_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
+}
