@@ -69,7 +69,10 @@ fn error(status: StatusCode, reason: impl Into<String>) -> HttpError {
 
 fn internal(err: impl std::fmt::Display) -> HttpError {
     tracing::error!(error = %err, "API request failed");
-    error(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the hub's log")
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error; see the hub's log",
+    )
 }
 
 /// Proof that the request carried the admin token.
@@ -78,16 +81,24 @@ pub struct Admin;
 impl FromRequestParts<Arc<ApiState>> for Admin {
     type Rejection = HttpError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<ApiState>) -> Result<Admin, HttpError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Admin, HttpError> {
         let token = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         match token {
-            Some(token) if secrets::matches_sha256(token.trim(), &state.admin_token_sha256) => Ok(Admin),
+            Some(token) if secrets::matches_sha256(token.trim(), &state.admin_token_sha256) => {
+                Ok(Admin)
+            }
             Some(_) => Err(error(StatusCode::UNAUTHORIZED, "invalid bearer token")),
-            None => Err(error(StatusCode::UNAUTHORIZED, "missing `Authorization: Bearer <token>`")),
+            None => Err(error(
+                StatusCode::UNAUTHORIZED,
+                "missing `Authorization: Bearer <token>`",
+            )),
         }
     }
 }
@@ -106,7 +117,10 @@ async fn metrics(_: Admin, State(state): State<Arc<ApiState>>) -> Response {
     }
     state.metrics.twins.set(state.store.twin_count() as i64);
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         state.metrics.render(),
     )
         .into_response()
@@ -117,7 +131,9 @@ const MAX_LABEL_LEN: usize = 64;
 fn check_label(field: &str, value: &str) -> Result<(), HttpError> {
     let ok = !value.is_empty()
         && value.len() <= MAX_LABEL_LEN
-        && value.chars().all(|c| c.is_alphanumeric() || "-_".contains(c));
+        && value
+            .chars()
+            .all(|c| c.is_alphanumeric() || "-_".contains(c));
     if ok {
         Ok(())
     } else {
@@ -159,7 +175,10 @@ async fn provision(
     };
     let twin = Twin::provisioned(&record, record.provisioned_at);
     if !state.store.provision(&record, &twin).map_err(internal)? {
-        return Err(error(StatusCode::CONFLICT, format!("device {} already exists", record.id)));
+        return Err(error(
+            StatusCode::CONFLICT,
+            format!("device {} already exists", record.id),
+        ));
     }
     send_control(&state, Control::Provisioned(record.id.clone()));
     tracing::info!(device = %record.id, center = %record.center, kind = %record.kind, "device provisioned");
@@ -225,10 +244,11 @@ async fn get_device(
     let twin = state.store.twin(&id).map_err(internal)?;
     let twin = twin.ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no device {id}")))?;
     let revoked = state.store.is_revoked(&id).map_err(internal)?;
-    Ok(Json(DeviceView {
-        twin: twin.view(state.epoch),
-        revoked,
-    }))
+    let mut twin = twin.view(state.epoch);
+    // A revoked device's session is cut before the API answers; ingest
+    // writes the twin offline moments later.
+    twin.online &= !revoked;
+    Ok(Json(DeviceView { twin, revoked }))
 }
 
 /// A twin as the API shows it.
@@ -266,9 +286,10 @@ async fn list_devices(
 ) -> Result<Json<DeviceList>, HttpError> {
     let Query(query) = query.map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
     let kind = match &query.kind {
-        Some(kind) => Some(DeviceKind::parse(kind).ok_or_else(|| {
-            error(StatusCode::BAD_REQUEST, format!("unknown kind {kind:?}"))
-        })?),
+        Some(kind) => Some(
+            DeviceKind::parse(kind)
+                .ok_or_else(|| error(StatusCode::BAD_REQUEST, format!("unknown kind {kind:?}")))?,
+        ),
         None => None,
     };
     let limit = query.limit.unwrap_or(1_000).clamp(1, MAX_LIST);
@@ -276,7 +297,10 @@ async fn list_devices(
     let mut next = None;
     for twin in state.store.twins() {
         let twin = twin.map_err(internal)?.view(state.epoch);
-        if query.after.as_ref().is_some_and(|after| twin.id.as_str() <= after.as_str())
+        if query
+            .after
+            .as_ref()
+            .is_some_and(|after| twin.id.as_str() <= after.as_str())
             || query.center.as_ref().is_some_and(|c| *c != twin.center)
             || kind.is_some_and(|k| k != twin.kind)
             || query.online.is_some_and(|o| o != twin.online)

@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use rumqttd::local::{LinkBuilder, LinkRx, LinkTx};
 use rumqttd::protocol::v4::V4;
-use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings, TlsConfig};
+use rumqttd::{
+    ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings, TlsConfig,
+};
 
 use crate::config::BrokerConfig;
 use crate::metrics::Metrics;
@@ -35,11 +37,17 @@ const CONTROL_USER: &str = "__yizhan_control";
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("broker link: {0}")]
-    Link(#[from] rumqttd::local::LinkError),
+    Link(Box<rumqttd::local::LinkError>),
     #[error("no free loopback port: {0}")]
     Port(std::io::Error),
     #[error("starting listener thread: {0}")]
     Thread(std::io::Error),
+}
+
+impl From<rumqttd::local::LinkError> for BrokerError {
+    fn from(error: rumqttd::local::LinkError) -> Self {
+        BrokerError::Link(Box::new(error))
+    }
 }
 
 /// A running broker: the link halves and the internal addresses.
@@ -260,8 +268,11 @@ fn free_loopback_port() -> Result<SocketAddr, BrokerError> {
 /// device's will fires.
 pub async fn disconnect_device(control: &ControlAccess, device_id: &str) -> Result<(), String> {
     let session_id = format!("{device_id}.{device_id}");
-    let mut options =
-        rumqttc::MqttOptions::new(session_id, control.addr.ip().to_string(), control.addr.port());
+    let mut options = rumqttc::MqttOptions::new(
+        session_id,
+        control.addr.ip().to_string(),
+        control.addr.port(),
+    );
     options
         .set_keep_alive(Duration::from_secs(5))
         .set_clean_session(true)

@@ -249,7 +249,9 @@ impl Config {
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        let env = Env::prefixed("YIZHAN_").split("__").ignore(&["admin_token", "config"]);
+        let env = Env::prefixed("YIZHAN_")
+            .split("__")
+            .ignore(&["admin_token", "config"]);
         let config: Config = figment.merge(env).extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
@@ -279,7 +281,10 @@ impl Config {
             return invalid("broker.device_cert_days", "must be at least 1");
         }
         if self.broker.plain.enabled && !self.broker.plain.listen.ip().is_loopback() {
-            return invalid("broker.plain.listen", "the plain listener binds loopback only");
+            return invalid(
+                "broker.plain.listen",
+                "the plain listener binds loopback only",
+            );
         }
         if self.ingest.batch_max == 0 {
             return invalid("ingest.batch_max", "must be at least 1");
@@ -318,6 +323,9 @@ mod tests {
         check("[api]\nlisten = \"nope\"\n", "api.listen");
         check("[broker]\nbogus = 1\n", "bogus");
         check("[broker]\nsegment_count = 0\n", "broker.segment_count");
-        check("[broker.plain]\nenabled = true\nlisten = \"0.0.0.0:1883\"\n", "broker.plain.listen");
+        check(
+            "[broker.plain]\nenabled = true\nlisten = \"0.0.0.0:1883\"\n",
+            "broker.plain.listen",
+        );
     }
 }

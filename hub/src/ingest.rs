@@ -13,7 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use protocol::{topic, Birth, Channel, CommandAck, DeviceKind, ErrorReport, Event, EventAck, Telemetry, TelemetryError, Topic};
+use protocol::{
+    topic, Birth, Channel, CommandAck, DeviceKind, ErrorReport, Event, EventAck, Telemetry,
+    TelemetryError, Topic,
+};
 use rumqttd::local::{LinkError, LinkRx, LinkTx};
 use rumqttd::Notification;
 use tokio_util::sync::CancellationToken;
@@ -42,7 +45,13 @@ pub enum IngestError {
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("broker link closed: {0}")]
-    Link(#[from] LinkError),
+    Link(Box<LinkError>),
+}
+
+impl From<LinkError> for IngestError {
+    fn from(error: LinkError) -> Self {
+        IngestError::Link(Box::new(error))
+    }
 }
 
 /// Why a message was rejected; the `reason` label of
@@ -177,7 +186,11 @@ impl Ingest {
     }
 
     /// Runs until `shutdown`, then writes every twin and fsyncs.
-    pub fn run(mut self, mut link_rx: LinkRx, shutdown: CancellationToken) -> Result<(), IngestError> {
+    pub fn run(
+        mut self,
+        mut link_rx: LinkRx,
+        shutdown: CancellationToken,
+    ) -> Result<(), IngestError> {
         let mut next_sweep = Instant::now();
         while !shutdown.is_cancelled() {
             let batch = self.collect(&mut link_rx)?;
@@ -230,8 +243,9 @@ impl Ingest {
         while let Ok(control) = self.control.try_recv() {
             match control {
                 Control::Revoked(id) => {
+                    // The twin stays cached (and is written offline); the
+                    // revoked set keeps anything the device sends out.
                     self.set_offline(&id);
-                    self.twins.remove(&id);
                     self.revoked.insert(id);
                 }
                 Control::Provisioned(id) => {
@@ -286,7 +300,11 @@ impl Ingest {
         let result = if message.payload.len() > self.config.max_payload_bytes {
             Err(Rejection::new(
                 Reason::Oversize,
-                format!("{} bytes, limit {}", message.payload.len(), self.config.max_payload_bytes),
+                format!(
+                    "{} bytes, limit {}",
+                    message.payload.len(),
+                    self.config.max_payload_bytes
+                ),
             ))
         } else {
             self.apply(device, topic.channel, &message.payload, outbox)
@@ -317,7 +335,12 @@ impl Ingest {
                     self.set_offline(device);
                     return Ok(());
                 }
-                _ => return Err(Rejection::new(Reason::InvalidPayload, "status must be online or offline")),
+                _ => {
+                    return Err(Rejection::new(
+                        Reason::InvalidPayload,
+                        "status must be online or offline",
+                    ))
+                }
             },
             Channel::Telemetry => {
                 let telemetry = Telemetry::decode(payload)?;
@@ -326,7 +349,8 @@ impl Ingest {
             }
             Channel::Event => self.apply_event(device, payload, outbox)?,
             Channel::CmdAck => {
-                serde_json::from_slice::<CommandAck>(payload).map_err(|e| Rejection::from_json(&e))?;
+                serde_json::from_slice::<CommandAck>(payload)
+                    .map_err(|e| Rejection::from_json(&e))?;
             }
             Channel::EventAck | Channel::Cmd | Channel::Error => {
                 return Err(Rejection::new(Reason::UnknownTopic, "a hub→device channel"));
@@ -336,13 +360,20 @@ impl Ingest {
         Ok(())
     }
 
-    fn apply_event(&mut self, device: &str, payload: &[u8], outbox: &mut Outbox) -> Result<(), Rejection> {
+    fn apply_event(
+        &mut self,
+        device: &str,
+        payload: &[u8],
+        outbox: &mut Outbox,
+    ) -> Result<(), Rejection> {
         let event: Event = serde_json::from_slice(payload).map_err(|e| Rejection::from_json(&e))?;
         let twin = self.twin(device);
         let (center, kind) = (twin.center.clone(), twin.kind);
         let gap = twin.observe_event_seq(event.seq);
         self.count_gap(device, Channel::Event, gap);
-        let ack = EventAck { id: event.id.clone() };
+        let ack = EventAck {
+            id: event.id.clone(),
+        };
         let stored = StoredEvent {
             device: device.to_string(),
             center: center.clone(),
@@ -364,7 +395,9 @@ impl Ingest {
         }
         // invariant: EventAck serializes.
         let ack = serde_json::to_vec(&ack).expect("ack serializes");
-        outbox.messages.push((topic::for_device(device, Channel::EventAck), ack));
+        outbox
+            .messages
+            .push((topic::for_device(device, Channel::EventAck), ack));
         outbox.holds_events = true;
         Ok(())
     }
@@ -372,12 +405,21 @@ impl Ingest {
     fn accepted(&mut self, device: &str, channel: Channel) {
         if let Some(twin) = self.twins.get(device) {
             let labels = [twin.center.as_str(), twin.kind.as_str(), channel.label()];
-            self.metrics.messages_received.with_label_values(&labels).inc();
+            self.metrics
+                .messages_received
+                .with_label_values(&labels)
+                .inc();
         }
         self.dirty.insert(device.to_string());
     }
 
-    fn reject(&mut self, device: Option<&str>, topic_name: &str, rejection: Rejection, outbox: &mut Outbox) {
+    fn reject(
+        &mut self,
+        device: Option<&str>,
+        topic_name: &str,
+        rejection: Rejection,
+        outbox: &mut Outbox,
+    ) {
         let reason = rejection.reason.as_str();
         self.metrics.rejected.with_label_values(&[reason]).inc();
         if self.log_limiter.allow(rejection.reason) {
@@ -394,12 +436,16 @@ impl Ingest {
         };
         // invariant: ErrorReport serializes.
         let payload = serde_json::to_vec(&report).expect("report serializes");
-        outbox.messages.push((topic::for_device(device, Channel::Error), payload));
+        outbox
+            .messages
+            .push((topic::for_device(device, Channel::Error), payload));
     }
 
     fn mark_seen(&mut self, device: &str) {
         let epoch = self.epoch;
-        let Some(twin) = self.twins.get_mut(device) else { return };
+        let Some(twin) = self.twins.get_mut(device) else {
+            return;
+        };
         if twin.seen(unix_ms(), epoch) == Presence::CameOnline {
             self.metrics
                 .devices_online
@@ -411,7 +457,9 @@ impl Ingest {
 
     fn set_offline(&mut self, device: &str) {
         let epoch = self.epoch;
-        let Some(twin) = self.twins.get_mut(device) else { return };
+        let Some(twin) = self.twins.get_mut(device) else {
+            return;
+        };
         if twin.went_offline(epoch) == Presence::WentOffline {
             self.metrics
                 .devices_online
@@ -488,10 +536,14 @@ impl Ingest {
 }
 
 fn decode_birth(payload: &[u8], provisioned: DeviceKind) -> Result<Birth, Rejection> {
-    let value: serde_json::Value = serde_json::from_slice(payload).map_err(|e| Rejection::from_json(&e))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(payload).map_err(|e| Rejection::from_json(&e))?;
     if let Some(kind) = value.get("kind").and_then(|k| k.as_str()) {
         if DeviceKind::parse(kind).is_none() {
-            return Err(Rejection::new(Reason::UnknownKind, format!("unknown kind {kind:?}")));
+            return Err(Rejection::new(
+                Reason::UnknownKind,
+                format!("unknown kind {kind:?}"),
+            ));
         }
     }
     let birth: Birth = serde_json::from_value(value).map_err(|e| Rejection::from_json(&e))?;
@@ -544,11 +596,23 @@ mod tests {
     #[test]
     fn birth_rejections_name_their_reason() {
         check_birth(r#"{"kind":"piano","fw":"1","model":"m"}"#, Ok(()));
-        check_birth(r#"{"kind":"piano","fw":"1","model":"m","keepalive":30}"#, Ok(()));
-        check_birth(r#"{"kind":"toaster","fw":"1","model":"m"}"#, Err(Reason::UnknownKind));
-        check_birth(r#"{"kind":"gate","fw":"1","model":"m"}"#, Err(Reason::KindMismatch));
+        check_birth(
+            r#"{"kind":"piano","fw":"1","model":"m","keepalive":30}"#,
+            Ok(()),
+        );
+        check_birth(
+            r#"{"kind":"toaster","fw":"1","model":"m"}"#,
+            Err(Reason::UnknownKind),
+        );
+        check_birth(
+            r#"{"kind":"gate","fw":"1","model":"m"}"#,
+            Err(Reason::KindMismatch),
+        );
         check_birth(r#"{"kind":"piano"}"#, Err(Reason::InvalidPayload));
-        check_birth(r#"{"kind":"piano","fw":1,"model":"m"}"#, Err(Reason::InvalidPayload));
+        check_birth(
+            r#"{"kind":"piano","fw":1,"model":"m"}"#,
+            Err(Reason::InvalidPayload),
+        );
         check_birth("{not json", Err(Reason::MalformedJson));
     }
 

@@ -111,7 +111,12 @@ impl Hub {
             handshake_timeout: Duration::from_millis(config.broker.handshake_timeout_ms),
             max_handshakes_per_ip: config.broker.max_handshakes_per_ip,
         };
-        tasks.spawn(tls_front::serve(device_listener, front, metrics.clone(), stop.clone()));
+        tasks.spawn(tls_front::serve(
+            device_listener,
+            front,
+            metrics.clone(),
+            stop.clone(),
+        ));
 
         let state = Arc::new(api::ApiState {
             store: store.clone(),
@@ -129,7 +134,8 @@ impl Hub {
         let api_stop = stop.clone();
         let app = api::router(state.clone());
         tasks.spawn(async move {
-            let serve = axum::serve(api_listener, app).with_graceful_shutdown(api_stop.cancelled_owned());
+            let serve =
+                axum::serve(api_listener, app).with_graceful_shutdown(api_stop.cancelled_owned());
             if let Err(error) = serve.await {
                 tracing::error!(%error, "HTTP API stopped");
             }
@@ -170,7 +176,9 @@ impl Hub {
         self.store.flush()?;
         match joined {
             Ok(Ok(result)) => result.map_err(HubError::from),
-            _ => Err(HubError::Thread(std::io::Error::other("ingest thread panicked"))),
+            _ => Err(HubError::Thread(std::io::Error::other(
+                "ingest thread panicked",
+            ))),
         }
     }
 }
@@ -209,10 +217,17 @@ fn resolve_admin_token(config: &Config, store: &Store) -> Result<String, HubErro
 /// start the hub on port 0.
 pub const ENDPOINTS_FILE: &str = "endpoints.json";
 
-fn write_endpoints(dir: &std::path::Path, api: SocketAddr, mqtt: SocketAddr) -> Result<(), HubError> {
+fn write_endpoints(
+    dir: &std::path::Path,
+    api: SocketAddr,
+    mqtt: SocketAddr,
+) -> Result<(), HubError> {
     let body = serde_json::json!({ "api": api.to_string(), "mqtt": mqtt.to_string() });
     let (path, tmp) = (dir.join(ENDPOINTS_FILE), dir.join("endpoints.json.tmp"));
-    let io = |source| HubError::DataDir { path: dir.to_path_buf(), source };
+    let io = |source| HubError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    };
     std::fs::write(&tmp, body.to_string()).map_err(io)?;
     std::fs::rename(&tmp, &path).map_err(io)
 }

@@ -11,7 +11,11 @@ use hub::config::{Config, LogFormat, DEFAULT_CONFIG_TOML};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "hub", version, about = "Yizhan hub: one process per neighbourhood service center")]
+#[command(
+    name = "hub",
+    version,
+    about = "Yizhan hub: one process per neighbourhood service center"
+)]
 struct Cli {
     /// TOML configuration file (every key optional; see print-default-config).
     #[arg(long, short, global = true, env = "YIZHAN_CONFIG")]
@@ -72,9 +76,10 @@ fn main() -> ExitCode {
         Err(error) => return report(Err(error.into())),
     };
     let result = match command {
-        Command::Demo { centers, device_dir } => {
-            runtime.block_on(demo(config, *centers, device_dir.clone()))
-        }
+        Command::Demo {
+            centers,
+            device_dir,
+        } => runtime.block_on(demo(config, *centers, device_dir.clone())),
         _ => runtime.block_on(run(config)),
     };
     // rumqttd's listener threads never stop; do not wait for them.
@@ -109,7 +114,10 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 
 fn init_tracing(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::new(&config.log.filter);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -126,7 +134,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
 /// The hub plus a simulated center whose devices provision themselves
 /// through the API and connect over mTLS.
 async fn demo(mut config: Config, centers: usize, device_dir: PathBuf) -> anyhow::Result<()> {
-    let token = std::env::var(hub::config::ADMIN_TOKEN_ENV).unwrap_or_else(|_| hub::secrets::random_secret());
+    let token = std::env::var(hub::config::ADMIN_TOKEN_ENV)
+        .unwrap_or_else(|_| hub::secrets::random_secret());
     config.api.admin_token_sha256 = hub::secrets::sha256_hex(&token);
     let stop = CancellationToken::new();
     tokio::spawn(cancel_on_signal(stop.clone()));
@@ -174,7 +183,10 @@ fn exit_after_grace_period() {
 
 async fn cancel_on_signal(stop: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut sigint), Ok(mut sigterm)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut sigint), Ok(mut sigterm)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };

@@ -189,7 +189,9 @@ mod tests {
         let mode = fs::metadata(dir.join(CA_KEY)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let issued = again.issue_device("piano01", 1).unwrap();
-        assert!(issued.certificate_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(issued
+            .certificate_pem
+            .starts_with("-----BEGIN CERTIFICATE-----"));
         assert_eq!(issued.certificate_sha256.len(), 64);
         fs::remove_dir_all(&dir).ok();
     }

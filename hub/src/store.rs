@@ -177,9 +177,9 @@ impl Store {
     /// whether it was new.
     pub fn insert_event_once(&self, event: &StoredEvent) -> Result<bool, StoreError> {
         let key = event_key(&event.device, &event.event.id);
-        let swapped = self
-            .events
-            .compare_and_swap(key, None as Option<&[u8]>, Some(to_json(event)))?;
+        let swapped =
+            self.events
+                .compare_and_swap(key, None as Option<&[u8]>, Some(to_json(event)))?;
         Ok(swapped.is_ok())
     }
 
@@ -286,7 +286,10 @@ mod tests {
         assert!(store.is_revoked("d1").unwrap());
         assert!(!store.revoke("nobody", 9).unwrap());
         let twin = Twin::provisioned(&record("d1"), 0);
-        assert!(store.provision(&record("d1"), &twin).unwrap(), "a revoked id can be provisioned again");
+        assert!(
+            store.provision(&record("d1"), &twin).unwrap(),
+            "a revoked id can be provisioned again"
+        );
         assert!(!store.is_revoked("d1").unwrap());
         std::fs::remove_dir_all(&dir).ok();
     }

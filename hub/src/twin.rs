@@ -192,7 +192,10 @@ mod tests {
         assert_eq!(twin.seen(10, 1), Presence::CameOnline);
         assert_eq!(twin.seen(11, 1), Presence::Unchanged);
         assert!(twin.is_online(1));
-        assert!(!twin.is_online(2), "a new hub process starts with everyone offline");
+        assert!(
+            !twin.is_online(2),
+            "a new hub process starts with everyone offline"
+        );
         assert_eq!(twin.went_offline(2), Presence::Unchanged);
         assert_eq!(twin.went_offline(1), Presence::WentOffline);
         assert_eq!(twin.liveness_deadline(30), Some(11 + 45_000));

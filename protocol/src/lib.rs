@@ -158,8 +158,8 @@ pub enum TelemetryError {
 impl Telemetry {
     /// Decodes and validates a telemetry payload.
     pub fn decode(payload: &[u8]) -> Result<Telemetry, TelemetryError> {
-        let value: Value =
-            serde_json::from_slice(payload).map_err(|e| TelemetryError::Malformed(e.to_string()))?;
+        let value: Value = serde_json::from_slice(payload)
+            .map_err(|e| TelemetryError::Malformed(e.to_string()))?;
         let Value::Object(map) = value else {
             return Err(TelemetryError::NotObject);
         };
@@ -196,7 +196,10 @@ impl Telemetry {
         map.insert("seq".into(), self.seq.into());
         for (name, value) in &self.fields {
             // invariant: a FieldValue always serializes to a JSON value.
-            map.insert(name.clone(), serde_json::to_value(value).expect("field value"));
+            map.insert(
+                name.clone(),
+                serde_json::to_value(value).expect("field value"),
+            );
         }
         // invariant: a JSON map always serializes.
         serde_json::to_vec(&map).expect("telemetry map")
@@ -242,7 +245,10 @@ mod tests {
             Telemetry::decode(br#"{"seq":1}"#),
             Err(TelemetryError::BadHeader("ts"))
         );
-        assert!(matches!(Telemetry::decode(b"{"), Err(TelemetryError::Malformed(_))));
+        assert!(matches!(
+            Telemetry::decode(b"{"),
+            Err(TelemetryError::Malformed(_))
+        ));
     }
 
     #[test]

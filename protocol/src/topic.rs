@@ -100,7 +100,13 @@ mod tests {
     fn parses_every_channel_and_rejects_others() {
         for channel in Channel::ALL {
             let t = for_device("dev1", channel);
-            assert_eq!(Topic::parse(&t), Some(Topic { device: "dev1", channel }));
+            assert_eq!(
+                Topic::parse(&t),
+                Some(Topic {
+                    device: "dev1",
+                    channel
+                })
+            );
         }
         assert_eq!(Topic::parse("/tenants/dev1/other"), None);
         assert_eq!(Topic::parse("/tenants/dev-1/telemetry"), None);

@@ -23,11 +23,14 @@ fn argon2_hash(password: &str) -> anyhow::Result<String> {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 #[tokio::test]
-async fn every_bad_input_is_rejected_with_its_reason_and_the_next_message_lands() -> anyhow::Result<()> {
+async fn every_bad_input_is_rejected_with_its_reason_and_the_next_message_lands(
+) -> anyhow::Result<()> {
     let plain_port = free_port()?;
     let extra_config = format!(
         "[broker.plain]\nenabled = true\nlisten = \"127.0.0.1:{plain_port}\"\nusers = [{{ username = \"tool\", password_hash = {:?} }}]\n",
@@ -47,20 +50,45 @@ async fn every_bad_input_is_rejected_with_its_reason_and_the_next_message_lands(
     let oversize = telemetry(1, &[("blob", json!("x".repeat(20_000)))]);
     let cases: Vec<(&str, Channel, Vec<u8>)> = vec![
         ("malformed_json", Channel::Telemetry, b"{not json".to_vec()),
-        ("unknown_kind", Channel::Birth, br#"{"kind":"toaster","fw":"1","model":"m"}"#.to_vec()),
+        (
+            "unknown_kind",
+            Channel::Birth,
+            br#"{"kind":"toaster","fw":"1","model":"m"}"#.to_vec(),
+        ),
         ("oversize", Channel::Telemetry, oversize),
-        ("wrong_type", Channel::Telemetry, br#"{"ts":1,"seq":1,"in":{"nested":1}}"#.to_vec()),
-        ("invalid_payload", Channel::Event, br#"{"id":"e","seq":1,"type":"x"}"#.to_vec()),
+        (
+            "wrong_type",
+            Channel::Telemetry,
+            br#"{"ts":1,"seq":1,"in":{"nested":1}}"#.to_vec(),
+        ),
+        (
+            "invalid_payload",
+            Channel::Event,
+            br#"{"id":"e","seq":1,"type":"x"}"#.to_vec(),
+        ),
     ];
     for (seq, (reason, channel, payload)) in cases.into_iter().enumerate() {
         device.publish(channel, payload).await?;
-        let report = device.message_on(&error_topic, Duration::from_secs(5)).await?;
+        let report = device
+            .message_on(&error_topic, Duration::from_secs(5))
+            .await
+            .map_err(|e| e.context(format!("case {reason}")))?;
         let report: protocol::ErrorReport = serde_json::from_slice(&report)?;
         assert!(report.reason.starts_with(reason), "{reason}: {report:?}");
-        let counted = hub.metric("yizhan_ingest_rejected_total", &format!("reason=\"{reason}\"")).await?;
+        let counted = hub
+            .metric(
+                "yizhan_ingest_rejected_total",
+                &format!("reason=\"{reason}\""),
+            )
+            .await?;
         assert_eq!(counted, 1.0, "{reason} counted once");
         let marker = seq as u64 + 1;
-        device.publish(Channel::Telemetry, telemetry(marker, &[("in", json!(marker))])).await?;
+        device
+            .publish(
+                Channel::Telemetry,
+                telemetry(marker, &[("in", json!(marker))]),
+            )
+            .await?;
         eventually(Duration::from_secs(5), "the next good message", || async {
             let twin = hub.twin("counter1").await.ok()?;
             (twin["fields"]["in"]["value"] == json!(marker as f64)).then_some(())
@@ -73,11 +101,24 @@ async fn every_bad_input_is_rejected_with_its_reason_and_the_next_message_lands(
     options.set_credentials("tool", "tool-password");
     let (tool, mut eventloop) = AsyncClient::new(options, 10);
     tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
-    tool.publish("/tenants/ghost/telemetry", QoS::AtLeastOnce, false, telemetry(1, &[])).await?;
-    eventually(Duration::from_secs(5), "unprovisioned rejection", || async {
-        let n = hub.metric("yizhan_ingest_rejected_total", "reason=\"unprovisioned\"").await.ok()?;
-        (n == 1.0).then_some(())
-    })
+    tool.publish(
+        "/tenants/ghost/telemetry",
+        QoS::AtLeastOnce,
+        false,
+        telemetry(1, &[]),
+    )
+    .await?;
+    eventually(
+        Duration::from_secs(5),
+        "unprovisioned rejection",
+        || async {
+            let n = hub
+                .metric("yizhan_ingest_rejected_total", "reason=\"unprovisioned\"")
+                .await
+                .ok()?;
+            (n == 1.0).then_some(())
+        },
+    )
     .await?;
     assert_eq!(hub.get("/api/v1/devices/ghost").send().await?.status(), 404);
     let twin = hub.twin("counter1").await?;
@@ -118,7 +159,10 @@ async fn the_plain_listener_refuses_device_and_hub_client_ids() -> anyhow::Resul
             }
         })
         .await?;
-        assert_eq!(result, allowed, "client id {client_id} with password {password}");
+        assert_eq!(
+            result, allowed,
+            "client id {client_id} with password {password}"
+        );
     }
     Ok(())
 }

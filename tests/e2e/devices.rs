@@ -15,7 +15,13 @@ async fn provisioned_device_telemetry_reaches_its_twin() -> anyhow::Result<()> {
     device.connected(Duration::from_secs(5)).await?;
     device.hello(DeviceKind::Piano, 30).await?;
     device
-        .publish(Channel::Telemetry, telemetry(1, &[("key_presses", json!(42)), ("session_active", json!(true))]))
+        .publish(
+            Channel::Telemetry,
+            telemetry(
+                1,
+                &[("key_presses", json!(42)), ("session_active", json!(true))],
+            ),
+        )
         .await?;
     let twin = eventually(Duration::from_secs(5), "telemetry in the twin", || async {
         let twin = hub.twin("piano01").await.ok()?;
@@ -27,7 +33,9 @@ async fn provisioned_device_telemetry_reaches_its_twin() -> anyhow::Result<()> {
     assert_eq!(twin["fields"]["session_active"]["value"], json!(true));
     assert_eq!(twin["center"], json!("center1"));
     assert_eq!(twin["last_telemetry_seq"], json!(1));
-    let received = hub.metric("yizhan_messages_received_total", "channel=\"telemetry\"").await?;
+    let received = hub
+        .metric("yizhan_messages_received_total", "channel=\"telemetry\"")
+        .await?;
     assert_eq!(received, 1.0);
     Ok(())
 }
@@ -38,12 +46,26 @@ async fn mosquitto_pub_with_issued_files_reaches_the_twin() -> anyhow::Result<()
     let creds = hub.provision("counter7", DeviceKind::Counter).await?;
     let files = write_credentials(&creds)?;
     let payload = String::from_utf8(telemetry(1, &[("in", json!(3)), ("out", json!(1))]))?;
-    let output = mosquitto_pub(&creds, &files, hub.mqtt_port, "/tenants/counter7/telemetry", &payload)?;
-    assert!(output.status.success(), "mosquitto_pub: {}", String::from_utf8_lossy(&output.stderr));
-    eventually(Duration::from_secs(5), "mosquitto telemetry in the twin", || async {
-        let twin = hub.twin("counter7").await.ok()?;
-        (twin["fields"]["in"]["value"] == json!(3.0)).then_some(())
-    })
+    let output = mosquitto_pub(
+        &creds,
+        &files,
+        hub.mqtt_port,
+        "/tenants/counter7/telemetry",
+        &payload,
+    )?;
+    assert!(
+        output.status.success(),
+        "mosquitto_pub: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eventually(
+        Duration::from_secs(5),
+        "mosquitto telemetry in the twin",
+        || async {
+            let twin = hub.twin("counter7").await.ok()?;
+            (twin["fields"]["in"]["value"] == json!(3.0)).then_some(())
+        },
+    )
     .await?;
     Ok(())
 }
@@ -57,11 +79,23 @@ async fn events_are_acknowledged_and_stored_once() -> anyhow::Result<()> {
     device.hello(DeviceKind::Gate, 30).await?;
     let event = json!({"id":"e1","ts":1,"seq":1,"type":"passage","direction":"in"});
     for _ in 0..3 {
-        device.publish(Channel::Event, serde_json::to_vec(&event)?).await?;
-        let ack = device.message_on("/tenants/gate1/event/ack", Duration::from_secs(5)).await?;
-        assert_eq!(serde_json::from_slice::<serde_json::Value>(&ack)?, json!({"id":"e1"}));
+        device
+            .publish(Channel::Event, serde_json::to_vec(&event)?)
+            .await?;
+        let ack = device
+            .message_on("/tenants/gate1/event/ack", Duration::from_secs(5))
+            .await?;
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&ack)?,
+            json!({"id":"e1"})
+        );
     }
-    let events: serde_json::Value = hub.get("/api/v1/devices/gate1/events").send().await?.json().await?;
+    let events: serde_json::Value = hub
+        .get("/api/v1/devices/gate1/events")
+        .send()
+        .await?
+        .json()
+        .await?;
     assert_eq!(events["count"], json!(1));
     assert_eq!(events["events"][0]["event"]["direction"], json!("in"));
     Ok(())

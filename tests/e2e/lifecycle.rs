@@ -16,7 +16,10 @@ fn an_invalid_config_file_fails_with_exit_code_2_naming_the_field() -> anyhow::R
     ] {
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, text)?;
-        let output = Command::new(workspace_binary("hub")).arg("--config").arg(&path).output()?;
+        let output = Command::new(workspace_binary("hub"))
+            .arg("--config")
+            .arg(&path)
+            .output()?;
         assert_eq!(output.status.code(), Some(2), "{text}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(field), "{stderr} should name {field}");
@@ -26,7 +29,9 @@ fn an_invalid_config_file_fails_with_exit_code_2_naming_the_field() -> anyhow::R
 
 #[test]
 fn print_default_config_prints_a_complete_file() -> anyhow::Result<()> {
-    let output = Command::new(workspace_binary("hub")).arg("print-default-config").output()?;
+    let output = Command::new(workspace_binary("hub"))
+        .arg("print-default-config")
+        .output()?;
     assert!(output.status.success());
     let text = String::from_utf8(output.stdout)?;
     for section in ["[broker]", "[broker.plain]", "[ingest]", "[api]", "[log]"] {
@@ -47,8 +52,20 @@ async fn the_api_refuses_bad_requests_with_a_reason() -> anyhow::Result<()> {
     assert!(body["error"].as_str().is_some_and(|e| e.contains("Bearer")));
     let wrong = http.get(&devices).bearer_auth("wrong-token").send().await?;
     assert_eq!(wrong.status(), 401);
-    assert_eq!(http.get(format!("{}/metrics", hub.api)).send().await?.status(), 401);
-    assert_eq!(http.get(format!("{}/healthz", hub.api)).send().await?.status(), 200);
+    assert_eq!(
+        http.get(format!("{}/metrics", hub.api))
+            .send()
+            .await?
+            .status(),
+        401
+    );
+    assert_eq!(
+        http.get(format!("{}/healthz", hub.api))
+            .send()
+            .await?
+            .status(),
+        200
+    );
 
     let check = |status: u16, body: serde_json::Value| {
         let hub = &hub;
@@ -59,19 +76,61 @@ async fn the_api_refuses_bad_requests_with_a_reason() -> anyhow::Result<()> {
             anyhow::Ok(reply)
         }
     };
-    let reply = check(422, json!({"id":"bad-id","center":"c","room":"r","kind":"piano"})).await?;
+    let reply = check(
+        422,
+        json!({"id":"bad-id","center":"c","room":"r","kind":"piano"}),
+    )
+    .await?;
     assert!(reply["error"].as_str().is_some_and(|e| e.contains("`id`")));
-    check(422, json!({"id":"dév1","center":"c","room":"r","kind":"piano"})).await?;
-    check(422, json!({"id":"ok1","center":"c","room":"r","kind":"toaster"})).await?;
-    check(422, json!({"id":"ok1","center":"","room":"r","kind":"piano"})).await?;
-    let response = hub.post("/api/v1/devices").header("content-type", "application/json").body("{").send().await?;
+    check(
+        422,
+        json!({"id":"dév1","center":"c","room":"r","kind":"piano"}),
+    )
+    .await?;
+    check(
+        422,
+        json!({"id":"ok1","center":"c","room":"r","kind":"toaster"}),
+    )
+    .await?;
+    check(
+        422,
+        json!({"id":"ok1","center":"","room":"r","kind":"piano"}),
+    )
+    .await?;
+    let response = hub
+        .post("/api/v1/devices")
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await?;
     assert_eq!(response.status(), 400);
     hub.provision("ok1", DeviceKind::Piano).await?;
-    check(409, json!({"id":"ok1","center":"c","room":"r","kind":"piano"})).await?;
-    assert_eq!(hub.get("/api/v1/devices/nobody").send().await?.status(), 404);
-    assert_eq!(hub.delete("/api/v1/devices/nobody").send().await?.status(), 404);
-    assert_eq!(hub.get("/api/v1/devices?kind=toaster").send().await?.status(), 400);
-    let listed: serde_json::Value = hub.get("/api/v1/devices?kind=piano&online=false").send().await?.json().await?;
+    check(
+        409,
+        json!({"id":"ok1","center":"c","room":"r","kind":"piano"}),
+    )
+    .await?;
+    assert_eq!(
+        hub.get("/api/v1/devices/nobody").send().await?.status(),
+        404
+    );
+    assert_eq!(
+        hub.delete("/api/v1/devices/nobody").send().await?.status(),
+        404
+    );
+    assert_eq!(
+        hub.get("/api/v1/devices?kind=toaster")
+            .send()
+            .await?
+            .status(),
+        400
+    );
+    let listed: serde_json::Value = hub
+        .get("/api/v1/devices?kind=piano&online=false")
+        .send()
+        .await?
+        .json()
+        .await?;
     assert_eq!(listed["devices"].as_array().map(Vec::len), Some(1));
     Ok(())
 }

@@ -25,7 +25,10 @@ async fn a_device_connects_while_50_idle_sockets_sit_on_the_tls_port() -> anyhow
     assert!(took < Duration::from_secs(2), "connect took {took:?}");
     // Idle sockets that never send a ClientHello are dropped by the front.
     let aborted = eventually(Duration::from_secs(5), "idle sockets timed out", || async {
-        let n = hub.metric("yizhan_tls_handshake_aborted_total", "cause=\"timeout\"").await.ok()?;
+        let n = hub
+            .metric("yizhan_tls_handshake_aborted_total", "cause=\"timeout\"")
+            .await
+            .ok()?;
         (n >= 50.0).then_some(n)
     })
     .await?;
@@ -53,11 +56,21 @@ async fn kill_9_mid_stream_loses_no_acknowledged_event() -> anyhow::Result<()> {
     let mut last_resend = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(180);
     while acked.len() < TOTAL as usize {
-        anyhow::ensure!(Instant::now() < deadline, "only {} of {TOTAL} acknowledged", acked.len());
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {TOTAL} acknowledged",
+            acked.len()
+        );
         while next <= TOTAL && unacked.len() < WINDOW {
             let id = format!("ev{next}");
-            let payload = serde_json::to_vec(&json!({"id": id, "ts": next, "seq": next, "type": "key_activity", "keys": next % 88}))?;
-            if device.client.try_publish(&event_topic, QoS::AtLeastOnce, false, payload.clone()).is_err() {
+            let payload = serde_json::to_vec(
+                &json!({"id": id, "ts": next, "seq": next, "type": "key_activity", "keys": next % 88}),
+            )?;
+            if device
+                .client
+                .try_publish(&event_topic, QoS::AtLeastOnce, false, payload.clone())
+                .is_err()
+            {
                 break;
             }
             unacked.insert(id, payload);
@@ -87,11 +100,24 @@ async fn kill_9_mid_stream_loses_no_acknowledged_event() -> anyhow::Result<()> {
         }
     }
     assert!(acked_before_kill.is_some(), "the hub was never killed");
-    let events: serde_json::Value = hub.get("/api/v1/devices/piano9/events").send().await?.json().await?;
-    assert_eq!(events["count"], json!(TOTAL), "every sent event stored exactly once");
+    let events: serde_json::Value = hub
+        .get("/api/v1/devices/piano9/events")
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        events["count"],
+        json!(TOTAL),
+        "every sent event stored exactly once"
+    );
     let stored: HashSet<String> = events["events"]
         .as_array()
-        .map(|a| a.iter().filter_map(|e| e["event"]["id"].as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e["event"]["id"].as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     let all: HashSet<String> = (1..=TOTAL).map(|n| format!("ev{n}")).collect();
     assert_eq!(stored, all);
@@ -100,7 +126,11 @@ async fn kill_9_mid_stream_loses_no_acknowledged_event() -> anyhow::Result<()> {
 
 fn resend(device: &TestDevice, topic: &str, unacked: &HashMap<String, Vec<u8>>) {
     for payload in unacked.values() {
-        if device.client.try_publish(topic, QoS::AtLeastOnce, false, payload.clone()).is_err() {
+        if device
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, false, payload.clone())
+            .is_err()
+        {
             return;
         }
     }
@@ -115,7 +145,9 @@ async fn a_restart_keeps_every_twin() -> anyhow::Result<()> {
         let mut device = TestDevice::connect(&creds, hub.mqtt_port, DeviceOptions::default());
         device.connected(Duration::from_secs(5)).await?;
         device.hello(kind, 30).await?;
-        device.publish(Channel::Telemetry, telemetry(1, &[("value", json!(i))])).await?;
+        device
+            .publish(Channel::Telemetry, telemetry(1, &[("value", json!(i))]))
+            .await?;
         devices.push(device);
     }
     let mut before = Vec::new();
@@ -134,7 +166,11 @@ async fn a_restart_keeps_every_twin() -> anyhow::Result<()> {
     hub.restart().await?;
     for (i, mut expected) in before.into_iter().enumerate() {
         let mut twin = hub.twin(&format!("dev{i}")).await?;
-        assert_eq!(twin["online"], json!(false), "sessions end with the process");
+        assert_eq!(
+            twin["online"],
+            json!(false),
+            "sessions end with the process"
+        );
         for t in [&mut twin, &mut expected] {
             t.as_object_mut().map(|m| {
                 m.remove("online");
@@ -147,7 +183,8 @@ async fn a_restart_keeps_every_twin() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn a_silently_dropped_device_goes_offline_within_one_and_a_half_keepalives() -> anyhow::Result<()> {
+async fn a_silently_dropped_device_goes_offline_within_one_and_a_half_keepalives(
+) -> anyhow::Result<()> {
     let hub = HubProcess::start(HubOptions::default()).await?;
     let creds = hub.provision("counter3", DeviceKind::Counter).await?;
     let link = SilentCut::start(hub.mqtt_port).await?;
@@ -172,6 +209,9 @@ async fn a_silently_dropped_device_goes_offline_within_one_and_a_half_keepalives
     .await?;
     let took = cut_at.elapsed();
     // 1.5 x 2 s keepalive, plus the hub's 250 ms liveness sweep and polling.
-    assert!(took <= Duration::from_millis(3_500), "offline after {took:?}");
+    assert!(
+        took <= Duration::from_millis(3_500),
+        "offline after {took:?}"
+    );
     Ok(())
 }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use protocol::api::{ProvisionRequest, Provisioned};
 use protocol::{Channel, DeviceKind};
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
+};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -116,7 +118,10 @@ impl HubProcess {
             if let Ok(text) = std::fs::read_to_string(&endpoints) {
                 break text;
             }
-            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
             if exited.is_some() || start.elapsed() > Duration::from_secs(20) {
                 bail!("the hub did not start ({exited:?}):\n{}", self.log());
             }
@@ -130,7 +135,13 @@ impl HubProcess {
         let http = self.http.clone();
         eventually(Duration::from_secs(10), "/readyz", || {
             let (http, ready) = (http.clone(), ready.clone());
-            async move { http.get(ready).send().await.ok().filter(|r| r.status().is_success()) }
+            async move {
+                http.get(ready)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+            }
         })
         .await?;
         Ok(())
@@ -182,15 +193,21 @@ impl HubProcess {
     }
 
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
-        self.http.get(format!("{}{path}", self.api)).bearer_auth(ADMIN_TOKEN)
+        self.http
+            .get(format!("{}{path}", self.api))
+            .bearer_auth(ADMIN_TOKEN)
     }
 
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        self.http.post(format!("{}{path}", self.api)).bearer_auth(ADMIN_TOKEN)
+        self.http
+            .post(format!("{}{path}", self.api))
+            .bearer_auth(ADMIN_TOKEN)
     }
 
     pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
-        self.http.delete(format!("{}{path}", self.api)).bearer_auth(ADMIN_TOKEN)
+        self.http
+            .delete(format!("{}{path}", self.api))
+            .bearer_auth(ADMIN_TOKEN)
     }
 
     /// Provisions a device through the API.
@@ -202,7 +219,11 @@ impl HubProcess {
             kind,
         };
         let response = self.post("/api/v1/devices").json(&request).send().await?;
-        anyhow::ensure!(response.status() == 201, "provision {id}: {}", response.status());
+        anyhow::ensure!(
+            response.status() == 201,
+            "provision {id}: {}",
+            response.status()
+        );
         Ok(response.json().await?)
     }
 
@@ -214,7 +235,13 @@ impl HubProcess {
 
     /// `/metrics` as text.
     pub async fn metrics(&self) -> Result<String> {
-        Ok(self.get("/metrics").send().await?.error_for_status()?.text().await?)
+        Ok(self
+            .get("/metrics")
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?)
     }
 
     /// Sum of a metric family's samples whose labels contain `labels`.
@@ -253,7 +280,11 @@ pub struct CredentialFiles {
 
 pub fn write_credentials(creds: &Provisioned) -> Result<CredentialFiles> {
     let dir = tempfile::tempdir()?;
-    let (ca, cert, key) = (dir.path().join("ca.pem"), dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let (ca, cert, key) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+    );
     std::fs::write(&ca, &creds.ca_certificate)?;
     std::fs::write(&cert, &creds.certificate)?;
     std::fs::write(&key, &creds.private_key)?;
@@ -304,7 +335,8 @@ impl TestDevice {
         let id = creds.id.clone();
         let client_id = options.client_id.clone().unwrap_or_else(|| id.clone());
         let mut mqtt = MqttOptions::new(client_id, "localhost", port);
-        mqtt.set_keep_alive(options.keepalive)
+        mqtt.set_max_packet_size(256 * 1024, 256 * 1024)
+            .set_keep_alive(options.keepalive)
             .set_clean_session(true)
             .set_credentials(creds.mqtt_username.clone(), creds.mqtt_password.clone());
         if options.will {
@@ -316,9 +348,12 @@ impl TestDevice {
             );
             mqtt.set_last_will(will);
         }
-        let client_auth = options
-            .with_certificate
-            .then(|| (creds.certificate.clone().into_bytes(), creds.private_key.clone().into_bytes()));
+        let client_auth = options.with_certificate.then(|| {
+            (
+                creds.certificate.clone().into_bytes(),
+                creds.private_key.clone().into_bytes(),
+            )
+        });
         mqtt.set_transport(Transport::Tls(TlsConfiguration::Simple {
             ca: creds.ca_certificate.clone().into_bytes(),
             alpn: None,
@@ -347,7 +382,9 @@ impl TestDevice {
             }
             bail!("event loop ended")
         };
-        tokio::time::timeout(timeout, wait).await.context("connect timed out")?
+        tokio::time::timeout(timeout, wait)
+            .await
+            .context("connect timed out")?
     }
 
     /// Waits for a connection error (the broker closed the socket).
@@ -360,7 +397,9 @@ impl TestDevice {
             }
             bail!("event loop ended")
         };
-        tokio::time::timeout(timeout, wait).await.context("still connected")?
+        tokio::time::timeout(timeout, wait)
+            .await
+            .context("still connected")?
     }
 
     /// Waits for a message on `topic`.
@@ -389,10 +428,17 @@ impl TestDevice {
     /// and birth, as contract v1 asks after every connect.
     pub async fn hello(&self, kind: DeviceKind, keepalive_secs: u16) -> Result<()> {
         for channel in [Channel::Cmd, Channel::EventAck, Channel::Error] {
-            self.client.subscribe(self.topic(channel), QoS::AtLeastOnce).await?;
+            self.client
+                .subscribe(self.topic(channel), QoS::AtLeastOnce)
+                .await?;
         }
         self.client
-            .publish(self.topic(Channel::Status), QoS::AtLeastOnce, true, "online")
+            .publish(
+                self.topic(Channel::Status),
+                QoS::AtLeastOnce,
+                true,
+                "online",
+            )
             .await?;
         let birth = protocol::Birth {
             kind,
@@ -401,7 +447,12 @@ impl TestDevice {
             keepalive: Some(keepalive_secs),
         };
         self.client
-            .publish(self.topic(Channel::Birth), QoS::AtLeastOnce, false, serde_json::to_vec(&birth)?)
+            .publish(
+                self.topic(Channel::Birth),
+                QoS::AtLeastOnce,
+                false,
+                serde_json::to_vec(&birth)?,
+            )
             .await?;
         Ok(())
     }
@@ -449,10 +500,23 @@ async fn drive(mut eventloop: EventLoop, tx: mpsc::UnboundedSender<DeviceEvent>)
 }
 
 /// Runs `mosquitto_pub` (a client nobody here wrote) with a device's files.
-pub fn mosquitto_pub(creds: &Provisioned, files: &CredentialFiles, port: u16, topic: &str, message: &str) -> Result<std::process::Output> {
+pub fn mosquitto_pub(
+    creds: &Provisioned,
+    files: &CredentialFiles,
+    port: u16,
+    topic: &str,
+    message: &str,
+) -> Result<std::process::Output> {
     Ok(Command::new("mosquitto_pub")
         .args(["-h", "localhost", "-p", &port.to_string(), "-q", "1"])
-        .args(["-i", &creds.id, "-u", &creds.mqtt_username, "-P", &creds.mqtt_password])
+        .args([
+            "-i",
+            &creds.id,
+            "-u",
+            &creds.mqtt_username,
+            "-P",
+            &creds.mqtt_password,
+        ])
         .arg("--cafile")
         .arg(&files.ca)
         .arg("--cert")
@@ -490,7 +554,8 @@ impl SilentCut {
         let flag = cut.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await else {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await
+                else {
                     continue;
                 };
                 let (client_read, client_write) = client.into_split();
