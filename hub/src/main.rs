@@ -39,8 +39,8 @@ enum Command {
     Run,
     /// Run the hub with a simulated center of devices connecting over mTLS.
     Demo {
-        /// Simulated centers.
-        #[arg(long, default_value_t = 1)]
+        /// Simulated centers (18 devices each).
+        #[arg(long, default_value_t = 2)]
         centers: usize,
         /// Where the simulated devices keep their issued credentials.
         #[arg(long, default_value = "./data/sim-devices")]
