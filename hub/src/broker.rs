@@ -23,6 +23,8 @@ use rumqttd::{
     ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings, TlsConfig,
 };
 
+use protocol::Channel;
+
 use crate::config::BrokerConfig;
 use crate::metrics::Metrics;
 use crate::pki::ServerTlsFiles;
@@ -123,11 +125,31 @@ fn router_config(config: &BrokerConfig) -> RouterConfig {
         max_outgoing_packet_count: 200,
         max_segment_size: config.segment_bytes,
         max_segment_count: config.segment_count,
-        custom_segment: None,
+        custom_segment: Some(downlink_segments()),
         initialized_filters: None,
         shared_subscriptions_strategy: Default::default(),
     }
 }
+
+/// rumqttd keeps a log per filter and drops by size, not by consumption:
+/// with the default size every device's `cmd`, `event/ack` and `error`
+/// filter could hold megabytes. Downlink traffic per device is small and
+/// read at once, so its logs are kept small (a device that falls behind
+/// misses acks and resends; commands are retried until acknowledged).
+fn downlink_segments() -> HashMap<String, rumqttd::SegmentConfig> {
+    [Channel::Cmd, Channel::EventAck, Channel::Error]
+        .into_iter()
+        .map(|channel| {
+            let segment = rumqttd::SegmentConfig {
+                max_segment_size: DOWNLINK_SEGMENT_BYTES,
+                max_segment_count: 2,
+            };
+            (channel.filter_all_devices(), segment)
+        })
+        .collect()
+}
+
+const DOWNLINK_SEGMENT_BYTES: usize = 16 * 1024;
 
 fn listener(name: &str, listen: SocketAddr, config: &BrokerConfig) -> ServerSettings {
     ServerSettings {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use prometheus::IntCounter;
 use protocol::{
     topic, Birth, Channel, CommandAck, DeviceKind, ErrorReport, Event, EventAck, Telemetry,
     TelemetryError, Topic,
@@ -145,6 +146,8 @@ pub struct Ingest {
     dirty: HashSet<String>,
     online: HashSet<String>,
     revoked: HashSet<String>,
+    /// `messages_received` children per device, one per uplink channel.
+    received: HashMap<String, [IntCounter; Channel::UPLINK.len()]>,
     log_limiter: LogLimiter,
 }
 
@@ -170,6 +173,7 @@ impl Ingest {
             dirty: HashSet::new(),
             online: HashSet::new(),
             revoked,
+            received: HashMap::new(),
             log_limiter,
         })
     }
@@ -250,6 +254,7 @@ impl Ingest {
                 }
                 Control::Provisioned(id) => {
                     self.revoked.remove(&id);
+                    self.received.remove(&id);
                     self.twins.remove(&id);
                     self.dirty.remove(&id);
                 }
@@ -403,14 +408,30 @@ impl Ingest {
     }
 
     fn accepted(&mut self, device: &str, channel: Channel) {
-        if let Some(twin) = self.twins.get(device) {
-            let labels = [twin.center.as_str(), twin.kind.as_str(), channel.label()];
-            self.metrics
-                .messages_received
-                .with_label_values(&labels)
-                .inc();
+        let Some(channel_index) = Channel::UPLINK.iter().position(|c| *c == channel) else {
+            return;
+        };
+        if !self.received.contains_key(device) {
+            let Some(twin) = self.twins.get(device) else {
+                return;
+            };
+            // Label lookups hash three strings; do them once per device.
+            let counters = Channel::UPLINK.map(|c| {
+                let labels = [twin.center.as_str(), twin.kind.as_str(), c.label()];
+                self.metrics.messages_received.with_label_values(&labels)
+            });
+            self.received.insert(device.to_string(), counters);
         }
-        self.dirty.insert(device.to_string());
+        if let Some(counters) = self.received.get(device) {
+            counters[channel_index].inc();
+        }
+        self.mark_dirty(device);
+    }
+
+    fn mark_dirty(&mut self, device: &str) {
+        if !self.dirty.contains(device) {
+            self.dirty.insert(device.to_string());
+        }
     }
 
     fn reject(
@@ -428,7 +449,7 @@ impl Ingest {
         let Some(device) = device else { return };
         if let Some(twin) = self.twins.get_mut(device) {
             twin.rejections += 1;
-            self.dirty.insert(device.to_string());
+            self.mark_dirty(device);
         }
         let report = ErrorReport {
             topic: topic_name.to_string(),

@@ -22,6 +22,20 @@ fn argon2_hash(password: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8(output.stdout)?.trim().to_string())
 }
 
+/// A hub with its plain tools listener on, user `tool` / `tool-password`.
+async fn hub_with_tools_listener() -> anyhow::Result<(HubProcess, u16)> {
+    let plain_port = free_port()?;
+    let extra_config = format!(
+        "[broker.plain]\nenabled = true\nlisten = \"127.0.0.1:{plain_port}\"\nusers = [{{ username = \"tool\", password_hash = {:?} }}]\n",
+        argon2_hash("tool-password")?
+    );
+    let options = HubOptions {
+        extra_config,
+        ..HubOptions::default()
+    };
+    Ok((HubProcess::start(options).await?, plain_port))
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -31,16 +45,7 @@ fn free_port() -> anyhow::Result<u16> {
 #[tokio::test]
 async fn every_bad_input_is_rejected_with_its_reason_and_the_next_message_lands(
 ) -> anyhow::Result<()> {
-    let plain_port = free_port()?;
-    let extra_config = format!(
-        "[broker.plain]\nenabled = true\nlisten = \"127.0.0.1:{plain_port}\"\nusers = [{{ username = \"tool\", password_hash = {:?} }}]\n",
-        argon2_hash("tool-password")?
-    );
-    let hub = HubProcess::start(HubOptions {
-        extra_config,
-        ..HubOptions::default()
-    })
-    .await?;
+    let (hub, plain_port) = hub_with_tools_listener().await?;
     let creds = hub.provision("counter1", DeviceKind::Counter).await?;
     let mut device = TestDevice::connect(&creds, hub.mqtt_port, DeviceOptions::default());
     device.connected(Duration::from_secs(5)).await?;
@@ -128,16 +133,7 @@ async fn every_bad_input_is_rejected_with_its_reason_and_the_next_message_lands(
 
 #[tokio::test]
 async fn the_plain_listener_refuses_device_and_hub_client_ids() -> anyhow::Result<()> {
-    let plain_port = free_port()?;
-    let extra_config = format!(
-        "[broker.plain]\nenabled = true\nlisten = \"127.0.0.1:{plain_port}\"\nusers = [{{ username = \"tool\", password_hash = {:?} }}]\n",
-        argon2_hash("tool-password")?
-    );
-    let hub = HubProcess::start(HubOptions {
-        extra_config,
-        ..HubOptions::default()
-    })
-    .await?;
+    let (hub, plain_port) = hub_with_tools_listener().await?;
     hub.provision("piano5", DeviceKind::Piano).await?;
     for (client_id, password, allowed) in [
         ("piano5", "tool-password", false),
