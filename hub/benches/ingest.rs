@@ -85,8 +85,10 @@ impl HubTarget {
     async fn start(publishers: usize) -> Result<HubTarget> {
         let data = tempfile::tempdir()?;
         let plain_port = free_port()?;
-        let mut config = Config::default();
-        config.data_dir = data.path().to_path_buf();
+        let mut config = Config {
+            data_dir: data.path().to_path_buf(),
+            ..Config::default()
+        };
         config.broker.listen = "127.0.0.1:0".parse()?;
         config.api.listen = "127.0.0.1:0".parse()?;
         config.api.admin_token_sha256 = hub::secrets::sha256_hex(TOKEN);

@@ -23,8 +23,10 @@ fn main() -> anyhow::Result<()> {
     );
 
     let runtime = tokio::runtime::Runtime::new()?;
-    let mut config = Config::default();
-    config.data_dir = dir.path().to_path_buf();
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
     config.broker.listen = "127.0.0.1:0".parse()?;
     config.api.listen = "127.0.0.1:0".parse()?;
     config.api.admin_token_sha256 = hub::secrets::sha256_hex("bench-token-0123456789");
