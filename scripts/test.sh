@@ -17,4 +17,10 @@ fi
 
 # The end-to-end tests run the hub binary: build every binary first.
 cargo build --workspace --bins
-cargo test --workspace
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+# Unit tests and the end-to-end binary (benches are run by hand, see
+# docs/benchmarks.md; there are no doc tests).
+cargo test --workspace --lib --bins --tests 2>&1 | tee "$log"
+# One closing line for the whole workspace.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"
