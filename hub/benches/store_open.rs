@@ -52,7 +52,7 @@ fn fill(path: &std::path::Path, count: usize) -> anyhow::Result<()> {
             not_after: 0,
             provisioned_at: 0,
         };
-        let mut twin = Twin::provisioned(&record, 0);
+        let mut twin = Twin::provisioned(&record);
         twin.apply_telemetry(&protocol::Telemetry {
             ts: 1,
             seq: 1,

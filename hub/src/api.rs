@@ -173,7 +173,7 @@ async fn provision(
         not_after: issued.not_after_ms,
         provisioned_at: unix_ms(),
     };
-    let twin = Twin::provisioned(&record, record.provisioned_at);
+    let twin = Twin::provisioned(&record);
     if !state.store.provision(&record, &twin).map_err(internal)? {
         return Err(error(
             StatusCode::CONFLICT,

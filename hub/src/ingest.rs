@@ -68,6 +68,8 @@ pub enum Reason {
     Revoked,
     Oversize,
     UnknownTopic,
+    /// The hub could not store the message (its fault, not the device's).
+    StoreFailed,
 }
 
 impl Reason {
@@ -82,6 +84,7 @@ impl Reason {
             Reason::Revoked => "revoked",
             Reason::Oversize => "oversize",
             Reason::UnknownTopic => "unknown_topic",
+            Reason::StoreFailed => "store_failed",
         }
     }
 }
@@ -389,7 +392,7 @@ impl Ingest {
         let is_new = self.store.insert_event_once(&stored).map_err(|error| {
             // The device resends unacknowledged events: not acking is safe.
             tracing::error!(%error, "storing an event failed");
-            Rejection::new(Reason::InvalidPayload, "event could not be stored; resend")
+            Rejection::new(Reason::StoreFailed, "event could not be stored; resend")
         })?;
         if is_new {
             self.twin(device).events_stored += 1;

@@ -128,7 +128,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     tokio::spawn(cancel_on_signal(stop.clone()));
     let hub = hub::Hub::start(config).await?;
-    stop_within_deadline(hub.run_until(stop.cancelled_owned())).await
+    hub.run_until(stop.cancelled_owned())
+        .await
+        .context("hub failed")
 }
 
 /// The hub plus a simulated center whose devices provision themselves
@@ -156,19 +158,13 @@ async fn demo(mut config: Config, centers: usize, device_dir: PathBuf) -> anyhow
     let fleet_stop = stop.child_token();
     let fleet = tokio::spawn(device_sim::run_fleet(fleet, fleet_stop));
     let hub_stop = stop.clone();
-    let result = stop_within_deadline(hub.run_until(async move {
+    hub.run_until(async move {
         hub_stop.cancelled().await;
         // Let the simulated devices say goodbye before the hub stops.
         let _ = tokio::time::timeout(Duration::from_secs(2), fleet).await;
-    }))
-    .await;
-    result
-}
-
-async fn stop_within_deadline(
-    run: impl std::future::Future<Output = Result<(), hub::HubError>>,
-) -> anyhow::Result<()> {
-    run.await.context("hub failed")
+    })
+    .await
+    .context("hub failed")
 }
 
 /// After the shutdown signal the hub has 5 s to stop cleanly; past that the

@@ -264,7 +264,7 @@ mod tests {
         {
             let store = Store::open(&dir).unwrap();
             assert_eq!(store.next_boot_epoch().unwrap(), 1);
-            let twin = Twin::provisioned(&record("d1"), 0);
+            let twin = Twin::provisioned(&record("d1"));
             assert!(store.provision(&record("d1"), &twin).unwrap());
             assert!(!store.provision(&record("d1"), &twin).unwrap());
             let event = StoredEvent {
@@ -285,7 +285,7 @@ mod tests {
         assert!(store.revoke("d1", 9).unwrap());
         assert!(store.is_revoked("d1").unwrap());
         assert!(!store.revoke("nobody", 9).unwrap());
-        let twin = Twin::provisioned(&record("d1"), 0);
+        let twin = Twin::provisioned(&record("d1"));
         assert!(
             store.provision(&record("d1"), &twin).unwrap(),
             "a revoked id can be provisioned again"

@@ -52,7 +52,7 @@ pub enum Presence {
 
 impl Twin {
     /// The twin of a freshly provisioned device: offline, nothing seen.
-    pub fn provisioned(record: &DeviceRecord, _now: u64) -> Twin {
+    pub fn provisioned(record: &DeviceRecord) -> Twin {
         Twin {
             id: record.id.clone(),
             kind: record.kind,
@@ -188,7 +188,7 @@ mod tests {
             not_after: 0,
             provisioned_at: 0,
         };
-        let mut twin = Twin::provisioned(&record, 0);
+        let mut twin = Twin::provisioned(&record);
         assert_eq!(twin.seen(10, 1), Presence::CameOnline);
         assert_eq!(twin.seen(11, 1), Presence::Unchanged);
         assert!(twin.is_online(1));

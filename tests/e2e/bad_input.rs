@@ -47,9 +47,7 @@ async fn every_bad_input_is_rejected_with_its_reason_and_the_next_message_lands(
 ) -> anyhow::Result<()> {
     let (hub, plain_port) = hub_with_tools_listener().await?;
     let creds = hub.provision("counter1", DeviceKind::Counter).await?;
-    let mut device = TestDevice::connect(&creds, hub.mqtt_port, DeviceOptions::default());
-    device.connected(Duration::from_secs(5)).await?;
-    device.hello(DeviceKind::Counter, 30).await?;
+    let mut device = TestDevice::online(&creds, hub.mqtt_port, DeviceKind::Counter).await?;
     let error_topic = device.topic(Channel::Error);
 
     let oversize = telemetry(1, &[("blob", json!("x".repeat(20_000)))]);

@@ -11,9 +11,7 @@ use tests::*;
 async fn provisioned_device_telemetry_reaches_its_twin() -> anyhow::Result<()> {
     let hub = HubProcess::start(HubOptions::default()).await?;
     let creds = hub.provision("piano01", DeviceKind::Piano).await?;
-    let mut device = TestDevice::connect(&creds, hub.mqtt_port, DeviceOptions::default());
-    device.connected(Duration::from_secs(5)).await?;
-    device.hello(DeviceKind::Piano, 30).await?;
+    let device = TestDevice::online(&creds, hub.mqtt_port, DeviceKind::Piano).await?;
     device
         .publish(
             Channel::Telemetry,
@@ -74,9 +72,7 @@ async fn mosquitto_pub_with_issued_files_reaches_the_twin() -> anyhow::Result<()
 async fn events_are_acknowledged_and_stored_once() -> anyhow::Result<()> {
     let hub = HubProcess::start(HubOptions::default()).await?;
     let creds = hub.provision("gate1", DeviceKind::Gate).await?;
-    let mut device = TestDevice::connect(&creds, hub.mqtt_port, DeviceOptions::default());
-    device.connected(Duration::from_secs(5)).await?;
-    device.hello(DeviceKind::Gate, 30).await?;
+    let mut device = TestDevice::online(&creds, hub.mqtt_port, DeviceKind::Gate).await?;
     let event = json!({"id":"e1","ts":1,"seq":1,"type":"passage","direction":"in"});
     for _ in 0..3 {
         device

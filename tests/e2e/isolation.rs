@@ -74,9 +74,7 @@ async fn a_client_without_certificate_cannot_connect() -> anyhow::Result<()> {
 async fn a_revoked_device_is_cut_off_and_cannot_reconnect() -> anyhow::Result<()> {
     let hub = HubProcess::start(HubOptions::default()).await?;
     let creds = hub.provision("robot1", DeviceKind::TherapyRobot).await?;
-    let mut device = TestDevice::connect(&creds, hub.mqtt_port, DeviceOptions::default());
-    device.connected(Duration::from_secs(5)).await?;
-    device.hello(DeviceKind::TherapyRobot, 30).await?;
+    let mut device = TestDevice::online(&creds, hub.mqtt_port, DeviceKind::TherapyRobot).await?;
     device
         .publish(Channel::Telemetry, telemetry(1, &[("temp_c", json!(40.0))]))
         .await?;

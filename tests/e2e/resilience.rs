@@ -43,9 +43,7 @@ async fn kill_9_mid_stream_loses_no_acknowledged_event() -> anyhow::Result<()> {
     const WINDOW: usize = 500;
     let mut hub = HubProcess::start(HubOptions::default()).await?;
     let creds = hub.provision("piano9", DeviceKind::Piano).await?;
-    let mut device = TestDevice::connect(&creds, hub.mqtt_port, DeviceOptions::default());
-    device.connected(Duration::from_secs(5)).await?;
-    device.hello(DeviceKind::Piano, 30).await?;
+    let mut device = TestDevice::online(&creds, hub.mqtt_port, DeviceKind::Piano).await?;
     let ack_topic = device.topic(Channel::EventAck);
     let event_topic = device.topic(Channel::Event);
 
@@ -142,9 +140,7 @@ async fn a_restart_keeps_every_twin() -> anyhow::Result<()> {
     let mut devices = Vec::new();
     for (i, kind) in DeviceKind::ALL.into_iter().enumerate() {
         let creds = hub.provision(&format!("dev{i}"), kind).await?;
-        let mut device = TestDevice::connect(&creds, hub.mqtt_port, DeviceOptions::default());
-        device.connected(Duration::from_secs(5)).await?;
-        device.hello(kind, 30).await?;
+        let device = TestDevice::online(&creds, hub.mqtt_port, kind).await?;
         device
             .publish(Channel::Telemetry, telemetry(1, &[("value", json!(i))]))
             .await?;

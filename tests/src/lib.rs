@@ -370,6 +370,15 @@ impl TestDevice {
         }
     }
 
+    /// Connects with default options, waits for the CONNACK and says hello
+    /// (subscriptions, status, birth with a 30 s keepalive).
+    pub async fn online(creds: &Provisioned, port: u16, kind: DeviceKind) -> Result<TestDevice> {
+        let mut device = TestDevice::connect(creds, port, DeviceOptions::default());
+        device.connected(Duration::from_secs(5)).await?;
+        device.hello(kind, 30).await?;
+        Ok(device)
+    }
+
     /// Waits for the next CONNACK (or fails on the first error).
     pub async fn connected(&mut self, timeout: Duration) -> Result<()> {
         let wait = async {
