@@ -6,9 +6,11 @@
 //! bookkeeping); this module wires them to the MQTT connection and keeps the
 //! device's counters.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::NaiveDate;
 use protocol::api::Provisioned;
 use protocol::topic::{for_device, Channel};
 use protocol::{
@@ -21,15 +23,19 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::behaviour::{Behaviour, EventDraft};
+use crate::behaviour::{Behaviour, EventDraft, World};
 use crate::mqtt::{self, Endpoint, Notice};
 use crate::outbox::{Outbox, Sent};
 use crate::plan::DeviceSpec;
-use crate::stats::Counters;
+use crate::simtime::SimClock;
+use crate::stats::{Counters, DayCounts};
 use crate::unix_ms;
 
 /// Firmware version every simulated device reports in its birth.
 const FW: &str = concat!("sim-", env!("CARGO_PKG_VERSION"));
+/// A therapy robot in a session reports at least this often: the hub's
+/// safety watchdog stops a session that goes quiet for a few seconds.
+const ROBOT_TELEMETRY_PERIOD: Duration = Duration::from_secs(1);
 /// Mixed into a device's seed for its reconnect jitter, so the backoff
 /// draws do not shift the behaviour's random sequence.
 const BACKOFF_SALT: u64 = 0x6261_636b_6f66_6621;
@@ -48,14 +54,20 @@ pub struct DeviceSettings {
     pub goodbye_timeout: Duration,
     /// Tells this run's event ids from earlier runs' (see [`Outbox::new`]).
     pub run_id: String,
+    /// The simulated clock every `ts` comes from.
+    pub clock: SimClock,
 }
 
 impl DeviceSettings {
     /// Telemetry period: the configured interval, but at least one message
     /// per keepalive so the hub never times the device out (and never zero,
     /// which a tokio interval refuses).
-    pub fn telemetry_period(&self) -> Duration {
-        self.telemetry_interval
+    pub fn telemetry_period(&self, kind: DeviceKind) -> Duration {
+        let period = match kind {
+            DeviceKind::TherapyRobot => self.telemetry_interval.min(ROBOT_TELEMETRY_PERIOD),
+            _ => self.telemetry_interval,
+        };
+        period
             .min(self.endpoint.keepalive)
             .max(Duration::from_millis(1))
     }
@@ -70,6 +82,8 @@ impl DeviceSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeviceReport {
     pub counters: Counters,
+    /// What it reported per local day.
+    pub daily: BTreeMap<NaiveDate, DayCounts>,
     /// It published `offline` and its DISCONNECT went out.
     pub clean_goodbye: bool,
 }
@@ -117,6 +131,11 @@ enum Phase {
 /// The state of one running device.
 struct Device {
     id: String,
+    center: String,
+    world: Arc<World>,
+    /// Simulated time up to which the device has lived.
+    lived_until_ms: u64,
+    daily: BTreeMap<NaiveDate, DayCounts>,
     topics: Topics,
     behaviour: Behaviour,
     outbox: Outbox,
@@ -128,20 +147,25 @@ struct Device {
     settings: Arc<DeviceSettings>,
 }
 
-/// Runs the device `spec` with `creds` until `shutdown` fires, then says
-/// goodbye and reports what it did.
+/// Runs the device `spec` of a center (`world`) with `creds` until
+/// `shutdown` fires, then says goodbye and reports what it did.
 pub async fn run_device(
     spec: DeviceSpec,
     creds: Provisioned,
     settings: Arc<DeviceSettings>,
+    world: Arc<World>,
     shutdown: CancellationToken,
 ) -> DeviceReport {
     let options = mqtt::options(&creds, &settings.endpoint);
     let conn = mqtt::connect(options, StdRng::seed_from_u64(spec.seed ^ BACKOFF_SALT));
     let mut device = Device {
         id: spec.id.clone(),
+        center: spec.center.clone(),
+        world,
+        lived_until_ms: settings.clock.now_ms(),
+        daily: BTreeMap::new(),
         topics: Topics::new(&spec.id),
-        behaviour: Behaviour::new(spec.kind),
+        behaviour: Behaviour::new(&spec),
         outbox: Outbox::new(&spec.id, &settings.run_id),
         rng: StdRng::seed_from_u64(spec.seed),
         telemetry_seq: 0,
@@ -156,6 +180,7 @@ pub async fn run_device(
     device.counters.events_unacked = device.outbox.len() as u64;
     DeviceReport {
         counters: device.counters,
+        daily: device.daily,
         clean_goodbye,
     }
 }
@@ -168,7 +193,7 @@ impl Device {
         notices: &mut mpsc::UnboundedReceiver<Notice>,
         shutdown: &CancellationToken,
     ) {
-        let period = self.settings.telemetry_period();
+        let period = self.settings.telemetry_period(self.behaviour.kind());
         // Spread the fleet's telemetry over the period instead of bursts.
         let first = Instant::now() + period.mul_f64(self.rng.gen_range(0.0..1.0));
         let mut telemetry = tokio::time::interval_at(first, period);
@@ -255,7 +280,10 @@ impl Device {
             }
         };
         self.counters.commands_received += 1;
-        let outcome = self.behaviour.apply_command(&cmd, unix_ms());
+        let sim_now = self.settings.clock.now_ms();
+        let outcome = self
+            .behaviour
+            .apply_command(&cmd, unix_ms(), sim_now, &mut self.counters);
         if !outcome.ack.ok {
             self.counters.commands_refused += 1;
         }
@@ -284,21 +312,34 @@ impl Device {
         }
     }
 
-    /// One telemetry period: the world moves on (events happen even while
-    /// offline and wait in the outbox); telemetry goes out if connected.
+    /// One telemetry period: the world moves on to the simulated now, a
+    /// local day at a time (events happen even while offline and wait in
+    /// the outbox); each day's telemetry goes out if connected, stamped
+    /// inside that day so the hub counts it on the right day.
     fn on_tick(&mut self) {
-        let events = self.behaviour.step(&mut self.rng);
-        self.raise(events);
-        if self.connected {
-            self.publish_telemetry();
+        let now = self.settings.clock.now_ms();
+        let calendar = self.world.crowd.calendar;
+        for (from, to) in calendar.split_days(self.lived_until_ms, now) {
+            let events = self.behaviour.step(
+                &self.world,
+                &self.center,
+                (from, to),
+                &mut self.rng,
+                &mut self.counters,
+            );
+            self.raise(events);
+            if self.connected {
+                self.publish_telemetry(to - 1);
+            }
         }
+        self.lived_until_ms = self.lived_until_ms.max(now);
     }
 
-    /// Telemetry with the next seq. The seq (and the deltas) are used up
-    /// only if the client took the message.
-    fn publish_telemetry(&mut self) {
+    /// Telemetry stamped `ts` with the next seq. The seq (and the deltas)
+    /// are used up only if the client took the message.
+    fn publish_telemetry(&mut self, ts: u64) {
         let telemetry = Telemetry {
-            ts: unix_ms(),
+            ts,
             seq: self.telemetry_seq + 1,
             fields: self.behaviour.telemetry_fields(),
         };
@@ -310,6 +351,15 @@ impl Device {
         let flow = self.behaviour.commit_report();
         self.counters.people_in += flow.entered;
         self.counters.people_out += flow.left;
+        let day = self.day_of(ts);
+        day.people_in += flow.entered;
+        day.people_out += flow.left;
+    }
+
+    /// The counts of the local day `ms` falls on.
+    fn day_of(&mut self, ms: u64) -> &mut DayCounts {
+        let date = self.world.crowd.calendar.day(ms);
+        self.daily.entry(date).or_default()
     }
 
     /// Files new events in the outbox and sends them.
@@ -317,9 +367,14 @@ impl Device {
         if events.is_empty() {
             return;
         }
-        let ts = unix_ms();
         for draft in events {
-            self.outbox.create(draft, ts);
+            let at = draft.at_ms;
+            match draft.passage_direction() {
+                Some("in") => self.day_of(at).passages_in += 1,
+                Some("out") => self.day_of(at).passages_out += 1,
+                _ => {}
+            }
+            self.outbox.create(draft, at);
         }
         self.flush_outbox();
     }
@@ -422,18 +477,29 @@ mod tests {
             drain_timeout: Duration::from_secs(1),
             goodbye_timeout: Duration::from_secs(1),
             run_id: "r".into(),
+            clock: SimClock::new(0, 1.0),
         }
     }
 
     #[test]
     fn telemetry_goes_out_at_least_once_per_keepalive() {
+        let piano = DeviceKind::Piano;
         assert_eq!(
-            settings(5, 30, 5000).telemetry_period(),
+            settings(5, 30, 5000).telemetry_period(piano),
             Duration::from_secs(5)
         );
         assert_eq!(
-            settings(60, 30, 5000).telemetry_period(),
+            settings(60, 30, 5000).telemetry_period(piano),
             Duration::from_secs(30)
+        );
+    }
+
+    #[test]
+    fn therapy_robots_report_every_second_for_the_watchdog() {
+        let robot = DeviceKind::TherapyRobot;
+        assert_eq!(
+            settings(5, 30, 5000).telemetry_period(robot),
+            Duration::from_secs(1)
         );
     }
 

@@ -2,6 +2,7 @@
 //! paced, run them until shutdown or the configured duration, and sum up the
 //! ground truth.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,11 +12,14 @@ use protocol::api::Provisioned;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::behaviour::World;
+use crate::crowd::{fnv1a, CenterCrowd, Profile};
 use crate::device::{run_device, DeviceReport, DeviceSettings};
 use crate::mqtt::{self, Endpoint};
 use crate::plan::{default_center_names, plan_fleet, DeviceMix, DeviceSpec, PlanError};
 use crate::provision::{ProvisionError, Provisioner};
-use crate::stats::{DeviceTruth, GroundTruth};
+use crate::simtime::{Calendar, SimClock};
+use crate::stats::{DeviceTruth, GroundTruth, RunSpan};
 use crate::store::CredentialStore;
 use crate::unix_ms;
 
@@ -27,6 +31,8 @@ const RESEND_INTERVAL: Duration = Duration::from_secs(5);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// On shutdown, how long a device's `offline` + DISCONNECT may take.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long (real time) someone at a gate waits for the hub's answer.
+const GATE_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What to simulate and against which hub.
 #[derive(Debug, Clone)]
@@ -50,8 +56,19 @@ pub struct FleetConfig {
     pub seed: u64,
     /// Pause between two devices' connects (the broker stalls on bursts).
     pub connect_pacing: Duration,
-    /// Stop by itself after this long (counted from the first connect).
+    /// Stop by itself after this long, real time (counted from the first
+    /// connect).
     pub duration: Option<Duration>,
+    /// Simulated seconds per real second (600: ten hours a minute).
+    pub speed: f64,
+    /// Simulated Unix ms at the start; now if unset.
+    pub start_ms: Option<u64>,
+    /// The centers' time zone.
+    pub calendar: Calendar,
+    /// How busy each center is.
+    pub profile: Profile,
+    /// Chance that a therapy session runs into an overheat fault.
+    pub overheat_chance: f64,
 }
 
 impl Default for FleetConfig {
@@ -69,6 +86,11 @@ impl Default for FleetConfig {
             seed: 1,
             connect_pacing: Duration::from_millis(20),
             duration: None,
+            speed: 1.0,
+            start_ms: None,
+            calendar: Calendar::default(),
+            profile: Profile::default(),
+            overheat_chance: 0.01,
         }
     }
 }
@@ -108,10 +130,16 @@ fn validate(config: &FleetConfig) -> Result<(), FleetError> {
     if config.telemetry_interval.is_zero() {
         return invalid("the telemetry interval must be above zero");
     }
+    if !(config.speed.is_finite() && config.speed > 0.0) {
+        return invalid("the speed must be a number above zero");
+    }
+    if !(0.0..=1.0).contains(&config.overheat_chance) {
+        return invalid("the overheat chance must be between 0 and 1");
+    }
     Ok(())
 }
 
-fn device_settings(config: &FleetConfig, run_id: String) -> DeviceSettings {
+fn device_settings(config: &FleetConfig, run_id: String, clock: SimClock) -> DeviceSettings {
     DeviceSettings {
         endpoint: Endpoint {
             host: config.mqtt_host.clone(),
@@ -124,7 +152,33 @@ fn device_settings(config: &FleetConfig, run_id: String) -> DeviceSettings {
         drain_timeout: DRAIN_TIMEOUT,
         goodbye_timeout: GOODBYE_TIMEOUT,
         run_id,
+        clock,
     }
+}
+
+/// Each center's world: its own crowd (seeded from the run's seed and its
+/// name), shared by its devices.
+fn center_worlds(config: &FleetConfig, clock: &SimClock) -> HashMap<String, Arc<World>> {
+    let answer_timeout_ms = clock.sim_span(GATE_ANSWER_TIMEOUT).as_millis() as u64;
+    default_center_names(config.centers)
+        .into_iter()
+        .map(|center| {
+            let crowd = CenterCrowd::new(
+                config.seed ^ fnv1a(center.as_bytes()),
+                clock.start_ms(),
+                config.calendar,
+                config.profile.clone(),
+            );
+            let world = World {
+                crowd: Arc::new(crowd),
+                gates: config.mix.gates,
+                seed: config.seed,
+                overheat_chance: config.overheat_chance,
+                answer_timeout_ms,
+            };
+            (center, Arc::new(world))
+        })
+        .collect()
 }
 
 /// Runs the fleet until `shutdown` fires or `config.duration` passed, then
@@ -157,7 +211,13 @@ pub async fn run_fleet(
     );
 
     let started_at_ms = unix_ms();
-    let settings = Arc::new(device_settings(&config, started_at_ms.to_string()));
+    let clock = SimClock::new(config.start_ms.unwrap_or(started_at_ms), config.speed);
+    let worlds = center_worlds(&config, &clock);
+    let settings = Arc::new(device_settings(
+        &config,
+        started_at_ms.to_string(),
+        clock.clone(),
+    ));
     let stop = shutdown.child_token();
     // Stops the timer below (and any device still running) if this future
     // is dropped.
@@ -165,18 +225,34 @@ pub async fn run_fleet(
     if let Some(duration) = config.duration {
         tokio::spawn(cancel_after(duration, stop.clone()));
     }
-    let mut running = start_paced(specs, creds, settings, &stop, config.connect_pacing).await;
+    let mut running = start_paced(
+        specs,
+        creds,
+        settings,
+        &worlds,
+        &stop,
+        config.connect_pacing,
+    )
+    .await;
     let mut devices = Vec::with_capacity(running.len());
     while let Some(joined) = running.join_next().await {
         let (index, spec, report) = joined.map_err(|e| FleetError::DeviceTask(e.to_string()))?;
         devices.push((
             index,
-            DeviceTruth::new(&spec, report.counters, report.clean_goodbye),
+            DeviceTruth::new(&spec, report.counters, report.daily, report.clean_goodbye),
         ));
     }
     devices.sort_by_key(|(index, _)| *index);
     let devices = devices.into_iter().map(|(_, d)| d).collect();
-    let truth = GroundTruth::new(config.seed, started_at_ms, unix_ms(), devices);
+    let span = RunSpan {
+        seed: config.seed,
+        speed: config.speed,
+        started_at_ms,
+        finished_at_ms: unix_ms(),
+        sim_started_at_ms: clock.start_ms(),
+        sim_finished_at_ms: clock.now_ms(),
+    };
+    let truth = GroundTruth::new(span, devices);
     tracing::info!(devices = truth.devices.len(), "fleet stopped");
     Ok(truth)
 }
@@ -197,6 +273,7 @@ async fn start_paced(
     specs: Vec<DeviceSpec>,
     creds: Vec<Provisioned>,
     settings: Arc<DeviceSettings>,
+    worlds: &HashMap<String, Arc<World>>,
     stop: &CancellationToken,
     pacing: Duration,
 ) -> JoinSet<DeviceOutcome> {
@@ -213,9 +290,11 @@ async fn start_paced(
             break;
         }
         let settings = Arc::clone(&settings);
+        // invariant: the worlds are made from the same center names as the plan.
+        let world = Arc::clone(&worlds[&spec.center]);
         let stop = stop.clone();
         tasks.spawn(async move {
-            let report = run_device(spec.clone(), creds, settings, stop).await;
+            let report = run_device(spec.clone(), creds, settings, world, stop).await;
             (index, spec, report)
         });
     }
@@ -287,7 +366,9 @@ mod tests {
             ..config()
         };
         assert_eq!(
-            device_settings(&c, "r".into()).endpoint.keepalive,
+            device_settings(&c, "r".into(), SimClock::new(0, 1.0))
+                .endpoint
+                .keepalive,
             Duration::from_secs(30)
         );
     }

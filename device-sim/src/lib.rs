@@ -7,12 +7,14 @@
 //! modes can reuse them.
 
 pub mod behaviour;
+pub mod crowd;
 pub mod device;
 pub mod fleet;
 pub mod mqtt;
 pub mod outbox;
 pub mod plan;
 pub mod provision;
+pub mod simtime;
 pub mod stats;
 pub mod store;
 

@@ -2,9 +2,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use device_sim::crowd::Profile;
+use device_sim::simtime::{parse_start, Calendar};
 use device_sim::{run_fleet, DeviceMix, FleetConfig, GroundTruth};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -50,9 +53,34 @@ struct RunArgs {
     /// Seed of every random choice the devices make.
     #[arg(long, default_value_t = FleetConfig::default().seed)]
     seed: u64,
-    /// Stop after this long (e.g. 60s, 10m); runs until a signal if unset.
-    #[arg(long)]
+    /// Stop after this long, real time (e.g. 60s, 10m); runs until a
+    /// signal if neither this nor --sim-duration is set.
+    #[arg(long, conflicts_with = "sim_duration")]
     duration: Option<humantime::Duration>,
+    /// Stop after this much simulated time (e.g. 7days at --speed 600 runs
+    /// for 16m48s).
+    #[arg(long)]
+    sim_duration: Option<humantime::Duration>,
+    /// Simulated seconds per real second: 600 runs ten simulated hours a
+    /// minute. Telemetry keeps its real-time interval.
+    #[arg(long, default_value_t = FleetConfig::default().speed)]
+    speed: f64,
+    /// Simulated start: an RFC 3339 time or a local date (its midnight);
+    /// now if unset.
+    #[arg(long)]
+    start: Option<String>,
+    /// The centers' time zone (IANA name).
+    #[arg(long, default_value_t = FleetConfig::default().calendar.tz)]
+    tz: chrono_tz::Tz,
+    /// Visits through each center's entrance in an average month.
+    #[arg(long, default_value_t = Profile::default().visits_per_month)]
+    visits_per_month: f64,
+    /// Uses of each center's 24-hour gym per day.
+    #[arg(long, default_value_t = Profile::default().gym_visits_per_day)]
+    gym_visits_per_day: f64,
+    /// Chance that a therapy session runs into an overheat fault (0–1).
+    #[arg(long, default_value_t = FleetConfig::default().overheat_chance)]
+    overheat_chance: f64,
     #[arg(long, default_value_t = FleetConfig::default().telemetry_interval.into())]
     telemetry_interval: humantime::Duration,
     /// MQTT keepalive (whole seconds).
@@ -70,8 +98,20 @@ struct RunArgs {
 }
 
 impl RunArgs {
-    fn into_config(self) -> FleetConfig {
-        FleetConfig {
+    fn into_config(self) -> anyhow::Result<FleetConfig> {
+        let calendar = Calendar { tz: self.tz };
+        let start_ms = self
+            .start
+            .as_deref()
+            .map(|text| parse_start(text, &calendar))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--start: {e}"))?;
+        let sim_duration: Option<Duration> = self.sim_duration.map(Into::into);
+        let duration = self
+            .duration
+            .map(Into::into)
+            .or_else(|| sim_duration.map(|d| d.div_f64(self.speed)));
+        Ok(FleetConfig {
             api_url: self.api,
             admin_token: self.token,
             mqtt_host: self.mqtt_host,
@@ -88,8 +128,17 @@ impl RunArgs {
             keepalive: self.keepalive.into(),
             seed: self.seed,
             connect_pacing: self.connect_pacing.into(),
-            duration: self.duration.map(Into::into),
-        }
+            duration,
+            speed: self.speed,
+            start_ms,
+            calendar,
+            profile: Profile {
+                visits_per_month: self.visits_per_month,
+                gym_visits_per_day: self.gym_visits_per_day,
+                ..Profile::default()
+            },
+            overheat_chance: self.overheat_chance,
+        })
     }
 }
 
@@ -118,7 +167,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let json = args.json.clone();
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let truth = run_fleet(args.into_config(), shutdown)
+    let truth = run_fleet(args.into_config()?, shutdown)
         .await
         .context("fleet run failed")?;
     print!("{truth}");

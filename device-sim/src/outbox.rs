@@ -139,6 +139,7 @@ mod tests {
         EventDraft {
             event_type,
             body: Map::new(),
+            at_ms: 0,
         }
     }
 

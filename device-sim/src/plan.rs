@@ -4,6 +4,8 @@
 //! same plan, so runs can be compared and credentials reused across runs.
 
 use protocol::{is_valid_device_id, DeviceKind};
+
+use crate::crowd::ROOMS;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -54,6 +56,8 @@ pub struct DeviceSpec {
     pub center: String,
     pub room: String,
     pub kind: DeviceKind,
+    /// Its number among the center's devices of its kind, from 1.
+    pub number: usize,
     /// Seed of this device's own random generator.
     pub seed: u64,
 }
@@ -67,17 +71,8 @@ pub enum PlanError {
     Empty,
 }
 
-/// Rooms a counter watches after the first one (which is at the entrance).
-const COUNTER_ROOMS: [&str; 8] = [
-    "music",
-    "therapy",
-    "gym",
-    "yoga",
-    "dance",
-    "crafts",
-    "study",
-    "childcare",
-];
+/// The room of a center's first counter: it counts the visits.
+pub const ENTRANCE: &str = "entrance";
 
 /// `center01`, `center02`, … with at least two digits.
 pub fn default_center_names(count: usize) -> Vec<String> {
@@ -120,8 +115,8 @@ pub fn room_for(kind: DeviceKind, number: usize) -> &'static str {
         DeviceKind::Piano => "music",
         DeviceKind::TherapyRobot => "therapy",
         DeviceKind::Gate => "gym",
-        DeviceKind::Counter if number <= 1 => "entrance",
-        DeviceKind::Counter => COUNTER_ROOMS[(number - 2) % COUNTER_ROOMS.len()],
+        DeviceKind::Counter if number <= 1 => ENTRANCE,
+        DeviceKind::Counter => ROOMS[(number - 2) % ROOMS.len()].0,
     }
 }
 
@@ -156,6 +151,7 @@ pub fn plan_fleet(
                     center: center.clone(),
                     room: room_for(kind, number).to_owned(),
                     kind,
+                    number,
                     seed: rng.gen(),
                 });
             }
@@ -194,7 +190,7 @@ mod tests {
         assert_eq!(plan[12].room, "entrance");
         assert_eq!(plan[13].room, "music");
         assert_eq!(plan[17].id, "c01counter06");
-        assert_eq!(plan[17].room, "dance");
+        assert_eq!(plan[17].room, "study");
         assert_eq!(plan[18].id, "c02piano01");
         assert_eq!(plan[18].center, "center02");
         let mut ids: Vec<_> = plan.iter().map(|d| d.id.as_str()).collect();

@@ -257,6 +257,7 @@ mod tests {
             center: "center01".into(),
             room: "music".into(),
             kind: DeviceKind::Piano,
+            number: 1,
             seed: 1,
         }
     }

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::AddAssign;
 
+use chrono::NaiveDate;
 use protocol::DeviceKind;
 use serde::{Deserialize, Serialize};
 
-use crate::plan::DeviceSpec;
+use crate::plan::{DeviceSpec, ENTRANCE};
 
 /// What one device (or a group of devices) did during a run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +39,18 @@ pub struct Counters {
     /// People counted in and out, as reported in counter telemetry.
     pub people_in: u64,
     pub people_out: u64,
+    /// Piano and therapy sessions started (walk-in or unlocked).
+    pub sessions: u64,
+    /// Therapy sessions that ran into an overheat fault.
+    pub faults_injected: u64,
+    /// `stop` commands a therapy robot obeyed.
+    pub stops_received: u64,
+    /// Gate: credentials presented, answered `open`, answered `deny`, and
+    /// given up on without an answer.
+    pub access_requests: u64,
+    pub access_opened: u64,
+    pub access_denied: u64,
+    pub access_unanswered: u64,
 }
 
 impl AddAssign<&Counters> for Counters {
@@ -55,7 +68,49 @@ impl AddAssign<&Counters> for Counters {
         self.connects += o.connects;
         self.people_in += o.people_in;
         self.people_out += o.people_out;
+        self.sessions += o.sessions;
+        self.faults_injected += o.faults_injected;
+        self.stops_received += o.stops_received;
+        self.access_requests += o.access_requests;
+        self.access_opened += o.access_opened;
+        self.access_denied += o.access_denied;
+        self.access_unanswered += o.access_unanswered;
     }
+}
+
+/// What one device reported for one local day (by the `ts` it put on
+/// the telemetry and events).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayCounts {
+    /// People counted in and out (counters).
+    pub people_in: u64,
+    pub people_out: u64,
+    /// Passages through a gate.
+    pub passages_in: u64,
+    pub passages_out: u64,
+}
+
+impl AddAssign<&DayCounts> for DayCounts {
+    fn add_assign(&mut self, o: &DayCounts) {
+        self.people_in += o.people_in;
+        self.people_out += o.people_out;
+        self.passages_in += o.passages_in;
+        self.passages_out += o.passages_out;
+    }
+}
+
+/// One center's day: visits through the entrance, gym passages, and
+/// people counted at each room's door.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CenterDay {
+    /// People the entrance counter counted in: the center's visits.
+    pub visits: u64,
+    /// People the entrance counter counted out.
+    pub left: u64,
+    pub gym_in: u64,
+    pub gym_out: u64,
+    /// People counted into each metered room.
+    pub rooms: BTreeMap<String, u64>,
 }
 
 /// One device's part of the ground truth.
@@ -69,10 +124,18 @@ pub struct DeviceTruth {
     pub clean_goodbye: bool,
     #[serde(flatten)]
     pub counters: Counters,
+    /// What it reported per local day (only days it counted something).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub daily: BTreeMap<NaiveDate, DayCounts>,
 }
 
 impl DeviceTruth {
-    pub fn new(spec: &DeviceSpec, counters: Counters, clean_goodbye: bool) -> Self {
+    pub fn new(
+        spec: &DeviceSpec,
+        counters: Counters,
+        daily: BTreeMap<NaiveDate, DayCounts>,
+        clean_goodbye: bool,
+    ) -> Self {
         DeviceTruth {
             id: spec.id.clone(),
             center: spec.center.clone(),
@@ -80,56 +143,89 @@ impl DeviceTruth {
             kind: spec.kind,
             clean_goodbye,
             counters,
+            daily,
         }
     }
+}
+
+/// When a run happened, in real and in simulated time.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RunSpan {
+    pub seed: u64,
+    /// Simulated seconds per real second.
+    pub speed: f64,
+    /// Unix milliseconds when devices started connecting and when the last
+    /// one stopped.
+    pub started_at_ms: u64,
+    pub finished_at_ms: u64,
+    /// The same instants on the simulated clock.
+    pub sim_started_at_ms: u64,
+    pub sim_finished_at_ms: u64,
 }
 
 /// What the whole fleet did during one run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroundTruth {
-    pub seed: u64,
-    /// Unix milliseconds when devices started connecting and when the last
-    /// one stopped.
-    pub started_at_ms: u64,
-    pub finished_at_ms: u64,
+    #[serde(flatten)]
+    pub span: RunSpan,
     pub devices: Vec<DeviceTruth>,
     /// Sums per center name.
     pub centers: BTreeMap<String, Counters>,
     /// Sums per device kind (`piano`, `therapy_robot`, …).
     pub kinds: BTreeMap<String, Counters>,
     pub totals: Counters,
+    /// Per center, per local day (in the centers' time zone).
+    pub days: BTreeMap<String, BTreeMap<NaiveDate, CenterDay>>,
 }
 
 impl GroundTruth {
-    /// Sums `devices` per center, per kind and overall.
-    pub fn new(
-        seed: u64,
-        started_at_ms: u64,
-        finished_at_ms: u64,
-        devices: Vec<DeviceTruth>,
-    ) -> Self {
+    /// Sums `devices` per center, per kind, per center and day, and overall.
+    pub fn new(span: RunSpan, devices: Vec<DeviceTruth>) -> Self {
         let mut centers: BTreeMap<String, Counters> = BTreeMap::new();
         let mut kinds: BTreeMap<String, Counters> = BTreeMap::new();
+        let mut days: BTreeMap<String, BTreeMap<NaiveDate, CenterDay>> = BTreeMap::new();
         let mut totals = Counters::default();
         for d in &devices {
             *centers.entry(d.center.clone()).or_default() += &d.counters;
             *kinds.entry(d.kind.as_str().to_owned()).or_default() += &d.counters;
             totals += &d.counters;
+            let center_days = days.entry(d.center.clone()).or_default();
+            for (&date, counts) in &d.daily {
+                center_days.entry(date).or_default().add_device(d, counts);
+            }
         }
         GroundTruth {
-            seed,
-            started_at_ms,
-            finished_at_ms,
+            span,
             devices,
             centers,
             kinds,
             totals,
+            days,
         }
     }
 
     /// Devices that stopped without a clean goodbye.
     pub fn unclean_devices(&self) -> impl Iterator<Item = &DeviceTruth> {
         self.devices.iter().filter(|d| !d.clean_goodbye)
+    }
+}
+
+impl CenterDay {
+    fn add_device(&mut self, device: &DeviceTruth, counts: &DayCounts) {
+        match device.kind {
+            DeviceKind::Counter if device.room == ENTRANCE => {
+                self.visits += counts.people_in;
+                self.left += counts.people_out;
+            }
+            DeviceKind::Counter => {
+                *self.rooms.entry(device.room.clone()).or_default() += counts.people_in;
+            }
+            DeviceKind::Gate => {
+                self.gym_in += counts.passages_in;
+                self.gym_out += counts.passages_out;
+            }
+            DeviceKind::Piano | DeviceKind::TherapyRobot => {}
+        }
     }
 }
 
@@ -148,16 +244,23 @@ fn write_row(f: &mut fmt::Formatter<'_>, name: &str, c: &Counters) -> fmt::Resul
     )
 }
 
-/// A human summary: one row per center and kind, then the totals.
+/// A human summary: one row per center and kind, the totals, then each
+/// center's days.
 impl fmt::Display for GroundTruth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let secs = self.finished_at_ms.saturating_sub(self.started_at_ms) as f64 / 1000.0;
+        let span = &self.span;
+        let real_secs = span.finished_at_ms.saturating_sub(span.started_at_ms) as f64 / 1000.0;
+        let sim_hours = span
+            .sim_finished_at_ms
+            .saturating_sub(span.sim_started_at_ms) as f64
+            / 3_600_000.0;
         writeln!(
             f,
-            "ground truth: {} devices in {} centers, {secs:.1} s, seed {}",
+            "ground truth: {} devices in {} centers, {real_secs:.1} s real = {sim_hours:.1} h simulated (speed {}), seed {}",
             self.devices.len(),
             self.centers.len(),
-            self.seed
+            span.speed,
+            span.seed
         )?;
         writeln!(
             f,
@@ -176,6 +279,32 @@ impl fmt::Display for GroundTruth {
             write_row(f, name, c)?;
         }
         write_row(f, "total", &self.totals)?;
+        let t = &self.totals;
+        writeln!(
+            f,
+            "sessions {}, overheat faults {}, stops {}; gate requests {} (open {}, deny {}, unanswered {})",
+            t.sessions,
+            t.faults_injected,
+            t.stops_received,
+            t.access_requests,
+            t.access_opened,
+            t.access_denied,
+            t.access_unanswered
+        )?;
+        writeln!(
+            f,
+            "{:<14} {:<10} {:>8} {:>8} {:>8}",
+            "center", "day", "visits", "gym_in", "gym_out"
+        )?;
+        for (center, days) in &self.days {
+            for (day, d) in days {
+                writeln!(
+                    f,
+                    "{center:<14} {day:<10} {:>8} {:>8} {:>8}",
+                    d.visits, d.gym_in, d.gym_out
+                )?;
+            }
+        }
         let unclean: Vec<&str> = self.unclean_devices().map(|d| d.id.as_str()).collect();
         if !unclean.is_empty() {
             writeln!(f, "no clean goodbye: {}", unclean.join(", "))?;
@@ -194,6 +323,7 @@ mod tests {
             center: center.into(),
             room: "r".into(),
             kind,
+            number: 1,
             seed: 0,
         }
     }
@@ -208,28 +338,29 @@ mod tests {
         }
     }
 
+    fn span() -> RunSpan {
+        RunSpan {
+            seed: 1,
+            speed: 600.0,
+            started_at_ms: 1_000,
+            finished_at_ms: 3_000,
+            sim_started_at_ms: 0,
+            sim_finished_at_ms: 1_200_000,
+        }
+    }
+
+    fn device(id: &str, center: &str, kind: DeviceKind, c: Counters, clean: bool) -> DeviceTruth {
+        DeviceTruth::new(&spec(id, center, kind), c, BTreeMap::new(), clean)
+    }
+
     #[test]
     fn totals_sum_per_center_and_kind() {
         let truth = GroundTruth::new(
-            1,
-            1_000,
-            3_000,
+            span(),
             vec![
-                DeviceTruth::new(
-                    &spec("a", "center01", DeviceKind::Piano),
-                    counters(10, 2, 2),
-                    true,
-                ),
-                DeviceTruth::new(
-                    &spec("b", "center01", DeviceKind::Gate),
-                    counters(5, 3, 1),
-                    true,
-                ),
-                DeviceTruth::new(
-                    &spec("c", "center02", DeviceKind::Piano),
-                    counters(7, 1, 0),
-                    false,
-                ),
+                device("a", "center01", DeviceKind::Piano, counters(10, 2, 2), true),
+                device("b", "center01", DeviceKind::Gate, counters(5, 3, 1), true),
+                device("c", "center02", DeviceKind::Piano, counters(7, 1, 0), false),
             ],
         );
         assert_eq!(truth.centers["center01"], counters(15, 5, 3));
@@ -240,14 +371,54 @@ mod tests {
         let unclean: Vec<_> = truth.unclean_devices().map(|d| d.id.as_str()).collect();
         assert_eq!(unclean, ["c"]);
         let text = truth.to_string();
-        assert!(text.contains("3 devices in 2 centers, 2.0 s"), "{text}");
+        assert!(
+            text.contains("3 devices in 2 centers, 2.0 s real = 0.3 h simulated"),
+            "{text}"
+        );
         assert!(text.contains("no clean goodbye: c"), "{text}");
     }
 
     #[test]
+    fn days_take_visits_from_the_entrance_and_passages_from_gates() {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 28).unwrap();
+        let counts = DayCounts {
+            people_in: 5,
+            people_out: 4,
+            passages_in: 2,
+            passages_out: 1,
+        };
+        let with_day = |id: &str, kind, room: &str| {
+            let mut s = spec(id, "center01", kind);
+            s.room = room.into();
+            DeviceTruth::new(
+                &s,
+                Counters::default(),
+                BTreeMap::from([(day, counts)]),
+                true,
+            )
+        };
+        let truth = GroundTruth::new(
+            span(),
+            vec![
+                with_day("e", DeviceKind::Counter, ENTRANCE),
+                with_day("r", DeviceKind::Counter, "yoga"),
+                with_day("g", DeviceKind::Gate, "gym"),
+            ],
+        );
+        let d = &truth.days["center01"][&day];
+        assert_eq!((d.visits, d.left, d.gym_in, d.gym_out), (5, 4, 2, 1));
+        assert_eq!(d.rooms["yoga"], 5);
+        assert!(truth
+            .to_string()
+            .contains("center01       2026-11-28        5        2        1"));
+    }
+
+    #[test]
     fn device_counters_are_flattened_in_json() {
-        let d = DeviceTruth::new(
-            &spec("a", "center01", DeviceKind::TherapyRobot),
+        let d = device(
+            "a",
+            "center01",
+            DeviceKind::TherapyRobot,
             counters(1, 1, 1),
             true,
         );

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod devices;
+mod fleet;
 mod isolation;
 mod lifecycle;
 mod resilience;

@@ -1,0 +1,197 @@
+//! Simulated time: a clock that runs `speed` times faster than the real one
+//! from a chosen start, and the local calendar of the centers (days,
+//! midnights, times of day in their time zone).
+//!
+//! Every timestamp a device reports (`ts` of telemetry and events) is
+//! simulated time, so a run at `--speed 600` covers ten simulated hours per
+//! real minute and the hub buckets what it counts by the devices' own days.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeZone, Weekday};
+use chrono_tz::Tz;
+
+/// The centers' time zone unless configured otherwise.
+pub const DEFAULT_TZ: Tz = chrono_tz::Asia::Shanghai;
+
+/// Simulated Unix milliseconds, `speed` times as fast as real time.
+#[derive(Debug, Clone)]
+pub struct SimClock {
+    real_origin: Instant,
+    sim_origin_ms: u64,
+    speed: f64,
+}
+
+impl SimClock {
+    /// A clock reading `sim_origin_ms` now and advancing `speed`× real time.
+    pub fn new(sim_origin_ms: u64, speed: f64) -> Self {
+        SimClock {
+            real_origin: Instant::now(),
+            sim_origin_ms,
+            speed,
+        }
+    }
+
+    pub fn start_ms(&self) -> u64 {
+        self.sim_origin_ms
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.sim_origin_ms + self.sim_span(self.real_origin.elapsed()).as_millis() as u64
+    }
+
+    /// Simulated time that passes in `real` real time.
+    pub fn sim_span(&self, real: Duration) -> Duration {
+        real.mul_f64(self.speed)
+    }
+
+    /// Real time that `sim` simulated time takes.
+    pub fn real_span(&self, sim: Duration) -> Duration {
+        sim.div_f64(self.speed)
+    }
+}
+
+/// The centers' calendar.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Calendar {
+    pub tz: Tz,
+}
+
+impl Default for Calendar {
+    fn default() -> Self {
+        Calendar { tz: DEFAULT_TZ }
+    }
+}
+
+impl Calendar {
+    pub fn local(&self, ms: u64) -> DateTime<Tz> {
+        // invariant: any u64 ms we handle (years ≤ 292,000,000) is in range.
+        self.tz
+            .timestamp_millis_opt(ms as i64)
+            .single()
+            .expect("timestamp in range")
+    }
+
+    /// The local date of `ms`.
+    pub fn day(&self, ms: u64) -> NaiveDate {
+        self.local(ms).date_naive()
+    }
+
+    pub fn is_weekend(&self, day: NaiveDate) -> bool {
+        matches!(day.weekday(), Weekday::Sat | Weekday::Sun)
+    }
+
+    /// Unix ms of `time` on local `day` (the earlier instant if a clock
+    /// change makes it ambiguous, the next valid one if it is skipped).
+    pub fn at(&self, day: NaiveDate, time: NaiveTime) -> u64 {
+        let naive = day.and_time(time);
+        let local = self
+            .tz
+            .from_local_datetime(&naive)
+            .earliest()
+            .or_else(|| {
+                self.tz
+                    .from_local_datetime(&(naive + chrono::Duration::hours(1)))
+                    .earliest()
+            })
+            // invariant: no zone skips more than an hour.
+            .expect("local time exists");
+        local.timestamp_millis().max(0) as u64
+    }
+
+    /// Unix ms of the local midnight that starts `day`.
+    pub fn midnight(&self, day: NaiveDate) -> u64 {
+        self.at(day, NaiveTime::MIN)
+    }
+
+    /// The first local midnight strictly after `ms`.
+    pub fn next_midnight(&self, ms: u64) -> u64 {
+        // invariant: dates this side of year 262,000 have a successor.
+        self.midnight(self.day(ms).succ_opt().expect("next day"))
+    }
+
+    /// Splits `[from, to)` at local midnights, so no piece spans two days.
+    pub fn split_days(&self, from: u64, to: u64) -> Vec<(u64, u64)> {
+        let mut pieces = Vec::new();
+        let mut start = from;
+        while start < to {
+            let end = self.next_midnight(start).min(to);
+            pieces.push((start, end));
+            start = end;
+        }
+        pieces
+    }
+}
+
+/// Parses a start given as an RFC 3339 instant or a local date (midnight
+/// in `calendar`'s zone).
+pub fn parse_start(text: &str, calendar: &Calendar) -> Result<u64, String> {
+    if let Ok(instant) = DateTime::parse_from_rfc3339(text) {
+        return u64::try_from(instant.timestamp_millis())
+            .map_err(|_| format!("`{text}` is before 1970"));
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map(|day| calendar.midnight(day))
+        .map_err(|_| format!("`{text}` is neither an RFC 3339 time nor a YYYY-MM-DD date"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    #[test]
+    fn shanghai_days_start_at_16_utc() {
+        let cal = Calendar::default();
+        let midnight = cal.midnight(date(2026, 11, 28));
+        assert_eq!(
+            midnight,
+            parse_start("2026-11-27T16:00:00Z", &cal).unwrap(),
+            "Shanghai is UTC+8"
+        );
+        assert_eq!(cal.day(midnight), date(2026, 11, 28));
+        assert_eq!(cal.day(midnight - 1), date(2026, 11, 27));
+        assert!(cal.is_weekend(date(2026, 11, 28)));
+        assert!(!cal.is_weekend(date(2026, 11, 27)));
+    }
+
+    #[test]
+    fn windows_are_split_at_midnight_and_keep_their_length() {
+        let cal = Calendar::default();
+        let midnight = cal.midnight(date(2026, 11, 28));
+        let hour = 3_600_000;
+        let pieces = cal.split_days(midnight - hour, midnight + 25 * hour);
+        assert_eq!(
+            pieces,
+            [
+                (midnight - hour, midnight),
+                (midnight, midnight + 24 * hour),
+                (midnight + 24 * hour, midnight + 25 * hour)
+            ]
+        );
+        assert!(cal.split_days(5, 5).is_empty());
+    }
+
+    #[test]
+    fn the_clock_runs_speed_times_faster() {
+        let clock = SimClock::new(1_000, 600.0);
+        assert_eq!(
+            clock.sim_span(Duration::from_secs(1)),
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            clock.real_span(Duration::from_secs(3_600)),
+            Duration::from_secs(6)
+        );
+        assert!(clock.now_ms() >= 1_000);
+    }
+
+    #[test]
+    fn bad_starts_say_what_is_accepted() {
+        let err = parse_start("yesterday", &Calendar::default()).unwrap_err();
+        assert!(err.contains("YYYY-MM-DD"), "{err}");
+    }
+}
