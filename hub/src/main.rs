@@ -45,6 +45,10 @@ enum Command {
         /// Where the simulated devices keep their issued credentials.
         #[arg(long, default_value = "./data/sim-devices")]
         device_dir: PathBuf,
+        /// Simulated seconds per real second (60: an hour of the centers'
+        /// day per minute, so visits and sessions show at once).
+        #[arg(long, default_value_t = 60.0)]
+        speed: f64,
     },
     /// Print the complete, commented default configuration.
     PrintDefaultConfig,
@@ -79,7 +83,8 @@ fn main() -> ExitCode {
         Command::Demo {
             centers,
             device_dir,
-        } => runtime.block_on(demo(config, *centers, device_dir.clone())),
+            speed,
+        } => runtime.block_on(demo(config, *centers, device_dir.clone(), *speed)),
         _ => runtime.block_on(run(config)),
     };
     // rumqttd's listener threads never stop; do not wait for them.
@@ -135,7 +140,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
 /// The hub plus a simulated center whose devices provision themselves
 /// through the API and connect over mTLS.
-async fn demo(mut config: Config, centers: usize, device_dir: PathBuf) -> anyhow::Result<()> {
+async fn demo(
+    mut config: Config,
+    centers: usize,
+    device_dir: PathBuf,
+    speed: f64,
+) -> anyhow::Result<()> {
     let token = std::env::var(hub::config::ADMIN_TOKEN_ENV)
         .unwrap_or_else(|_| hub::secrets::random_secret());
     config.api.admin_token_sha256 = hub::secrets::sha256_hex(&token);
@@ -153,6 +163,7 @@ async fn demo(mut config: Config, centers: usize, device_dir: PathBuf) -> anyhow
         mqtt_port: hub.device_addr().port(),
         centers,
         cert_dir: device_dir,
+        speed,
         ..device_sim::FleetConfig::default()
     };
     let fleet_stop = stop.child_token();
