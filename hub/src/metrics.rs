@@ -120,7 +120,7 @@ impl Metrics {
                     "yizhan_command_round_trip_seconds",
                     "From a command's first publish to the device's answer",
                 )
-                .buckets(fast_buckets()),
+                .buckets(reaction_buckets()),
                 &["op"],
             )
             .expect("histogram"),
@@ -139,7 +139,7 @@ impl Metrics {
                     "yizhan_interlock_reaction_seconds",
                     "From an over-limit message's arrival at ingest to the stop command leaving the hub",
                 )
-                .buckets(fast_buckets()),
+                .buckets(reaction_buckets()),
             )
             .expect("histogram"),
             access_decisions: counter_vec(
@@ -152,7 +152,7 @@ impl Metrics {
                     "yizhan_access_decision_seconds",
                     "From an access request's arrival at ingest to the open/deny command leaving the hub",
                 )
-                .buckets(fast_buckets()),
+                .buckets(reaction_buckets()),
             )
             .expect("histogram"),
             room_occupancy: gauge_vec(
@@ -208,10 +208,18 @@ impl Metrics {
     }
 }
 
-/// 50 µs to ~1.6 s: reactions (targets of 10–50 ms) and round trips.
+/// 50 µs to ~1.6 s, doubling (ingest latency).
 fn fast_buckets() -> Vec<f64> {
     // invariant: start > 0, factor > 1, count > 0.
     prometheus::exponential_buckets(0.000_05, 2.0, 16).expect("buckets")
+}
+
+/// Reactions and round trips: with edges at the targets (10, 20, 50 ms).
+fn reaction_buckets() -> Vec<f64> {
+    vec![
+        0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
+        2.5, 10.0,
+    ]
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
