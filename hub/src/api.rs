@@ -1,7 +1,13 @@
-//! The HTTP API (axum): device provisioning and revocation, twins, health,
-//! readiness and metrics. Errors are `{"error":"…"}` with a 4xx naming the
-//! problem. Every call that changes or reveals something needs
+//! The HTTP API (axum): device provisioning and revocation, twins, events,
+//! commands, interlock alarm acknowledgement, residents, health, readiness
+//! and metrics. Errors are `{"error":"…"}` with a 4xx naming the problem.
+//! Every call that changes or reveals something needs
 //! `Authorization: Bearer <admin token>`; `/healthz` and `/readyz` do not.
+//! (Issuing commands and acknowledging alarms are staff work; a staff role
+//! separate from the admin token is a later hardening step.)
+//!
+//! Handlers never publish to devices: they record what is asked and hand it
+//! to the ingest thread (`Control`), then wake it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -12,19 +18,25 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use protocol::api::{ApiError, ProvisionRequest, Provisioned};
+use protocol::api::{
+    ApiError, CommandOrigin, CommandRecord, CommandRequest, ProvisionRequest, Provisioned,
+    ResidentRequest, ResidentView,
+};
 use protocol::DeviceKind;
 use serde::{Deserialize, Serialize};
 
-use crate::broker::{self, ControlAccess};
+use crate::broker::{self, ControlAccess, Waker};
 use crate::clock::unix_ms;
+use crate::commands::NewCommand;
+use crate::config::is_label;
 use crate::ingest::Control;
+use crate::interlock::Alarm;
 use crate::metrics::Metrics;
 use crate::pki::Pki;
 use crate::secrets;
-use crate::store::{DeviceRecord, Store, StoredEvent};
+use crate::store::{DeviceRecord, Resident, ResidentConflict, Store, StoredEvent};
 use crate::twin::Twin;
 
 /// Everything the handlers share.
@@ -34,6 +46,10 @@ pub struct ApiState {
     pub metrics: Metrics,
     /// std Mutex: held only to send, never across an await.
     pub ingest_control: Mutex<Sender<Control>>,
+    /// Wakes ingest after a `Control` was sent.
+    pub waker: Waker,
+    /// Key of resident credential hashes (`secrets::credential_hash`).
+    pub credential_key: [u8; 32],
     pub broker_control: ControlAccess,
     pub admin_token_sha256: String,
     pub epoch: u64,
@@ -49,6 +65,16 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/devices", get(list_devices).post(provision))
         .route("/api/v1/devices/{id}", get(get_device).delete(revoke))
         .route("/api/v1/devices/{id}/events", get(device_events))
+        .route(
+            "/api/v1/devices/{id}/commands",
+            get(list_commands).post(issue_command),
+        )
+        .route("/api/v1/devices/{id}/commands/{cid}", get(get_command))
+        .route("/api/v1/devices/{id}/alarm/ack", post(acknowledge_alarm))
+        .route("/api/v1/residents", post(add_resident))
+        .route("/api/v1/residents/{id}", get(get_resident))
+        .route("/api/v1/residents/{id}/block", post(block_resident))
+        .route("/api/v1/residents/{id}/unblock", post(unblock_resident))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .with_state(state)
 }
@@ -126,22 +152,24 @@ async fn metrics(_: Admin, State(state): State<Arc<ApiState>>) -> Response {
         .into_response()
 }
 
-const MAX_LABEL_LEN: usize = 64;
-
 fn check_label(field: &str, value: &str) -> Result<(), HttpError> {
-    let ok = !value.is_empty()
-        && value.len() <= MAX_LABEL_LEN
-        && value
-            .chars()
-            .all(|c| c.is_alphanumeric() || "-_".contains(c));
-    if ok {
+    if is_label(value) {
         Ok(())
     } else {
         Err(error(
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!("`{field}` must be 1-{MAX_LABEL_LEN} letters, digits, '-' or '_'"),
+            format!("`{field}` must be 1-64 letters, digits, '-' or '_'"),
         ))
     }
+}
+
+fn unprocessable(reason: impl Into<String>) -> HttpError {
+    error(StatusCode::UNPROCESSABLE_ENTITY, reason)
+}
+
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, HttpError> {
+    body.map(|Json(value)| value)
+        .map_err(|e| error(e.status(), e.body_text()))
 }
 
 async fn provision(
@@ -149,7 +177,7 @@ async fn provision(
     State(state): State<Arc<ApiState>>,
     body: Result<Json<ProvisionRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Provisioned>), HttpError> {
-    let Json(request) = body.map_err(|e| error(e.status(), e.body_text()))?;
+    let request = json_body(body)?;
     if !protocol::is_valid_device_id(&request.id) {
         return Err(error(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -229,11 +257,14 @@ async fn revoke(
 }
 
 fn send_control(state: &ApiState, control: Control) {
-    // invariant: the lock is only held to send.
-    let sender = state.ingest_control.lock().expect("control sender");
-    if sender.send(control).is_err() {
-        tracing::error!("ingest has stopped; control message lost");
+    {
+        // invariant: the lock is only held to send.
+        let sender = state.ingest_control.lock().expect("control sender");
+        if sender.send(control).is_err() {
+            tracing::error!("ingest has stopped; control message lost");
+        }
     }
+    state.waker.wake();
 }
 
 async fn get_device(
@@ -329,13 +360,248 @@ async fn device_events(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Json<EventList>, HttpError> {
-    if state.store.device(&id).map_err(internal)?.is_none() {
-        return Err(error(StatusCode::NOT_FOUND, format!("no device {id}")));
-    }
+    known_device(&state, &id)?;
     let events = state.store.events_of(&id).map_err(internal)?;
     Ok(Json(EventList {
         device: id,
         count: events.len(),
         events,
     }))
+}
+
+fn known_device(state: &ApiState, id: &str) -> Result<DeviceRecord, HttpError> {
+    state
+        .store
+        .device(id)
+        .map_err(internal)?
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no device {id}")))
+}
+
+/// Longest time a command issued through the API may stay deliverable.
+const MAX_COMMAND_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
+const MAX_OP_LEN: usize = 32;
+
+/// `expires_at` of a command request, checked.
+fn command_expiry(request: &CommandRequest, now_ms: u64) -> Result<u64, HttpError> {
+    let expires_at = match (request.expires_in_ms, request.expires_at) {
+        (Some(ttl), None) if ttl > 0 => now_ms.saturating_add(ttl),
+        (Some(_), None) => return Err(unprocessable("`expires_in_ms` must be at least 1")),
+        (None, Some(at)) if at > now_ms => at,
+        (None, Some(_)) => return Err(unprocessable("`expires_at` is in the past")),
+        _ => {
+            return Err(unprocessable(
+                "give exactly one of `expires_in_ms` and `expires_at`",
+            ))
+        }
+    };
+    if expires_at - now_ms > MAX_COMMAND_TTL_MS {
+        return Err(unprocessable(
+            "a command may stay deliverable at most 7 days",
+        ));
+    }
+    Ok(expires_at)
+}
+
+fn check_op(op: &str) -> Result<(), HttpError> {
+    let ok = !op.is_empty()
+        && op.len() <= MAX_OP_LEN
+        && op
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(unprocessable(format!(
+            "`op` must be 1-{MAX_OP_LEN} lowercase ASCII letters, digits or '_'"
+        )))
+    }
+}
+
+/// Records a command `pending` (fsynced) and hands it to ingest, which
+/// publishes it when the device is online. 202: the outcome comes later.
+async fn issue_command(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    body: Result<Json<CommandRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<CommandRecord>), HttpError> {
+    let request = json_body(body)?;
+    known_device(&state, &id)?;
+    if state.store.is_revoked(&id).map_err(internal)? {
+        return Err(error(
+            StatusCode::CONFLICT,
+            format!("device {id} is revoked"),
+        ));
+    }
+    check_op(&request.op)?;
+    let now = unix_ms();
+    let expires_at = command_expiry(&request, now)?;
+    let args = match request.args {
+        serde_json::Value::Null => serde_json::json!({}),
+        serde_json::Value::Object(map) => serde_json::Value::Object(map),
+        _ => return Err(unprocessable("`args` must be a JSON object")),
+    };
+    let record = NewCommand {
+        device: id,
+        op: request.op,
+        args,
+        expires_at,
+        origin: CommandOrigin::Api,
+    }
+    .into_record(now);
+    state.store.put_command(&record).map_err(internal)?;
+    state.store.flush().map_err(internal)?;
+    send_control(&state, Control::Command(record.clone()));
+    tracing::info!(device = %record.device, command = %record.id, op = %record.op, "command issued");
+    Ok((StatusCode::ACCEPTED, Json(record)))
+}
+
+async fn get_command(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    Path((id, cid)): Path<(String, String)>,
+) -> Result<Json<CommandRecord>, HttpError> {
+    let record = state.store.command(&id, &cid).map_err(internal)?;
+    record
+        .map(Json)
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no command {cid} for {id}")))
+}
+
+#[derive(Serialize)]
+struct CommandList {
+    device: String,
+    count: usize,
+    commands: Vec<CommandRecord>,
+}
+
+/// Every command of one device, oldest first.
+async fn list_commands(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Json<CommandList>, HttpError> {
+    known_device(&state, &id)?;
+    let commands = state.store.commands_of(&id).map_err(internal)?;
+    Ok(Json(CommandList {
+        device: id,
+        count: commands.len(),
+        commands,
+    }))
+}
+
+#[derive(Serialize)]
+struct AlarmAcknowledged {
+    id: String,
+    alarm: Alarm,
+}
+
+/// Staff acknowledge a robot's interlock alarm; from then on it may start
+/// sessions again. 202: ingest clears the alarm on the twin moments later.
+async fn acknowledge_alarm(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<AlarmAcknowledged>), HttpError> {
+    let twin = state.store.twin(&id).map_err(internal)?;
+    let twin = twin.ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no device {id}")))?;
+    let Some(alarm) = twin.alarm else {
+        return Err(error(
+            StatusCode::CONFLICT,
+            format!("device {id} has no unacknowledged alarm"),
+        ));
+    };
+    send_control(&state, Control::AcknowledgeAlarm(id.clone()));
+    tracing::info!(device = %id, reason = alarm.reason.as_str(), "alarm acknowledgement accepted");
+    Ok((StatusCode::ACCEPTED, Json(AlarmAcknowledged { id, alarm })))
+}
+
+const MAX_CREDENTIAL_LEN: usize = 512;
+
+fn resident_view(resident: Resident) -> ResidentView {
+    ResidentView {
+        id: resident.id,
+        group: resident.group,
+        blocked: resident.blocked,
+        created_at: resident.created_at,
+    }
+}
+
+/// Registers a resident; the credential is kept only as a keyed hash.
+async fn add_resident(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    body: Result<Json<ResidentRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<ResidentView>), HttpError> {
+    let request = json_body(body)?;
+    check_label("id", &request.id)?;
+    if let Some(group) = &request.group {
+        check_label("group", group)?;
+    }
+    if request.credential.is_empty() || request.credential.len() > MAX_CREDENTIAL_LEN {
+        return Err(unprocessable(format!(
+            "`credential` must be 1-{MAX_CREDENTIAL_LEN} bytes"
+        )));
+    }
+    let resident = Resident {
+        credential_hash: secrets::credential_hash(&state.credential_key, &request.credential),
+        id: request.id,
+        group: request.group,
+        blocked: false,
+        created_at: unix_ms(),
+    };
+    match state.store.add_resident(&resident).map_err(internal)? {
+        Ok(()) => {}
+        Err(ResidentConflict::IdTaken) => {
+            return Err(error(
+                StatusCode::CONFLICT,
+                format!("resident {} already exists", resident.id),
+            ))
+        }
+        Err(ResidentConflict::CredentialTaken) => {
+            return Err(error(
+                StatusCode::CONFLICT,
+                "this credential belongs to another resident",
+            ))
+        }
+    }
+    tracing::info!(resident = %resident.id, "resident registered");
+    Ok((StatusCode::CREATED, Json(resident_view(resident))))
+}
+
+async fn get_resident(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Json<ResidentView>, HttpError> {
+    let resident = state.store.resident(&id).map_err(internal)?;
+    resident
+        .map(|r| Json(resident_view(r)))
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no resident {id}")))
+}
+
+async fn block_resident(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Json<ResidentView>, HttpError> {
+    set_blocked(&state, &id, true)
+}
+
+async fn unblock_resident(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Json<ResidentView>, HttpError> {
+    set_blocked(&state, &id, false)
+}
+
+fn set_blocked(state: &ApiState, id: &str, blocked: bool) -> Result<Json<ResidentView>, HttpError> {
+    let resident = state
+        .store
+        .set_resident_blocked(id, blocked)
+        .map_err(internal)?;
+    let resident =
+        resident.ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no resident {id}")))?;
+    tracing::info!(resident = %id, blocked, "resident access changed");
+    Ok(Json(resident_view(resident)))
 }

@@ -10,6 +10,9 @@
 //! - **tools** (optional): plain, loopback, Argon2-hashed users; refuses the
 //!   client ids of devices and of the hub, since plain clients have no tenant.
 //!
+//! A second in-process link (`Waker`) only publishes to `WAKE_TOPIC`, which
+//! wakes the ingest thread from its wait on the first.
+//!
 //! rumqttd has no stop API: its threads end with the process.
 
 use std::collections::HashMap;
@@ -34,6 +37,11 @@ use crate::store::Store;
 /// Client id of the in-process link. Plain clients may not use it (or any
 /// id starting with `__`): taking it over would kill ingest.
 pub const HUB_CLIENT_ID: &str = "__yizhan_hub";
+/// Client id of the second in-process link, which only wakes ingest.
+const WAKER_CLIENT_ID: &str = "__yizhan_waker";
+/// Topic the waker publishes to and ingest listens on. Devices cannot reach
+/// it (they are confined to `/tenants/D/`); ingest never treats it as data.
+pub const WAKE_TOPIC: &str = "/hub/wake";
 const CONTROL_USER: &str = "__yizhan_control";
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +67,28 @@ pub struct Broker {
     /// rumqttd's own TLS listener (loopback); `tls_front` relays to it.
     pub device_tls: SocketAddr,
     pub control: ControlAccess,
+    pub waker: Waker,
+}
+
+/// Wakes the ingest thread out of its wait on the link, so work handed to it
+/// from outside (a command issued through the API, an alarm acknowledged)
+/// starts at once instead of at its next idle timeout.
+pub struct Waker {
+    /// std Mutex: held only to publish, never across an await.
+    tx: std::sync::Mutex<LinkTx>,
+    /// Kept so the router keeps the link.
+    _rx: LinkRx,
+}
+
+impl Waker {
+    pub fn wake(&self) {
+        let Ok(mut tx) = self.tx.lock() else {
+            return;
+        };
+        if let Err(error) = tx.publish(WAKE_TOPIC, &b"1"[..]) {
+            tracing::warn!(?error, "could not wake ingest");
+        }
+    }
 }
 
 /// Where and how the hub reaches its control listener.
@@ -83,6 +113,13 @@ pub fn start(
     let (link_tx, link_rx, _ack) = LinkBuilder::new(HUB_CLIENT_ID, router_tx.clone())
         .dynamic_filters(true)
         .build()?;
+    let (waker_tx, waker_rx, _ack) = LinkBuilder::new(WAKER_CLIENT_ID, router_tx.clone())
+        .dynamic_filters(true)
+        .build()?;
+    let waker = Waker {
+        tx: std::sync::Mutex::new(waker_tx),
+        _rx: waker_rx,
+    };
 
     let device_tls = free_loopback_port()?;
     let mut devices = listener("devices", device_tls, config);
@@ -116,6 +153,7 @@ pub fn start(
         link_rx,
         device_tls,
         control,
+        waker,
     })
 }
 

@@ -22,6 +22,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub broker: BrokerConfig,
     pub ingest: IngestConfig,
+    pub commands: CommandsConfig,
+    pub interlock: InterlockConfig,
+    pub access: AccessConfig,
+    /// Rooms behind gates: capacity and opening hours.
+    pub rooms: Vec<RoomConfig>,
     pub api: ApiConfig,
     pub log: LogConfig,
 }
@@ -83,6 +88,53 @@ pub struct IngestConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct CommandsConfig {
+    /// Wait before the first resend of an unanswered command; doubled per
+    /// resend up to `retry_max_ms`.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InterlockConfig {
+    /// A therapy robot reporting `temp_c` above this is stopped.
+    pub max_temp_c: f64,
+    /// A running session with no telemetry for this long is stopped.
+    pub watchdog_ms: u64,
+    /// How long an interlock `stop` stays deliverable (an offline robot gets
+    /// it when it reconnects within this time).
+    pub stop_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessConfig {
+    /// IANA time zone in which rooms' opening hours are read.
+    pub time_zone: String,
+    /// How long a gate's `open`/`deny` answer stays valid.
+    pub answer_ttl_ms: u64,
+}
+
+/// A room behind a gate. Give `hours = "24h"`, or `open` and `close` as
+/// `HH:MM` (local time; `close` before `open` spans midnight).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomConfig {
+    pub center: String,
+    pub id: String,
+    /// People allowed in at once.
+    pub capacity: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hours: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     pub listen: SocketAddr,
     /// SHA-256 (hex) of the admin token. Empty: taken from
@@ -111,6 +163,10 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             broker: BrokerConfig::default(),
             ingest: IngestConfig::default(),
+            commands: CommandsConfig::default(),
+            interlock: InterlockConfig::default(),
+            access: AccessConfig::default(),
+            rooms: Vec::new(),
             api: ApiConfig::default(),
             log: LogConfig::default(),
         }
@@ -155,6 +211,34 @@ impl Default for IngestConfig {
     }
 }
 
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        CommandsConfig {
+            retry_initial_ms: 1_000,
+            retry_max_ms: 8_000,
+        }
+    }
+}
+
+impl Default for InterlockConfig {
+    fn default() -> Self {
+        InterlockConfig {
+            max_temp_c: 45.0,
+            watchdog_ms: 5_000,
+            stop_ttl_secs: 3_600,
+        }
+    }
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            time_zone: "Asia/Shanghai".into(),
+            answer_ttl_ms: 5_000,
+        }
+    }
+}
+
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
@@ -181,6 +265,14 @@ pub const DEFAULT_CONFIG_TOML: &str = r#"# Yizhan hub configuration. Every key i
 
 # sled database, the hub's CA (key mode 0600) and the broker's TLS files.
 data_dir = "./data"
+
+# Rooms behind gates (gate access decisions). One entry per room:
+#   [[rooms]]
+#   center = "lianhua"       # the center and room a gate is provisioned in
+#   id = "gym"
+#   capacity = 40            # people inside at once
+#   hours = "24h"            # or: open = "07:00" and close = "22:00"
+rooms = []
 
 [broker]
 # Public MQTT-over-mTLS listener for devices.
@@ -221,6 +313,26 @@ default_keepalive_secs = 30
 # At most one log line per rejection reason per interval.
 rejection_log_interval_ms = 5000
 
+[commands]
+# An unanswered command is resent after retry_initial_ms, then after twice
+# that, up to retry_max_ms between resends, until it expires.
+retry_initial_ms = 1000
+retry_max_ms = 8000
+
+[interlock]
+# A therapy robot reporting temp_c above this (degrees C) is stopped.
+max_temp_c = 45.0
+# A running session with no telemetry for this long is stopped.
+watchdog_ms = 5000
+# An interlock stop stays deliverable this long (seconds) to a robot offline.
+stop_ttl_secs = 3600
+
+[access]
+# IANA time zone of the rooms' opening hours.
+time_zone = "Asia/Shanghai"
+# A gate's open/deny answer is valid this long (ms).
+answer_ttl_ms = 5000
+
 [api]
 listen = "127.0.0.1:8080"
 # SHA-256 (hex) of the admin token. Empty: YIZHAN_ADMIN_TOKEN is used, or a
@@ -239,7 +351,7 @@ pub enum ConfigError {
     #[error("{0}")]
     Load(#[from] Box<figment::Error>),
     #[error("invalid value for `{field}`: {reason}")]
-    Invalid { field: &'static str, reason: String },
+    Invalid { field: String, reason: String },
 }
 
 impl Config {
@@ -259,9 +371,9 @@ impl Config {
 
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field, reason: &str| {
+        let invalid = |field: &str, reason: &str| {
             Err(ConfigError::Invalid {
-                field,
+                field: field.to_string(),
                 reason: reason.to_string(),
             })
         };
@@ -296,8 +408,65 @@ impl Config {
         if !hash.is_empty() && (hash.len() != 64 || hex::decode(hash).is_err()) {
             return invalid("api.admin_token_sha256", "must be 64 hex digits");
         }
+        if self.commands.retry_initial_ms == 0 {
+            return invalid("commands.retry_initial_ms", "must be at least 1");
+        }
+        if self.commands.retry_max_ms < self.commands.retry_initial_ms {
+            return invalid(
+                "commands.retry_max_ms",
+                "must be at least commands.retry_initial_ms",
+            );
+        }
+        if !self.interlock.max_temp_c.is_finite() {
+            return invalid("interlock.max_temp_c", "must be a finite number");
+        }
+        if self.interlock.watchdog_ms == 0 {
+            return invalid("interlock.watchdog_ms", "must be at least 1");
+        }
+        if self.interlock.stop_ttl_secs == 0 {
+            return invalid("interlock.stop_ttl_secs", "must be at least 1");
+        }
+        if self.access.answer_ttl_ms == 0 {
+            return invalid("access.answer_ttl_ms", "must be at least 1");
+        }
+        if self.access.time_zone.parse::<chrono_tz::Tz>().is_err() {
+            return invalid("access.time_zone", "not an IANA time zone name");
+        }
+        self.validate_rooms()
+    }
+
+    fn validate_rooms(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for (index, room) in self.rooms.iter().enumerate() {
+            let invalid = |field: &str, reason: String| ConfigError::Invalid {
+                field: format!("rooms[{index}].{field}"),
+                reason,
+            };
+            for (field, value) in [("center", &room.center), ("id", &room.id)] {
+                if !is_label(value) {
+                    return Err(invalid(field, "1-64 letters, digits, '-' or '_'".into()));
+                }
+            }
+            if room.capacity == 0 {
+                return Err(invalid("capacity", "must be at least 1".into()));
+            }
+            crate::access::OpeningHours::from_config(room)
+                .map_err(|(field, reason)| invalid(field, reason))?;
+            if !seen.insert((&room.center, &room.id)) {
+                return Err(invalid("id", "another entry has this center and id".into()));
+            }
+        }
         Ok(())
     }
+}
+
+/// A center, room or similar label: 1–64 letters, digits, `-` or `_`.
+pub fn is_label(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_alphanumeric() || "-_".contains(c))
 }
 
 #[cfg(test)]
@@ -326,6 +495,21 @@ mod tests {
         check(
             "[broker.plain]\nenabled = true\nlisten = \"0.0.0.0:1883\"\n",
             "broker.plain.listen",
+        );
+        let gym = "[[rooms]]\ncenter = \"c\"\nid = \"gym\"\ncapacity = 4\n";
+        check(&format!("{gym}hours = \"24h\"\n{gym}"), "rooms[1].hours");
+        check(
+            &format!("{gym}open = \"25:00\"\nclose = \"22:00\"\n"),
+            "rooms[0].open",
+        );
+        check(&format!("{gym}hours = \"all day\"\n"), "rooms[0].hours");
+        check(
+            "[[rooms]]\ncenter = \"c\"\nid = \"gym\"\ncapacity = 0\nhours = \"24h\"\n",
+            "rooms[0].capacity",
+        );
+        check(
+            "[access]\ntime_zone = \"Mars/Olympus\"\n",
+            "access.time_zone",
         );
     }
 }

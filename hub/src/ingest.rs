@@ -6,6 +6,11 @@
 //! event acks and rejection reports. A rejected message is counted, reported
 //! on the device's error topic and logged (rate limited); it never holds up
 //! another device's messages.
+//!
+//! What the hub does in answer (commands, the interlock, gate decisions,
+//! occupancy) lives in `actions`; ingest feeds it and publishes its
+//! reactions right after the message that caused them, before the batch's
+//! fsync, so a `stop` or an `open` never waits for the disk.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::Receiver;
@@ -22,6 +27,8 @@ use rumqttd::local::{LinkError, LinkRx, LinkTx};
 use rumqttd::Notification;
 use tokio_util::sync::CancellationToken;
 
+use crate::actions::Actions;
+use crate::broker::WAKE_TOPIC;
 use crate::clock::unix_ms;
 use crate::config::IngestConfig;
 use crate::metrics::Metrics;
@@ -32,6 +39,10 @@ use crate::twin::{Presence, Twin};
 /// 1.5× keepalive a device is marked offline.
 const LIVENESS_SWEEP: Duration = Duration::from_millis(250);
 
+/// How often command resends, expiries and the interlock watchdog are
+/// checked.
+const ACTIONS_TICK: Duration = Duration::from_millis(50);
+
 /// Changes made outside ingest that its cache must learn.
 #[derive(Debug, Clone)]
 pub enum Control {
@@ -39,6 +50,10 @@ pub enum Control {
     Revoked(String),
     /// The device was (re)provisioned: reload its twin.
     Provisioned(String),
+    /// A command issued through the API, already recorded `pending`.
+    Command(protocol::api::CommandRecord),
+    /// Staff acknowledged the device's interlock alarm.
+    AcknowledgeAlarm(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +167,9 @@ pub struct Ingest {
     /// `messages_received` children per device, one per uplink channel.
     received: HashMap<String, [IntCounter; Channel::UPLINK.len()]>,
     log_limiter: LogLimiter,
+    actions: Actions,
+    /// Arrival of the message being handled (reactions are timed from it).
+    arrived: Instant,
 }
 
 impl Ingest {
@@ -162,6 +180,7 @@ impl Ingest {
         epoch: u64,
         link_tx: LinkTx,
         control: Receiver<Control>,
+        actions: Actions,
     ) -> Result<Ingest, IngestError> {
         let revoked = store.revoked_ids()?.into_iter().collect();
         let log_limiter = LogLimiter::new(Duration::from_millis(config.rejection_log_interval_ms));
@@ -178,6 +197,8 @@ impl Ingest {
             revoked,
             received: HashMap::new(),
             log_limiter,
+            actions,
+            arrived: Instant::now(),
         })
     }
 
@@ -189,6 +210,7 @@ impl Ingest {
         for channel in Channel::UPLINK {
             self.link_tx.subscribe(channel.filter_all_devices())?;
         }
+        self.link_tx.subscribe(WAKE_TOPIC)?;
         Ok(())
     }
 
@@ -199,11 +221,18 @@ impl Ingest {
         shutdown: CancellationToken,
     ) -> Result<(), IngestError> {
         let mut next_sweep = Instant::now();
+        let mut next_tick = Instant::now();
         while !shutdown.is_cancelled() {
             let batch = self.collect(&mut link_rx)?;
             self.apply_control();
+            self.publish_reactions()?;
             if !batch.is_empty() {
                 self.process(batch)?;
+            }
+            if Instant::now() >= next_tick {
+                self.tick_actions();
+                self.publish_reactions()?;
+                next_tick = Instant::now() + ACTIONS_TICK;
             }
             if Instant::now() >= next_sweep {
                 self.sweep_liveness()?;
@@ -217,7 +246,8 @@ impl Ingest {
     }
 
     /// Waits up to 100 ms for the first message, then takes what is ready,
-    /// up to `batch_max`.
+    /// up to `batch_max`. A wake-up (`broker::Waker`) ends the wait without
+    /// adding to the batch.
     fn collect(&mut self, link_rx: &mut LinkRx) -> Result<Vec<Incoming>, IngestError> {
         let mut batch = Vec::new();
         let mut deadline = Instant::now() + Duration::from_millis(100);
@@ -228,6 +258,7 @@ impl Ingest {
                 Err(error) => return Err(error.into()),
             };
             match notification {
+                Notification::Forward(forward) if forward.publish.topic == WAKE_TOPIC => {}
                 Notification::Forward(forward) => batch.push(Incoming {
                     topic: forward.publish.topic,
                     payload: forward.publish.payload,
@@ -261,19 +292,67 @@ impl Ingest {
                     self.twins.remove(&id);
                     self.dirty.remove(&id);
                 }
+                Control::Command(record) => {
+                    let online = self.online.contains(&record.device);
+                    self.actions.adopt_command(record, online, unix_ms());
+                }
+                Control::AcknowledgeAlarm(id) => self.acknowledge_alarm(&id),
             }
         }
+    }
+
+    fn acknowledge_alarm(&mut self, device: &str) {
+        match self.load_twin(device) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(error) => {
+                tracing::error!(%error, device, "loading a twin to acknowledge its alarm failed");
+                return;
+            }
+        }
+        let Some(twin) = self.twins.get_mut(device) else {
+            return;
+        };
+        if self.actions.acknowledge_alarm(twin, unix_ms()) {
+            self.mark_dirty(device);
+        }
+    }
+
+    /// Command resends and expiries; robots whose session went silent.
+    fn tick_actions(&mut self) {
+        let now = unix_ms();
+        for device in self.actions.tick(&self.online, now) {
+            if !matches!(self.load_twin(&device), Ok(true)) {
+                continue;
+            }
+            let online = self.online.contains(&device);
+            if let Some(twin) = self.twins.get_mut(&device) {
+                self.actions.trip_watchdog(twin, online, now);
+                self.mark_dirty(&device);
+            }
+        }
+    }
+
+    /// Publishes the reactions queued so far, then times them.
+    fn publish_reactions(&mut self) -> Result<(), IngestError> {
+        for (topic, payload) in self.actions.take_outgoing() {
+            self.link_tx.publish(topic, payload)?;
+        }
+        self.actions.observe_reactions();
+        Ok(())
     }
 
     fn process(&mut self, batch: Vec<Incoming>) -> Result<(), IngestError> {
         self.metrics.ingest_batch_size.observe(batch.len() as f64);
         let mut outbox = Outbox::default();
         for message in &batch {
+            self.arrived = message.arrived;
             self.handle(message, &mut outbox)?;
+            self.publish_reactions()?;
         }
         // Twins first, so one fsync makes them durable with the events.
         self.write_twins()?;
-        if outbox.holds_events {
+        if outbox.holds_events | self.actions.take_needs_flush() {
             self.store.flush()?;
         }
         for message in &batch {
@@ -336,6 +415,9 @@ impl Ingest {
             Channel::Birth => {
                 let birth = decode_birth(payload, self.twin(device).kind)?;
                 self.twin(device).apply_birth(&birth);
+                // A birth follows the device's subscriptions: open commands
+                // can go out now.
+                self.actions.device_online(device, unix_ms());
             }
             Channel::Status => match payload {
                 b"online" => {}
@@ -354,11 +436,16 @@ impl Ingest {
                 let telemetry = Telemetry::decode(payload)?;
                 let gap = self.twin(device).apply_telemetry(&telemetry);
                 self.count_gap(device, Channel::Telemetry, gap);
+                if let Some(twin) = self.twins.get_mut(device) {
+                    self.actions
+                        .on_telemetry(twin, &telemetry, self.arrived, unix_ms());
+                }
             }
             Channel::Event => self.apply_event(device, payload, outbox)?,
             Channel::CmdAck => {
-                serde_json::from_slice::<CommandAck>(payload)
+                let ack = serde_json::from_slice::<CommandAck>(payload)
                     .map_err(|e| Rejection::from_json(&e))?;
+                self.actions.on_ack(device, &ack, unix_ms());
             }
             Channel::EventAck | Channel::Cmd | Channel::Error => {
                 return Err(Rejection::new(Reason::UnknownTopic, "a hub→device channel"));
@@ -400,6 +487,10 @@ impl Ingest {
                 .events_stored
                 .with_label_values(&[&center, kind.as_str()])
                 .inc();
+            if let Some(twin) = self.twins.get_mut(device) {
+                self.actions
+                    .on_event(twin, &stored.event, self.arrived, stored.received_at);
+            }
         }
         // invariant: EventAck serializes.
         let ack = serde_json::to_vec(&ack).expect("ack serializes");
@@ -470,12 +561,14 @@ impl Ingest {
         let Some(twin) = self.twins.get_mut(device) else {
             return;
         };
-        if twin.seen(unix_ms(), epoch) == Presence::CameOnline {
+        let now = unix_ms();
+        if twin.seen(now, epoch) == Presence::CameOnline {
             self.metrics
                 .devices_online
                 .with_label_values(&[&twin.center, twin.kind.as_str()])
                 .inc();
             self.online.insert(device.to_string());
+            self.actions.device_online(device, now);
         }
     }
 
@@ -491,6 +584,7 @@ impl Ingest {
                 .dec();
             self.online.remove(device);
             self.dirty.insert(device.to_string());
+            self.actions.device_offline(device);
         }
     }
 

@@ -5,12 +5,17 @@
 //! for the shutdown future, stops ingest (which writes twins and fsyncs) and
 //! returns. See ARCHITECTURE.md for the map.
 
+pub mod access;
+pub mod actions;
 pub mod api;
 pub mod broker;
 pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod ingest;
+pub mod interlock;
 pub mod metrics;
+pub mod occupancy;
 pub mod pki;
 pub mod secrets;
 pub mod store;
@@ -85,6 +90,7 @@ impl Hub {
 
         let broker = broker::start(&config.broker, &tls_files, store.clone(), &metrics)?;
         let (control_tx, control_rx) = std::sync::mpsc::channel();
+        let actions = actions::Actions::new(store.clone(), metrics.clone(), &config)?;
         let mut ingest = Ingest::new(
             store.clone(),
             metrics.clone(),
@@ -92,6 +98,7 @@ impl Hub {
             epoch,
             broker.link_tx,
             control_rx,
+            actions,
         )?;
         ingest.subscribe()?;
 
@@ -123,6 +130,8 @@ impl Hub {
             pki,
             metrics,
             ingest_control: Mutex::new(control_tx),
+            waker: broker.waker,
+            credential_key: store.credential_key()?,
             broker_control: broker.control,
             admin_token_sha256,
             epoch,

@@ -1,8 +1,8 @@
 //! Prometheus metrics: one registry, every family the hub exports, and the
 //! text rendering behind `GET /metrics`.
 //!
-//! Labels are bounded: center, device kind, channel, reason, room — never a
-//! device id or a resident.
+//! Labels are bounded: center, device kind, channel, reason, room, op,
+//! outcome — never a device id, a resident or a credential.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -26,6 +26,14 @@ pub struct Metrics {
     pub twins: IntGauge,
     pub http_requests: HistogramVec,
     pub revocations: IntCounter,
+    pub commands: IntCounterVec,
+    pub command_round_trip: HistogramVec,
+    pub interlock_trips: IntCounterVec,
+    pub interlock_restarts_refused: IntCounter,
+    pub interlock_latency: Histogram,
+    pub access_decisions: IntCounterVec,
+    pub access_latency: Histogram,
+    pub room_occupancy: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -63,7 +71,7 @@ impl Metrics {
                     "yizhan_ingest_latency_seconds",
                     "From a message's arrival at the hub to its twin being written",
                 )
-                .buckets(prometheus::exponential_buckets(0.000_05, 2.0, 16).expect("buckets")),
+                .buckets(fast_buckets()),
             )
             .expect("histogram"),
             ingest_batch_size: Histogram::with_opts(
@@ -102,6 +110,56 @@ impl Metrics {
             .expect("histogram"),
             revocations: IntCounter::new("yizhan_device_revocations_total", "Devices revoked")
                 .expect("counter"),
+            commands: counter_vec(
+                "yizhan_commands_total",
+                "Commands that reached an outcome (acked, failed, expired), by op",
+                &["op", "outcome"],
+            ),
+            command_round_trip: HistogramVec::new(
+                HistogramOpts::new(
+                    "yizhan_command_round_trip_seconds",
+                    "From a command's first publish to the device's answer",
+                )
+                .buckets(reaction_buckets()),
+                &["op"],
+            )
+            .expect("histogram"),
+            interlock_trips: counter_vec(
+                "yizhan_interlock_trips_total",
+                "Therapy robots stopped by the safety interlock, by reason",
+                &["center", "reason"],
+            ),
+            interlock_restarts_refused: IntCounter::new(
+                "yizhan_interlock_restarts_refused_total",
+                "Sessions a robot started before staff acknowledged its alarm (answered with stop)",
+            )
+            .expect("counter"),
+            interlock_latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    "yizhan_interlock_reaction_seconds",
+                    "From an over-limit message's arrival at ingest to the stop command leaving the hub",
+                )
+                .buckets(reaction_buckets()),
+            )
+            .expect("histogram"),
+            access_decisions: counter_vec(
+                "yizhan_access_decisions_total",
+                "Gate access decisions, by outcome and reason",
+                &["center", "room", "outcome", "reason"],
+            ),
+            access_latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    "yizhan_access_decision_seconds",
+                    "From an access request's arrival at ingest to the open/deny command leaving the hub",
+                )
+                .buckets(reaction_buckets()),
+            )
+            .expect("histogram"),
+            room_occupancy: gauge_vec(
+                "yizhan_room_occupancy",
+                "People in a room now (from gate passages)",
+                &["center", "room"],
+            ),
             registry,
         };
         metrics.register_all();
@@ -124,6 +182,14 @@ impl Metrics {
             Box::new(self.twins.clone()),
             Box::new(self.http_requests.clone()),
             Box::new(self.revocations.clone()),
+            Box::new(self.commands.clone()),
+            Box::new(self.command_round_trip.clone()),
+            Box::new(self.interlock_trips.clone()),
+            Box::new(self.interlock_restarts_refused.clone()),
+            Box::new(self.interlock_latency.clone()),
+            Box::new(self.access_decisions.clone()),
+            Box::new(self.access_latency.clone()),
+            Box::new(self.room_occupancy.clone()),
         ];
         for collector in collectors {
             // invariant: every family above has a unique name.
@@ -140,6 +206,20 @@ impl Metrics {
             .expect("encode metrics");
         String::from_utf8_lossy(&buf).into_owned()
     }
+}
+
+/// 50 µs to ~1.6 s, doubling (ingest latency).
+fn fast_buckets() -> Vec<f64> {
+    // invariant: start > 0, factor > 1, count > 0.
+    prometheus::exponential_buckets(0.000_05, 2.0, 16).expect("buckets")
+}
+
+/// Reactions and round trips: with edges at the targets (10, 20, 50 ms).
+fn reaction_buckets() -> Vec<f64> {
+    vec![
+        0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
+        2.5, 10.0,
+    ]
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {

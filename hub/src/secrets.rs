@@ -1,9 +1,13 @@
 //! Secrets at rest: generated tokens and device passwords are stored as
 //! SHA-256 (they carry 256 random bits, so a fast hash is enough); passwords
-//! that people choose (plain-listener users) as Argon2 PHC strings.
+//! that people choose (plain-listener users) as Argon2 PHC strings; resident
+//! credentials (QR codes, cards) as HMAC-SHA256 under a per-hub random key,
+//! so a copied database does not reveal them and a gate's lookup stays a
+//! single fast hash.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 /// A new random secret: 32 bytes, hex.
@@ -24,6 +28,14 @@ pub fn matches_sha256(secret: &str, expected_hex: &str) -> bool {
             .zip(expected_hex.bytes())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
+}
+
+/// HMAC-SHA256 (hex) of a resident credential under the hub's key.
+pub fn credential_hash(key: &[u8; 32], credential: &str) -> String {
+    // invariant: HMAC accepts keys of any length.
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("hmac key");
+    mac.update(credential.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// Argon2id PHC string for a human-chosen password.
@@ -59,5 +71,14 @@ mod tests {
         assert!(verify_password("hunter2", &phc));
         assert!(!verify_password("hunter3", &phc));
         assert!(!verify_password("hunter2", "not a phc string"));
+    }
+
+    #[test]
+    fn credential_hashes_depend_on_the_key() {
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        assert_eq!(credential_hash(&a, "qr-1"), credential_hash(&a, "qr-1"));
+        assert_ne!(credential_hash(&a, "qr-1"), credential_hash(&a, "qr-2"));
+        assert_ne!(credential_hash(&a, "qr-1"), credential_hash(&b, "qr-1"));
+        assert_eq!(credential_hash(&a, "qr-1").len(), 64);
     }
 }

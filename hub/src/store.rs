@@ -1,15 +1,22 @@
 //! Durable state: the only module that touches sled.
 //!
 //! Trees: `devices` (provisioning records), `revoked` (ids cut off),
-//! `twins` (device twins), `events` (each `(device, event id)` once) and
-//! `meta` (boot epoch, generated admin-token hash). Values are JSON.
+//! `twins` (device twins), `events` (each `(device, event id)` once),
+//! `commands` (every command record, keyed `device\0id`), `open_commands`
+//! (the keys of commands without an outcome yet, so a restart reloads only
+//! those), `residents`, `credentials` (keyed credential hash → resident id),
+//! `occupancy` (live people per `center\0room`) and `meta` (boot epoch,
+//! generated admin-token hash, the credential-hashing key). Values are JSON.
 //! `flush` fsyncs; the ingest loop calls it once per batch holding events
 //! before it acknowledges them.
 
 use std::path::Path;
 
+use protocol::api::CommandRecord;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
 
 use crate::twin::Twin;
 
@@ -49,17 +56,67 @@ pub struct StoredEvent {
     pub event: protocol::Event,
 }
 
+impl StoredEvent {
+    /// An event the hub raises about a device itself (an interlock trip, an
+    /// alarm acknowledged): id `hub-…`, seq 0, body `source: "hub"`.
+    pub fn from_hub(
+        twin: &Twin,
+        event_type: &str,
+        mut body: serde_json::Map<String, serde_json::Value>,
+        now_ms: u64,
+    ) -> StoredEvent {
+        body.insert("source".into(), "hub".into());
+        StoredEvent {
+            device: twin.id.clone(),
+            center: twin.center.clone(),
+            kind: twin.kind,
+            received_at: now_ms,
+            event: protocol::Event {
+                id: format!("hub-{now_ms:013x}{:08x}", rand::random::<u32>()),
+                ts: now_ms,
+                seq: 0,
+                event_type: event_type.to_string(),
+                body,
+            },
+        }
+    }
+}
+
+/// A resident who may pass gates. The credential is kept only as
+/// HMAC-SHA256 under the hub's own key (`secrets::credential_hash`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resident {
+    pub id: String,
+    pub credential_hash: String,
+    pub group: Option<String>,
+    pub blocked: bool,
+    pub created_at: u64,
+}
+
+/// Why a resident could not be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResidentConflict {
+    IdTaken,
+    CredentialTaken,
+}
+
 pub struct Store {
     db: sled::Db,
     devices: sled::Tree,
     revoked: sled::Tree,
     twins: sled::Tree,
     events: sled::Tree,
+    commands: sled::Tree,
+    open_commands: sled::Tree,
+    residents: sled::Tree,
+    credentials: sled::Tree,
+    occupancy: sled::Tree,
     meta: sled::Tree,
 }
 
 const BOOT_EPOCH_KEY: &[u8] = b"boot_epoch";
 const ADMIN_TOKEN_KEY: &[u8] = b"admin_token_sha256";
+const CREDENTIAL_KEY: &[u8] = b"credential_hmac_key";
 
 impl Store {
     /// Opens (or creates) the database under `dir`.
@@ -74,6 +131,11 @@ impl Store {
             revoked: db.open_tree("revoked")?,
             twins: db.open_tree("twins")?,
             events: db.open_tree("events")?,
+            commands: db.open_tree("commands")?,
+            open_commands: db.open_tree("open_commands")?,
+            residents: db.open_tree("residents")?,
+            credentials: db.open_tree("credentials")?,
+            occupancy: db.open_tree("occupancy")?,
             meta: db.open_tree("meta")?,
             db,
         })
@@ -176,7 +238,7 @@ impl Store {
     /// Stores an event unless `(device, id)` is already stored. Returns
     /// whether it was new.
     pub fn insert_event_once(&self, event: &StoredEvent) -> Result<bool, StoreError> {
-        let key = event_key(&event.device, &event.event.id);
+        let key = pair_key(&event.device, &event.event.id);
         let swapped =
             self.events
                 .compare_and_swap(key, None as Option<&[u8]>, Some(to_json(event)))?;
@@ -185,18 +247,149 @@ impl Store {
 
     /// Events of one device, in id order.
     pub fn events_of(&self, device: &str) -> Result<Vec<StoredEvent>, StoreError> {
-        let prefix = event_key(device, "");
-        self.events
-            .scan_prefix(prefix)
-            .map(|entry| {
-                let (key, value) = entry?;
-                decode(&key, &value)
-            })
-            .collect()
+        scan_json(&self.events, &pair_key(device, ""))
     }
 
     pub fn event_count(&self) -> usize {
         self.events.len()
+    }
+
+    /// The key credentials are hashed with: 32 random bytes made at first
+    /// use and kept in `meta` (never leaves the hub).
+    pub fn credential_key(&self) -> Result<[u8; 32], StoreError> {
+        let fresh = rand::random::<[u8; 32]>();
+        // Only the first writer's key sticks; later calls read it back.
+        let _ =
+            self.meta
+                .compare_and_swap(CREDENTIAL_KEY, None as Option<&[u8]>, Some(&fresh[..]))?;
+        let stored = self.meta.get(CREDENTIAL_KEY)?.unwrap_or_default();
+        self.db.flush()?;
+        Ok(stored.as_ref().try_into().unwrap_or(fresh))
+    }
+
+    /// Writes a command record (not fsynced) and keeps the open-commands
+    /// index in step: a superset of the open ones at any crash point.
+    pub fn put_command(&self, record: &CommandRecord) -> Result<(), StoreError> {
+        let key = pair_key(&record.device, &record.id);
+        if record.status.is_final() {
+            self.commands.insert(&key, to_json(record))?;
+            self.open_commands.remove(&key)?;
+        } else {
+            self.open_commands.insert(&key, &[])?;
+            self.commands.insert(&key, to_json(record))?;
+        }
+        Ok(())
+    }
+
+    pub fn command(&self, device: &str, id: &str) -> Result<Option<CommandRecord>, StoreError> {
+        let key = pair_key(device, id);
+        self.commands
+            .get(&key)?
+            .map(|value| decode(&key, &value))
+            .transpose()
+    }
+
+    /// Commands of one device, oldest first (ids sort by issue time).
+    pub fn commands_of(&self, device: &str) -> Result<Vec<CommandRecord>, StoreError> {
+        scan_json(&self.commands, &pair_key(device, ""))
+    }
+
+    /// Every command without an outcome yet.
+    pub fn open_commands(&self) -> Result<Vec<CommandRecord>, StoreError> {
+        let mut open = Vec::new();
+        for key in self.open_commands.iter().keys() {
+            let key = key?;
+            if let Some(value) = self.commands.get(&key)? {
+                let record: CommandRecord = decode(&key, &value)?;
+                if !record.status.is_final() {
+                    open.push(record);
+                }
+            }
+        }
+        Ok(open)
+    }
+
+    /// Adds a resident and its credential hash atomically, unless the id or
+    /// the credential is taken. Fsyncs.
+    pub fn add_resident(
+        &self,
+        resident: &Resident,
+    ) -> Result<Result<(), ResidentConflict>, StoreError> {
+        let result =
+            (&self.residents, &self.credentials).transaction(|(residents, credentials)| {
+                if residents.get(resident.id.as_bytes())?.is_some() {
+                    return Err(ConflictableTransactionError::Abort(
+                        ResidentConflict::IdTaken,
+                    ));
+                }
+                if credentials
+                    .get(resident.credential_hash.as_bytes())?
+                    .is_some()
+                {
+                    return Err(ConflictableTransactionError::Abort(
+                        ResidentConflict::CredentialTaken,
+                    ));
+                }
+                residents.insert(resident.id.as_bytes(), to_json(resident))?;
+                credentials.insert(resident.credential_hash.as_bytes(), resident.id.as_bytes())?;
+                Ok(())
+            });
+        match result {
+            Ok(()) => {
+                self.db.flush()?;
+                Ok(Ok(()))
+            }
+            Err(TransactionError::Abort(conflict)) => Ok(Err(conflict)),
+            Err(TransactionError::Storage(error)) => Err(error.into()),
+        }
+    }
+
+    pub fn resident(&self, id: &str) -> Result<Option<Resident>, StoreError> {
+        get_json(&self.residents, id)
+    }
+
+    /// The resident holding the credential with this keyed hash.
+    pub fn resident_by_credential(&self, hash: &str) -> Result<Option<Resident>, StoreError> {
+        match self.credentials.get(hash)? {
+            Some(id) => self.resident(&String::from_utf8_lossy(&id)),
+            None => Ok(None),
+        }
+    }
+
+    /// Sets a resident's blocked flag; `None` when there is no such resident.
+    /// Fsyncs.
+    pub fn set_resident_blocked(
+        &self,
+        id: &str,
+        blocked: bool,
+    ) -> Result<Option<Resident>, StoreError> {
+        let Some(mut resident) = self.resident(id)? else {
+            return Ok(None);
+        };
+        resident.blocked = blocked;
+        self.residents.insert(id, to_json(&resident))?;
+        self.db.flush()?;
+        Ok(Some(resident))
+    }
+
+    /// Records the live number of people in a room (not fsynced).
+    pub fn put_occupancy(&self, center: &str, room: &str, people: u64) -> Result<(), StoreError> {
+        self.occupancy
+            .insert(pair_key(center, room), &people.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Every room's live number of people, as `(center, room, people)`.
+    pub fn occupancies(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        self.occupancy
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry?;
+                let key = String::from_utf8_lossy(&key);
+                let (center, room) = key.split_once('\0').unwrap_or((&key, ""));
+                Ok((center.to_string(), room.to_string(), decode_u64(&value)))
+            })
+            .collect()
     }
 
     /// Fsyncs everything written so far. Returns the bytes flushed.
@@ -209,12 +402,23 @@ impl Store {
     }
 }
 
-fn event_key(device: &str, id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(device.len() + 1 + id.len());
-    key.extend_from_slice(device.as_bytes());
+/// `first \0 second`: keys of per-device (and per-center) records, so a
+/// prefix scan finds one owner's records.
+fn pair_key(first: &str, second: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(first.len() + 1 + second.len());
+    key.extend_from_slice(first.as_bytes());
     key.push(0);
-    key.extend_from_slice(id.as_bytes());
+    key.extend_from_slice(second.as_bytes());
     key
+}
+
+fn scan_json<T: DeserializeOwned>(tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<T>, StoreError> {
+    tree.scan_prefix(prefix)
+        .map(|entry| {
+            let (key, value) = entry?;
+            decode(&key, &value)
+        })
+        .collect()
 }
 
 fn decode_u64(bytes: &[u8]) -> u64 {

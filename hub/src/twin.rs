@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use protocol::{Birth, DeviceKind, FieldValue, Telemetry};
 use serde::{Deserialize, Serialize};
 
+use crate::interlock::Alarm;
 use crate::store::DeviceRecord;
 
 /// Last reported value of one telemetry field.
@@ -40,6 +41,9 @@ pub struct Twin {
     pub last_event_seq: Option<u64>,
     pub seq_gaps: u64,
     pub events_stored: u64,
+    /// An interlock alarm staff have not acknowledged yet (therapy robots).
+    #[serde(default)]
+    pub alarm: Option<Alarm>,
 }
 
 /// Presence change caused by a message.
@@ -72,6 +76,7 @@ impl Twin {
             last_event_seq: None,
             seq_gaps: 0,
             events_stored: 0,
+            alarm: None,
         }
     }
 

@@ -38,3 +38,116 @@ pub struct Provisioned {
 pub struct ApiError {
     pub error: String,
 }
+
+/// `POST /api/v1/devices/{id}/commands`. Give exactly one of `expires_in_ms`
+/// and `expires_at` (unix ms).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandRequest {
+    pub op: String,
+    #[serde(default)]
+    pub args: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+}
+
+/// Where a command stands. `pending`: not sent yet (the device is offline);
+/// `sent`: published at least once, no answer yet; then exactly one of
+/// `acked`, `failed` (the device answered `ok:false`) or `expired` (no answer
+/// by `expires_at`; never sent after it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandStatus {
+    Pending,
+    Sent,
+    Acked,
+    Failed,
+    Expired,
+}
+
+impl CommandStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandStatus::Pending => "pending",
+            CommandStatus::Sent => "sent",
+            CommandStatus::Acked => "acked",
+            CommandStatus::Failed => "failed",
+            CommandStatus::Expired => "expired",
+        }
+    }
+
+    /// Whether the command has its final outcome.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            CommandStatus::Acked | CommandStatus::Failed | CommandStatus::Expired
+        )
+    }
+}
+
+/// Who asked for a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandOrigin {
+    /// Staff or a front end, through the HTTP API.
+    Api,
+    /// The therapy-robot safety interlock.
+    Interlock,
+    /// A gate access decision.
+    Access,
+}
+
+/// A command as the hub records it (the 202 answer and
+/// `GET /api/v1/devices/{id}/commands/{cid}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandRecord {
+    pub id: String,
+    pub device: String,
+    pub op: String,
+    pub args: serde_json::Value,
+    pub origin: CommandOrigin,
+    pub status: CommandStatus,
+    /// Unix ms: issued, deadline, first and last publish, outcome.
+    pub created_at: u64,
+    pub expires_at: u64,
+    pub first_sent_at: Option<u64>,
+    pub last_sent_at: Option<u64>,
+    pub completed_at: Option<u64>,
+    /// Times the hub published it.
+    pub attempts: u32,
+    /// The device's `error` when it answered `ok:false`.
+    pub error: Option<String>,
+}
+
+impl CommandRecord {
+    /// What goes on `/tenants/D/cmd`.
+    pub fn wire(&self) -> crate::Command {
+        crate::Command {
+            id: self.id.clone(),
+            op: self.op.clone(),
+            args: self.args.clone(),
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+/// `POST /api/v1/residents`. The credential is kept only as a keyed hash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResidentRequest {
+    pub id: String,
+    pub credential: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// A resident as the API shows it (never the credential or its hash).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResidentView {
+    pub id: String,
+    pub group: Option<String>,
+    pub blocked: bool,
+    pub created_at: u64,
+}

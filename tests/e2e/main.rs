@@ -1,9 +1,12 @@
 //! End-to-end tests: one test binary (faster to link), real hub processes,
 //! real MQTT clients over real sockets. See `tests/src/lib.rs` for helpers.
 
+mod access;
 mod bad_input;
+mod commands;
 mod devices;
 mod fleet;
+mod interlock;
 mod isolation;
 mod lifecycle;
 mod resilience;

@@ -210,12 +210,23 @@ impl HubProcess {
             .bearer_auth(ADMIN_TOKEN)
     }
 
-    /// Provisions a device through the API.
+    /// Provisions a device in `center1`/`room1` through the API.
     pub async fn provision(&self, id: &str, kind: DeviceKind) -> Result<Provisioned> {
+        self.provision_in(id, kind, "center1", "room1").await
+    }
+
+    /// Provisions a device in a given center and room.
+    pub async fn provision_in(
+        &self,
+        id: &str,
+        kind: DeviceKind,
+        center: &str,
+        room: &str,
+    ) -> Result<Provisioned> {
         let request = ProvisionRequest {
             id: id.into(),
-            center: "center1".into(),
-            room: "room1".into(),
+            center: center.into(),
+            room: room.into(),
             kind,
         };
         let response = self.post("/api/v1/devices").json(&request).send().await?;
@@ -230,6 +241,24 @@ impl HubProcess {
     pub async fn twin(&self, id: &str) -> Result<Value> {
         let response = self.get(&format!("/api/v1/devices/{id}")).send().await?;
         anyhow::ensure!(response.status() == 200, "twin {id}: {}", response.status());
+        Ok(response.json().await?)
+    }
+
+    /// POSTs `body` to `path` and returns (status, JSON body).
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
+        let response = self.post(path).json(body).send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// GETs `path` and returns its JSON body (fails on a non-2xx status).
+    pub async fn get_json(&self, path: &str) -> Result<Value> {
+        let response = self.get(path).send().await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "GET {path}: {}",
+            response.status()
+        );
         Ok(response.json().await?)
     }
 
@@ -426,6 +455,38 @@ impl TestDevice {
         tokio::time::timeout(timeout, wait)
             .await
             .with_context(|| format!("no message on {topic}"))?
+    }
+
+    /// Waits for the next command on the device's `cmd` topic.
+    pub async fn next_command(&mut self, timeout: Duration) -> Result<protocol::Command> {
+        let topic = self.topic(Channel::Cmd);
+        let payload = self.message_on(&topic, timeout).await?;
+        Ok(serde_json::from_slice(&payload)?)
+    }
+
+    /// Answers a command on `cmd/ack`.
+    pub async fn ack(&self, id: &str, ok: bool, error: Option<&str>) -> Result<()> {
+        let ack = protocol::CommandAck {
+            id: id.into(),
+            ok,
+            error: error.map(Into::into),
+        };
+        self.publish(Channel::CmdAck, serde_json::to_vec(&ack)?)
+            .await
+    }
+
+    /// Publishes an event `{"id","ts","seq","type", ...body}`.
+    pub async fn event(&self, id: &str, seq: u64, event_type: &str, body: Value) -> Result<()> {
+        let mut map = match body {
+            Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        map.insert("id".into(), id.into());
+        map.insert("ts".into(), 1_700_000_000_000u64.into());
+        map.insert("seq".into(), seq.into());
+        map.insert("type".into(), event_type.into());
+        self.publish(Channel::Event, serde_json::to_vec(&map)?)
+            .await
     }
 
     /// The device's own topic for `channel`.

@@ -1,0 +1,259 @@
+//! What the hub does in answer to its devices: the glue between ingest and
+//! the command service, the safety interlock, gate access and occupancy.
+//!
+//! Ingest hands every accepted telemetry message, new event, command ack and
+//! presence change here, with the device's twin. Reactions (a `stop`, an
+//! `open`/`deny`) are queued in the command service and ingest publishes
+//! them right after the message that caused them — before the batch's fsync —
+//! then calls `observe_reactions` to time them. Owned by the ingest thread.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus::Histogram;
+use protocol::api::{CommandOrigin, CommandRecord};
+use protocol::{CommandAck, DeviceKind, Event, Telemetry};
+use serde_json::{json, Value};
+
+use crate::access::Access;
+use crate::commands::{expires_in, Commands, NewCommand};
+use crate::config::Config;
+use crate::interlock::{Alarm, Interlock, Trip, TripReason, Verdict};
+use crate::metrics::Metrics;
+use crate::occupancy::{Direction, Occupancy};
+use crate::store::{Store, StoreError, StoredEvent};
+use crate::twin::Twin;
+
+pub struct Actions {
+    commands: Commands,
+    interlock: Interlock,
+    access: Access,
+    occupancy: Occupancy,
+    store: Arc<Store>,
+    metrics: Metrics,
+    stop_ttl: Duration,
+    answer_ttl: Duration,
+    /// Reactions queued for publishing, with the arrival of their cause.
+    reactions: Vec<(Histogram, Instant)>,
+    /// Something was written that should be fsynced with this batch.
+    needs_flush: bool,
+}
+
+impl Actions {
+    pub fn new(
+        store: Arc<Store>,
+        metrics: Metrics,
+        config: &Config,
+    ) -> Result<Actions, StoreError> {
+        Ok(Actions {
+            commands: Commands::load(store.clone(), metrics.clone(), config.commands.clone())?,
+            interlock: Interlock::new(config.interlock.clone()),
+            access: Access::new(store.clone(), &config.access, &config.rooms)?,
+            occupancy: Occupancy::load(store.clone(), metrics.clone())?,
+            store,
+            metrics,
+            stop_ttl: Duration::from_secs(config.interlock.stop_ttl_secs),
+            answer_ttl: Duration::from_millis(config.access.answer_ttl_ms),
+            reactions: Vec::new(),
+            needs_flush: false,
+        })
+    }
+
+    /// Accepted telemetry: the interlock watches therapy robots.
+    pub fn on_telemetry(
+        &mut self,
+        twin: &mut Twin,
+        telemetry: &Telemetry,
+        arrived: Instant,
+        now_ms: u64,
+    ) {
+        if twin.kind != DeviceKind::TherapyRobot {
+            return;
+        }
+        let alarm_active = twin.alarm.is_some();
+        if let Some(trip) = self
+            .interlock
+            .on_telemetry(&twin.id, telemetry, alarm_active, now_ms)
+        {
+            // The robot just spoke: it is connected.
+            self.trip(twin, trip, true, now_ms);
+            self.reaction(self.metrics.interlock_latency.clone(), arrived);
+        }
+    }
+
+    /// A newly stored device event (duplicates are not passed here).
+    pub fn on_event(&mut self, twin: &mut Twin, event: &Event, arrived: Instant, now_ms: u64) {
+        match (twin.kind, event.event_type.as_str()) {
+            (DeviceKind::TherapyRobot, "session_start" | "session_end") => {
+                self.robot_session(twin, event, arrived, now_ms)
+            }
+            (DeviceKind::Gate, "access_request") => {
+                self.access_request(twin, event, arrived, now_ms)
+            }
+            (DeviceKind::Gate, "passage") => self.passage(twin, event),
+            _ => {}
+        }
+    }
+
+    pub fn on_ack(&mut self, device: &str, ack: &CommandAck, now_ms: u64) {
+        self.commands.on_ack(device, ack, now_ms);
+    }
+
+    /// A command issued through the API (already recorded `pending`).
+    pub fn adopt_command(&mut self, record: CommandRecord, online: bool, now_ms: u64) {
+        self.commands.adopt(record, online, now_ms);
+    }
+
+    pub fn device_online(&mut self, device: &str, now_ms: u64) {
+        self.commands.device_online(device, now_ms);
+    }
+
+    pub fn device_offline(&mut self, device: &str) {
+        self.commands.device_offline(device);
+    }
+
+    /// Resends and expiries of commands; robots whose session went silent
+    /// (ingest trips them with `trip_watchdog`, it holds their twins).
+    pub fn tick(&mut self, online: &HashSet<String>, now_ms: u64) -> Vec<String> {
+        self.commands.tick(online, now_ms);
+        self.interlock.watchdog(now_ms)
+    }
+
+    pub fn trip_watchdog(&mut self, twin: &mut Twin, online: bool, now_ms: u64) {
+        if twin.alarm.is_none() {
+            let trip = Trip {
+                reason: TripReason::Watchdog,
+                temp_c: None,
+            };
+            self.trip(twin, trip, online, now_ms);
+        }
+    }
+
+    /// Staff acknowledged the robot's alarm: it may start again. Returns
+    /// false when there was none.
+    pub fn acknowledge_alarm(&mut self, twin: &mut Twin, now_ms: u64) -> bool {
+        let Some(alarm) = twin.alarm.take() else {
+            return false;
+        };
+        let body = json!({"reason": alarm.reason.as_str(), "tripped_at": alarm.at});
+        self.store_hub_event(twin, "alarm_ack", body, now_ms);
+        tracing::info!(device = %twin.id, reason = alarm.reason.as_str(), "interlock alarm acknowledged");
+        true
+    }
+
+    /// What must be published now.
+    pub fn take_outgoing(&mut self) -> Vec<(String, Vec<u8>)> {
+        self.commands.take_outgoing()
+    }
+
+    /// Call right after publishing `take_outgoing`: times the reactions.
+    pub fn observe_reactions(&mut self) {
+        for (histogram, arrived) in self.reactions.drain(..) {
+            histogram.observe(arrived.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Whether this batch wrote hub events that should be fsynced with it.
+    pub fn take_needs_flush(&mut self) -> bool {
+        std::mem::take(&mut self.needs_flush)
+    }
+
+    fn reaction(&mut self, histogram: Histogram, arrived: Instant) {
+        self.reactions.push((histogram, arrived));
+    }
+
+    fn trip(&mut self, twin: &mut Twin, trip: Trip, online: bool, now_ms: u64) {
+        let reason = trip.reason.as_str();
+        let limit = self.interlock.max_temp_c();
+        let args = json!({"reason": reason, "temp_c": trip.temp_c, "limit_c": limit});
+        let command = self.stop(twin, args, online, now_ms);
+        twin.alarm = Some(Alarm {
+            reason: trip.reason,
+            at: now_ms,
+            temp_c: trip.temp_c,
+            command: command.clone(),
+        });
+        let body =
+            json!({"reason": reason, "temp_c": trip.temp_c, "limit_c": limit, "command": command});
+        self.store_hub_event(twin, "interlock_trip", body, now_ms);
+        self.metrics
+            .interlock_trips
+            .with_label_values(&[&twin.center, reason])
+            .inc();
+        tracing::warn!(device = %twin.id, reason, temp_c = ?trip.temp_c, "interlock tripped: robot stopped");
+    }
+
+    fn stop(&mut self, twin: &Twin, args: Value, online: bool, now_ms: u64) -> String {
+        let command = NewCommand {
+            device: twin.id.clone(),
+            op: "stop".into(),
+            args,
+            expires_at: expires_in(now_ms, self.stop_ttl),
+            origin: CommandOrigin::Interlock,
+        };
+        self.commands.issue(command, online, now_ms)
+    }
+
+    fn robot_session(&mut self, twin: &mut Twin, event: &Event, arrived: Instant, now_ms: u64) {
+        let alarm_active = twin.alarm.is_some();
+        let verdict =
+            self.interlock
+                .on_session_event(&twin.id, &event.event_type, alarm_active, now_ms);
+        if verdict == Verdict::RefuseRestart {
+            let args = json!({"reason": "alarm_unacknowledged", "request": event.id});
+            self.stop(twin, args, true, now_ms);
+            self.metrics.interlock_restarts_refused.inc();
+            self.reaction(self.metrics.interlock_latency.clone(), arrived);
+            tracing::warn!(device = %twin.id, "session started before the alarm was acknowledged: stopped");
+        }
+    }
+
+    fn access_request(&mut self, twin: &Twin, event: &Event, arrived: Instant, now_ms: u64) {
+        let credential = event.body.get("credential").and_then(Value::as_str);
+        let occupancy = self.occupancy.people(&twin.center, &twin.room);
+        let decision = self
+            .access
+            .decide(&twin.center, &twin.room, credential, occupancy, now_ms);
+        let (op, reason) = match decision {
+            Ok(()) => ("open", "allowed"),
+            Err(deny) => ("deny", deny.as_str()),
+        };
+        let command = NewCommand {
+            device: twin.id.clone(),
+            op: op.into(),
+            args: json!({"reason": reason, "request": event.id}),
+            expires_at: expires_in(now_ms, self.answer_ttl),
+            origin: CommandOrigin::Access,
+        };
+        // The gate just spoke: it is connected.
+        self.commands.issue(command, true, now_ms);
+        self.metrics
+            .access_decisions
+            .with_label_values(&[&twin.center, &twin.room, op, reason])
+            .inc();
+        self.reaction(self.metrics.access_latency.clone(), arrived);
+    }
+
+    fn passage(&mut self, twin: &Twin, event: &Event) {
+        let direction = event.body.get("direction").and_then(Value::as_str);
+        let Some(direction) = direction.and_then(Direction::parse) else {
+            tracing::warn!(device = %twin.id, event = %event.id, "passage without direction in/out: occupancy unchanged");
+            return;
+        };
+        if let Err(error) = self.occupancy.passage(&twin.center, &twin.room, direction) {
+            tracing::error!(%error, "recording occupancy failed");
+        }
+    }
+
+    fn store_hub_event(&mut self, twin: &Twin, event_type: &str, body: Value, now_ms: u64) {
+        let Value::Object(body) = body else {
+            return;
+        };
+        let event = StoredEvent::from_hub(twin, event_type, body, now_ms);
+        match self.store.insert_event_once(&event) {
+            Ok(_) => self.needs_flush = true,
+            Err(error) => tracing::error!(%error, event_type, "storing a hub event failed"),
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Gate access decisions through real gate clients: each rule (unknown
+//! resident, blocked, unknown room, closed, full, allowed), occupancy from
+//! passages, and credentials kept out of metrics and logs.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use protocol::DeviceKind;
+use serde_json::{json, Value};
+use tests::*;
+
+const WAIT: Duration = Duration::from_secs(5);
+const ALICE: &str = "qr-alice-7f3a9c";
+const BOB: &str = "qr-bob-51d2e0";
+
+/// `HH:MM` in Asia/Shanghai (UTC+8, no daylight saving), `hours` from now.
+fn shanghai_clock_in(hours: u64) -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let local = (secs + (8 + hours) * 3600) % 86_400;
+    format!("{:02}:{:02}", local / 3600, (local % 3600) / 60)
+}
+
+/// A gym open day and night for one person, and a yoga room that opens in
+/// two hours (so it is closed now, whatever the time).
+fn rooms() -> String {
+    format!(
+        "[[rooms]]\ncenter = \"center1\"\nid = \"gym\"\ncapacity = 1\nhours = \"24h\"\n\
+         [[rooms]]\ncenter = \"center1\"\nid = \"yoga\"\ncapacity = 10\nopen = \"{}\"\nclose = \"{}\"\n",
+        shanghai_clock_in(2),
+        shanghai_clock_in(3)
+    )
+}
+
+/// Sends an access request and returns the gate's answer (op, reason),
+/// acknowledging it as a gate does.
+async fn ask(
+    gate: &mut TestDevice,
+    seq: u64,
+    credential: Value,
+) -> anyhow::Result<(String, String)> {
+    let id = format!("req{seq}");
+    gate.event(
+        &id,
+        seq,
+        "access_request",
+        json!({"credential": credential}),
+    )
+    .await?;
+    let answer = gate.next_command(WAIT).await?;
+    assert_eq!(answer.args["request"], json!(id));
+    gate.ack(&answer.id, true, None).await?;
+    let reason = answer.args["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    Ok((answer.op, reason))
+}
+
+fn check(got: (String, String), op: &str, reason: &str) {
+    assert_eq!((got.0.as_str(), got.1.as_str()), (op, reason));
+}
+
+#[tokio::test]
+async fn gate_decisions_follow_each_rule_in_order() -> anyhow::Result<()> {
+    let hub = HubProcess::start(HubOptions {
+        extra_config: rooms(),
+        ..HubOptions::default()
+    })
+    .await?;
+    for (id, credential) in [("alice", ALICE), ("bob", BOB)] {
+        let (status, body) = hub
+            .post_json(
+                "/api/v1/residents",
+                &json!({"id": id, "credential": credential, "group": "adults"}),
+            )
+            .await?;
+        assert_eq!(status, 201, "{body}");
+        assert!(!body.to_string().contains(credential));
+    }
+    let (status, body) = hub
+        .post_json("/api/v1/residents/bob/block", &Value::Null)
+        .await?;
+    assert_eq!((status, body["blocked"].clone()), (200, json!(true)));
+
+    let gym = hub
+        .provision_in("gymgate", DeviceKind::Gate, "center1", "gym")
+        .await?;
+    let yoga = hub
+        .provision_in("yogagate", DeviceKind::Gate, "center1", "yoga")
+        .await?;
+    let lobby = hub
+        .provision_in("lobbygate", DeviceKind::Gate, "center1", "lobby")
+        .await?;
+    let mut gym = TestDevice::online(&gym, hub.mqtt_port, DeviceKind::Gate).await?;
+    let mut yoga = TestDevice::online(&yoga, hub.mqtt_port, DeviceKind::Gate).await?;
+    let mut lobby = TestDevice::online(&lobby, hub.mqtt_port, DeviceKind::Gate).await?;
+
+    check(
+        ask(&mut gym, 1, json!("qr-stranger")).await?,
+        "deny",
+        "unknown_resident",
+    );
+    check(ask(&mut gym, 2, json!(BOB)).await?, "deny", "blocked");
+    check(ask(&mut gym, 3, json!(42)).await?, "deny", "bad_request");
+    check(ask(&mut yoga, 1, json!(ALICE)).await?, "deny", "closed");
+    check(
+        ask(&mut lobby, 1, json!(ALICE)).await?,
+        "deny",
+        "unknown_room",
+    );
+    check(ask(&mut gym, 4, json!(ALICE)).await?, "open", "allowed");
+
+    // Someone goes in: the gym (capacity 1) is full.
+    gym.event("p1", 5, "passage", json!({"direction":"in"}))
+        .await?;
+    eventually(WAIT, "occupancy 1", || async {
+        let m = hub
+            .metric("yizhan_room_occupancy", "room=\"gym\"")
+            .await
+            .ok()?;
+        (m == 1.0).then_some(())
+    })
+    .await?;
+    check(ask(&mut gym, 6, json!(ALICE)).await?, "deny", "full");
+    // Two leave (one more than went in): occupancy stops at zero.
+    gym.event("p2", 7, "passage", json!({"direction":"out"}))
+        .await?;
+    gym.event("p3", 8, "passage", json!({"direction":"out"}))
+        .await?;
+    eventually(WAIT, "occupancy 0", || async {
+        let events = hub.get_json("/api/v1/devices/gymgate/events").await.ok()?;
+        (events["count"] == json!(8)).then_some(())
+    })
+    .await?;
+    assert_eq!(
+        hub.metric("yizhan_room_occupancy", "room=\"gym\"").await?,
+        0.0
+    );
+    check(ask(&mut gym, 9, json!(ALICE)).await?, "open", "allowed");
+
+    // Unblocked, bob may enter too.
+    let (status, _) = hub
+        .post_json("/api/v1/residents/bob/unblock", &Value::Null)
+        .await?;
+    assert_eq!(status, 200);
+    check(ask(&mut gym, 10, json!(BOB)).await?, "open", "allowed");
+
+    let metrics = hub.metrics().await?;
+    for (labels, count) in [
+        ("outcome=\"open\",reason=\"allowed\"", 3.0),
+        ("reason=\"unknown_resident\"", 1.0),
+        ("reason=\"blocked\"", 1.0),
+        ("reason=\"closed\"", 1.0),
+        ("reason=\"full\"", 1.0),
+        ("reason=\"unknown_room\"", 1.0),
+    ] {
+        assert_eq!(
+            sum_metric(&metrics, "yizhan_access_decisions_total", labels),
+            count,
+            "{labels}"
+        );
+    }
+    assert_eq!(
+        sum_metric(&metrics, "yizhan_access_decision_seconds_count", ""),
+        9.0
+    );
+    for secret in [ALICE, BOB] {
+        assert!(!metrics.contains(secret), "credential in /metrics");
+        assert!(!hub.log().contains(secret), "credential in the hub's log");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn residents_are_validated_and_unique() -> anyhow::Result<()> {
+    let hub = HubProcess::start(HubOptions::default()).await?;
+    let add = |body: Value| {
+        let hub = &hub;
+        async move { hub.post_json("/api/v1/residents", &body).await }
+    };
+    assert_eq!(add(json!({"id":"r1","credential":"c1"})).await?.0, 201);
+    assert_eq!(add(json!({"id":"r1","credential":"c2"})).await?.0, 409);
+    let (status, body) = add(json!({"id":"r2","credential":"c1"})).await?;
+    assert_eq!(status, 409);
+    assert!(body["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("credential"));
+    assert_eq!(add(json!({"id":"r 3","credential":"c3"})).await?.0, 422);
+    assert_eq!(add(json!({"id":"r4","credential":""})).await?.0, 422);
+    assert_eq!(add(json!({"id":"r5"})).await?.0, 422);
+    let resident = hub.get_json("/api/v1/residents/r1").await?;
+    assert_eq!(resident["blocked"], json!(false));
+    assert!(resident.get("credential_hash").is_none());
+    let (status, _) = hub
+        .post_json("/api/v1/residents/nobody/block", &Value::Null)
+        .await?;
+    assert_eq!(status, 404);
+    Ok(())
+}
