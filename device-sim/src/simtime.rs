@@ -8,11 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeZone, Weekday};
-use chrono_tz::Tz;
-
-/// The centers' time zone unless configured otherwise.
-pub const DEFAULT_TZ: Tz = chrono_tz::Asia::Shanghai;
+use chrono::{DateTime, NaiveDate};
+pub use protocol::calendar::{Calendar, DEFAULT_TZ};
 
 /// Simulated Unix milliseconds, `speed` times as fast as real time.
 #[derive(Debug, Clone)]
@@ -48,78 +45,6 @@ impl SimClock {
     /// Real time that `sim` simulated time takes.
     pub fn real_span(&self, sim: Duration) -> Duration {
         sim.div_f64(self.speed)
-    }
-}
-
-/// The centers' calendar.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Calendar {
-    pub tz: Tz,
-}
-
-impl Default for Calendar {
-    fn default() -> Self {
-        Calendar { tz: DEFAULT_TZ }
-    }
-}
-
-impl Calendar {
-    pub fn local(&self, ms: u64) -> DateTime<Tz> {
-        // invariant: any u64 ms we handle (years ≤ 292,000,000) is in range.
-        self.tz
-            .timestamp_millis_opt(ms as i64)
-            .single()
-            .expect("timestamp in range")
-    }
-
-    /// The local date of `ms`.
-    pub fn day(&self, ms: u64) -> NaiveDate {
-        self.local(ms).date_naive()
-    }
-
-    pub fn is_weekend(&self, day: NaiveDate) -> bool {
-        matches!(day.weekday(), Weekday::Sat | Weekday::Sun)
-    }
-
-    /// Unix ms of `time` on local `day` (the earlier instant if a clock
-    /// change makes it ambiguous, the next valid one if it is skipped).
-    pub fn at(&self, day: NaiveDate, time: NaiveTime) -> u64 {
-        let naive = day.and_time(time);
-        let local = self
-            .tz
-            .from_local_datetime(&naive)
-            .earliest()
-            .or_else(|| {
-                self.tz
-                    .from_local_datetime(&(naive + chrono::Duration::hours(1)))
-                    .earliest()
-            })
-            // invariant: no zone skips more than an hour.
-            .expect("local time exists");
-        local.timestamp_millis().max(0) as u64
-    }
-
-    /// Unix ms of the local midnight that starts `day`.
-    pub fn midnight(&self, day: NaiveDate) -> u64 {
-        self.at(day, NaiveTime::MIN)
-    }
-
-    /// The first local midnight strictly after `ms`.
-    pub fn next_midnight(&self, ms: u64) -> u64 {
-        // invariant: dates this side of year 262,000 have a successor.
-        self.midnight(self.day(ms).succ_opt().expect("next day"))
-    }
-
-    /// Splits `[from, to)` at local midnights, so no piece spans two days.
-    pub fn split_days(&self, from: u64, to: u64) -> Vec<(u64, u64)> {
-        let mut pieces = Vec::new();
-        let mut start = from;
-        while start < to {
-            let end = self.next_midnight(start).min(to);
-            pieces.push((start, end));
-            start = end;
-        }
-        pieces
     }
 }
 

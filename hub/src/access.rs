@@ -21,7 +21,7 @@ use std::sync::Arc;
 use chrono::{NaiveTime, Timelike};
 use chrono_tz::Tz;
 
-use crate::config::{AccessConfig, RoomConfig};
+use crate::config::RoomConfig;
 use crate::secrets;
 use crate::store::{Resident, Store, StoreError};
 
@@ -183,7 +183,7 @@ impl Access {
     /// Builds from validated config (`Config::validate` ran).
     pub fn new(
         store: Arc<Store>,
-        config: &AccessConfig,
+        time_zone: Tz,
         rooms: &[RoomConfig],
     ) -> Result<Access, StoreError> {
         let mut by_center: HashMap<String, HashMap<String, RoomRules>> = HashMap::new();
@@ -201,10 +201,7 @@ impl Access {
         }
         Ok(Access {
             credential_key: store.credential_key()?,
-            time_zone: config
-                .time_zone
-                .parse()
-                .unwrap_or(chrono_tz::Asia::Shanghai),
+            time_zone,
             rooms: by_center,
             store,
         })

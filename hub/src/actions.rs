@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use crate::access::Access;
 use crate::commands::{expires_in, Commands, NewCommand};
 use crate::config::Config;
+use crate::counting::Counting;
 use crate::interlock::{Alarm, Interlock, Trip, TripReason, Verdict};
 use crate::metrics::Metrics;
 use crate::occupancy::{Direction, Occupancy};
@@ -30,6 +31,7 @@ pub struct Actions {
     interlock: Interlock,
     access: Access,
     occupancy: Occupancy,
+    counting: Counting,
     store: Arc<Store>,
     metrics: Metrics,
     stop_ttl: Duration,
@@ -49,8 +51,9 @@ impl Actions {
         Ok(Actions {
             commands: Commands::load(store.clone(), metrics.clone(), config.commands.clone())?,
             interlock: Interlock::new(config.interlock.clone()),
-            access: Access::new(store.clone(), &config.access, &config.rooms)?,
-            occupancy: Occupancy::load(store.clone(), metrics.clone())?,
+            access: Access::new(store.clone(), config.time_zone(), &config.rooms)?,
+            occupancy: Occupancy::load(store.clone(), metrics.clone(), &config.rooms)?,
+            counting: Counting::new(store.clone(), metrics.clone(), config),
             store,
             metrics,
             stop_ttl: Duration::from_secs(config.interlock.stop_ttl_secs),
@@ -60,7 +63,8 @@ impl Actions {
         })
     }
 
-    /// Accepted telemetry: the interlock watches therapy robots.
+    /// Accepted telemetry: the interlock watches therapy robots, counters
+    /// move occupancy and visits.
     pub fn on_telemetry(
         &mut self,
         twin: &mut Twin,
@@ -68,9 +72,29 @@ impl Actions {
         arrived: Instant,
         now_ms: u64,
     ) {
-        if twin.kind != DeviceKind::TherapyRobot {
-            return;
+        match twin.kind {
+            DeviceKind::TherapyRobot => self.watch_robot(twin, telemetry, arrived, now_ms),
+            DeviceKind::Counter => self.count(twin, telemetry),
+            DeviceKind::Piano | DeviceKind::Gate => {}
         }
+    }
+
+    fn count(&mut self, twin: &Twin, telemetry: &Telemetry) {
+        if let Err(error) = self
+            .counting
+            .on_counter(&mut self.occupancy, twin, telemetry)
+        {
+            tracing::warn!(device = %twin.id, %error, "counter message not counted");
+        }
+    }
+
+    fn watch_robot(
+        &mut self,
+        twin: &mut Twin,
+        telemetry: &Telemetry,
+        arrived: Instant,
+        now_ms: u64,
+    ) {
         let alarm_active = twin.alarm.is_some();
         if let Some(trip) = self
             .interlock

@@ -9,6 +9,7 @@
 //! Handlers never publish to devices: they record what is asked and hand it
 //! to the ingest thread (`Control`), then wake it.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
@@ -20,9 +21,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use chrono::{Datelike, NaiveDate};
 use protocol::api::{
-    ApiError, CommandOrigin, CommandRecord, CommandRequest, ProvisionRequest, Provisioned,
-    ResidentRequest, ResidentView,
+    ApiError, CenterOccupancy, CenterVisits, CommandOrigin, CommandRecord, CommandRequest,
+    DayVisits, ProvisionRequest, Provisioned, ResidentRequest, ResidentView, RoomOccupancy,
 };
 use protocol::DeviceKind;
 use serde::{Deserialize, Serialize};
@@ -31,6 +33,7 @@ use crate::broker::{self, ControlAccess, Waker};
 use crate::clock::unix_ms;
 use crate::commands::NewCommand;
 use crate::config::is_label;
+use crate::counting::{Calendar, ENTRANCE};
 use crate::ingest::Control;
 use crate::interlock::Alarm;
 use crate::metrics::Metrics;
@@ -55,6 +58,10 @@ pub struct ApiState {
     pub epoch: u64,
     pub device_cert_days: u32,
     pub ready: AtomicBool,
+    /// The centers' calendar (visits per local day).
+    pub calendar: Calendar,
+    /// Seats per `(center, room)` from `[[rooms]]`.
+    pub seats: HashMap<(String, String), u64>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -71,6 +78,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/api/v1/devices/{id}/commands/{cid}", get(get_command))
         .route("/api/v1/devices/{id}/alarm/ack", post(acknowledge_alarm))
+        .route("/api/v1/centers/{id}/occupancy", get(center_occupancy))
+        .route("/api/v1/centers/{id}/visits", get(center_visits))
         .route("/api/v1/residents", post(add_resident))
         .route("/api/v1/residents/{id}", get(get_resident))
         .route("/api/v1/residents/{id}/block", post(block_resident))
@@ -604,4 +613,110 @@ fn set_blocked(state: &ApiState, id: &str, blocked: bool) -> Result<Json<Residen
         resident.ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no resident {id}")))?;
     tracing::info!(resident = %id, blocked, "resident access changed");
     Ok(Json(resident_view(resident)))
+}
+
+/// Longest range `GET /api/v1/centers/{id}/visits` answers at once.
+const MAX_VISIT_DAYS: i64 = 366;
+
+#[derive(Debug, Deserialize)]
+struct VisitsQuery {
+    from: String,
+    to: String,
+}
+
+fn parse_day(field: &str, text: &str) -> Result<NaiveDate, HttpError> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("`{field}` must be a date as YYYY-MM-DD, got {text:?}"),
+        )
+    })
+}
+
+/// Visits of `center` on every day from `from` to `to`.
+fn visits_between(
+    state: &ApiState,
+    center: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<CenterVisits, HttpError> {
+    let counted: HashMap<NaiveDate, u64> = state
+        .store
+        .visits(center, from, to)
+        .map_err(internal)?
+        .into_iter()
+        .collect();
+    let days: Vec<DayVisits> = from
+        .iter_days()
+        .take_while(|day| *day <= to)
+        .map(|day| DayVisits {
+            day: day.to_string(),
+            visits: counted.get(&day).copied().unwrap_or(0),
+        })
+        .collect();
+    Ok(CenterVisits {
+        center: center.to_owned(),
+        from: from.to_string(),
+        to: to.to_string(),
+        total: days.iter().map(|d| d.visits).sum(),
+        days,
+    })
+}
+
+async fn center_visits(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    Path(center): Path<String>,
+    query: Result<Query<VisitsQuery>, QueryRejection>,
+) -> Result<Json<CenterVisits>, HttpError> {
+    let Query(query) = query.map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
+    check_label("center", &center)?;
+    let (from, to) = (parse_day("from", &query.from)?, parse_day("to", &query.to)?);
+    if to < from {
+        return Err(error(StatusCode::BAD_REQUEST, "`to` is before `from`"));
+    }
+    if (to - from).num_days() >= MAX_VISIT_DAYS {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("at most {MAX_VISIT_DAYS} days at once"),
+        ));
+    }
+    Ok(Json(visits_between(&state, &center, from, to)?))
+}
+
+async fn center_occupancy(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    Path(center): Path<String>,
+) -> Result<Json<CenterOccupancy>, HttpError> {
+    check_label("center", &center)?;
+    let today = state.calendar.day(unix_ms());
+    let first_of_month = today.with_day(1).unwrap_or(today);
+    let month = visits_between(&state, &center, first_of_month, today)?;
+    let mut headcount = 0;
+    let mut rooms = Vec::new();
+    for (c, room, count) in state.store.occupancies().map_err(internal)? {
+        if c != center {
+            continue;
+        }
+        if room == ENTRANCE {
+            headcount = count.people;
+            continue;
+        }
+        let seats = state.seats.get(&(c, room.clone())).copied();
+        rooms.push(RoomOccupancy {
+            room,
+            people: count.people,
+            seats,
+            ratio: seats.map(|s| count.people as f64 / s.max(1) as f64),
+            saturated: count.saturated,
+        });
+    }
+    Ok(Json(CenterOccupancy {
+        center,
+        headcount,
+        visits_today: month.days.last().map(|d| d.visits).unwrap_or(0),
+        visits_this_month: month.total,
+        rooms,
+    }))
 }

@@ -25,6 +25,7 @@ pub struct Config {
     pub commands: CommandsConfig,
     pub interlock: InterlockConfig,
     pub access: AccessConfig,
+    pub counting: CountingConfig,
     /// Rooms behind gates: capacity and opening hours.
     pub rooms: Vec<RoomConfig>,
     pub api: ApiConfig,
@@ -109,6 +110,14 @@ pub struct InterlockConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct CountingConfig {
+    /// When a room without a `[[rooms]]` entry closes (local `HH:MM`):
+    /// its occupancy starts from zero after it.
+    pub closes: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct AccessConfig {
     /// IANA time zone in which rooms' opening hours are read.
     pub time_zone: String,
@@ -166,6 +175,7 @@ impl Default for Config {
             commands: CommandsConfig::default(),
             interlock: InterlockConfig::default(),
             access: AccessConfig::default(),
+            counting: CountingConfig::default(),
             rooms: Vec::new(),
             api: ApiConfig::default(),
             log: LogConfig::default(),
@@ -226,6 +236,14 @@ impl Default for InterlockConfig {
             max_temp_c: 45.0,
             watchdog_ms: 5_000,
             stop_ttl_secs: 3_600,
+        }
+    }
+}
+
+impl Default for CountingConfig {
+    fn default() -> Self {
+        CountingConfig {
+            closes: "21:30".into(),
         }
     }
 }
@@ -328,10 +346,15 @@ watchdog_ms = 5000
 stop_ttl_secs = 3600
 
 [access]
-# IANA time zone of the rooms' opening hours.
+# IANA time zone of the centers: rooms' opening hours, visits per local day.
 time_zone = "Asia/Shanghai"
 # A gate's open/deny answer is valid this long (ms).
 answer_ttl_ms = 5000
+
+[counting]
+# When rooms without a [[rooms]] entry close (local HH:MM); their occupancy
+# starts from zero after it. Counters in room "entrance" count the visits.
+closes = "21:30"
 
 [api]
 listen = "127.0.0.1:8080"
@@ -432,7 +455,18 @@ impl Config {
         if self.access.time_zone.parse::<chrono_tz::Tz>().is_err() {
             return invalid("access.time_zone", "not an IANA time zone name");
         }
+        if chrono::NaiveTime::parse_from_str(&self.counting.closes, "%H:%M").is_err() {
+            return invalid("counting.closes", "not a time of day as HH:MM");
+        }
         self.validate_rooms()
+    }
+
+    /// The centers' time zone (validated at load).
+    pub fn time_zone(&self) -> chrono_tz::Tz {
+        self.access
+            .time_zone
+            .parse()
+            .unwrap_or(chrono_tz::Asia::Shanghai)
     }
 
     fn validate_rooms(&self) -> Result<(), ConfigError> {

@@ -12,6 +12,7 @@ pub mod broker;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod counting;
 pub mod ingest;
 pub mod interlock;
 pub mod metrics;
@@ -137,6 +138,14 @@ impl Hub {
             epoch,
             device_cert_days: config.broker.device_cert_days,
             ready: AtomicBool::new(false),
+            calendar: counting::Calendar {
+                tz: config.time_zone(),
+            },
+            seats: config
+                .rooms
+                .iter()
+                .map(|r| ((r.center.clone(), r.id.clone()), u64::from(r.capacity)))
+                .collect(),
         });
         let api_listener = bind(config.api.listen).await?;
         let api_addr = local_addr(&api_listener, config.api.listen)?;

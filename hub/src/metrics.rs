@@ -5,7 +5,7 @@
 //! outcome — never a device id, a resident or a credential.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -34,6 +34,10 @@ pub struct Metrics {
     pub access_decisions: IntCounterVec,
     pub access_latency: Histogram,
     pub room_occupancy: IntGaugeVec,
+    pub room_occupancy_ratio: GaugeVec,
+    pub room_saturated: IntGaugeVec,
+    pub room_saturation_alarms: IntCounterVec,
+    pub visits: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -157,8 +161,31 @@ impl Metrics {
             .expect("histogram"),
             room_occupancy: gauge_vec(
                 "yizhan_room_occupancy",
-                "People in a room now (from gate passages)",
+                "People in a room now (counters at its door, or gate passages for 24-hour rooms); room \"entrance\" is the center's headcount",
                 &["center", "room"],
+            ),
+            room_occupancy_ratio: GaugeVec::new(
+                Opts::new(
+                    "yizhan_room_occupancy_ratio",
+                    "People in a room over its configured seats",
+                ),
+                &["center", "room"],
+            )
+            .expect("gauge vec"),
+            room_saturated: gauge_vec(
+                "yizhan_room_saturated",
+                "1 while a room is saturated (raised at 90% of its seats, cleared below 80%)",
+                &["center", "room"],
+            ),
+            room_saturation_alarms: counter_vec(
+                "yizhan_room_saturation_alarms_total",
+                "Times a room became saturated",
+                &["center", "room"],
+            ),
+            visits: counter_vec(
+                "yizhan_visits_total",
+                "People counted in at a center's entrance",
+                &["center"],
             ),
             registry,
         };
@@ -190,6 +217,10 @@ impl Metrics {
             Box::new(self.access_decisions.clone()),
             Box::new(self.access_latency.clone()),
             Box::new(self.room_occupancy.clone()),
+            Box::new(self.room_occupancy_ratio.clone()),
+            Box::new(self.room_saturated.clone()),
+            Box::new(self.room_saturation_alarms.clone()),
+            Box::new(self.visits.clone()),
         ];
         for collector in collectors {
             // invariant: every family above has a unique name.

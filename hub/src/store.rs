@@ -5,12 +5,17 @@
 //! `commands` (every command record, keyed `device\0id`), `open_commands`
 //! (the keys of commands without an outcome yet, so a restart reloads only
 //! those), `residents`, `credentials` (keyed credential hash → resident id),
-//! `occupancy` (live people per `center\0room`) and `meta` (boot epoch,
+//! `occupancy` (live people per `center\0room`), `visits` (people through
+//! a center's entrance per local day, `center\0YYYY-MM-DD`) and `meta` (boot epoch,
 //! generated admin-token hash, the credential-hashing key). Values are JSON.
 //! `flush` fsyncs; the ingest loop calls it once per batch holding events
 //! before it acknowledges them.
 
 use std::path::Path;
+
+use chrono::NaiveDate;
+
+use crate::occupancy::RoomCount;
 
 use protocol::api::CommandRecord;
 use serde::de::DeserializeOwned;
@@ -29,6 +34,8 @@ pub enum StoreError {
         key: String,
         source: serde_json::Error,
     },
+    #[error("malformed key {0}")]
+    BadKey(String),
 }
 
 /// What provisioning recorded about a device.
@@ -111,6 +118,7 @@ pub struct Store {
     residents: sled::Tree,
     credentials: sled::Tree,
     occupancy: sled::Tree,
+    visits: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -136,6 +144,7 @@ impl Store {
             residents: db.open_tree("residents")?,
             credentials: db.open_tree("credentials")?,
             occupancy: db.open_tree("occupancy")?,
+            visits: db.open_tree("visits")?,
             meta: db.open_tree("meta")?,
             db,
         })
@@ -372,22 +381,67 @@ impl Store {
         Ok(Some(resident))
     }
 
-    /// Records the live number of people in a room (not fsynced).
-    pub fn put_occupancy(&self, center: &str, room: &str, people: u64) -> Result<(), StoreError> {
+    /// Records a room's live count (not fsynced).
+    pub fn put_occupancy(
+        &self,
+        center: &str,
+        room: &str,
+        count: &RoomCount,
+    ) -> Result<(), StoreError> {
         self.occupancy
-            .insert(pair_key(center, room), &people.to_be_bytes())?;
+            .insert(pair_key(center, room), to_json(count))?;
         Ok(())
     }
 
-    /// Every room's live number of people, as `(center, room, people)`.
-    pub fn occupancies(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+    /// Every room's live count, as `(center, room, count)`.
+    pub fn occupancies(&self) -> Result<Vec<(String, String, RoomCount)>, StoreError> {
         self.occupancy
             .iter()
             .map(|entry| {
                 let (key, value) = entry?;
-                let key = String::from_utf8_lossy(&key);
-                let (center, room) = key.split_once('\0').unwrap_or((&key, ""));
-                Ok((center.to_string(), room.to_string(), decode_u64(&value)))
+                let text = String::from_utf8_lossy(&key);
+                let (center, room) = text.split_once('\0').unwrap_or((&text, ""));
+                let count = decode(&key, &value)?;
+                Ok((center.to_string(), room.to_string(), count))
+            })
+            .collect()
+    }
+
+    /// Adds `people` to the visits of `center` on local `day` (not
+    /// fsynced); returns the day's new total.
+    pub fn add_visits(&self, center: &str, day: NaiveDate, people: u64) -> Result<u64, StoreError> {
+        let total = self
+            .visits
+            .update_and_fetch(pair_key(center, &day.to_string()), |old| {
+                let n = old.map(decode_u64).unwrap_or(0) + people;
+                Some(n.to_be_bytes().to_vec())
+            })?;
+        Ok(total.as_deref().map(decode_u64).unwrap_or(0))
+    }
+
+    /// The visits of `center` per local day from `from` to `to` (both
+    /// included), days without visits left out.
+    pub fn visits(
+        &self,
+        center: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<(NaiveDate, u64)>, StoreError> {
+        let (start, end) = (
+            pair_key(center, &from.to_string()),
+            pair_key(center, &to.to_string()),
+        );
+        self.visits
+            .range(start..=end)
+            .map(|entry| {
+                let (key, value) = entry?;
+                let day = key
+                    .rsplit(|&b| b == 0)
+                    .next()
+                    .and_then(|d| std::str::from_utf8(d).ok())
+                    .and_then(|d| d.parse().ok())
+                    .ok_or_else(|| StoreError::BadKey(format!("visits {key:?}")))?;
+                Ok((day, decode_u64(&value)))
             })
             .collect()
     }

@@ -151,3 +151,45 @@ pub struct ResidentView {
     pub blocked: bool,
     pub created_at: u64,
 }
+
+/// `GET /api/v1/centers/{id}/occupancy`: people in the center and its rooms
+/// now, and its visits today and this month (local days of the centers'
+/// time zone, by the hub's clock).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CenterOccupancy {
+    pub center: String,
+    /// People inside: the entrance counter's in minus out.
+    pub headcount: u64,
+    pub visits_today: u64,
+    pub visits_this_month: u64,
+    pub rooms: Vec<RoomOccupancy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomOccupancy {
+    pub room: String,
+    pub people: u64,
+    /// Configured seats (`[[rooms]]` capacity), if any.
+    pub seats: Option<u64>,
+    /// `people / seats`.
+    pub ratio: Option<f64>,
+    /// Raised at 90% of the seats, cleared below 80%.
+    pub saturated: bool,
+}
+
+/// `GET /api/v1/centers/{id}/visits?from=YYYY-MM-DD&to=YYYY-MM-DD`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CenterVisits {
+    pub center: String,
+    pub from: String,
+    pub to: String,
+    /// Every day from `from` to `to`, days without visits as 0.
+    pub days: Vec<DayVisits>,
+    pub total: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DayVisits {
+    pub day: String,
+    pub visits: u64,
+}

@@ -6,6 +6,7 @@
 //! all speak through these types, so the contract is written down once.
 
 pub mod api;
+pub mod calendar;
 pub mod topic;
 
 use serde::{Deserialize, Serialize};

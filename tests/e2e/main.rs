@@ -4,6 +4,7 @@
 mod access;
 mod bad_input;
 mod commands;
+mod counting;
 mod devices;
 mod fleet;
 mod interlock;

@@ -1,0 +1,153 @@
+//! The centers' calendar: local days, midnights and closing times in the
+//! centers' time zone (default Asia/Shanghai).
+//!
+//! Part of the contract: the hub files what it counts (visits, passages)
+//! under the local day of the device's `ts`, and the simulator splits its
+//! reports at local midnights the same way.
+
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeZone, Weekday};
+use chrono_tz::Tz;
+
+/// The centers' time zone unless configured otherwise.
+pub const DEFAULT_TZ: Tz = chrono_tz::Asia::Shanghai;
+
+/// The centers' calendar.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Calendar {
+    pub tz: Tz,
+}
+
+impl Default for Calendar {
+    fn default() -> Self {
+        Calendar { tz: DEFAULT_TZ }
+    }
+}
+
+impl Calendar {
+    pub fn local(&self, ms: u64) -> DateTime<Tz> {
+        let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+        // invariant: a UTC instant maps to exactly one local time; chrono's
+        // range (±262,000 years) holds every ms a device can send in i64.
+        self.tz
+            .timestamp_millis_opt(ms)
+            .earliest()
+            .unwrap_or_else(|| self.tz.timestamp_millis_opt(0).unwrap())
+    }
+
+    /// The local date of `ms`.
+    pub fn day(&self, ms: u64) -> NaiveDate {
+        self.local(ms).date_naive()
+    }
+
+    pub fn is_weekend(&self, day: NaiveDate) -> bool {
+        matches!(day.weekday(), Weekday::Sat | Weekday::Sun)
+    }
+
+    /// Unix ms of `time` on local `day` (the earlier instant if a clock
+    /// change makes it ambiguous, the next valid one if it is skipped).
+    pub fn at(&self, day: NaiveDate, time: NaiveTime) -> u64 {
+        let naive = day.and_time(time);
+        let local = self
+            .tz
+            .from_local_datetime(&naive)
+            .earliest()
+            .or_else(|| {
+                self.tz
+                    .from_local_datetime(&(naive + chrono::Duration::hours(1)))
+                    .earliest()
+            })
+            // invariant: no zone skips more than an hour.
+            .expect("local time exists");
+        local.timestamp_millis().max(0) as u64
+    }
+
+    /// Unix ms of the local midnight that starts `day`.
+    pub fn midnight(&self, day: NaiveDate) -> u64 {
+        self.at(day, NaiveTime::MIN)
+    }
+
+    /// The first local midnight strictly after `ms`.
+    pub fn next_midnight(&self, ms: u64) -> u64 {
+        // invariant: dates this side of year 262,000 have a successor.
+        self.midnight(self.day(ms).succ_opt().expect("next day"))
+    }
+
+    /// The last time a room closing at `close` closed, at or before `ms`.
+    pub fn last_closing(&self, ms: u64, close: NaiveTime) -> u64 {
+        let today = self.day(ms);
+        let closing = self.at(today, close);
+        if closing <= ms {
+            return closing;
+        }
+        today
+            .pred_opt()
+            .map(|yesterday| self.at(yesterday, close))
+            .unwrap_or(0)
+    }
+
+    /// Splits `[from, to)` at local midnights, so no piece spans two days.
+    pub fn split_days(&self, from: u64, to: u64) -> Vec<(u64, u64)> {
+        let mut pieces = Vec::new();
+        let mut start = from;
+        while start < to {
+            let end = self.next_midnight(start).min(to);
+            pieces.push((start, end));
+            start = end;
+        }
+        pieces
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    #[test]
+    fn shanghai_days_start_at_16_utc() {
+        let cal = Calendar::default();
+        let midnight = cal.midnight(date(2026, 11, 28));
+        assert_eq!(
+            midnight, 1_795_795_200_000,
+            "2026-11-27T16:00:00Z: Shanghai is UTC+8"
+        );
+        assert_eq!(cal.day(midnight), date(2026, 11, 28));
+        assert_eq!(cal.day(midnight - 1), date(2026, 11, 27));
+        assert!(cal.is_weekend(date(2026, 11, 28)));
+        assert!(!cal.is_weekend(date(2026, 11, 27)));
+    }
+
+    #[test]
+    fn windows_are_split_at_midnight_and_keep_their_length() {
+        let cal = Calendar::default();
+        let midnight = cal.midnight(date(2026, 11, 28));
+        let hour = 3_600_000;
+        let pieces = cal.split_days(midnight - hour, midnight + 25 * hour);
+        assert_eq!(
+            pieces,
+            [
+                (midnight - hour, midnight),
+                (midnight, midnight + 24 * hour),
+                (midnight + 24 * hour, midnight + 25 * hour)
+            ]
+        );
+        assert!(cal.split_days(5, 5).is_empty());
+    }
+
+    #[test]
+    fn the_last_closing_is_today_after_close_and_yesterday_before() {
+        let cal = Calendar::default();
+        let day = date(2026, 11, 28);
+        let close = NaiveTime::from_hms_opt(21, 30, 0).unwrap();
+        let closing = cal.at(day, close);
+        assert_eq!(cal.last_closing(closing, close), closing);
+        assert_eq!(cal.last_closing(closing + 3_600_000, close), closing);
+        let yesterday = cal.at(day.pred_opt().unwrap(), close);
+        assert_eq!(cal.last_closing(closing - 1, close), yesterday);
+        assert_eq!(cal.day(closing), day);
+        assert_eq!(closing, 1_795_872_600_000, "21:30 +08:00 is 13:30 UTC");
+    }
+}

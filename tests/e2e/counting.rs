@@ -1,0 +1,113 @@
+//! Counting against the simulator's ground truth: a simulated week of three
+//! centers at high speed; the hub's visits per center per local day equal
+//! what the entrance counters counted, and every room is empty again after
+//! closing.
+
+use std::time::Duration;
+
+use protocol::api::{CenterOccupancy, CenterVisits};
+use serde_json::Value;
+use tests::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulated_week_of_visits_per_center_and_day_matches_the_ground_truth(
+) -> anyhow::Result<()> {
+    let hub = HubProcess::start(HubOptions::default()).await?;
+    let dir = tempfile::tempdir()?;
+    let truth_path = dir.path().join("truth.json");
+    let run = tokio::process::Command::new(workspace_binary("device-sim"))
+        .args(["run", "--centers", "3", "--seed", "11", "--speed", "10000"])
+        // Monday 00:00 to the next Monday 03:00, Shanghai time: ~62 s real.
+        .args(["--start", "2026-11-23", "--sim-duration", "7days 3h"])
+        .args(["--telemetry-interval", "1s"])
+        .args(["--api", &hub.api, "--mqtt-host", "localhost"])
+        .args(["--mqtt-port", &hub.mqtt_port.to_string()])
+        .arg("--cert-dir")
+        .arg(dir.path().join("certs"))
+        .arg("--json")
+        .arg(&truth_path)
+        .env("YIZHAN_ADMIN_TOKEN", ADMIN_TOKEN)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(240), run).await??;
+    assert!(
+        output.status.success(),
+        "device-sim failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let truth: Value = serde_json::from_slice(&std::fs::read(&truth_path)?)?;
+
+    let days = truth["days"].as_object().expect("days per center");
+    assert_eq!(days.len(), 3);
+    for (center, center_days) in days {
+        let center_days = center_days.as_object().expect("days");
+        let (from, to) = (
+            center_days.keys().next().expect("a first day"),
+            center_days.keys().next_back().expect("a last day"),
+        );
+        let visits: CenterVisits = hub
+            .get(&format!(
+                "/api/v1/centers/{center}/visits?from={from}&to={to}"
+            ))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let mut week = 0;
+        for day in &visits.days {
+            let expected = center_days
+                .get(&day.day)
+                .map(|d| d["visits"].as_u64().expect("visits"))
+                .unwrap_or(0);
+            assert_eq!(day.visits, expected, "{center} on {}", day.day);
+            week += expected;
+        }
+        assert_eq!(visits.total, week);
+        assert!(
+            week > 10_000,
+            "{center}: a week of a busy center, got {week}"
+        );
+
+        let now: CenterOccupancy = hub
+            .get(&format!("/api/v1/centers/{center}/occupancy"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        assert_eq!(now.headcount, 0, "{center}: everyone left after closing");
+        assert!(
+            now.rooms.len() >= 4,
+            "{center}: metered rooms {:?}",
+            now.rooms
+        );
+        for room in &now.rooms {
+            assert_eq!(room.people, 0, "{center}/{} after closing", room.room);
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn visit_queries_name_what_is_wrong() -> anyhow::Result<()> {
+    let hub = HubProcess::start(HubOptions::default()).await?;
+    for (query, reason) in [
+        ("from=2026-11-23", "to"),
+        ("from=2026-13-01&to=2026-12-01", "YYYY-MM-DD"),
+        ("from=2026-11-23&to=2026-11-22", "before"),
+        ("from=2020-01-01&to=2026-01-01", "at most"),
+    ] {
+        let response = hub
+            .get(&format!("/api/v1/centers/center01/visits?{query}"))
+            .send()
+            .await?;
+        assert_eq!(response.status(), 400, "{query}");
+        let body: Value = response.json().await?;
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains(reason), "{query}: {error}");
+    }
+    let anonymous = reqwest::get(format!("{}/api/v1/centers/center01/occupancy", hub.api)).await?;
+    assert_eq!(anonymous.status(), 401);
+    Ok(())
+}
