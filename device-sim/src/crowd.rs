@@ -52,6 +52,9 @@ pub const ROOMS: [(&str, u32); 9] = [
     ("canteen", 60),
 ];
 
+/// People the 24-hour gym holds at once.
+pub const GYM_CAPACITY: u32 = 40;
+
 /// How busy a center is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Profile {

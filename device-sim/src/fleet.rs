@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::behaviour::World;
-use crate::crowd::{fnv1a, CenterCrowd, Profile};
+use crate::crowd::{fnv1a, member_credential, member_id, CenterCrowd, Profile};
 use crate::device::{run_device, DeviceReport, DeviceSettings};
 use crate::mqtt::{self, Endpoint};
 use crate::plan::{default_center_names, plan_fleet, DeviceMix, DeviceSpec, PlanError};
@@ -156,6 +156,21 @@ fn device_settings(config: &FleetConfig, run_id: String, clock: SimClock) -> Dev
     }
 }
 
+/// Every center's gym members as `(resident id, credential)`.
+fn gym_members(config: &FleetConfig) -> Vec<(String, String)> {
+    default_center_names(config.centers)
+        .iter()
+        .flat_map(|center| {
+            (0..config.profile.gym_members).map(move |m| {
+                (
+                    member_id(center, m),
+                    member_credential(config.seed, center, m),
+                )
+            })
+        })
+        .collect()
+}
+
 /// Each center's world: its own crowd (seeded from the run's seed and its
 /// name), shared by its devices.
 fn center_worlds(config: &FleetConfig, clock: &SimClock) -> HashMap<String, Arc<World>> {
@@ -209,6 +224,14 @@ pub async fn run_fleet(
         centers = config.centers,
         "fleet provisioned"
     );
+    let members = gym_members(&config);
+    let registering = provisioner.register_residents(members, PROVISION_CONCURRENCY);
+    let created = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => return Err(FleetError::Cancelled),
+        created = registering => created?,
+    };
+    tracing::info!(created, "gym members registered");
 
     let started_at_ms = unix_ms();
     let clock = SimClock::new(config.start_ms.unwrap_or(started_at_ms), config.speed);

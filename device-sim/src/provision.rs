@@ -1,5 +1,7 @@
 //! Getting every device an identity from the hub's HTTP API
-//! (`POST /api/v1/devices`) and keeping it in the credential directory.
+//! (`POST /api/v1/devices`) and keeping it in the credential directory, and
+//! registering the gym members whose credentials the gates present
+//! (`POST /api/v1/residents`).
 //!
 //! The hub is asked first: 201 means fresh credentials (stored, replacing any
 //! stale file from a hub that was since wiped); 409 means the hub already
@@ -7,7 +9,7 @@
 
 use std::sync::Arc;
 
-use protocol::api::{ApiError, ProvisionRequest, Provisioned};
+use protocol::api::{ApiError, ProvisionRequest, Provisioned, ResidentRequest};
 use reqwest::StatusCode;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -23,7 +25,7 @@ pub enum ProvisionError {
     Http { url: String, source: reqwest::Error },
     #[error("the hub refused the admin token ({status}): {message}")]
     Unauthorized { status: StatusCode, message: String },
-    #[error("the hub refused to provision `{id}` ({status}): {message}")]
+    #[error("the hub refused `{id}` ({status}): {message}")]
     Refused {
         id: String,
         status: StatusCode,
@@ -49,6 +51,7 @@ pub enum ProvisionError {
 pub struct Provisioner {
     http: reqwest::Client,
     url: String,
+    residents_url: String,
     admin_token: String,
     store: CredentialStore,
 }
@@ -56,9 +59,11 @@ pub struct Provisioner {
 impl Provisioner {
     /// `api_url` is the hub's API base, e.g. `http://127.0.0.1:8080`.
     pub fn new(api_url: &str, admin_token: &str, store: CredentialStore) -> Self {
+        let api = api_url.trim_end_matches('/');
         Provisioner {
             http: reqwest::Client::new(),
-            url: format!("{}/api/v1/devices", api_url.trim_end_matches('/')),
+            url: format!("{api}/api/v1/devices"),
+            residents_url: format!("{api}/api/v1/residents"),
             admin_token: admin_token.to_owned(),
             store,
         }
@@ -113,6 +118,61 @@ impl Provisioner {
         }
         // invariant: every task filled its own slot or returned early above.
         Ok(slots.into_iter().map(|c| c.expect("slot filled")).collect())
+    }
+
+    /// Registers `residents` (id, credential), `concurrency` at a time; one
+    /// the hub already knows (409) is left as it is. Returns how many are
+    /// new.
+    pub async fn register_residents(
+        &self,
+        residents: Vec<(String, String)>,
+        concurrency: usize,
+    ) -> Result<usize, ProvisionError> {
+        let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+        let mut tasks = JoinSet::new();
+        for (id, credential) in residents {
+            let this = self.clone();
+            let permits = Arc::clone(&permits);
+            tasks.spawn(async move {
+                // invariant: the semaphore is never closed.
+                let _permit = permits.acquire_owned().await.expect("semaphore open");
+                this.register_resident(id, credential).await
+            });
+        }
+        let mut created = 0;
+        while let Some(joined) = tasks.join_next().await {
+            created += usize::from(joined.map_err(|e| ProvisionError::Task(e.to_string()))??);
+        }
+        Ok(created)
+    }
+
+    /// `true` if the hub created the resident, `false` if it knew it.
+    async fn register_resident(
+        &self,
+        id: String,
+        credential: String,
+    ) -> Result<bool, ProvisionError> {
+        let request = ResidentRequest {
+            id: id.clone(),
+            credential,
+            group: Some("adult".into()),
+        };
+        let response = self
+            .http
+            .post(&self.residents_url)
+            .bearer_auth(&self.admin_token)
+            .json(&request)
+            .send()
+            .await
+            .map_err(|source| ProvisionError::Http {
+                url: self.residents_url.clone(),
+                source,
+            })?;
+        match response.status() {
+            StatusCode::CREATED => Ok(true),
+            StatusCode::CONFLICT => Ok(false),
+            status => Err(refusal(&id, status, response).await),
+        }
     }
 
     fn http_error(&self, source: reqwest::Error) -> ProvisionError {

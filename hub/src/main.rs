@@ -138,6 +138,38 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .context("hub failed")
 }
 
+/// The rooms of the simulated centers: the 24-hour gym behind the gates and
+/// the seated rooms, open in the centers' hours.
+fn simulated_rooms(centers: usize) -> Vec<hub::config::RoomConfig> {
+    let profile = device_sim::crowd::Profile::default();
+    let hhmm = |t: chrono::NaiveTime| t.format("%H:%M").to_string();
+    device_sim::plan::default_center_names(centers)
+        .into_iter()
+        .flat_map(|center| {
+            let gym = hub::config::RoomConfig {
+                center: center.clone(),
+                id: "gym".into(),
+                capacity: device_sim::crowd::GYM_CAPACITY,
+                hours: Some("24h".into()),
+                open: None,
+                close: None,
+            };
+            let seated = profile
+                .rooms
+                .iter()
+                .map(move |room| hub::config::RoomConfig {
+                    center: center.clone(),
+                    id: room.name.clone(),
+                    capacity: room.seats,
+                    hours: None,
+                    open: Some(hhmm(profile.opens)),
+                    close: Some(hhmm(profile.closes)),
+                });
+            std::iter::once(gym).chain(seated.collect::<Vec<_>>())
+        })
+        .collect()
+}
+
 /// The hub plus a simulated center whose devices provision themselves
 /// through the API and connect over mTLS.
 async fn demo(
@@ -149,6 +181,12 @@ async fn demo(
     let token = std::env::var(hub::config::ADMIN_TOKEN_ENV)
         .unwrap_or_else(|_| hub::secrets::random_secret());
     config.api.admin_token_sha256 = hub::secrets::sha256_hex(&token);
+    if config.rooms.is_empty() {
+        config.rooms = simulated_rooms(centers);
+    }
+    if config.rooms.is_empty() {
+        config.rooms = simulated_rooms(centers);
+    }
     let stop = CancellationToken::new();
     tokio::spawn(cancel_on_signal(stop.clone()));
     let hub = hub::Hub::start(config).await?;
