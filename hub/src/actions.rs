@@ -19,12 +19,13 @@ use serde_json::{json, Value};
 use crate::access::Access;
 use crate::commands::{expires_in, Commands, NewCommand};
 use crate::config::Config;
-use crate::counting::Counting;
+use crate::counting::{Calendar, Counting};
 use crate::interlock::{Alarm, Interlock, Trip, TripReason, Verdict};
 use crate::metrics::Metrics;
 use crate::occupancy::{Direction, Occupancy};
 use crate::store::{Store, StoreError, StoredEvent};
 use crate::twin::Twin;
+use crate::usage::Usage;
 
 pub struct Actions {
     commands: Commands,
@@ -32,6 +33,7 @@ pub struct Actions {
     access: Access,
     occupancy: Occupancy,
     counting: Counting,
+    usage: Usage,
     store: Arc<Store>,
     metrics: Metrics,
     stop_ttl: Duration,
@@ -54,6 +56,13 @@ impl Actions {
             access: Access::new(store.clone(), config.time_zone(), &config.rooms)?,
             occupancy: Occupancy::load(store.clone(), metrics.clone(), &config.rooms)?,
             counting: Counting::new(store.clone(), metrics.clone(), config),
+            usage: Usage::new(
+                store.clone(),
+                metrics.clone(),
+                Calendar {
+                    tz: config.time_zone(),
+                },
+            ),
             store,
             metrics,
             stop_ttl: Duration::from_secs(config.interlock.stop_ttl_secs),
@@ -116,6 +125,11 @@ impl Actions {
                 self.access_request(twin, event, arrived, now_ms)
             }
             (DeviceKind::Gate, "passage") => self.passage(twin, event),
+            (DeviceKind::Piano, _) => {
+                if let Err(error) = self.usage.on_piano_event(twin, event) {
+                    tracing::error!(%error, "recording piano usage failed");
+                }
+            }
             _ => {}
         }
     }

@@ -23,8 +23,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{Datelike, NaiveDate};
 use protocol::api::{
-    ApiError, CenterOccupancy, CenterVisits, CommandOrigin, CommandRecord, CommandRequest,
-    DayVisits, ProvisionRequest, Provisioned, ResidentRequest, ResidentView, RoomOccupancy,
+    ApiError, CenterOccupancy, CenterPianoUsage, CenterVisits, CommandOrigin, CommandRecord,
+    CommandRequest, DayVisits, PianoDay, ProvisionRequest, Provisioned, ResidentRequest,
+    ResidentView, RoomOccupancy,
 };
 use protocol::DeviceKind;
 use serde::{Deserialize, Serialize};
@@ -80,6 +81,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/devices/{id}/alarm/ack", post(acknowledge_alarm))
         .route("/api/v1/centers/{id}/occupancy", get(center_occupancy))
         .route("/api/v1/centers/{id}/visits", get(center_visits))
+        .route("/api/v1/centers/{id}/pianos", get(center_pianos))
         .route("/api/v1/residents", post(add_resident))
         .route("/api/v1/residents/{id}", get(get_resident))
         .route("/api/v1/residents/{id}/block", post(block_resident))
@@ -615,11 +617,11 @@ fn set_blocked(state: &ApiState, id: &str, blocked: bool) -> Result<Json<Residen
     Ok(Json(resident_view(resident)))
 }
 
-/// Longest range `GET /api/v1/centers/{id}/visits` answers at once.
-const MAX_VISIT_DAYS: i64 = 366;
+/// Longest range of days a center query answers at once.
+const MAX_RANGE_DAYS: i64 = 366;
 
 #[derive(Debug, Deserialize)]
-struct VisitsQuery {
+struct DayRangeQuery {
     from: String,
     to: String,
 }
@@ -667,21 +669,57 @@ async fn center_visits(
     _: Admin,
     State(state): State<Arc<ApiState>>,
     Path(center): Path<String>,
-    query: Result<Query<VisitsQuery>, QueryRejection>,
+    query: Result<Query<DayRangeQuery>, QueryRejection>,
 ) -> Result<Json<CenterVisits>, HttpError> {
-    let Query(query) = query.map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
     check_label("center", &center)?;
+    let (from, to) = day_range(query)?;
+    Ok(Json(visits_between(&state, &center, from, to)?))
+}
+
+/// The days of a `?from=YYYY-MM-DD&to=YYYY-MM-DD` query (both included).
+fn day_range(
+    query: Result<Query<DayRangeQuery>, QueryRejection>,
+) -> Result<(NaiveDate, NaiveDate), HttpError> {
+    let Query(query) = query.map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
     let (from, to) = (parse_day("from", &query.from)?, parse_day("to", &query.to)?);
     if to < from {
         return Err(error(StatusCode::BAD_REQUEST, "`to` is before `from`"));
     }
-    if (to - from).num_days() >= MAX_VISIT_DAYS {
+    if (to - from).num_days() >= MAX_RANGE_DAYS {
         return Err(error(
             StatusCode::BAD_REQUEST,
-            format!("at most {MAX_VISIT_DAYS} days at once"),
+            format!("at most {MAX_RANGE_DAYS} days at once"),
         ));
     }
-    Ok(Json(visits_between(&state, &center, from, to)?))
+    Ok((from, to))
+}
+
+async fn center_pianos(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    Path(center): Path<String>,
+    query: Result<Query<DayRangeQuery>, QueryRejection>,
+) -> Result<Json<CenterPianoUsage>, HttpError> {
+    check_label("center", &center)?;
+    let (from, to) = day_range(query)?;
+    let usage: Vec<PianoDay> = state
+        .store
+        .usage(&center, from, to)
+        .map_err(internal)?
+        .into_iter()
+        .map(|(day, piano, ms)| PianoDay {
+            day: day.to_string(),
+            piano,
+            minutes: ms as f64 / 60_000.0,
+        })
+        .collect();
+    Ok(Json(CenterPianoUsage {
+        center,
+        from: from.to_string(),
+        to: to.to_string(),
+        total_minutes: usage.iter().map(|u| u.minutes).sum(),
+        usage,
+    }))
 }
 
 async fn center_occupancy(

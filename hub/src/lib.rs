@@ -22,6 +22,7 @@ pub mod secrets;
 pub mod store;
 pub mod tls_front;
 pub mod twin;
+pub mod usage;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -5,8 +5,8 @@
 //! outcome — never a device id, a resident or a credential.
 
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 #[derive(Clone)]
@@ -38,6 +38,7 @@ pub struct Metrics {
     pub room_saturated: IntGaugeVec,
     pub room_saturation_alarms: IntCounterVec,
     pub visits: IntCounterVec,
+    pub piano_usage: CounterVec,
 }
 
 impl Default for Metrics {
@@ -187,6 +188,14 @@ impl Metrics {
                 "People counted in at a center's entrance",
                 &["center"],
             ),
+            piano_usage: CounterVec::new(
+                Opts::new(
+                    "yizhan_piano_usage_seconds_total",
+                    "Time the center's pianos were played (ended sessions)",
+                ),
+                &["center"],
+            )
+            .expect("counter vec"),
             registry,
         };
         metrics.register_all();
@@ -221,6 +230,7 @@ impl Metrics {
             Box::new(self.room_saturated.clone()),
             Box::new(self.room_saturation_alarms.clone()),
             Box::new(self.visits.clone()),
+            Box::new(self.piano_usage.clone()),
         ];
         for collector in collectors {
             // invariant: every family above has a unique name.

@@ -6,7 +6,9 @@
 //! (the keys of commands without an outcome yet, so a restart reloads only
 //! those), `residents`, `credentials` (keyed credential hash → resident id),
 //! `occupancy` (live people per `center\0room`), `visits` (people through
-//! a center's entrance per local day, `center\0YYYY-MM-DD`) and `meta` (boot epoch,
+//! a center's entrance per local day, `center\0YYYY-MM-DD`), `usage`
+//! (milliseconds a piano played per local day, `center\0YYYY-MM-DD\0piano`)
+//! and `meta` (boot epoch,
 //! generated admin-token hash, the credential-hashing key). Values are JSON.
 //! `flush` fsyncs; the ingest loop calls it once per batch holding events
 //! before it acknowledges them.
@@ -119,6 +121,7 @@ pub struct Store {
     credentials: sled::Tree,
     occupancy: sled::Tree,
     visits: sled::Tree,
+    usage: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -145,6 +148,7 @@ impl Store {
             credentials: db.open_tree("credentials")?,
             occupancy: db.open_tree("occupancy")?,
             visits: db.open_tree("visits")?,
+            usage: db.open_tree("usage")?,
             meta: db.open_tree("meta")?,
             db,
         })
@@ -446,6 +450,54 @@ impl Store {
             .collect()
     }
 
+    /// Adds `ms` of play to `piano` of `center` on local `day` (not fsynced).
+    pub fn add_usage(
+        &self,
+        center: &str,
+        day: NaiveDate,
+        piano: &str,
+        ms: u64,
+    ) -> Result<(), StoreError> {
+        let key = pair_key(&pair_key_text(center, &day.to_string()), piano);
+        self.usage.update_and_fetch(key, |old| {
+            let n = old.map(decode_u64).unwrap_or(0) + ms;
+            Some(n.to_be_bytes().to_vec())
+        })?;
+        Ok(())
+    }
+
+    /// Milliseconds each piano of `center` played per local day from `from`
+    /// to `to` (both included), as `(day, piano, ms)` in day order.
+    pub fn usage(
+        &self,
+        center: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<(NaiveDate, String, u64)>, StoreError> {
+        let start = pair_key(center, &from.to_string());
+        // `\x01` sorts after the `\0` that ends the last day's prefix.
+        let mut end = pair_key(center, &to.to_string());
+        end.push(1);
+        self.usage
+            .range(start..end)
+            .map(|entry| {
+                let (key, value) = entry?;
+                let bad = || StoreError::BadKey(format!("usage {key:?}"));
+                let mut parts = key.split(|&b| b == 0).skip(1);
+                let day = parts
+                    .next()
+                    .and_then(|d| std::str::from_utf8(d).ok())
+                    .and_then(|d| d.parse().ok())
+                    .ok_or_else(bad)?;
+                let piano = parts
+                    .next()
+                    .and_then(|p| std::str::from_utf8(p).ok())
+                    .ok_or_else(bad)?;
+                Ok((day, piano.to_owned(), decode_u64(&value)))
+            })
+            .collect()
+    }
+
     /// Fsyncs everything written so far. Returns the bytes flushed.
     pub fn flush(&self) -> Result<usize, StoreError> {
         Ok(self.db.flush()?)
@@ -464,6 +516,11 @@ fn pair_key(first: &str, second: &str) -> Vec<u8> {
     key.push(0);
     key.extend_from_slice(second.as_bytes());
     key
+}
+
+/// `first\0second` as text, to nest inside another key.
+fn pair_key_text(first: &str, second: &str) -> String {
+    format!("{first}\0{second}")
 }
 
 fn scan_json<T: DeserializeOwned>(tree: &sled::Tree, prefix: &[u8]) -> Result<Vec<T>, StoreError> {

@@ -44,6 +44,9 @@ pub struct Twin {
     /// An interlock alarm staff have not acknowledged yet (therapy robots).
     #[serde(default)]
     pub alarm: Option<Alarm>,
+    /// Device `ts` of the running session's `session_start` (pianos).
+    #[serde(default)]
+    pub session_since: Option<u64>,
 }
 
 /// Presence change caused by a message.
@@ -77,6 +80,7 @@ impl Twin {
             seq_gaps: 0,
             events_stored: 0,
             alarm: None,
+            session_since: None,
         }
     }
 

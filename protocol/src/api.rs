@@ -193,3 +193,22 @@ pub struct DayVisits {
     pub day: String,
     pub visits: u64,
 }
+
+/// `GET /api/v1/centers/{id}/pianos?from=YYYY-MM-DD&to=YYYY-MM-DD`: how
+/// long each piano played per local day (ended sessions).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CenterPianoUsage {
+    pub center: String,
+    pub from: String,
+    pub to: String,
+    /// In day order; pianos that did not play are left out.
+    pub usage: Vec<PianoDay>,
+    pub total_minutes: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PianoDay {
+    pub day: String,
+    pub piano: String,
+    pub minutes: f64,
+}

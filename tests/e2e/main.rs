@@ -10,4 +10,5 @@ mod fleet;
 mod interlock;
 mod isolation;
 mod lifecycle;
+mod pianos;
 mod resilience;
