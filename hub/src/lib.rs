@@ -11,6 +11,7 @@ pub mod api;
 pub mod broker;
 pub mod clock;
 pub mod commands;
+pub mod commit;
 pub mod config;
 pub mod ingest;
 pub mod interlock;
@@ -91,6 +92,8 @@ impl Hub {
         let broker = broker::start(&config.broker, &tls_files, store.clone(), &metrics)?;
         let (control_tx, control_rx) = std::sync::mpsc::channel();
         let actions = actions::Actions::new(store.clone(), metrics.clone(), &config)?;
+        let commit = commit::GroupCommit::start(store.clone(), broker.commit_link)
+            .map_err(HubError::Thread)?;
         let mut ingest = Ingest::new(
             store.clone(),
             metrics.clone(),
@@ -99,6 +102,7 @@ impl Hub {
             broker.link_tx,
             control_rx,
             actions,
+            commit,
         )?;
         ingest.subscribe()?;
 
