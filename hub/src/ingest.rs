@@ -175,17 +175,29 @@ pub struct Ingest {
     commit: GroupCommit,
 }
 
+/// What ingest talks through: the broker link it publishes on, the control
+/// channel from the API, the actions it feeds and the commit thread.
+pub struct Wiring {
+    pub link_tx: LinkTx,
+    pub control: Receiver<Control>,
+    pub actions: Actions,
+    pub commit: GroupCommit,
+}
+
 impl Ingest {
     pub fn new(
         store: Arc<Store>,
         metrics: Metrics,
         config: IngestConfig,
         epoch: u64,
-        link_tx: LinkTx,
-        control: Receiver<Control>,
-        actions: Actions,
-        commit: GroupCommit,
+        wiring: Wiring,
     ) -> Result<Ingest, IngestError> {
+        let Wiring {
+            link_tx,
+            control,
+            actions,
+            commit,
+        } = wiring;
         let revoked = store.revoked_ids()?.into_iter().collect();
         let log_limiter = LogLimiter::new(Duration::from_millis(config.rejection_log_interval_ms));
         Ok(Ingest {

@@ -99,10 +99,12 @@ impl Hub {
             metrics.clone(),
             config.ingest.clone(),
             epoch,
-            broker.link_tx,
-            control_rx,
-            actions,
-            commit,
+            ingest::Wiring {
+                link_tx: broker.link_tx,
+                control: control_rx,
+                actions,
+                commit,
+            },
         )?;
         ingest.subscribe()?;
 
