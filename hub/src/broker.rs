@@ -11,7 +11,8 @@
 //!   client ids of devices and of the hub, since plain clients have no tenant.
 //!
 //! A second in-process link (`Waker`) only publishes to `WAKE_TOPIC`, which
-//! wakes the ingest thread from its wait on the first.
+//! wakes the ingest thread from its wait on the first; a third publishes
+//! event acks from the group-commit thread (`commit`).
 //!
 //! rumqttd has no stop API: its threads end with the process.
 
@@ -39,6 +40,9 @@ use crate::store::Store;
 pub const HUB_CLIENT_ID: &str = "__yizhan_hub";
 /// Client id of the second in-process link, which only wakes ingest.
 const WAKER_CLIENT_ID: &str = "__yizhan_waker";
+/// Client id of the third in-process link, which publishes event acks once
+/// their batch is durable (`commit`).
+const COMMIT_CLIENT_ID: &str = "__yizhan_commit";
 /// Topic the waker publishes to and ingest listens on. Devices cannot reach
 /// it (they are confined to `/tenants/D/`); ingest never treats it as data.
 pub const WAKE_TOPIC: &str = "/hub/wake";
@@ -68,6 +72,8 @@ pub struct Broker {
     pub device_tls: SocketAddr,
     pub control: ControlAccess,
     pub waker: Waker,
+    /// The group-commit thread's link (publish only).
+    pub commit_link: (LinkTx, LinkRx),
 }
 
 /// Wakes the ingest thread out of its wait on the link, so work handed to it
@@ -120,6 +126,9 @@ pub fn start(
         tx: std::sync::Mutex::new(waker_tx),
         _rx: waker_rx,
     };
+    let (commit_tx, commit_rx, _ack) = LinkBuilder::new(COMMIT_CLIENT_ID, router_tx.clone())
+        .dynamic_filters(true)
+        .build()?;
 
     let device_tls = free_loopback_port()?;
     let mut devices = listener("devices", device_tls, config);
@@ -154,6 +163,7 @@ pub fn start(
         device_tls,
         control,
         waker,
+        commit_link: (commit_tx, commit_rx),
     })
 }
 

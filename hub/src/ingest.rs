@@ -1,9 +1,10 @@
 //! Ingest: broker link → decode and validate → twins, in batches.
 //!
 //! One thread owns the link's receiving half and every twin in use (a cache
-//! in front of `store`). Per batch it applies all messages, fsyncs once if
-//! the batch stored events, writes the dirty twins, and only then publishes
-//! event acks and rejection reports. A rejected message is counted, reported
+//! in front of `store`). Per batch it applies all messages and writes the
+//! dirty twins; a batch that stored events goes to the group-commit thread
+//! (`commit`), which fsyncs and only then publishes its event acks and
+//! rejection reports, while ingest goes on with the next batch. A rejected message is counted, reported
 //! on the device's error topic and logged (rate limited); it never holds up
 //! another device's messages.
 //!
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::actions::Actions;
 use crate::broker::WAKE_TOPIC;
 use crate::clock::unix_ms;
+use crate::commit::GroupCommit;
 use crate::config::IngestConfig;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, StoredEvent};
@@ -170,6 +172,16 @@ pub struct Ingest {
     actions: Actions,
     /// Arrival of the message being handled (reactions are timed from it).
     arrived: Instant,
+    commit: GroupCommit,
+}
+
+/// What ingest talks through: the broker link it publishes on, the control
+/// channel from the API, the actions it feeds and the commit thread.
+pub struct Wiring {
+    pub link_tx: LinkTx,
+    pub control: Receiver<Control>,
+    pub actions: Actions,
+    pub commit: GroupCommit,
 }
 
 impl Ingest {
@@ -178,10 +190,14 @@ impl Ingest {
         metrics: Metrics,
         config: IngestConfig,
         epoch: u64,
-        link_tx: LinkTx,
-        control: Receiver<Control>,
-        actions: Actions,
+        wiring: Wiring,
     ) -> Result<Ingest, IngestError> {
+        let Wiring {
+            link_tx,
+            control,
+            actions,
+            commit,
+        } = wiring;
         let revoked = store.revoked_ids()?.into_iter().collect();
         let log_limiter = LogLimiter::new(Duration::from_millis(config.rejection_log_interval_ms));
         Ok(Ingest {
@@ -199,6 +215,7 @@ impl Ingest {
             log_limiter,
             actions,
             arrived: Instant::now(),
+            commit,
         })
     }
 
@@ -239,6 +256,7 @@ impl Ingest {
                 next_sweep = Instant::now() + LIVENESS_SWEEP;
             }
         }
+        self.commit.finish();
         self.write_twins()?;
         self.store.flush()?;
         tracing::info!("ingest stopped; twins written and store flushed");
@@ -352,13 +370,14 @@ impl Ingest {
         }
         // Twins first, so one fsync makes them durable with the events.
         self.write_twins()?;
-        if outbox.holds_events | self.actions.take_needs_flush() {
-            self.store.flush()?;
-        }
         for message in &batch {
             self.metrics
                 .ingest_latency
                 .observe(message.arrived.elapsed().as_secs_f64());
+        }
+        if outbox.holds_events | self.actions.take_needs_flush() {
+            self.commit.commit(outbox.messages);
+            return Ok(());
         }
         for (topic, payload) in outbox.messages {
             self.link_tx.publish(topic, payload)?;

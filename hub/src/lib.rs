@@ -11,6 +11,7 @@ pub mod api;
 pub mod broker;
 pub mod clock;
 pub mod commands;
+pub mod commit;
 pub mod config;
 pub mod counting;
 pub mod ingest;
@@ -93,14 +94,19 @@ impl Hub {
         let broker = broker::start(&config.broker, &tls_files, store.clone(), &metrics)?;
         let (control_tx, control_rx) = std::sync::mpsc::channel();
         let actions = actions::Actions::new(store.clone(), metrics.clone(), &config)?;
+        let commit = commit::GroupCommit::start(store.clone(), broker.commit_link)
+            .map_err(HubError::Thread)?;
         let mut ingest = Ingest::new(
             store.clone(),
             metrics.clone(),
             config.ingest.clone(),
             epoch,
-            broker.link_tx,
-            control_rx,
-            actions,
+            ingest::Wiring {
+                link_tx: broker.link_tx,
+                control: control_rx,
+                actions,
+                commit,
+            },
         )?;
         ingest.subscribe()?;
 

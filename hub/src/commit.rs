@@ -1,0 +1,99 @@
+//! Group commit: makes ingest's batches durable off the ingest thread, then
+//! publishes what had to wait for that (event acks, and the rejection
+//! reports of the same batches, in order).
+//!
+//! Ingest writes a batch's events and twins to sled, hands the batch's
+//! outgoing messages here and goes on with the next batch at once; this
+//! thread fsyncs once for every batch handed over since its last fsync and
+//! only then publishes them, through its own broker link. So the disk never
+//! delays a reaction (an interlock `stop`, a gate's answer) to a message
+//! that arrives while an fsync runs, and an event is still acknowledged only
+//! after the fsync that made it durable.
+
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use rumqttd::local::{LinkRx, LinkTx};
+
+use crate::store::Store;
+
+/// Batches waiting for an fsync before ingest blocks (back-pressure when the
+/// disk is slower than the devices).
+const QUEUE: usize = 256;
+
+/// Messages to publish once their batch is durable.
+pub type Deferred = Vec<(String, Vec<u8>)>;
+
+/// The committer thread and the way to hand it batches.
+pub struct GroupCommit {
+    tx: Option<SyncSender<Deferred>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl GroupCommit {
+    /// Starts the thread; it publishes through `link` (kept with its
+    /// receiving half so the router keeps the link).
+    pub fn start(store: Arc<Store>, link: (LinkTx, LinkRx)) -> std::io::Result<GroupCommit> {
+        let (tx, rx) = sync_channel(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("commit".into())
+            .spawn(move || run(store, link, rx))?;
+        Ok(GroupCommit {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands over a batch already written to sled. Blocks only when
+    /// `QUEUE` batches are waiting for the disk.
+    pub fn commit(&self, messages: Deferred) {
+        let Some(tx) = &self.tx else { return };
+        let messages = match tx.try_send(messages) {
+            Ok(()) => return,
+            Err(TrySendError::Full(messages)) => messages,
+            Err(TrySendError::Disconnected(_)) => {
+                tracing::error!("the commit thread is gone; acks withheld (devices resend)");
+                return;
+            }
+        };
+        tracing::debug!("commit queue full: ingest waits for the disk");
+        if tx.send(messages).is_err() {
+            tracing::error!("the commit thread is gone; acks withheld (devices resend)");
+        }
+    }
+
+    /// Waits until every batch handed over is durable and published.
+    pub fn finish(&mut self) {
+        self.tx.take();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the commit thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for GroupCommit {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+fn run(store: Arc<Store>, link: (LinkTx, LinkRx), rx: Receiver<Deferred>) {
+    let (mut link_tx, _link_rx) = link;
+    while let Ok(first) = rx.recv() {
+        let mut batches = vec![first];
+        batches.extend(rx.try_iter());
+        if let Err(error) = store.flush() {
+            // Not acknowledging is safe: devices resend unacknowledged events.
+            tracing::error!(%error, "fsync failed; acks withheld");
+            continue;
+        }
+        for (topic, payload) in batches.into_iter().flatten() {
+            if let Err(error) = link_tx.publish(topic, payload) {
+                tracing::error!(?error, "publishing an ack failed");
+            }
+        }
+    }
+}
