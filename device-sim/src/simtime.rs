@@ -69,35 +69,15 @@ mod tests {
     }
 
     #[test]
-    fn shanghai_days_start_at_16_utc() {
+    fn starts_are_instants_or_local_midnights() {
         let cal = Calendar::default();
         let midnight = cal.midnight(date(2026, 11, 28));
+        assert_eq!(parse_start("2026-11-28", &cal).unwrap(), midnight);
         assert_eq!(
-            midnight,
             parse_start("2026-11-27T16:00:00Z", &cal).unwrap(),
+            midnight,
             "Shanghai is UTC+8"
         );
-        assert_eq!(cal.day(midnight), date(2026, 11, 28));
-        assert_eq!(cal.day(midnight - 1), date(2026, 11, 27));
-        assert!(cal.is_weekend(date(2026, 11, 28)));
-        assert!(!cal.is_weekend(date(2026, 11, 27)));
-    }
-
-    #[test]
-    fn windows_are_split_at_midnight_and_keep_their_length() {
-        let cal = Calendar::default();
-        let midnight = cal.midnight(date(2026, 11, 28));
-        let hour = 3_600_000;
-        let pieces = cal.split_days(midnight - hour, midnight + 25 * hour);
-        assert_eq!(
-            pieces,
-            [
-                (midnight - hour, midnight),
-                (midnight, midnight + 24 * hour),
-                (midnight + 24 * hour, midnight + 25 * hour)
-            ]
-        );
-        assert!(cal.split_days(5, 5).is_empty());
     }
 
     #[test]

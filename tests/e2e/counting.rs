@@ -13,29 +13,11 @@ use tests::*;
 async fn a_simulated_week_of_visits_per_center_and_day_matches_the_ground_truth(
 ) -> anyhow::Result<()> {
     let hub = HubProcess::start(HubOptions::default()).await?;
-    let dir = tempfile::tempdir()?;
-    let truth_path = dir.path().join("truth.json");
-    let run = tokio::process::Command::new(workspace_binary("device-sim"))
-        .args(["run", "--centers", "3", "--seed", "11", "--speed", "10000"])
-        // Monday 00:00 to the next Monday 03:00, Shanghai time: ~62 s real.
-        .args(["--start", "2026-11-23", "--sim-duration", "7days 3h"])
-        .args(["--telemetry-interval", "1s"])
-        .args(["--api", &hub.api, "--mqtt-host", "localhost"])
-        .args(["--mqtt-port", &hub.mqtt_port.to_string()])
-        .arg("--cert-dir")
-        .arg(dir.path().join("certs"))
-        .arg("--json")
-        .arg(&truth_path)
-        .env("YIZHAN_ADMIN_TOKEN", ADMIN_TOKEN)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(240), run).await??;
-    assert!(
-        output.status.success(),
-        "device-sim failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let truth: Value = serde_json::from_slice(&std::fs::read(&truth_path)?)?;
+    // Monday 00:00 to the next Monday 03:00 (171 h), Shanghai time: ~62 s real.
+    let args = "--centers 3 --seed 11 --speed 10000 --start 2026-11-23 \
+                --sim-duration 171h --telemetry-interval 1s";
+    let run = run_device_sim(&hub, args, Duration::from_secs(240)).await?;
+    let truth = run.truth;
 
     let days = truth["days"].as_object().expect("days per center");
     assert_eq!(days.len(), 3);

@@ -12,39 +12,16 @@ use tests::*;
 async fn three_centers_at_speed_600_run_to_the_end_and_the_hub_stored_every_acked_event(
 ) -> anyhow::Result<()> {
     let hub = HubProcess::start(HubOptions::default()).await?;
-    let dir = tempfile::tempdir()?;
-    let truth_path = dir.path().join("truth.json");
-    let run = tokio::process::Command::new(workspace_binary("device-sim"))
-        .args(["run", "--centers", "3", "--speed", "600", "--seed", "42"])
-        // 22:30 → 01:30 Shanghai time: two local days, 18 s real.
-        .args([
-            "--start",
-            "2026-11-28T22:30:00+08:00",
-            "--sim-duration",
-            "3h",
-        ])
-        .args(["--api", &hub.api, "--mqtt-host", "localhost"])
-        .args(["--mqtt-port", &hub.mqtt_port.to_string()])
-        .arg("--cert-dir")
-        .arg(dir.path().join("certs"))
-        .arg("--json")
-        .arg(&truth_path)
-        .env("YIZHAN_ADMIN_TOKEN", ADMIN_TOKEN)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), run).await??;
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    // 22:30 → 01:30 Shanghai time: two local days, 18 s real.
+    let args = "--centers 3 --speed 600 --seed 42 \
+                --start 2026-11-28T22:30:00+08:00 --sim-duration 3h";
+    let run = run_device_sim(&hub, args, Duration::from_secs(120)).await?;
+    let truth = run.truth;
     assert!(
-        output.status.success(),
-        "device-sim failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        run.stdout.contains("ground truth: 54 devices in 3 centers"),
+        "{}",
+        run.stdout
     );
-    assert!(
-        stdout.contains("ground truth: 54 devices in 3 centers"),
-        "{stdout}"
-    );
-
-    let truth: Value = serde_json::from_slice(&std::fs::read(&truth_path)?)?;
     assert_eq!(
         truth["totals"]["events_unacked"], 0,
         "every event was acked"
