@@ -1,0 +1,353 @@
+//! `device-sim peer-bench`: the same loads at mosquitto and at the hub in
+//! one run on one machine, medians of several runs, and a side-by-side
+//! table with ratios (hub / mosquitto) and the hub's targets (issue 3).
+//!
+//! Both brokers get plain TCP with a username and password (the hub's
+//! loopback tools listener), so TLS cost is left out of both; a last row
+//! connects provisioned devices to the hub over mTLS, as real devices do.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rumqttc::QoS;
+
+use super::connect::Pacing;
+use super::connection::Broker;
+use super::load::{Load, Stop};
+use super::processes::{rss_bytes, HubChild, HubSettings, Mosquitto, ProcessError};
+use super::{run, Auth, BenchConfig, BenchError, BenchReport, HubAccess, Session};
+
+const USERNAME: &str = "bench";
+const PASSWORD: &str = "bench-password";
+const ADMIN_TOKEN: &str = "peer-bench-admin-token-0123456789";
+/// How long idle connections sit before their broker's memory is read.
+const IDLE_SETTLE: Duration = Duration::from_secs(2);
+
+/// What the peer benchmark runs.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    pub hub_binary: PathBuf,
+    pub runs: usize,
+    /// Connections of the throughput and latency rows.
+    pub publishers: usize,
+    pub window: Duration,
+    pub payload_bytes: usize,
+    /// Total rate of the PUBACK latency row.
+    pub fixed_rate: f64,
+    /// Connections of the memory and connect-time rows.
+    pub idle_connections: usize,
+    pub pacing: Pacing,
+    /// Also connect `idle_connections` provisioned devices over mTLS.
+    pub devices: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error("{broker}: {source}")]
+    Bench {
+        broker: &'static str,
+        source: BenchError,
+    },
+    #[error("cannot read the memory of {0} (is it still running?)")]
+    Rss(&'static str),
+}
+
+/// One broker's figures from one run.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RunFigures {
+    pub qos0_per_second: f64,
+    pub qos1_per_second: f64,
+    pub puback_p99_ms: f64,
+    pub rss_per_connection_bytes: f64,
+    pub connect_seconds: f64,
+    pub connect_errors: u64,
+    pub not_connected: usize,
+    /// Hub only: provisioned devices over mTLS.
+    pub devices_connect_seconds: Option<f64>,
+    pub devices_connect_errors: Option<u64>,
+    pub devices_rss_per_connection_bytes: Option<f64>,
+    pub reports: Vec<BenchReport>,
+}
+
+/// Medians over the runs, per broker.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PeerResult {
+    pub hub: Vec<RunFigures>,
+    pub mosquitto: Vec<RunFigures>,
+}
+
+/// Runs every scenario `runs` times; each run starts a fresh mosquitto and
+/// then a fresh hub, so memory is measured from a quiet baseline.
+pub async fn peer_bench(config: &PeerConfig) -> Result<PeerResult, PeerError> {
+    let mut result = PeerResult {
+        hub: Vec::new(),
+        mosquitto: Vec::new(),
+    };
+    for run in 1..=config.runs {
+        eprintln!("run {run} of {}: mosquitto", config.runs);
+        let mosquitto = Mosquitto::start(USERNAME, PASSWORD)?;
+        result
+            .mosquitto
+            .push(Target::Mosquitto(&mosquitto).figures(config).await?);
+        drop(mosquitto);
+        eprintln!("run {run} of {}: hub", config.runs);
+        let hub = HubChild::start(&HubSettings {
+            binary: config.hub_binary.clone(),
+            admin_token: ADMIN_TOKEN.into(),
+            username: USERNAME.into(),
+            password: PASSWORD.into(),
+            max_connections: 4 * config.idle_connections.max(1_000),
+        })
+        .await?;
+        let certs = tempfile::tempdir().map_err(|source| ProcessError::Io {
+            what: "temp dir".into(),
+            source,
+        })?;
+        let access = HubAccess {
+            api_url: hub.api_url.clone(),
+            admin_token: ADMIN_TOKEN.into(),
+            cert_dir: certs.path().to_path_buf(),
+        };
+        result
+            .hub
+            .push(Target::Hub { hub: &hub, access }.figures(config).await?);
+    }
+    Ok(result)
+}
+
+enum Target<'a> {
+    Mosquitto(&'a Mosquitto),
+    Hub {
+        hub: &'a HubChild,
+        access: HubAccess,
+    },
+}
+
+impl Target<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Target::Mosquitto(_) => "mosquitto",
+            Target::Hub { .. } => "hub",
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        match self {
+            Target::Mosquitto(m) => m.pid(),
+            Target::Hub { hub, .. } => hub.pid(),
+        }
+    }
+
+    fn config(&self, connections: usize, load: Load, pacing: Pacing) -> BenchConfig {
+        let (port, hub) = match self {
+            Target::Mosquitto(m) => (m.port, None),
+            Target::Hub { hub, access } => (hub.plain_port, Some(access.clone())),
+        };
+        BenchConfig {
+            broker: Broker {
+                host: "127.0.0.1".into(),
+                port,
+                keepalive: Duration::from_secs(60),
+            },
+            auth: Auth::Password {
+                username: USERNAME.into(),
+                password: PASSWORD.into(),
+            },
+            hub,
+            connections,
+            pacing,
+            load,
+            idle: false,
+            event_rate: 0.0,
+            id_prefix: "bench".into(),
+            progress: false,
+        }
+    }
+
+    async fn bench(&self, config: BenchConfig) -> Result<BenchReport, PeerError> {
+        let report = run(&config).await.map_err(|source| PeerError::Bench {
+            broker: self.name(),
+            source,
+        })?;
+        eprintln!("  {}", report.to_string().trim_end().replace('\n', "\n  "));
+        Ok(report)
+    }
+
+    async fn figures(&self, config: &PeerConfig) -> Result<RunFigures, PeerError> {
+        let throughput = |qos, rate| Load {
+            qos,
+            payload_bytes: config.payload_bytes,
+            rate,
+            stop: Stop::After(config.window),
+        };
+        let busy = Pacing {
+            concurrency: config.publishers,
+            timeout: Duration::from_secs(30),
+        };
+        let idle = self.config(config.idle_connections, throughput(QoS::AtMostOnce, None), config.pacing);
+        let (idle_report, rss) = self.idle(idle).await?;
+        let devices = match self {
+            Target::Hub { hub, .. } if config.devices => {
+                let mut devices = self.config(
+                    config.idle_connections,
+                    throughput(QoS::AtMostOnce, None),
+                    config.pacing,
+                );
+                devices.broker.host = "localhost".into();
+                devices.broker.port = hub.device_port;
+                devices.auth = Auth::Devices;
+                Some(self.idle(devices).await?)
+            }
+            _ => None,
+        };
+        let qos0 = self
+            .bench(self.config(config.publishers, throughput(QoS::AtMostOnce, None), busy))
+            .await?;
+        let qos1 = self
+            .bench(self.config(config.publishers, throughput(QoS::AtLeastOnce, None), busy))
+            .await?;
+        let fixed = throughput(QoS::AtLeastOnce, Some(config.fixed_rate));
+        let mut latency_config = self.config(config.publishers, fixed, busy);
+        if let Target::Hub { .. } = self {
+            latency_config.event_rate = 50.0;
+        }
+        let latency = self.bench(latency_config).await?;
+        let mut figures = RunFigures {
+            qos0_per_second: qos0.received_per_second,
+            qos1_per_second: qos1.received_per_second,
+            puback_p99_ms: latency.puback.map_or(f64::NAN, |p| p.p99_us as f64 / 1000.0),
+            rss_per_connection_bytes: rss,
+            connect_seconds: idle_report.connect.seconds,
+            connect_errors: idle_report.connect.errors,
+            not_connected: idle_report.connect.attempted - idle_report.connect.connected,
+            ..RunFigures::default()
+        };
+        figures.reports = vec![idle_report];
+        if let Some((report, rss)) = devices {
+            figures.devices_connect_seconds = Some(report.connect.seconds);
+            figures.devices_connect_errors = Some(report.connect.errors);
+            figures.devices_rss_per_connection_bytes = Some(rss);
+            figures.reports.push(report);
+        }
+        figures.reports.extend([qos0, qos1, latency]);
+        Ok(figures)
+    }
+
+    /// Connects idle clients and reads the broker's memory before and
+    /// while they are connected; returns the report and bytes per
+    /// connection.
+    async fn idle(&self, mut config: BenchConfig) -> Result<(BenchReport, f64), PeerError> {
+        config.idle = true;
+        let name = self.name();
+        super::provision(&config)
+            .await
+            .map_err(|source| PeerError::Bench { broker: name, source })?;
+        let baseline = rss_bytes(self.pid()).ok_or(PeerError::Rss(name))?;
+        let session = Session::open(&config)
+            .await
+            .map_err(|source| PeerError::Bench { broker: name, source })?;
+        tokio::time::sleep(IDLE_SETTLE).await;
+        let loaded = rss_bytes(self.pid()).ok_or(PeerError::Rss(name))?;
+        let connected = session.connect_report().connected.max(1);
+        let report = session.close_idle().await;
+        eprintln!("  {}", report.to_string().trim_end().replace('\n', "\n  "));
+        let per_connection = loaded.saturating_sub(baseline) as f64 / connected as f64;
+        eprintln!(
+            "  {name} RSS {:.1} MB idle, {:.1} MB with {connected} connections: {:.1} KB each",
+            baseline as f64 / 1e6,
+            loaded as f64 / 1e6,
+            per_connection / 1024.0
+        );
+        Ok((report, per_connection))
+    }
+}
+
+/// The side-by-side table (Markdown) of the medians, with the targets.
+pub fn table(result: &PeerResult, config: &PeerConfig) -> String {
+    let median_of = |runs: &[RunFigures], pick: &dyn Fn(&RunFigures) -> Option<f64>| {
+        let mut values: Vec<f64> = runs.iter().filter_map(pick).collect();
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied()
+    };
+    let n = config.idle_connections;
+    let rows: Vec<(String, &dyn Fn(&RunFigures) -> Option<f64>, usize, &str)> = vec![
+        (
+            format!("QoS 0 msgs/s, {} publishers (received)", config.publishers),
+            &|f| Some(f.qos0_per_second),
+            0,
+            "≥ 2×",
+        ),
+        (
+            format!("QoS 1 msgs/s, {} publishers (acknowledged and received)", config.publishers),
+            &|f| Some(f.qos1_per_second),
+            0,
+            "≥ 1×",
+        ),
+        (
+            format!("PUBACK p99 at {:.0} msgs/s (ms)", config.fixed_rate),
+            &|f| Some(f.puback_p99_ms),
+            2,
+            "≤ 5 ms",
+        ),
+        (
+            format!("RSS per idle connection at {n} (KB)"),
+            &|f| Some(f.rss_per_connection_bytes / 1024.0),
+            1,
+            "≤ 20 KB",
+        ),
+        (
+            format!("{n} clients connected (s)"),
+            &|f| Some(f.connect_seconds),
+            2,
+            "≤ 10 s",
+        ),
+        (
+            format!("{n} clients: connect errors"),
+            &|f| Some(f.connect_errors as f64),
+            0,
+            "0",
+        ),
+        (
+            format!("{n} mTLS devices connected (s)"),
+            &|f| f.devices_connect_seconds,
+            2,
+            "≤ 10 s",
+        ),
+        (
+            format!("{n} mTLS devices: connect errors"),
+            &|f| f.devices_connect_errors.map(|e| e as f64),
+            0,
+            "0",
+        ),
+        (
+            format!("RSS per idle mTLS device at {n} (KB)"),
+            &|f| f.devices_rss_per_connection_bytes.map(|b| b / 1024.0),
+            1,
+            "≤ 20 KB",
+        ),
+    ];
+    let mut out = format!(
+        "| figure (median of {}) | hub | mosquitto | hub / mosquitto | hub target |\n| --- | ---: | ---: | ---: | --- |\n",
+        config.runs
+    );
+    for (label, pick, decimals, target) in rows {
+        let hub = median_of(&result.hub, pick);
+        let peer = median_of(&result.mosquitto, pick);
+        let show = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{v:.decimals$}"));
+        let ratio = match (hub, peer) {
+            (Some(h), Some(p)) if p > 0.0 => format!("{:.2}", h / p),
+            _ => "—".into(),
+        };
+        if hub.is_none() && peer.is_none() {
+            continue;
+        }
+        out.push_str(&format!(
+            "| {label} | {} | {} | {ratio} | {target} |\n",
+            show(hub),
+            show(peer)
+        ));
+    }
+    out
+}
