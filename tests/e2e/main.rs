@@ -2,6 +2,7 @@
 //! real MQTT clients over real sockets. See `tests/src/lib.rs` for helpers.
 
 mod bad_input;
+mod bench;
 mod devices;
 mod isolation;
 mod lifecycle;

@@ -151,7 +151,12 @@ pub fn open(
     role: Role,
     counters: Arc<Counters>,
 ) -> (LoadConnection, oneshot::Receiver<()>) {
-    let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
+    let (client, mut eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
+    // Without TCP_NODELAY a publish can wait for the ack of the one before
+    // (Nagle): that would time the client's socket, not the broker.
+    let mut network = eventloop.network_options();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
     let (ready_tx, ready) = oneshot::channel();
     let stop = CancellationToken::new();
     let driver = Driver {

@@ -20,6 +20,8 @@ use super::{run, Auth, BenchConfig, BenchError, BenchReport, HubAccess, Session}
 const USERNAME: &str = "bench";
 const PASSWORD: &str = "bench-password";
 const ADMIN_TOKEN: &str = "peer-bench-admin-token-0123456789";
+/// Events per second timed to their ack in the hub's latency row.
+const EVENT_RATE: f64 = 50.0;
 /// How long idle connections sit before their broker's memory is read.
 const IDLE_SETTLE: Duration = Duration::from_secs(2);
 
@@ -78,8 +80,11 @@ pub struct PeerResult {
     pub mosquitto: Vec<RunFigures>,
 }
 
-/// Runs every scenario `runs` times; each run starts a fresh mosquitto and
-/// then a fresh hub, so memory is measured from a quiet baseline.
+/// Runs every scenario `runs` times. Each broker is started afresh for
+/// the idle rows (memory from a quiet baseline) and again for the load
+/// rows (a burst of 5,000 disconnects is still being cleaned up when the
+/// next clients arrive otherwise: rumqttd then refuses some connects, see
+/// docs/benchmarks.md).
 pub async fn peer_bench(config: &PeerConfig) -> Result<PeerResult, PeerError> {
     let mut result = PeerResult {
         hub: Vec::new(),
@@ -87,34 +92,70 @@ pub async fn peer_bench(config: &PeerConfig) -> Result<PeerResult, PeerError> {
     };
     for run in 1..=config.runs {
         eprintln!("run {run} of {}: mosquitto", config.runs);
-        let mosquitto = Mosquitto::start(USERNAME, PASSWORD)?;
-        result
-            .mosquitto
-            .push(Target::Mosquitto(&mosquitto).figures(config).await?);
-        drop(mosquitto);
+        let mut figures = RunFigures::default();
+        for rows in [Rows::Idle, Rows::Load] {
+            let mosquitto = Mosquitto::start(USERNAME, PASSWORD)?;
+            Target::Mosquitto(&mosquitto)
+                .measure(rows, config, &mut figures)
+                .await?;
+        }
+        result.mosquitto.push(figures);
         eprintln!("run {run} of {}: hub", config.runs);
-        let hub = HubChild::start(&HubSettings {
-            binary: config.hub_binary.clone(),
-            admin_token: ADMIN_TOKEN.into(),
-            username: USERNAME.into(),
-            password: PASSWORD.into(),
-            max_connections: 4 * config.idle_connections.max(1_000),
-        })
-        .await?;
-        let certs = tempfile::tempdir().map_err(|source| ProcessError::Io {
-            what: "temp dir".into(),
-            source,
-        })?;
-        let access = HubAccess {
-            api_url: hub.api_url.clone(),
-            admin_token: ADMIN_TOKEN.into(),
-            cert_dir: certs.path().to_path_buf(),
-        };
-        result
-            .hub
-            .push(Target::Hub { hub: &hub, access }.figures(config).await?);
+        let mut figures = RunFigures::default();
+        for rows in [Rows::Idle, Rows::Load] {
+            let hub = HubChild::start(&HubSettings {
+                binary: config.hub_binary.clone(),
+                admin_token: ADMIN_TOKEN.into(),
+                username: USERNAME.into(),
+                password: PASSWORD.into(),
+                max_connections: 4 * config.idle_connections.max(1_000),
+            })
+            .await?;
+            let certs = tempfile::tempdir().map_err(|source| ProcessError::Io {
+                what: "temp dir".into(),
+                source,
+            })?;
+            let access = HubAccess {
+                api_url: hub.api_url.clone(),
+                admin_token: ADMIN_TOKEN.into(),
+                cert_dir: certs.path().to_path_buf(),
+            };
+            let measured = Target::Hub { hub: &hub, access }
+                .measure(rows, config, &mut figures)
+                .await;
+            report_hub_log(&hub);
+            measured?;
+        }
+        result.hub.push(figures);
     }
     Ok(result)
+}
+
+/// Which rows one broker process serves.
+#[derive(Debug, Clone, Copy)]
+enum Rows {
+    /// Memory per idle connection and connect time.
+    Idle,
+    /// Throughput and latency.
+    Load,
+}
+
+/// The hub logs only warnings and errors here: count them and show any
+/// panic (rumqttd's listeners can panic, see docs/benchmarks.md).
+fn report_hub_log(hub: &HubChild) {
+    let log = hub.log();
+    let lines: Vec<&str> = log.lines().collect();
+    if lines.is_empty() {
+        return;
+    }
+    eprintln!("  the hub logged {} warning/error lines", lines.len());
+    for (index, line) in lines.iter().enumerate() {
+        if line.contains("panicked at") {
+            for shown in lines.iter().skip(index).take(2) {
+                eprintln!("    {shown}");
+            }
+        }
+    }
 }
 
 enum Target<'a> {
@@ -175,64 +216,70 @@ impl Target<'_> {
         Ok(report)
     }
 
-    async fn figures(&self, config: &PeerConfig) -> Result<RunFigures, PeerError> {
-        let throughput = |qos, rate| Load {
+    async fn measure(
+        &self,
+        rows: Rows,
+        config: &PeerConfig,
+        figures: &mut RunFigures,
+    ) -> Result<(), PeerError> {
+        match rows {
+            Rows::Idle => self.idle_rows(config, figures).await,
+            Rows::Load => self.load_rows(config, figures).await,
+        }
+    }
+
+    fn load(config: &PeerConfig, qos: QoS, rate: Option<f64>) -> Load {
+        Load {
             qos,
             payload_bytes: config.payload_bytes,
             rate,
             stop: Stop::After(config.window),
-        };
-        let busy = Pacing {
-            concurrency: config.publishers,
-            timeout: Duration::from_secs(30),
-        };
-        let idle = self.config(config.idle_connections, throughput(QoS::AtMostOnce, None), config.pacing);
-        let (idle_report, rss) = self.idle(idle).await?;
-        let devices = match self {
-            Target::Hub { hub, .. } if config.devices => {
-                let mut devices = self.config(
-                    config.idle_connections,
-                    throughput(QoS::AtMostOnce, None),
-                    config.pacing,
-                );
-                devices.broker.host = "localhost".into();
-                devices.broker.port = hub.device_port;
-                devices.auth = Auth::Devices;
-                Some(self.idle(devices).await?)
-            }
-            _ => None,
-        };
-        let qos0 = self
-            .bench(self.config(config.publishers, throughput(QoS::AtMostOnce, None), busy))
-            .await?;
-        let qos1 = self
-            .bench(self.config(config.publishers, throughput(QoS::AtLeastOnce, None), busy))
-            .await?;
-        let fixed = throughput(QoS::AtLeastOnce, Some(config.fixed_rate));
-        let mut latency_config = self.config(config.publishers, fixed, busy);
-        if let Target::Hub { .. } = self {
-            latency_config.event_rate = 50.0;
         }
-        let latency = self.bench(latency_config).await?;
-        let mut figures = RunFigures {
-            qos0_per_second: qos0.received_per_second,
-            qos1_per_second: qos1.received_per_second,
-            puback_p99_ms: latency.puback.map_or(f64::NAN, |p| p.p99_us as f64 / 1000.0),
-            rss_per_connection_bytes: rss,
-            connect_seconds: idle_report.connect.seconds,
-            connect_errors: idle_report.connect.errors,
-            not_connected: idle_report.connect.attempted - idle_report.connect.connected,
-            ..RunFigures::default()
-        };
-        figures.reports = vec![idle_report];
-        if let Some((report, rss)) = devices {
+    }
+
+    async fn idle_rows(&self, config: &PeerConfig, figures: &mut RunFigures) -> Result<(), PeerError> {
+        let idle_load = Self::load(config, QoS::AtMostOnce, None);
+        let clients = self.config(config.idle_connections, idle_load, config.pacing);
+        let (report, rss) = self.idle(clients).await?;
+        figures.rss_per_connection_bytes = rss;
+        figures.connect_seconds = report.connect.seconds;
+        figures.connect_errors = report.connect.errors;
+        figures.not_connected = report.connect.attempted - report.connect.connected;
+        figures.reports.push(report);
+        if let (Target::Hub { hub, .. }, true) = (self, config.devices) {
+            let mut devices = self.config(config.idle_connections, idle_load, config.pacing);
+            devices.broker.host = "localhost".into();
+            devices.broker.port = hub.device_port;
+            devices.auth = Auth::Devices;
+            let (report, rss) = self.idle(devices).await?;
             figures.devices_connect_seconds = Some(report.connect.seconds);
             figures.devices_connect_errors = Some(report.connect.errors);
             figures.devices_rss_per_connection_bytes = Some(rss);
             figures.reports.push(report);
         }
+        Ok(())
+    }
+
+    async fn load_rows(&self, config: &PeerConfig, figures: &mut RunFigures) -> Result<(), PeerError> {
+        let busy = Pacing {
+            concurrency: config.publishers,
+            timeout: Duration::from_secs(30),
+        };
+        let qos0 = Self::load(config, QoS::AtMostOnce, None);
+        let qos0 = self.bench(self.config(config.publishers, qos0, busy)).await?;
+        let qos1 = Self::load(config, QoS::AtLeastOnce, None);
+        let qos1 = self.bench(self.config(config.publishers, qos1, busy)).await?;
+        let fixed = Self::load(config, QoS::AtLeastOnce, Some(config.fixed_rate));
+        let mut latency_config = self.config(config.publishers, fixed, busy);
+        if let Target::Hub { .. } = self {
+            latency_config.event_rate = EVENT_RATE;
+        }
+        let latency = self.bench(latency_config).await?;
+        figures.qos0_per_second = qos0.received_per_second;
+        figures.qos1_per_second = qos1.received_per_second;
+        figures.puback_p99_ms = latency.puback.map_or(f64::NAN, |p| p.p99_us as f64 / 1000.0);
         figures.reports.extend([qos0, qos1, latency]);
-        Ok(figures)
+        Ok(())
     }
 
     /// Connects idle clients and reads the broker's memory before and

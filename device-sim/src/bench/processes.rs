@@ -36,7 +36,7 @@ pub fn free_port() -> Result<u16, ProcessError> {
 }
 
 /// mosquitto on a free loopback port, one user with a password, no limit
-/// on connections.
+/// on connections or on queued messages.
 pub struct Mosquitto {
     pub port: u16,
     child: Child,
@@ -64,7 +64,9 @@ impl Mosquitto {
              allow_anonymous false\n\
              password_file {}\n\
              max_connections -1\n\
-             max_queued_messages 100000\n\
+             # no limit on what waits for the subscriber: QoS 1 pub→sub\n\
+             # counts every message (the default 1000 drops under load)\n\
+             max_queued_messages 0\n\
              # stay the user who started it (root would switch to `mosquitto`,\n\
              # which cannot read this temp dir)\n\
              user root\n",
@@ -227,7 +229,7 @@ struct Endpoints {
 }
 
 /// The Argon2 hash `hub hash-password` prints for `password`.
-fn hash_password(binary: &Path, password: &str) -> Result<String, ProcessError> {
+pub fn hash_password(binary: &Path, password: &str) -> Result<String, ProcessError> {
     let mut child = Command::new(binary)
         .arg("hash-password")
         .stdin(Stdio::piped())

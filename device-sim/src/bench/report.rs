@@ -56,6 +56,9 @@ impl std::fmt::Display for BenchReport {
             c.errors,
             self.connection_errors
         )?;
+        if self.publish_seconds == 0.0 {
+            return writeln!(f, "idle: nothing published");
+        }
         let rate = self
             .target_rate
             .map_or("full speed".to_owned(), |r| format!("{r:.0} msg/s"));
