@@ -23,7 +23,12 @@ pub struct BenchArgs {
     port: u16,
     #[arg(long, default_value = "bench")]
     username: String,
-    #[arg(long, env = "BENCH_PASSWORD", hide_env_values = true, default_value = "")]
+    #[arg(
+        long,
+        env = "BENCH_PASSWORD",
+        hide_env_values = true,
+        default_value = ""
+    )]
     password: String,
     /// Connect as provisioned devices over mTLS (hub only) instead of
     /// username/password.
@@ -34,7 +39,12 @@ pub struct BenchArgs {
     #[arg(long)]
     api: Option<String>,
     /// The hub's admin token (with --api).
-    #[arg(long, env = "YIZHAN_ADMIN_TOKEN", hide_env_values = true, default_value = "")]
+    #[arg(
+        long,
+        env = "YIZHAN_ADMIN_TOKEN",
+        hide_env_values = true,
+        default_value = ""
+    )]
     token: String,
     /// Where provisioned devices' credentials are kept (with --api).
     #[arg(long, default_value = "bench-certs")]
@@ -183,7 +193,9 @@ pub async fn peer_bench(args: PeerArgs) -> anyhow::Result<()> {
         },
         devices: !args.skip_devices,
     };
-    let result = run_peer_bench(&config).await.context("peer benchmark failed")?;
+    let result = run_peer_bench(&config)
+        .await
+        .context("peer benchmark failed")?;
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_vec_pretty(&result)?)
             .with_context(|| format!("writing {}", path.display()))?;

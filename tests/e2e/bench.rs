@@ -41,8 +41,14 @@ fn check_qos1_consistent(summary: &Value) {
     assert_eq!(summary["acknowledged"], json!(COUNT), "{summary:#}");
     assert_eq!(summary["received"], json!(COUNT), "{summary:#}");
     assert_eq!(summary["puback"]["count"], json!(COUNT), "{summary:#}");
-    assert!(summary["puback"]["p99_us"].as_u64() > Some(0), "{summary:#}");
-    assert!(summary["received_per_second"].as_f64() > Some(0.0), "{summary:#}");
+    assert!(
+        summary["puback"]["p99_us"].as_u64() > Some(0),
+        "{summary:#}"
+    );
+    assert!(
+        summary["received_per_second"].as_f64() > Some(0.0),
+        "{summary:#}"
+    );
     assert_eq!(summary["connect"]["connected"], json!(3), "{summary:#}");
     assert_eq!(summary["connection_errors"], json!(0), "{summary:#}");
 }
@@ -67,8 +73,7 @@ async fn bench_against_mosquitto_counts_what_the_subscriber_received() -> Result
 }
 
 #[tokio::test]
-async fn bench_against_the_hub_counts_what_its_twins_ingested_and_times_event_acks(
-) -> Result<()> {
+async fn bench_against_the_hub_counts_what_its_twins_ingested_and_times_event_acks() -> Result<()> {
     let plain = free_port()?;
     let hub =
         HubProcess::start(HubOptions::with_tools_listener(plain, USERNAME, PASSWORD)?).await?;

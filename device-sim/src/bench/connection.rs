@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use protocol::api::Provisioned;
 use protocol::EventAck;
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS,
-};
+use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 

@@ -68,7 +68,11 @@ pub async fn publish_telemetry(publishers: &[Publisher], load: Load) {
                 }
                 seq += 1;
                 let payload = telemetry(seq, load.payload_bytes);
-                if client.publish(&topic, load.qos, false, payload).await.is_err() {
+                if client
+                    .publish(&topic, load.qos, false, payload)
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -122,8 +126,10 @@ pub async fn publish_events(
             _ = tokio::time::sleep_until(started + period.mul_f64((seq - 1) as f64)) => {}
         }
         let id = format!("bench-{seq}");
-        let payload =
-            format!(r#"{{"id":"{id}","ts":{},"seq":{seq},"type":"bench"}}"#, unix_ms());
+        let payload = format!(
+            r#"{{"id":"{id}","ts":{},"seq":{seq},"type":"bench"}}"#,
+            unix_ms()
+        );
         // invariant: no holder of this lock panics while holding it.
         pending
             .lock()

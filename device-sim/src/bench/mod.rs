@@ -143,63 +143,14 @@ impl Session {
         validate(config)?;
         crate::mqtt::ensure_crypto_provider();
         let counters = Arc::new(Counters::default());
-        let ids = telemetry_ids(config);
-        let events_id = events_id(config);
-        let with_events = with_events(config);
-        let creds = provision(config).await?;
-        let login = |index: usize| match &config.auth {
-            Auth::Password { username, password } => Login::Password {
-                username: username.clone(),
-                password: password.clone(),
-            },
-            // invariant: with device auth every id was provisioned, in order.
-            Auth::Devices => Login::Device(Box::new(creds[index].clone())),
+        let identities = Identities {
+            config,
+            ids: telemetry_ids(config),
+            creds: provision(config).await?,
         };
-        let client_id = |index: usize, id: &str| match config.auth {
-            // A tool's client id must not be a device's on the hub.
-            Auth::Password { .. } => format!("{}-{index}", config.id_prefix),
-            Auth::Devices => id.to_owned(),
-        };
-
-        let (receiver, helper, events) = if let Some(hub) = &config.hub {
-            let receiver = Receiver::Hub(HubMetrics::new(&hub.api_url, &hub.admin_token));
-            if with_events {
-                let source = EventSource {
-                    topic: for_device(&events_id, Channel::Event),
-                    pending: Arc::new(Mutex::new(Default::default())),
-                };
-                let role = Role::Events {
-                    ack_topic: for_device(&events_id, Channel::EventAck),
-                    pending: Arc::clone(&source.pending),
-                };
-                let index = ids.len();
-                let options =
-                    connection::options(&client_id(index, &events_id), &config.broker, &login(index));
-                let helper = open_helper(options, role, config, &counters, "event").await?;
-                (receiver, Some(helper), Some(source))
-            } else {
-                (receiver, None, None)
-            }
-        } else if config.idle {
-            (Receiver::Subscriber(Arc::clone(&counters)), None, None)
-        } else {
-            let role = Role::Subscriber {
-                filter: format!("/tenants/+/{}", Channel::Telemetry.suffix()),
-                qos: config.load.qos,
-            };
-            let sub_id = format!("{}-sub", config.id_prefix);
-            let options = connection::options(&sub_id, &config.broker, &login(0));
-            let helper = open_helper(options, role, config, &counters, "subscriber").await?;
-            (Receiver::Subscriber(Arc::clone(&counters)), Some(helper), None)
-        };
-
-        let clients = ids
-            .iter()
-            .enumerate()
-            .map(|(index, id)| {
-                let options = connection::options(&client_id(index, id), &config.broker, &login(index));
-                (options, Role::Telemetry)
-            })
+        let (receiver, helper, events) = open_receiver(&identities, &counters).await?;
+        let clients = (0..identities.ids.len())
+            .map(|index| (identities.options(index), Role::Telemetry))
             .collect();
         let (telemetry, connect) = connect_all(clients, config.pacing, &counters).await;
         if telemetry.is_empty() {
@@ -210,7 +161,7 @@ impl Session {
         }
         let telemetry = telemetry
             .into_iter()
-            .map(|(index, c)| (for_device(&ids[index], Channel::Telemetry), c))
+            .map(|(index, c)| (identities.topic(index, Channel::Telemetry), c))
             .collect();
         Ok(Session {
             config: config.clone(),
@@ -246,11 +197,8 @@ impl Session {
             })
             .collect();
         let before = self.receiver.count().await?;
-        let progress = progress::Progress::start(
-            self.config.progress,
-            load.stop,
-            Arc::clone(&self.counters),
-        );
+        let progress =
+            progress::Progress::start(self.config.progress, load.stop, Arc::clone(&self.counters));
         let events_stop = CancellationToken::new();
         let events_task = self.spawn_events(events_stop.clone());
         let started = Instant::now();
@@ -263,10 +211,7 @@ impl Session {
         events_stop.cancel();
         if let Some(task) = events_task {
             let _ = task.await;
-            wait_for_acks(&self.counters, |c| {
-                (&c.events_sent, &c.events_acknowledged)
-            })
-            .await;
+            wait_for_acks(&self.counters, |c| (&c.events_sent, &c.events_acknowledged)).await;
         }
         let puback = self.close_telemetry().await;
         let (after, last_growth) = self.receiver.settle().await?;
@@ -320,7 +265,12 @@ impl Session {
         let (sent, acknowledged) = (Counters::get(&c.sent), Counters::get(&c.acknowledged));
         let per_second = |n: u64, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
         BenchReport {
-            broker: if self.config.hub.is_some() { "hub" } else { "mqtt" }.into(),
+            broker: if self.config.hub.is_some() {
+                "hub"
+            } else {
+                "mqtt"
+            }
+            .into(),
             transport: match self.config.auth {
                 Auth::Password { .. } => "tcp",
                 Auth::Devices => "mtls",
@@ -359,6 +309,84 @@ struct Figures {
     event_ack: Latency,
 }
 
+/// Who connection `index` is: the telemetry devices in order, then the
+/// event publisher (index = number of telemetry devices).
+struct Identities<'a> {
+    config: &'a BenchConfig,
+    ids: Vec<String>,
+    /// In the same order, when provisioned.
+    creds: Vec<Provisioned>,
+}
+
+impl Identities<'_> {
+    fn device_id(&self, index: usize) -> String {
+        self.ids
+            .get(index)
+            .cloned()
+            .unwrap_or_else(|| events_id(self.config))
+    }
+
+    fn topic(&self, index: usize, channel: Channel) -> String {
+        for_device(&self.device_id(index), channel)
+    }
+
+    fn options(&self, index: usize) -> rumqttc::MqttOptions {
+        let (client_id, login) = match &self.config.auth {
+            // A tool's client id must not be a device's on the hub.
+            Auth::Password { username, password } => (
+                format!("{}-{index}", self.config.id_prefix),
+                Login::Password {
+                    username: username.clone(),
+                    password: password.clone(),
+                },
+            ),
+            // invariant: with device auth every connection's device was provisioned.
+            Auth::Devices => (
+                self.device_id(index),
+                Login::Device(Box::new(self.creds[index].clone())),
+            ),
+        };
+        connection::options(&client_id, &self.config.broker, &login)
+    }
+}
+
+/// Where "received" comes from, and the helper connection: the hub's
+/// metrics and (with events) the event publisher, or a counting subscriber.
+async fn open_receiver(
+    identities: &Identities<'_>,
+    counters: &Arc<Counters>,
+) -> Result<(Receiver, Option<LoadConnection>, Option<EventSource>), BenchError> {
+    let config = identities.config;
+    let Some(hub) = &config.hub else {
+        let receiver = Receiver::Subscriber(Arc::clone(counters));
+        if config.idle {
+            return Ok((receiver, None, None));
+        }
+        let role = Role::Subscriber {
+            filter: format!("/tenants/+/{}", Channel::Telemetry.suffix()),
+            qos: config.load.qos,
+        };
+        let options = identities.options(identities.ids.len());
+        let helper = open_helper(options, role, config, counters, "subscriber").await?;
+        return Ok((receiver, Some(helper), None));
+    };
+    let receiver = Receiver::Hub(HubMetrics::new(&hub.api_url, &hub.admin_token));
+    if !with_events(config) {
+        return Ok((receiver, None, None));
+    }
+    let index = identities.ids.len();
+    let source = EventSource {
+        topic: identities.topic(index, Channel::Event),
+        pending: Arc::new(Mutex::new(Default::default())),
+    };
+    let role = Role::Events {
+        ack_topic: identities.topic(index, Channel::EventAck),
+        pending: Arc::clone(&source.pending),
+    };
+    let helper = open_helper(identities.options(index), role, config, counters, "event").await?;
+    Ok((receiver, Some(helper), Some(source)))
+}
+
 fn validate(config: &BenchConfig) -> Result<(), BenchError> {
     let invalid = |msg: String| Err(BenchError::InvalidConfig(msg));
     if config.connections == 0 {
@@ -373,7 +401,9 @@ fn validate(config: &BenchConfig) -> Result<(), BenchError> {
     }
     if config.auth == Auth::Devices {
         if config.hub.is_none() {
-            return invalid("device (mTLS) connections need the hub's API to provision them".into());
+            return invalid(
+                "device (mTLS) connections need the hub's API to provision them".into(),
+            );
         }
         if config.broker.host.parse::<IpAddr>().is_ok() {
             return invalid(
@@ -384,7 +414,7 @@ fn validate(config: &BenchConfig) -> Result<(), BenchError> {
     if config.broker.keepalive < Duration::from_secs(1) {
         return invalid("the keepalive must be at least 1 s".into());
     }
-    if config.load.rate.is_some_and(|r| !(r > 0.0)) {
+    if config.load.rate.is_some_and(|r| !r.is_finite() || r <= 0.0) {
         return invalid("the rate must be above zero (leave it out for full speed)".into());
     }
     if config.load.qos == QoS::ExactlyOnce {
@@ -438,7 +468,9 @@ pub async fn provision(config: &BenchConfig) -> Result<Vec<Provisioned>, BenchEr
         &hub.admin_token,
         CredentialStore::new(&hub.cert_dir),
     );
-    Ok(provisioner.ensure_all(&specs, PROVISION_CONCURRENCY).await?)
+    Ok(provisioner
+        .ensure_all(&specs, PROVISION_CONCURRENCY)
+        .await?)
 }
 
 /// Opens the subscriber or the event publisher and waits for its SUBACK.

@@ -237,7 +237,11 @@ impl Target<'_> {
         }
     }
 
-    async fn idle_rows(&self, config: &PeerConfig, figures: &mut RunFigures) -> Result<(), PeerError> {
+    async fn idle_rows(
+        &self,
+        config: &PeerConfig,
+        figures: &mut RunFigures,
+    ) -> Result<(), PeerError> {
         let idle_load = Self::load(config, QoS::AtMostOnce, None);
         let clients = self.config(config.idle_connections, idle_load, config.pacing);
         let (report, rss) = self.idle(clients).await?;
@@ -260,15 +264,23 @@ impl Target<'_> {
         Ok(())
     }
 
-    async fn load_rows(&self, config: &PeerConfig, figures: &mut RunFigures) -> Result<(), PeerError> {
+    async fn load_rows(
+        &self,
+        config: &PeerConfig,
+        figures: &mut RunFigures,
+    ) -> Result<(), PeerError> {
         let busy = Pacing {
             concurrency: config.publishers,
             timeout: Duration::from_secs(30),
         };
         let qos0 = Self::load(config, QoS::AtMostOnce, None);
-        let qos0 = self.bench(self.config(config.publishers, qos0, busy)).await?;
+        let qos0 = self
+            .bench(self.config(config.publishers, qos0, busy))
+            .await?;
         let qos1 = Self::load(config, QoS::AtLeastOnce, None);
-        let qos1 = self.bench(self.config(config.publishers, qos1, busy)).await?;
+        let qos1 = self
+            .bench(self.config(config.publishers, qos1, busy))
+            .await?;
         let fixed = Self::load(config, QoS::AtLeastOnce, Some(config.fixed_rate));
         let mut latency_config = self.config(config.publishers, fixed, busy);
         if let Target::Hub { .. } = self {
@@ -277,7 +289,9 @@ impl Target<'_> {
         let latency = self.bench(latency_config).await?;
         figures.qos0_per_second = qos0.received_per_second;
         figures.qos1_per_second = qos1.received_per_second;
-        figures.puback_p99_ms = latency.puback.map_or(f64::NAN, |p| p.p99_us as f64 / 1000.0);
+        figures.puback_p99_ms = latency
+            .puback
+            .map_or(f64::NAN, |p| p.p99_us as f64 / 1000.0);
         figures.reports.extend([qos0, qos1, latency]);
         Ok(())
     }
@@ -290,11 +304,17 @@ impl Target<'_> {
         let name = self.name();
         super::provision(&config)
             .await
-            .map_err(|source| PeerError::Bench { broker: name, source })?;
+            .map_err(|source| PeerError::Bench {
+                broker: name,
+                source,
+            })?;
         let baseline = rss_bytes(self.pid()).ok_or(PeerError::Rss(name))?;
         let session = Session::open(&config)
             .await
-            .map_err(|source| PeerError::Bench { broker: name, source })?;
+            .map_err(|source| PeerError::Bench {
+                broker: name,
+                source,
+            })?;
         tokio::time::sleep(IDLE_SETTLE).await;
         let loaded = rss_bytes(self.pid()).ok_or(PeerError::Rss(name))?;
         let connected = session.connect_report().connected.max(1);
@@ -311,77 +331,96 @@ impl Target<'_> {
     }
 }
 
+/// One line of the table: what it shows and how.
+struct Row {
+    label: String,
+    pick: fn(&RunFigures) -> Option<f64>,
+    decimals: usize,
+    target: &'static str,
+}
+
+/// The median of one figure over the runs that have it.
+fn median(runs: &[RunFigures], pick: fn(&RunFigures) -> Option<f64>) -> Option<f64> {
+    let mut values: Vec<f64> = runs.iter().filter_map(pick).collect();
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
+}
+
 /// The side-by-side table (Markdown) of the medians, with the targets.
 pub fn table(result: &PeerResult, config: &PeerConfig) -> String {
-    let median_of = |runs: &[RunFigures], pick: &dyn Fn(&RunFigures) -> Option<f64>| {
-        let mut values: Vec<f64> = runs.iter().filter_map(pick).collect();
-        values.sort_by(f64::total_cmp);
-        values.get(values.len() / 2).copied()
-    };
     let n = config.idle_connections;
-    let rows: Vec<(String, &dyn Fn(&RunFigures) -> Option<f64>, usize, &str)> = vec![
-        (
-            format!("QoS 0 msgs/s, {} publishers (received)", config.publishers),
-            &|f| Some(f.qos0_per_second),
-            0,
-            "≥ 2×",
-        ),
-        (
-            format!("QoS 1 msgs/s, {} publishers (acknowledged and received)", config.publishers),
-            &|f| Some(f.qos1_per_second),
-            0,
-            "≥ 1×",
-        ),
-        (
-            format!("PUBACK p99 at {:.0} msgs/s (ms)", config.fixed_rate),
-            &|f| Some(f.puback_p99_ms),
-            2,
-            "≤ 5 ms",
-        ),
-        (
-            format!("RSS per idle connection at {n} (KB)"),
-            &|f| Some(f.rss_per_connection_bytes / 1024.0),
-            1,
-            "≤ 20 KB",
-        ),
-        (
-            format!("{n} clients connected (s)"),
-            &|f| Some(f.connect_seconds),
-            2,
-            "≤ 10 s",
-        ),
-        (
-            format!("{n} clients: connect errors"),
-            &|f| Some(f.connect_errors as f64),
-            0,
-            "0",
-        ),
-        (
-            format!("{n} mTLS devices connected (s)"),
-            &|f| f.devices_connect_seconds,
-            2,
-            "≤ 10 s",
-        ),
-        (
-            format!("{n} mTLS devices: connect errors"),
-            &|f| f.devices_connect_errors.map(|e| e as f64),
-            0,
-            "0",
-        ),
-        (
-            format!("RSS per idle mTLS device at {n} (KB)"),
-            &|f| f.devices_rss_per_connection_bytes.map(|b| b / 1024.0),
-            1,
-            "≤ 20 KB",
-        ),
+    let rows = [
+        Row {
+            label: format!("QoS 0 msgs/s, {} publishers (received)", config.publishers),
+            pick: |f| Some(f.qos0_per_second),
+            decimals: 0,
+            target: "≥ 2×",
+        },
+        Row {
+            label: format!(
+                "QoS 1 msgs/s, {} publishers (acknowledged and received)",
+                config.publishers
+            ),
+            pick: |f| Some(f.qos1_per_second),
+            decimals: 0,
+            target: "≥ 1×",
+        },
+        Row {
+            label: format!("PUBACK p99 at {:.0} msgs/s (ms)", config.fixed_rate),
+            pick: |f| Some(f.puback_p99_ms),
+            decimals: 2,
+            target: "≤ 5 ms",
+        },
+        Row {
+            label: format!("RSS per idle connection at {n} (KB)"),
+            pick: |f| Some(f.rss_per_connection_bytes / 1024.0),
+            decimals: 1,
+            target: "≤ 20 KB",
+        },
+        Row {
+            label: format!("{n} clients connected (s)"),
+            pick: |f| Some(f.connect_seconds),
+            decimals: 2,
+            target: "≤ 10 s",
+        },
+        Row {
+            label: format!("{n} clients: connect errors"),
+            pick: |f| Some(f.connect_errors as f64),
+            decimals: 0,
+            target: "0",
+        },
+        Row {
+            label: format!("{n} mTLS devices connected (s)"),
+            pick: |f| f.devices_connect_seconds,
+            decimals: 2,
+            target: "≤ 10 s",
+        },
+        Row {
+            label: format!("{n} mTLS devices: connect errors"),
+            pick: |f| f.devices_connect_errors.map(|e| e as f64),
+            decimals: 0,
+            target: "0",
+        },
+        Row {
+            label: format!("RSS per idle mTLS device at {n} (KB)"),
+            pick: |f| f.devices_rss_per_connection_bytes.map(|b| b / 1024.0),
+            decimals: 1,
+            target: "≤ 20 KB",
+        },
     ];
     let mut out = format!(
         "| figure (median of {}) | hub | mosquitto | hub / mosquitto | hub target |\n| --- | ---: | ---: | ---: | --- |\n",
         config.runs
     );
-    for (label, pick, decimals, target) in rows {
-        let hub = median_of(&result.hub, pick);
-        let peer = median_of(&result.mosquitto, pick);
+    for Row {
+        label,
+        pick,
+        decimals,
+        target,
+    } in rows
+    {
+        let hub = median(&result.hub, pick);
+        let peer = median(&result.mosquitto, pick);
         let show = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{v:.decimals$}"));
         let ratio = match (hub, peer) {
             (Some(h), Some(p)) if p > 0.0 => format!("{:.2}", h / p),

@@ -110,7 +110,9 @@ fn wait_listening(child: &mut Child, port: u16, name: &str) -> Result<(), Proces
             return Err(ProcessError::Start(format!("{name} exited: {status}")));
         }
         if started.elapsed() > START_TIMEOUT {
-            return Err(ProcessError::Start(format!("{name} did not listen on {port}")));
+            return Err(ProcessError::Start(format!(
+                "{name} did not listen on {port}"
+            )));
         }
         std::thread::sleep(Duration::from_millis(20));
     }

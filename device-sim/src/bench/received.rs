@@ -140,7 +140,10 @@ yizhan_messages_received_total_other{channel=\"telemetry\"} 1000
             sum_metric(text, "yizhan_messages_received_total", telemetry),
             12.0
         );
-        assert_eq!(sum_metric(text, "yizhan_messages_received_total", ""), 112.0);
+        assert_eq!(
+            sum_metric(text, "yizhan_messages_received_total", ""),
+            112.0
+        );
         assert_eq!(sum_metric(text, "nothing", ""), 0.0);
     }
 }
