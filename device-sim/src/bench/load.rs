@@ -58,13 +58,16 @@ pub async fn publish_telemetry(publishers: &[Publisher], load: Load) {
         tasks.spawn(async move {
             let mut seq = 0u64;
             loop {
+                // Paced: message `seq` is due at `seq` periods after the start.
+                let due = period.map(|p| started + p.mul_f64(seq as f64));
+                let now = tokio::time::Instant::now();
                 if quota.is_some_and(|q| seq >= q)
-                    || deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
+                    || deadline.is_some_and(|d| due.unwrap_or(now) >= d)
                 {
                     break;
                 }
-                if let Some(period) = period {
-                    tokio::time::sleep_until(started + period.mul_f64(seq as f64)).await;
+                if let Some(due) = due {
+                    tokio::time::sleep_until(due).await;
                 }
                 seq += 1;
                 let payload = telemetry(seq, load.payload_bytes);

@@ -399,6 +399,15 @@ fn validate(config: &BenchConfig) -> Result<(), BenchError> {
             config.id_prefix
         ));
     }
+    if config
+        .hub
+        .as_ref()
+        .is_some_and(|h| h.admin_token.is_empty())
+    {
+        return invalid(
+            "the hub's admin token is needed with its API (--token or YIZHAN_ADMIN_TOKEN)".into(),
+        );
+    }
     if config.auth == Auth::Devices {
         if config.hub.is_none() {
             return invalid(
