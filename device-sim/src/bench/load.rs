@@ -123,12 +123,15 @@ pub async fn publish_events(
 ) {
     let period = per_message(rate);
     let started = tokio::time::Instant::now();
+    // The hub stores each (device, id) once: ids unique to this run make
+    // every event a new one, stored and fsynced, not a duplicate.
+    let run = unix_ms();
     for seq in 1u64.. {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep_until(started + period.mul_f64((seq - 1) as f64)) => {}
         }
-        let id = format!("bench-{seq}");
+        let id = format!("bench-{run}-{seq}");
         let payload = format!(
             r#"{{"id":"{id}","ts":{},"seq":{seq},"type":"bench"}}"#,
             unix_ms()
