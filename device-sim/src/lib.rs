@@ -3,10 +3,11 @@
 //! and reports the ground truth of what they sent.
 //!
 //! Entry point: [`run_fleet`] with a [`FleetConfig`]. The pure parts (plan,
-//! behaviour, outbox, stats) are public too so that tests and future load
-//! modes can reuse them.
+//! behaviour, outbox, stats) are public too so that tests can reuse them.
+//! [`bench`] is the load mode and the peer benchmark against mosquitto.
 
 pub mod behaviour;
+pub mod bench;
 pub mod crowd;
 pub mod device;
 pub mod fleet;

@@ -12,6 +12,8 @@ use device_sim::{run_fleet, DeviceMix, FleetConfig, GroundTruth};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+mod bench_cli;
+
 #[derive(Parser)]
 #[command(name = "device-sim", version, about = "Yizhan device fleet simulator")]
 struct Cli {
@@ -24,6 +26,12 @@ enum Command {
     /// Provision and run a fleet until its duration passed or SIGINT/SIGTERM,
     /// then print the ground truth.
     Run(RunArgs),
+    /// Load mode: N connections publish telemetry at the hub or any MQTT
+    /// broker; reports sent, acknowledged, received and latencies.
+    Bench(bench_cli::BenchArgs),
+    /// The same loads at mosquitto and at the hub (both started here),
+    /// median of several runs, a side-by-side table with ratios.
+    PeerBench(bench_cli::PeerArgs),
 }
 
 #[derive(Args)]
@@ -145,14 +153,21 @@ impl RunArgs {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The load modes log only trouble: their output is the report.
+    let default_filter = match cli.command {
+        Command::Run(_) => "info",
+        Command::Bench(_) | Command::PeerBench(_) => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
         Command::Run(args) => run(args).await,
+        Command::Bench(args) => bench_cli::bench(args).await,
+        Command::PeerBench(args) => bench_cli::peer_bench(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -291,23 +291,67 @@ fn tools_auth(
     store: Arc<Store>,
     metrics: Metrics,
 ) -> impl Fn(String, String, String) -> std::future::Ready<bool> + Send + Sync + 'static {
-    let users: HashMap<String, String> = config
-        .plain
-        .users
-        .iter()
-        .map(|u| (u.username.clone(), u.password_hash.clone()))
-        .collect();
+    let users = ToolUsers::new(config);
     move |client_id, username, password| {
         let id_ok = tools_client_id_allowed(&client_id, &store);
-        let user_ok = users
-            .get(&username)
-            .is_some_and(|phc| secrets::verify_password(&password, phc));
+        let user_ok = users.verify(&username, &password);
         let ok = id_ok && user_ok;
         count_attempt(&metrics, "tools", ok);
         if !ok {
             tracing::info!(client_id, username, id_ok, "tool client refused at connect");
         }
         std::future::ready(ok)
+    }
+}
+
+/// The tools listener's users. Argon2 is slow on purpose (tens of ms
+/// here) and rumqttd calls the auth handler inline on the listener's
+/// single-threaded runtime: checking every connect would queue a burst of
+/// tool connects behind it (5,000 connects ≈ 2 minutes, most timing out).
+/// A password that verified once is remembered as its SHA-256 — how device
+/// passwords are kept — for the life of the process; a wrong one still
+/// costs a full Argon2 check every time.
+struct ToolUsers {
+    hashes: HashMap<String, String>,
+    verified: std::sync::Mutex<HashMap<String, String>>,
+}
+
+impl ToolUsers {
+    fn new(config: &BrokerConfig) -> ToolUsers {
+        let hashes = config
+            .plain
+            .users
+            .iter()
+            .map(|u| (u.username.clone(), u.password_hash.clone()))
+            .collect();
+        ToolUsers {
+            hashes,
+            verified: Default::default(),
+        }
+    }
+
+    fn verify(&self, username: &str, password: &str) -> bool {
+        if self
+            .verified()
+            .get(username)
+            .is_some_and(|known| secrets::matches_sha256(password, known))
+        {
+            return true;
+        }
+        let Some(phc) = self.hashes.get(username) else {
+            return false;
+        };
+        let ok = secrets::verify_password(password, phc);
+        if ok {
+            self.verified()
+                .insert(username.to_owned(), secrets::sha256_hex(password));
+        }
+        ok
+    }
+
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        // invariant: no holder of this lock panics while holding it.
+        self.verified.lock().expect("tool users lock")
     }
 }
 
@@ -363,4 +407,26 @@ pub async fn disconnect_device(control: &ControlAccess, device_id: &str) -> Resu
     tokio::time::timeout(Duration::from_secs(3), session)
         .await
         .map_err(|_| "control connection timed out".to_string())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PlainUser;
+
+    #[test]
+    fn a_tool_password_is_checked_once_then_remembered_and_a_wrong_one_never() {
+        let mut config = BrokerConfig::default();
+        config.plain.users = vec![PlainUser {
+            username: "tool".into(),
+            password_hash: secrets::hash_password("right").unwrap(),
+        }];
+        let users = ToolUsers::new(&config);
+        assert!(!users.verify("tool", "wrong"));
+        assert!(!users.verify("nobody", "right"));
+        assert!(users.verify("tool", "right"));
+        assert!(users.verify("tool", "right"));
+        assert!(!users.verify("tool", "wrong"));
+        assert_eq!(users.verified.lock().unwrap().len(), 1);
+    }
 }

@@ -138,8 +138,11 @@ impl Counting {
             .last_ts
             .insert(key, telemetry.ts)
             .is_some_and(|last| last < self.calendar.last_closing(telemetry.ts, close));
-        if closed_since_last {
+        if closed_since_last && occupancy.people(center, room) > 0 {
             occupancy.reset(center, room)?;
+        }
+        if flow == Flow::default() {
+            return Ok(());
         }
         occupancy.apply(center, room, flow.entered, flow.left)?;
         if room == ENTRANCE && flow.entered > 0 {

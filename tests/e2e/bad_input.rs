@@ -1,8 +1,6 @@
 //! Each kind of bad input is rejected with its reason counted and reported,
 //! and the next well-formed message is ingested.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use protocol::{Channel, DeviceKind};
@@ -10,36 +8,11 @@ use rumqttc::{AsyncClient, MqttOptions, QoS};
 use serde_json::json;
 use tests::*;
 
-fn argon2_hash(password: &str) -> anyhow::Result<String> {
-    let mut child = Command::new(workspace_binary("hub"))
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()?;
-    child.stdin.take().map(|mut s| writeln!(s, "{password}"));
-    let output = child.wait_with_output()?;
-    anyhow::ensure!(output.status.success());
-    Ok(String::from_utf8(output.stdout)?.trim().to_string())
-}
-
 /// A hub with its plain tools listener on, user `tool` / `tool-password`.
 async fn hub_with_tools_listener() -> anyhow::Result<(HubProcess, u16)> {
     let plain_port = free_port()?;
-    let extra_config = format!(
-        "[broker.plain]\nenabled = true\nlisten = \"127.0.0.1:{plain_port}\"\nusers = [{{ username = \"tool\", password_hash = {:?} }}]\n",
-        argon2_hash("tool-password")?
-    );
-    let options = HubOptions {
-        extra_config,
-        ..HubOptions::default()
-    };
+    let options = HubOptions::with_tools_listener(plain_port, "tool", "tool-password")?;
     Ok((HubProcess::start(options).await?, plain_port))
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 #[tokio::test]

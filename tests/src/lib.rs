@@ -1,7 +1,8 @@
 //! Helpers for the end-to-end tests: a real hub process on free loopback
 //! ports with a temporary data dir (killed by PID however the test ends),
 //! an API client, and MQTT device clients over mTLS with issued
-//! certificates.
+//! certificates. mosquitto (`Mosquitto`) comes from device-sim's bench,
+//! which starts it the same way.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,6 +16,9 @@ use rumqttc::{
 };
 use serde_json::Value;
 use tokio::sync::mpsc;
+
+pub use device_sim::bench::processes::{free_port, Mosquitto};
+pub use device_sim::bench::received::sum_metric;
 
 pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
 
@@ -58,6 +62,20 @@ pub struct HubOptions {
     /// Fixed device port (for restarts); 0 picks a free one.
     pub mqtt_port: u16,
     pub api_port: u16,
+}
+
+impl HubOptions {
+    /// A hub whose loopback tools listener is on `port` with one user.
+    pub fn with_tools_listener(port: u16, username: &str, password: &str) -> Result<HubOptions> {
+        let hash = device_sim::bench::processes::hash_password(&workspace_binary("hub"), password)?;
+        Ok(HubOptions {
+            extra_config: format!(
+                "[broker.plain]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n\
+                 users = [{{ username = {username:?}, password_hash = {hash:?} }}]\n"
+            ),
+            ..HubOptions::default()
+        })
+    }
 }
 
 /// A hub process. Killed (SIGKILL) on drop; its data dir is removed.
@@ -283,20 +301,6 @@ impl Drop for HubProcess {
     fn drop(&mut self) {
         self.kill9();
     }
-}
-
-/// Sums the samples of `name` (exact family sample name) whose label set
-/// contains `labels` (e.g. `reason="oversize"`; empty for all).
-pub fn sum_metric(text: &str, name: &str, labels: &str) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter(|line| {
-            line.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter(|line| line.contains(labels))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Files of a provisioned device's credentials, as mosquitto clients want.
