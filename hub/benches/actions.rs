@@ -16,7 +16,11 @@
 //! responder (one subscriber answering every request): the cost of an MQTT
 //! request/answer without any hub logic.
 //!
-//! `cargo bench -p hub --bench actions -- [gates] [rate] [seconds] [runs] [trips]`
+//! Clients leave Nagle on (as most device stacks do) unless the last
+//! argument `nodelay` is 1: then every client, of the hub and of mosquitto,
+//! sets TCP_NODELAY.
+//!
+//! `cargo bench -p hub --bench actions -- [gates] [rate] [seconds] [runs] [trips] [nodelay]`
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -28,7 +32,10 @@ use anyhow::{bail, Context, Result};
 use protocol::{Channel, DeviceKind};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use serde_json::{json, Value};
-use tests::{eventually, sum_metric, telemetry, DeviceEvent, HubOptions, HubProcess, TestDevice};
+use tests::{
+    eventually, sum_metric, telemetry, DeviceEvent, DeviceOptions, HubOptions, HubProcess,
+    TestDevice,
+};
 use tokio::sync::mpsc;
 
 #[derive(Clone, Copy)]
@@ -38,6 +45,7 @@ struct Settings {
     window: Duration,
     runs: usize,
     trips: usize,
+    nodelay: bool,
 }
 
 fn main() -> Result<()> {
@@ -51,6 +59,7 @@ fn main() -> Result<()> {
         window: Duration::from_secs(*args.get(2).unwrap_or(&10)),
         runs: *args.get(3).unwrap_or(&3) as usize,
         trips: *args.get(4).unwrap_or(&200) as usize,
+        nodelay: args.get(5).is_some_and(|n| *n == 1),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(bench(settings))
@@ -122,28 +131,38 @@ async fn bench(settings: Settings) -> Result<()> {
         )
         .await?;
     anyhow::ensure!(status == 201, "resident: {status} {body}");
+    let options = DeviceOptions {
+        tcp_nodelay: settings.nodelay,
+        ..DeviceOptions::default()
+    };
+    let port = hub.mqtt_port;
     let mut gates = Vec::new();
     for n in 0..settings.gates {
         let creds = hub
             .provision_in(&format!("gate{n}"), DeviceKind::Gate, "bench", "gym")
             .await?;
         gates.push(Gate::start(
-            TestDevice::online(&creds, hub.mqtt_port, DeviceKind::Gate).await?,
+            TestDevice::online_with(&creds, port, DeviceKind::Gate, options.clone()).await?,
         ));
     }
     let robot_creds = hub
         .provision_in("robot0", DeviceKind::TherapyRobot, "bench", "therapy")
         .await?;
-    let mut robot =
-        TestDevice::online(&robot_creds, hub.mqtt_port, DeviceKind::TherapyRobot).await?;
+    let mut robot = TestDevice::online_with(
+        &robot_creds,
+        port,
+        DeviceKind::TherapyRobot,
+        options.clone(),
+    )
+    .await?;
     let piano_creds = hub
         .provision_in("piano0", DeviceKind::Piano, "bench", "music")
         .await?;
-    let mut piano = TestDevice::online(&piano_creds, hub.mqtt_port, DeviceKind::Piano).await?;
-    let mosquitto = Mosquitto::start()?;
+    let mut piano = TestDevice::online_with(&piano_creds, port, DeviceKind::Piano, options).await?;
+    let mosquitto = Mosquitto::start(settings.nodelay)?;
     let mut peers = Vec::new();
     for n in 0..settings.gates {
-        peers.push(Gate::start_peer(mosquitto.port, n).await?);
+        peers.push(Gate::start_peer(mosquitto.port, n, settings.nodelay).await?);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -262,11 +281,12 @@ impl Gate {
     }
 
     /// A gate client of mosquitto; a responder answers on its `cmd` topic.
-    async fn start_peer(port: u16, n: usize) -> Result<Gate> {
+    async fn start_peer(port: u16, n: usize, nodelay: bool) -> Result<Gate> {
         let name = format!("peer{n}");
         let mut options = MqttOptions::new(name.clone(), "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(30));
-        let (client, eventloop) = AsyncClient::new(options, 1000);
+        let (client, mut eventloop) = AsyncClient::new(options, 1000);
+        eventloop.set_network_options(network(nodelay));
         let (tx, events) = mpsc::unbounded_channel();
         tokio::spawn(pump(eventloop, tx));
         let cmd_topic = format!("/tenants/{name}/cmd");
@@ -312,6 +332,12 @@ impl Gate {
             .await?;
         Ok(())
     }
+}
+
+fn network(nodelay: bool) -> rumqttc::NetworkOptions {
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(nodelay);
+    network
 }
 
 async fn pump(mut eventloop: rumqttc::EventLoop, tx: mpsc::UnboundedSender<DeviceEvent>) {
@@ -543,7 +569,7 @@ struct Mosquitto {
 }
 
 impl Mosquitto {
-    fn start() -> Result<Mosquitto> {
+    fn start(nodelay: bool) -> Result<Mosquitto> {
         let dir = tempfile::tempdir()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
@@ -570,6 +596,7 @@ impl Mosquitto {
         let mut options = MqttOptions::new("echo", "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(30));
         let (client, mut eventloop) = AsyncClient::new(options, 10_000);
+        eventloop.set_network_options(network(nodelay));
         tokio::spawn(async move {
             let _ = client.subscribe("/tenants/+/event", QoS::AtLeastOnce).await;
             while let Ok(event) = eventloop.poll().await {
