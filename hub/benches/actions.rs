@@ -494,6 +494,14 @@ async fn acknowledge_alarm(hub: &HubProcess, device: &str) -> Result<()> {
 
 /// `count` commands through the API, one at a time; each is acknowledged.
 async fn commands(hub: &HubProcess, piano: &mut TestDevice, count: usize) -> Result<Samples> {
+    // The piano was silent through the other phases: longer than 1.5x its
+    // keepalive, so the hub holds it offline until it speaks (contract v1).
+    piano.publish(Channel::Status, "online").await?;
+    eventually(Duration::from_secs(5), "piano online", || async {
+        let twin = hub.twin(&piano.id).await.ok()?;
+        (twin["online"] == json!(true)).then_some(())
+    })
+    .await?;
     let mut samples = Samples::default();
     let cmd_topic = piano.topic(Channel::Cmd);
     let path = format!("/api/v1/devices/{}/commands", piano.id);
@@ -577,7 +585,7 @@ impl Mosquitto {
         let conf = dir.path().join("mosquitto.conf");
         writeln!(
             std::fs::File::create(&conf)?,
-            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000"
+            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\nset_tcp_nodelay {nodelay}"
         )?;
         let child = Command::new("mosquitto")
             .arg("-c")
