@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
@@ -120,31 +121,33 @@ async fn relay(
 
 /// Relays both ways until either side closes.
 ///
-/// rumqttd sets no TCP_NODELAY on its sockets, so with Nagle a small packet
-/// it writes (a `stop` right after the PUBACK of the telemetry that caused
-/// it) waits for the ACK of the one before, which this end's kernel would
-/// delay by up to 40 ms. So this end acknowledges at once: TCP_QUICKACK,
+/// Neither rumqttd nor most device stacks set TCP_NODELAY, so with Nagle a
+/// small packet (a `stop` right after the PUBACK of the telemetry that
+/// caused it; a device's next publish right after its last one) waits for
+/// the ACK of the one before, which the receiving kernel delays by up to
+/// 40 ms. So both ends of the relay acknowledge at once: TCP_QUICKACK,
 /// re-armed after every read because Linux drops it on its own.
 async fn splice(client: TcpStream, upstream: TcpStream) {
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut upstream_read, mut upstream_write) = upstream.into_split();
-    let up = tokio::io::copy(&mut client_read, &mut upstream_write);
-    let down = async {
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            quickack(upstream_read.as_ref());
-            let n = match upstream_read.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            if client_write.write_all(&buf[..n]).await.is_err() {
-                break;
-            }
-        }
-    };
+    let (client_read, client_write) = client.into_split();
+    let (upstream_read, upstream_write) = upstream.into_split();
     tokio::select! {
-        _ = up => {}
-        _ = down => {}
+        _ = pump(client_read, upstream_write) => {}
+        _ = pump(upstream_read, client_write) => {}
+    }
+}
+
+/// Copies until EOF or an error, acknowledging every read at once.
+async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        quickack(from.as_ref());
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 
