@@ -22,13 +22,14 @@
 //!
 //! `cargo bench -p hub --bench actions -- [gates] [rate] [seconds] [runs] [trips] [nodelay]`
 
+#[path = "support/mosquitto.rs"]
+mod mosquitto;
+
 use std::collections::HashMap;
-use std::io::Write;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use protocol::{Channel, DeviceKind};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use serde_json::{json, Value};
@@ -37,6 +38,8 @@ use tests::{
     TestDevice,
 };
 use tokio::sync::mpsc;
+
+use mosquitto::MosquittoProcess;
 
 #[derive(Clone, Copy)]
 struct Settings {
@@ -572,35 +575,13 @@ fn mean(before: &str, after: &str, name: &str) -> f64 {
 /// the request id in `args.request`.
 struct Mosquitto {
     port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
+    _process: MosquittoProcess,
 }
 
 impl Mosquitto {
     fn start(nodelay: bool) -> Result<Mosquitto> {
-        let dir = tempfile::tempdir()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let conf = dir.path().join("mosquitto.conf");
-        writeln!(
-            std::fs::File::create(&conf)?,
-            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\nset_tcp_nodelay {nodelay}"
-        )?;
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("mosquitto (apt-get install mosquitto)")?;
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if start.elapsed() > Duration::from_secs(5) {
-                bail!("mosquitto did not start");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let process = MosquittoProcess::start(&format!("set_tcp_nodelay {nodelay}"))?;
+        let port = process.port;
         let mut options = MqttOptions::new("echo", "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(30));
         let (client, mut eventloop) = AsyncClient::new(options, 10_000);
@@ -623,15 +604,7 @@ impl Mosquitto {
         });
         Ok(Mosquitto {
             port,
-            child,
-            _dir: dir,
+            _process: process,
         })
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

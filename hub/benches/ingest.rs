@@ -9,14 +9,16 @@
 //!
 //! `cargo bench -p hub --bench ingest -- [publishers] [seconds] [runs]`
 
-use std::io::Write;
-use std::process::{Child, Command, Stdio};
+#[path = "support/mosquitto.rs"]
+mod mosquitto;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use hub::config::{Config, PlainUser};
+use mosquitto::MosquittoProcess;
 use protocol::api::ProvisionRequest;
 use protocol::DeviceKind;
 use rumqttc::{AsyncClient, MqttOptions, QoS};
@@ -174,35 +176,14 @@ impl HubTarget {
 /// (loopback only, for this benchmark), with one subscriber on `#`.
 struct Mosquitto {
     port: u16,
-    child: Child,
     received: Arc<AtomicU64>,
-    _dir: tempfile::TempDir,
+    _process: MosquittoProcess,
 }
 
 impl Mosquitto {
     fn start() -> Result<Mosquitto> {
-        let dir = tempfile::tempdir()?;
-        let port = free_port()?;
-        let conf = dir.path().join("mosquitto.conf");
-        let mut file = std::fs::File::create(&conf)?;
-        writeln!(
-            file,
-            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000"
-        )?;
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("mosquitto (apt-get install mosquitto)")?;
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if start.elapsed() > Duration::from_secs(5) {
-                bail!("mosquitto did not start");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let process = MosquittoProcess::start("")?;
+        let port = process.port;
         let received = Arc::new(AtomicU64::new(0));
         let mut options = MqttOptions::new("bench-sub", "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(30));
@@ -218,9 +199,8 @@ impl Mosquitto {
         });
         Ok(Mosquitto {
             port,
-            child,
             received,
-            _dir: dir,
+            _process: process,
         })
     }
 
@@ -235,13 +215,6 @@ impl Mosquitto {
             delivered,
             rate: delivered as f64 / (ended - started).as_secs_f64(),
         })
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
