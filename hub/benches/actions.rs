@@ -16,20 +16,27 @@
 //! responder (one subscriber answering every request): the cost of an MQTT
 //! request/answer without any hub logic.
 //!
-//! `cargo bench -p hub --bench actions -- [gates] [rate] [seconds] [runs] [trips]`
+//! Clients leave Nagle on (as most device stacks do) unless the last
+//! argument `nodelay` is 1: then every client, of the hub and of mosquitto,
+//! sets TCP_NODELAY.
+//!
+//! `cargo bench -p hub --bench actions -- [gates] [rate] [seconds] [runs] [trips] [nodelay]`
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use protocol::{Channel, DeviceKind};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use serde_json::{json, Value};
-use tests::{eventually, sum_metric, telemetry, DeviceEvent, HubOptions, HubProcess, TestDevice};
+use tests::{
+    eventually, sum_metric, telemetry, DeviceEvent, DeviceOptions, HubOptions, HubProcess,
+    TestDevice,
+};
 use tokio::sync::mpsc;
+
+use device_sim::bench::processes::Mosquitto as MosquittoProcess;
 
 #[derive(Clone, Copy)]
 struct Settings {
@@ -38,6 +45,7 @@ struct Settings {
     window: Duration,
     runs: usize,
     trips: usize,
+    nodelay: bool,
 }
 
 fn main() -> Result<()> {
@@ -51,6 +59,7 @@ fn main() -> Result<()> {
         window: Duration::from_secs(*args.get(2).unwrap_or(&10)),
         runs: *args.get(3).unwrap_or(&3) as usize,
         trips: *args.get(4).unwrap_or(&200) as usize,
+        nodelay: args.get(5).is_some_and(|n| *n == 1),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(bench(settings))
@@ -122,28 +131,38 @@ async fn bench(settings: Settings) -> Result<()> {
         )
         .await?;
     anyhow::ensure!(status == 201, "resident: {status} {body}");
+    let options = DeviceOptions {
+        tcp_nodelay: settings.nodelay,
+        ..DeviceOptions::default()
+    };
+    let port = hub.mqtt_port;
     let mut gates = Vec::new();
     for n in 0..settings.gates {
         let creds = hub
             .provision_in(&format!("gate{n}"), DeviceKind::Gate, "bench", "gym")
             .await?;
         gates.push(Gate::start(
-            TestDevice::online(&creds, hub.mqtt_port, DeviceKind::Gate).await?,
+            TestDevice::online_with(&creds, port, DeviceKind::Gate, options.clone()).await?,
         ));
     }
     let robot_creds = hub
         .provision_in("robot0", DeviceKind::TherapyRobot, "bench", "therapy")
         .await?;
-    let mut robot =
-        TestDevice::online(&robot_creds, hub.mqtt_port, DeviceKind::TherapyRobot).await?;
+    let mut robot = TestDevice::online_with(
+        &robot_creds,
+        port,
+        DeviceKind::TherapyRobot,
+        options.clone(),
+    )
+    .await?;
     let piano_creds = hub
         .provision_in("piano0", DeviceKind::Piano, "bench", "music")
         .await?;
-    let mut piano = TestDevice::online(&piano_creds, hub.mqtt_port, DeviceKind::Piano).await?;
-    let mosquitto = Mosquitto::start()?;
+    let mut piano = TestDevice::online_with(&piano_creds, port, DeviceKind::Piano, options).await?;
+    let mosquitto = Mosquitto::start(settings.nodelay)?;
     let mut peers = Vec::new();
     for n in 0..settings.gates {
-        peers.push(Gate::start_peer(mosquitto.port, n).await?);
+        peers.push(Gate::start_peer(mosquitto.port, n, settings.nodelay).await?);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -262,11 +281,13 @@ impl Gate {
     }
 
     /// A gate client of mosquitto; a responder answers on its `cmd` topic.
-    async fn start_peer(port: u16, n: usize) -> Result<Gate> {
+    async fn start_peer(port: u16, n: usize, nodelay: bool) -> Result<Gate> {
         let name = format!("peer{n}");
         let mut options = MqttOptions::new(name.clone(), "127.0.0.1", port);
+        options.set_credentials(PEER_USER, PEER_PASSWORD);
         options.set_keep_alive(Duration::from_secs(30));
-        let (client, eventloop) = AsyncClient::new(options, 1000);
+        let (client, mut eventloop) = AsyncClient::new(options, 1000);
+        eventloop.set_network_options(network(nodelay));
         let (tx, events) = mpsc::unbounded_channel();
         tokio::spawn(pump(eventloop, tx));
         let cmd_topic = format!("/tenants/{name}/cmd");
@@ -312,6 +333,12 @@ impl Gate {
             .await?;
         Ok(())
     }
+}
+
+fn network(nodelay: bool) -> rumqttc::NetworkOptions {
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(nodelay);
+    network
 }
 
 async fn pump(mut eventloop: rumqttc::EventLoop, tx: mpsc::UnboundedSender<DeviceEvent>) {
@@ -468,6 +495,14 @@ async fn acknowledge_alarm(hub: &HubProcess, device: &str) -> Result<()> {
 
 /// `count` commands through the API, one at a time; each is acknowledged.
 async fn commands(hub: &HubProcess, piano: &mut TestDevice, count: usize) -> Result<Samples> {
+    // The piano was silent through the other phases: longer than 1.5x its
+    // keepalive, so the hub holds it offline until it speaks (contract v1).
+    piano.publish(Channel::Status, "online").await?;
+    eventually(Duration::from_secs(5), "piano online", || async {
+        let twin = hub.twin(&piano.id).await.ok()?;
+        (twin["online"] == json!(true)).then_some(())
+    })
+    .await?;
     let mut samples = Samples::default();
     let cmd_topic = piano.topic(Channel::Cmd);
     let path = format!("/api/v1/devices/{}/commands", piano.id);
@@ -536,40 +571,28 @@ fn mean(before: &str, after: &str, name: &str) -> f64 {
 /// mosquitto from the Debian package on a free loopback port, with an echo
 /// responder: every `/tenants/X/event` is answered on `/tenants/X/cmd` with
 /// the request id in `args.request`.
+/// The peer mosquitto's one user.
+const PEER_USER: &str = "bench";
+const PEER_PASSWORD: &str = "bench-password";
+
 struct Mosquitto {
     port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
+    _process: MosquittoProcess,
 }
 
 impl Mosquitto {
-    fn start() -> Result<Mosquitto> {
-        let dir = tempfile::tempdir()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let conf = dir.path().join("mosquitto.conf");
-        writeln!(
-            std::fs::File::create(&conf)?,
-            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000"
+    fn start(nodelay: bool) -> Result<Mosquitto> {
+        let process = MosquittoProcess::start_with(
+            PEER_USER,
+            PEER_PASSWORD,
+            &format!("set_tcp_nodelay {nodelay}"),
         )?;
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("mosquitto (apt-get install mosquitto)")?;
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if start.elapsed() > Duration::from_secs(5) {
-                bail!("mosquitto did not start");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let port = process.port;
         let mut options = MqttOptions::new("echo", "127.0.0.1", port);
+        options.set_credentials(PEER_USER, PEER_PASSWORD);
         options.set_keep_alive(Duration::from_secs(30));
         let (client, mut eventloop) = AsyncClient::new(options, 10_000);
+        eventloop.set_network_options(network(nodelay));
         tokio::spawn(async move {
             let _ = client.subscribe("/tenants/+/event", QoS::AtLeastOnce).await;
             while let Ok(event) = eventloop.poll().await {
@@ -588,15 +611,7 @@ impl Mosquitto {
         });
         Ok(Mosquitto {
             port,
-            child,
-            _dir: dir,
+            _process: process,
         })
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
@@ -90,10 +91,10 @@ pub async fn serve(
     }
 }
 
-/// Buffer per direction of a spliced connection. tokio's default is 8 KiB
-/// each way, 16 KiB per device held for the life of the connection; device
-/// traffic is small messages, and a larger TLS record just takes more
-/// reads (measured in docs/benchmarks.md: RSS per idle device).
+/// Buffer per direction of a spliced connection, held for the life of the
+/// connection: device traffic is small messages, and a larger TLS record
+/// just takes more reads (measured in docs/benchmarks.md: RSS per idle
+/// device; 8 KiB per direction cost ~13 KB more per device).
 const SPLICE_BUFFER_BYTES: usize = 2 * 1024;
 
 async fn relay(
@@ -120,14 +121,49 @@ async fn relay(
         .map_err(|_| Abort::Upstream)?;
     handshake(&mut client, &mut upstream, wait).await?;
     drop(permit);
-    let _ = tokio::io::copy_bidirectional_with_sizes(
-        &mut client,
-        &mut upstream,
-        SPLICE_BUFFER_BYTES,
-        SPLICE_BUFFER_BYTES,
-    )
-    .await;
+    splice(client, upstream).await;
     Ok(())
+}
+
+/// Relays both ways until either side closes.
+///
+/// Neither rumqttd nor most device stacks set TCP_NODELAY, so with Nagle a
+/// small packet (a `stop` right after the PUBACK of the telemetry that
+/// caused it; a device's next publish right after its last one) waits for
+/// the ACK of the one before, which the receiving kernel delays by up to
+/// 40 ms. So both ends of the relay acknowledge at once: TCP_QUICKACK,
+/// re-armed after every read because Linux drops it on its own.
+async fn splice(client: TcpStream, upstream: TcpStream) {
+    let (client_read, client_write) = client.into_split();
+    let (upstream_read, upstream_write) = upstream.into_split();
+    tokio::select! {
+        _ = pump(client_read, upstream_write) => {}
+        _ = pump(upstream_read, client_write) => {}
+    }
+}
+
+/// Copies until EOF or an error, acknowledging every read at once.
+async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf) {
+    let mut buf = vec![0u8; SPLICE_BUFFER_BYTES];
+    loop {
+        quickack(from.as_ref());
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn quickack(socket: &TcpStream) {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = socket2::SockRef::from(socket).set_tcp_quickack(true);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
 }
 
 /// Where the handshake stands after the ClientHello went upstream.

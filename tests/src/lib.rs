@@ -341,6 +341,8 @@ pub struct DeviceOptions {
     /// Send the client certificate (false: TLS without one).
     pub with_certificate: bool,
     pub will: bool,
+    /// Set TCP_NODELAY on the socket (most device stacks leave Nagle on).
+    pub tcp_nodelay: bool,
 }
 
 impl Default for DeviceOptions {
@@ -350,6 +352,7 @@ impl Default for DeviceOptions {
             keepalive: Duration::from_secs(30),
             with_certificate: true,
             will: true,
+            tcp_nodelay: false,
         }
     }
 }
@@ -392,7 +395,10 @@ impl TestDevice {
             alpn: None,
             client_auth,
         }));
-        let (client, eventloop) = AsyncClient::new(mqtt, 1000);
+        let (client, mut eventloop) = AsyncClient::new(mqtt, 1000);
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(options.tcp_nodelay);
+        eventloop.set_network_options(network);
         let (tx, events) = mpsc::unbounded_channel();
         let task = tokio::spawn(drive(eventloop, tx));
         TestDevice {
@@ -406,7 +412,17 @@ impl TestDevice {
     /// Connects with default options, waits for the CONNACK and says hello
     /// (subscriptions, status, birth with a 30 s keepalive).
     pub async fn online(creds: &Provisioned, port: u16, kind: DeviceKind) -> Result<TestDevice> {
-        let mut device = TestDevice::connect(creds, port, DeviceOptions::default());
+        TestDevice::online_with(creds, port, kind, DeviceOptions::default()).await
+    }
+
+    /// `online` with options.
+    pub async fn online_with(
+        creds: &Provisioned,
+        port: u16,
+        kind: DeviceKind,
+        options: DeviceOptions,
+    ) -> Result<TestDevice> {
+        let mut device = TestDevice::connect(creds, port, options);
         device.connected(Duration::from_secs(5)).await?;
         device.hello(kind, 30).await?;
         Ok(device)

@@ -45,6 +45,15 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub fn start(username: &str, password: &str) -> Result<Mosquitto, ProcessError> {
+        Mosquitto::start_with(username, password, "")
+    }
+
+    /// Like [`Mosquitto::start`], with `extra` lines appended to its config.
+    pub fn start_with(
+        username: &str,
+        password: &str,
+        extra: &str,
+    ) -> Result<Mosquitto, ProcessError> {
         let dir = tempfile::tempdir().map_err(io("temp dir"))?;
         let port = free_port()?;
         let passwd = dir.path().join("passwd");
@@ -69,7 +78,8 @@ impl Mosquitto {
              max_queued_messages 0\n\
              # stay the user who started it (root would switch to `mosquitto`,\n\
              # which cannot read this temp dir)\n\
-             user root\n",
+             user root\n\
+             {extra}\n",
             passwd.display()
         );
         std::fs::write(&conf, text).map_err(io("writing mosquitto.conf"))?;
