@@ -6,7 +6,7 @@
 //! bookkeeping); this module wires them to the MQTT connection and keeps the
 //! device's counters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,8 @@ use chrono::NaiveDate;
 use protocol::api::Provisioned;
 use protocol::topic::{for_device, Channel};
 use protocol::{
-    Birth, Command, DeviceKind, ErrorReport, EventAck, Telemetry, STATUS_OFFLINE, STATUS_ONLINE,
+    Birth, Command, CommandAck, DeviceKind, ErrorReport, EventAck, Telemetry, STATUS_OFFLINE,
+    STATUS_ONLINE,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -36,6 +37,8 @@ const FW: &str = concat!("sim-", env!("CARGO_PKG_VERSION"));
 /// A therapy robot in a session reports at least this often: the hub's
 /// safety watchdog stops a session that goes quiet for a few seconds.
 const ROBOT_TELEMETRY_PERIOD: Duration = Duration::from_secs(1);
+/// Commands a device remembers having answered.
+const ANSWERED_KEPT: usize = 64;
 /// Mixed into a device's seed for its reconnect jitter, so the backoff
 /// draws do not shift the behaviour's random sequence.
 const BACKOFF_SALT: u64 = 0x6261_636b_6f66_6621;
@@ -145,6 +148,9 @@ struct Device {
     connected: bool,
     client: AsyncClient,
     settings: Arc<DeviceSettings>,
+    /// The latest commands answered, newest last: the hub resends a command
+    /// until it hears back, and a device acts once per command id.
+    answered: VecDeque<CommandAck>,
 }
 
 /// Runs the device `spec` of a center (`world`) with `creds` until
@@ -173,6 +179,7 @@ pub async fn run_device(
         connected: false,
         client: conn.client,
         settings,
+        answered: VecDeque::new(),
     };
     let mut notices = conn.notices;
     device.live_then_drain(&mut notices, &shutdown).await;
@@ -279,6 +286,11 @@ impl Device {
                 return;
             }
         };
+        if let Some(ack) = self.answered.iter().find(|a| a.id == cmd.id).cloned() {
+            tracing::debug!(device = %self.id, cmd = %cmd.id, "command again: answered again, not obeyed");
+            self.publish_ack(&ack);
+            return;
+        }
         self.counters.commands_received += 1;
         let sim_now = self.settings.clock.now_ms();
         let outcome = self
@@ -288,10 +300,18 @@ impl Device {
             self.counters.commands_refused += 1;
         }
         tracing::debug!(device = %self.id, cmd = %cmd.id, op = %cmd.op, ok = outcome.ack.ok, "command");
-        // invariant: a struct of strings and a bool always serializes.
-        let ack = serde_json::to_vec(&outcome.ack).expect("cmd ack");
-        self.publish(&self.topics.cmd_ack, false, ack);
+        self.publish_ack(&outcome.ack);
+        if self.answered.len() == ANSWERED_KEPT {
+            self.answered.pop_front();
+        }
+        self.answered.push_back(outcome.ack);
         self.raise(outcome.events);
+    }
+
+    fn publish_ack(&self, ack: &CommandAck) {
+        // invariant: a struct of strings and a bool always serializes.
+        let payload = serde_json::to_vec(ack).expect("cmd ack");
+        self.publish(&self.topics.cmd_ack, false, payload);
     }
 
     fn on_event_ack(&mut self, payload: &[u8]) {
