@@ -33,6 +33,7 @@ use crate::broker::WAKE_TOPIC;
 use crate::clock::unix_ms;
 use crate::commit::GroupCommit;
 use crate::config::IngestConfig;
+use crate::counting::Flow;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, StoredEvent};
 use crate::twin::{Presence, Twin};
@@ -453,6 +454,10 @@ impl Ingest {
             },
             Channel::Telemetry => {
                 let telemetry = Telemetry::decode(payload)?;
+                if self.twin(device).kind == DeviceKind::Counter {
+                    Flow::from_telemetry(&telemetry)
+                        .map_err(|e| Rejection::new(Reason::InvalidPayload, e.to_string()))?;
+                }
                 let gap = self.twin(device).apply_telemetry(&telemetry);
                 self.count_gap(device, Channel::Telemetry, gap);
                 if let Some(twin) = self.twins.get_mut(device) {

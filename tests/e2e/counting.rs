@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use protocol::api::{CenterOccupancy, CenterVisits};
-use serde_json::Value;
+use protocol::{Channel, DeviceKind};
+use serde_json::{json, Value};
 use tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,5 +92,46 @@ async fn visit_queries_name_what_is_wrong() -> anyhow::Result<()> {
     }
     let anonymous = reqwest::get(format!("{}/api/v1/centers/center01/occupancy", hub.api)).await?;
     assert_eq!(anonymous.status(), 401);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_counter_reporting_negative_people_is_rejected_and_counts_nothing() -> anyhow::Result<()>
+{
+    let hub = HubProcess::start(HubOptions::default()).await?;
+    let creds = hub
+        .provision_in("door1", DeviceKind::Counter, "c1", "entrance")
+        .await?;
+    let mut counter = TestDevice::online(&creds, hub.mqtt_port, DeviceKind::Counter).await?;
+    let error_topic = counter.topic(Channel::Error);
+    counter
+        .publish(Channel::Telemetry, telemetry(1, &[("in", json!(-2))]))
+        .await?;
+    let report = counter
+        .message_on(&error_topic, Duration::from_secs(5))
+        .await?;
+    let report: protocol::ErrorReport = serde_json::from_slice(&report)?;
+    assert!(report.reason.starts_with("invalid_payload"), "{report:?}");
+    assert!(report.reason.contains("`in`"), "{report:?}");
+
+    counter
+        .publish(Channel::Telemetry, telemetry(2, &[("in", json!(3))]))
+        .await?;
+    eventually(
+        Duration::from_secs(5),
+        "the good message counted",
+        || async {
+            let now: CenterOccupancy = hub
+                .get("/api/v1/centers/c1/occupancy")
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (now.headcount == 3).then_some(())
+        },
+    )
+    .await?;
     Ok(())
 }
