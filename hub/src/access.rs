@@ -38,7 +38,16 @@ pub enum OpeningHours {
 impl OpeningHours {
     /// Reads a room entry's hours; an error names the field and the reason.
     pub fn from_config(room: &RoomConfig) -> Result<OpeningHours, (&'static str, String)> {
-        match (room.hours.as_deref(), &room.open, &room.close) {
+        OpeningHours::parse(room.hours.as_deref(), &room.open, &room.close)
+    }
+
+    /// Reads `hours` or `open` and `close`; an error names the field.
+    pub fn parse(
+        hours: Option<&str>,
+        open: &Option<String>,
+        close: &Option<String>,
+    ) -> Result<OpeningHours, (&'static str, String)> {
+        match (hours, open, close) {
             (Some("24h"), None, None) => Ok(OpeningHours::Always),
             (Some(other), None, None) => Err((
                 "hours",
@@ -70,7 +79,7 @@ impl OpeningHours {
     }
 }
 
-fn parse_hhmm(text: &str) -> Result<NaiveTime, String> {
+pub fn parse_hhmm(text: &str) -> Result<NaiveTime, String> {
     NaiveTime::parse_from_str(text, "%H:%M")
         .map_err(|_| format!("{text:?} is not a time of day as HH:MM"))
 }

@@ -17,6 +17,7 @@ use protocol::{CommandAck, DeviceKind, Event, Telemetry};
 use serde_json::{json, Value};
 
 use crate::access::Access;
+use crate::bookings::Schedule;
 use crate::commands::{expires_in, Commands, NewCommand};
 use crate::config::Config;
 use crate::counting::{Calendar, Counting};
@@ -42,6 +43,8 @@ pub struct Actions {
     reactions: Vec<(Histogram, Instant)>,
     /// Something was written that should be fsynced with this batch.
     needs_flush: bool,
+    /// The booking desk: device check-ins.
+    schedule: Option<Arc<Schedule>>,
 }
 
 impl Actions {
@@ -69,7 +72,13 @@ impl Actions {
             answer_ttl: Duration::from_millis(config.access.answer_ttl_ms),
             reactions: Vec::new(),
             needs_flush: false,
+            schedule: None,
         })
+    }
+
+    /// Ties device events to bookings (check-ins).
+    pub fn set_schedule(&mut self, schedule: Arc<Schedule>) {
+        self.schedule = Some(schedule);
     }
 
     /// Accepted telemetry: the interlock watches therapy robots, counters
@@ -129,6 +138,7 @@ impl Actions {
                 if let Err(error) = self.usage.on_piano_event(twin, event) {
                     tracing::error!(%error, "recording piano usage failed");
                 }
+                self.booking_check_in(twin, event);
             }
             _ => {}
         }
@@ -281,6 +291,16 @@ impl Actions {
         };
         if let Err(error) = self.occupancy.passage(&twin.center, &twin.room, direction) {
             tracing::error!(%error, "recording occupancy failed");
+        }
+    }
+
+    /// A `session_start` naming a booking checks it in.
+    fn booking_check_in(&self, twin: &Twin, event: &Event) {
+        let booking = event.body.get("booking").and_then(Value::as_str);
+        if let (Some(schedule), "session_start", Some(booking)) =
+            (&self.schedule, event.event_type.as_str(), booking)
+        {
+            schedule.device_check_in(booking, &twin.id);
         }
     }
 

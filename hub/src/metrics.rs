@@ -39,6 +39,10 @@ pub struct Metrics {
     pub room_saturation_alarms: IntCounterVec,
     pub visits: IntCounterVec,
     pub piano_usage: CounterVec,
+    pub bookings: IntCounterVec,
+    pub booking_seat_seconds: CounterVec,
+    pub booking_waitlist: IntGaugeVec,
+    pub booking_slots_full: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -196,6 +200,29 @@ impl Metrics {
                 &["center"],
             )
             .expect("counter vec"),
+            bookings: counter_vec(
+                "yizhan_bookings_total",
+                "Booking outcomes: booked, checked_in, no_show, cancelled, late_cancel, full, refused, waitlisted, promoted",
+                &["center", "kind", "outcome"],
+            ),
+            booking_seat_seconds: CounterVec::new(
+                Opts::new(
+                    "yizhan_booking_seat_seconds_total",
+                    "Seat time of booked places (state booked) and of checked-in places at slot end (state used)",
+                ),
+                &["center", "kind", "state"],
+            )
+            .expect("counter vec"),
+            booking_waitlist: gauge_vec(
+                "yizhan_booking_waitlist",
+                "People on waitlists (since the hub started)",
+                &["center", "kind"],
+            ),
+            booking_slots_full: counter_vec(
+                "yizhan_booking_slots_full_total",
+                "Slots whose last place was booked",
+                &["center", "kind"],
+            ),
             registry,
         };
         metrics.register_all();
@@ -231,6 +258,10 @@ impl Metrics {
             Box::new(self.room_saturation_alarms.clone()),
             Box::new(self.visits.clone()),
             Box::new(self.piano_usage.clone()),
+            Box::new(self.bookings.clone()),
+            Box::new(self.booking_seat_seconds.clone()),
+            Box::new(self.booking_waitlist.clone()),
+            Box::new(self.booking_slots_full.clone()),
         ];
         for collector in collectors {
             // invariant: every family above has a unique name.

@@ -8,6 +8,11 @@
 //! `occupancy` (live people per `center\0room`), `visits` (people through
 //! a center's entrance per local day, `center\0YYYY-MM-DD`), `usage`
 //! (milliseconds a piano played per local day, `center\0YYYY-MM-DD\0piano`)
+//! bookings: `bookings` (id → booking), `booking_slots`
+//! (`resource\0start\0id` → index entry), `resident_bookings`
+//! (`resident\0start\0id` → index entry), `due` (`at\0what\0id`: slot
+//! starts, grace ends and slot ends to process), `strikes`
+//! (`resident\0at` → booking id), `notifications` (`resident\0at id`);
 //! and `meta` (boot epoch,
 //! generated admin-token hash, the credential-hashing key). Values are JSON.
 //! `flush` fsyncs; the ingest loop calls it once per batch holding events
@@ -17,6 +22,7 @@ use std::path::Path;
 
 use chrono::NaiveDate;
 
+use crate::bookings::{Booking, Due, IndexEntry, Notification};
 use crate::occupancy::RoomCount;
 
 use protocol::api::CommandRecord;
@@ -122,6 +128,12 @@ pub struct Store {
     occupancy: sled::Tree,
     visits: sled::Tree,
     usage: sled::Tree,
+    bookings: sled::Tree,
+    booking_slots: sled::Tree,
+    resident_bookings: sled::Tree,
+    due: sled::Tree,
+    strikes: sled::Tree,
+    notifications: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -149,6 +161,12 @@ impl Store {
             occupancy: db.open_tree("occupancy")?,
             visits: db.open_tree("visits")?,
             usage: db.open_tree("usage")?,
+            bookings: db.open_tree("bookings")?,
+            booking_slots: db.open_tree("booking_slots")?,
+            resident_bookings: db.open_tree("resident_bookings")?,
+            due: db.open_tree("due")?,
+            strikes: db.open_tree("strikes")?,
+            notifications: db.open_tree("notifications")?,
             meta: db.open_tree("meta")?,
             db,
         })
@@ -498,6 +516,111 @@ impl Store {
             .collect()
     }
 
+    /// Writes a booking, its two index entries and its due times in one
+    /// atomic step (not fsynced: the desk flushes once per batch).
+    pub fn put_booking(&self, booking: &Booking, due: &[(u64, Due)]) -> Result<(), StoreError> {
+        let entry = to_json(&IndexEntry::of(booking));
+        let slot_key = time_key(&booking.resource, booking.slot_start, &booking.id);
+        let resident_key = time_key(&booking.resident, booking.slot_start, &booking.id);
+        let result: Result<(), TransactionError<()>> = (
+            &self.bookings,
+            &self.booking_slots,
+            &self.resident_bookings,
+            &self.due,
+        )
+            .transaction(|(bookings, slots, residents, due_tree)| {
+                bookings.insert(booking.id.as_bytes(), to_json(booking))?;
+                slots.insert(slot_key.as_slice(), entry.as_slice())?;
+                residents.insert(resident_key.as_slice(), entry.as_slice())?;
+                for (at, what) in due {
+                    due_tree.insert(due_key(*at, *what, &booking.id), &[])?;
+                }
+                Ok(())
+            });
+        result.map_err(|e| match e {
+            TransactionError::Storage(error) => StoreError::Sled(error),
+            TransactionError::Abort(()) => StoreError::BadKey("booking transaction".into()),
+        })
+    }
+
+    pub fn booking(&self, id: &str) -> Result<Option<Booking>, StoreError> {
+        get_json(&self.bookings, id)
+    }
+
+    /// Index entries of `resource`'s bookings with slots starting in
+    /// `[from, to)`, as `(start, booking id, entry)` in start order.
+    pub fn slot_entries(
+        &self,
+        resource: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, String, IndexEntry)>, StoreError> {
+        time_range(&self.booking_slots, resource, from, to)
+    }
+
+    /// Index entries of `resident`'s bookings with slots starting in
+    /// `[from, to)`.
+    pub fn resident_entries(
+        &self,
+        resident: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, String, IndexEntry)>, StoreError> {
+        time_range(&self.resident_bookings, resident, from, to)
+    }
+
+    /// Due items at or before `now`, oldest first, as `(at, what, id)`.
+    pub fn due_until(&self, now: u64) -> Result<Vec<(u64, Due, String)>, StoreError> {
+        let end = format!("{:016x}\x01", now);
+        self.due
+            .range(..end.as_bytes())
+            .keys()
+            .map(|key| {
+                let key = key?;
+                parse_due_key(&key).ok_or_else(|| StoreError::BadKey(format!("due {key:?}")))
+            })
+            .collect()
+    }
+
+    /// Forgets a processed due item (not fsynced).
+    pub fn remove_due(&self, at: u64, what: Due, id: &str) -> Result<(), StoreError> {
+        self.due.remove(due_key(at, what, id))?;
+        Ok(())
+    }
+
+    /// Adds a due item (not fsynced).
+    pub fn add_due(&self, at: u64, what: Due, id: &str) -> Result<(), StoreError> {
+        self.due.insert(due_key(at, what, id), &[])?;
+        Ok(())
+    }
+
+    /// Records a no-show strike (not fsynced).
+    pub fn add_strike(&self, resident: &str, at: u64, booking: &str) -> Result<(), StoreError> {
+        self.strikes
+            .insert(time_key(resident, at, ""), to_json(&booking))?;
+        Ok(())
+    }
+
+    /// Times of `resident`'s strikes at or after `since`.
+    pub fn strikes_since(&self, resident: &str, since: u64) -> Result<Vec<u64>, StoreError> {
+        Ok(time_range(&self.strikes, resident, since, u64::MAX)?
+            .into_iter()
+            .map(|(at, _, _): (u64, String, serde::de::IgnoredAny)| at)
+            .collect())
+    }
+
+    /// Stores a notification for its resident (not fsynced).
+    pub fn add_notification(&self, notification: &Notification) -> Result<(), StoreError> {
+        let key = time_key(&notification.resident, notification.at, &notification.id);
+        self.notifications.insert(key, to_json(notification))?;
+        Ok(())
+    }
+
+    /// A resident's notifications, oldest first.
+    pub fn notifications_of(&self, resident: &str) -> Result<Vec<Notification>, StoreError> {
+        scan_json(&self.notifications, &pair_key(resident, ""))
+    }
+
     /// Fsyncs everything written so far. Returns the bytes flushed.
     pub fn flush(&self) -> Result<usize, StoreError> {
         Ok(self.db.flush()?)
@@ -516,6 +639,47 @@ fn pair_key(first: &str, second: &str) -> Vec<u8> {
     key.push(0);
     key.extend_from_slice(second.as_bytes());
     key
+}
+
+/// `owner \0 at(16 hex) \0 id`: records of an owner in time order.
+fn time_key(owner: &str, at: u64, id: &str) -> Vec<u8> {
+    pair_key(owner, &format!("{at:016x}\0{id}"))
+}
+
+/// Entries of `owner` keyed by `time_key` with times in `[from, to)`.
+fn time_range<T: DeserializeOwned>(
+    tree: &sled::Tree,
+    owner: &str,
+    from: u64,
+    to: u64,
+) -> Result<Vec<(u64, String, T)>, StoreError> {
+    let (start, end) = (time_key(owner, from, ""), time_key(owner, to, ""));
+    let prefix = owner.len() + 1;
+    tree.range(start..end)
+        .map(|entry| {
+            let (key, value) = entry?;
+            let bad = || StoreError::BadKey(format!("{key:?}"));
+            let rest = key.get(prefix..).ok_or_else(bad)?;
+            let at = std::str::from_utf8(rest.get(..16).ok_or_else(bad)?)
+                .ok()
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+                .ok_or_else(bad)?;
+            let id = String::from_utf8_lossy(rest.get(17..).unwrap_or_default()).into_owned();
+            Ok((at, id, decode(&key, &value)?))
+        })
+        .collect()
+}
+
+fn due_key(at: u64, what: Due, id: &str) -> Vec<u8> {
+    format!("{at:016x}\0{}\0{id}", what.as_str()).into_bytes()
+}
+
+fn parse_due_key(key: &[u8]) -> Option<(u64, Due, String)> {
+    let text = std::str::from_utf8(key).ok()?;
+    let mut parts = text.splitn(3, '\0');
+    let at = u64::from_str_radix(parts.next()?, 16).ok()?;
+    let what = Due::parse(parts.next()?)?;
+    Some((at, what, parts.next()?.to_string()))
 }
 
 /// `first\0second` as text, to nest inside another key.

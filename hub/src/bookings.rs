@@ -1,0 +1,975 @@
+//! The booking desk: the one owner of booking writes, and what the rest of
+//! the hub asks of it (`Schedule`).
+//!
+//! Every change — a booking, a cancellation, a check-in, joining a waitlist,
+//! and the due work of the clock (slot start → `unlock`, grace end → no-show
+//! release and waitlist promotion, slot end → `lock`) — is a job on one
+//! channel, applied in order by the desk thread. Capacity checks therefore
+//! see every earlier booking, and no two requests can take the last place.
+//! The desk applies the jobs it has at once, fsyncs once, and only then
+//! answers them (a 201 is durable) and hands its commands to ingest.
+//! Reads (availability, lists) go to the store directly.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use protocol::api::{CommandOrigin, CommandRecord};
+use protocol::calendar::Calendar;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::commands::NewCommand;
+use crate::config::{Config, ScheduleConfig};
+use crate::metrics::Metrics;
+use crate::schedule::{self, Clock, Group, History, Refusal, Request, Resource, Slot, SlotLoad};
+use crate::store::{Store, StoreError};
+
+const MINUTE_MS: u64 = 60_000;
+const DAY_MS: u64 = 24 * 60 * MINUTE_MS;
+/// A `lock` stays deliverable this long after the slot's end.
+const LOCK_TTL_MS: u64 = 10 * MINUTE_MS;
+/// Most jobs applied before one fsync.
+const BATCH_MAX: usize = 1024;
+
+/// Where a booking stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Refused as full; may join the waitlist.
+    Offered,
+    Waitlisted,
+    Booked,
+    CheckedIn,
+    Cancelled,
+    NoShow,
+    /// Left on the waitlist when the slot ended.
+    Expired,
+}
+
+impl Status {
+    /// Takes one of the slot's places.
+    pub fn holds_place(self) -> bool {
+        matches!(self, Status::Booked | Status::CheckedIn)
+    }
+
+    /// Counts against the resident's quotas.
+    fn counts_for_quota(self) -> bool {
+        matches!(self, Status::Booked | Status::CheckedIn | Status::NoShow)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Offered => "offered",
+            Status::Waitlisted => "waitlisted",
+            Status::Booked => "booked",
+            Status::CheckedIn => "checked_in",
+            Status::Cancelled => "cancelled",
+            Status::NoShow => "no_show",
+            Status::Expired => "expired",
+        }
+    }
+}
+
+/// A booking (or a waitlist place, or the offer of one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Booking {
+    pub id: String,
+    pub resource: String,
+    pub center: String,
+    pub kind: String,
+    /// Unix ms.
+    pub slot_start: u64,
+    pub slot_end: u64,
+    pub resident: String,
+    pub group: Group,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_birthdate: Option<NaiveDate>,
+    pub status: Status,
+    pub created_at: u64,
+    #[serde(default)]
+    pub waitlisted_at: Option<u64>,
+    #[serde(default)]
+    pub checked_in_at: Option<u64>,
+    /// `staff`, `device:<id>` or `gate:<id>`.
+    #[serde(default)]
+    pub checked_in_by: Option<String>,
+    #[serde(default)]
+    pub cancelled_at: Option<u64>,
+    /// Cancelled within `late_cancel_minutes` of the start.
+    #[serde(default)]
+    pub late_cancel: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The bound devices were commanded `unlock` for it.
+    #[serde(default)]
+    pub unlocked: bool,
+}
+
+/// What the slot and resident indexes keep of a booking.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexEntry {
+    pub resource: String,
+    pub status: Status,
+    pub group: Group,
+    pub end: u64,
+    /// When it joined the waitlist (its order there).
+    pub waitlisted_at: Option<u64>,
+}
+
+impl IndexEntry {
+    pub fn of(booking: &Booking) -> IndexEntry {
+        IndexEntry {
+            resource: booking.resource.clone(),
+            status: booking.status,
+            group: booking.group,
+            end: booking.slot_end,
+            waitlisted_at: booking.waitlisted_at,
+        }
+    }
+}
+
+/// Work the clock brings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Slot start: unlock the bound devices.
+    Start,
+    /// Grace over: release a booking not checked in.
+    Grace,
+    /// Slot end: lock, expire the waitlist, count the seat time.
+    End,
+}
+
+impl Due {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Due::Start => "start",
+            Due::Grace => "grace",
+            Due::End => "end",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Due> {
+        [Due::Start, Due::Grace, Due::End]
+            .into_iter()
+            .find(|d| d.as_str() == text)
+    }
+}
+
+/// A message to a resident (listed by the API).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    pub id: String,
+    pub resident: String,
+    pub booking: String,
+    /// `promoted`, `released`, `cancelled`.
+    pub kind: String,
+    pub message: String,
+    pub at: u64,
+}
+
+/// A booking request, checked for shape by the API.
+#[derive(Debug, Clone)]
+pub struct BookRequest {
+    pub resource: String,
+    pub slot_start: u64,
+    pub resident: String,
+    pub group: Group,
+    pub child_birthdate: Option<NaiveDate>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeskError {
+    #[error("no resource {0}")]
+    NoResource(String),
+    #[error("no booking {0}")]
+    NoBooking(String),
+    #[error("{0}")]
+    Refused(Refusal, Option<Box<Booking>>),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("the booking desk has stopped")]
+    Stopped,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Rule { rule, reason } => write!(f, "rule {rule}: {reason}"),
+            Refusal::Full { reason } => f.write_str(reason),
+        }
+    }
+}
+
+/// Who checks a booking in.
+#[derive(Debug, Clone)]
+pub enum CheckInBy {
+    Staff,
+    /// A bound device's event naming the booking (a piano `session_start`).
+    Device(String),
+}
+
+type Reply = oneshot::Sender<Result<Booking, DeskError>>;
+
+enum Job {
+    Book(BookRequest, Reply),
+    Cancel(String, Reply),
+    Waitlist(String, Reply),
+    CheckIn(String, CheckInBy, Option<Reply>),
+    /// A resident passed a gate: checks in their booking of a resource the
+    /// gate is bound to, inside its slot.
+    Passage { resident: String, gate: String },
+}
+
+/// Hands a recorded command to ingest (which publishes it).
+pub type HandOver = Box<dyn Fn(CommandRecord) + Send>;
+
+/// What the API and ingest ask of the schedule.
+pub struct Schedule {
+    pub resources: BTreeMap<String, Resource>,
+    pub calendar: Calendar,
+    pub clock: Arc<Clock>,
+    store: Arc<Store>,
+    jobs: Sender<Job>,
+}
+
+/// One slot as availability shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotView {
+    pub start: u64,
+    pub end: u64,
+    /// Local start, RFC 3339.
+    pub local_start: String,
+    pub capacity: u32,
+    pub booked: u32,
+    /// Free for anyone (held shares excluded while they hold).
+    pub free: u32,
+    /// Places still held per group.
+    pub held: BTreeMap<&'static str, u32>,
+    pub waitlist: u32,
+}
+
+impl Schedule {
+    /// Compiles the resources and starts the desk thread.
+    pub fn start(
+        store: Arc<Store>,
+        metrics: Metrics,
+        config: &Config,
+        hand_over: HandOver,
+        stop: CancellationToken,
+    ) -> std::io::Result<(Arc<Schedule>, std::thread::JoinHandle<()>)> {
+        let resources: BTreeMap<String, Resource> = config
+            .resources
+            .iter()
+            // invariant: `Config::validate` checked every entry.
+            .filter_map(|r| Resource::from_config(r).ok())
+            .map(|r| (r.config.id.clone(), r))
+            .collect();
+        let calendar = Calendar {
+            tz: config.time_zone(),
+        };
+        // invariant: `Config::validate` checked the clock.
+        let clock = Arc::new(Clock::parse(&config.schedule.clock).unwrap_or(Clock::System));
+        let (jobs, rx) = std::sync::mpsc::channel();
+        let desk = Desk {
+            store: store.clone(),
+            metrics,
+            resources: resources.clone(),
+            calendar,
+            clock: clock.clone(),
+            config: config.schedule.clone(),
+            hand_over,
+            commands: Vec::new(),
+            wrote: false,
+        };
+        let thread = std::thread::Builder::new()
+            .name("bookings".into())
+            .spawn(move || desk.run(rx, stop))?;
+        let schedule = Schedule {
+            resources,
+            calendar,
+            clock,
+            store,
+            jobs,
+        };
+        Ok((Arc::new(schedule), thread))
+    }
+
+    async fn ask(&self, job: impl FnOnce(Reply) -> Job) -> Result<Booking, DeskError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs.send(job(tx)).map_err(|_| DeskError::Stopped)?;
+        rx.await.map_err(|_| DeskError::Stopped)?
+    }
+
+    /// Books a place: `Ok` once the booking is durable.
+    pub async fn book(&self, request: BookRequest) -> Result<Booking, DeskError> {
+        self.ask(|reply| Job::Book(request, reply)).await
+    }
+
+    pub async fn cancel(&self, id: String) -> Result<Booking, DeskError> {
+        self.ask(|reply| Job::Cancel(id, reply)).await
+    }
+
+    pub async fn join_waitlist(&self, id: String) -> Result<Booking, DeskError> {
+        self.ask(|reply| Job::Waitlist(id, reply)).await
+    }
+
+    pub async fn check_in(&self, id: String) -> Result<Booking, DeskError> {
+        self.ask(|reply| Job::CheckIn(id, CheckInBy::Staff, Some(reply)))
+            .await
+    }
+
+    /// A bound device says the booking's resident is here (from ingest:
+    /// never waits).
+    pub fn device_check_in(&self, booking: &str, device: &str) {
+        let job = Job::CheckIn(booking.into(), CheckInBy::Device(device.into()), None);
+        if self.jobs.send(job).is_err() {
+            tracing::warn!("the booking desk has stopped; device check-in lost");
+        }
+    }
+
+    /// A resident passed `gate` (from ingest: never waits).
+    pub fn gate_passage(&self, resident: &str, gate: &str) {
+        let job = Job::Passage {
+            resident: resident.into(),
+            gate: gate.into(),
+        };
+        if self.jobs.send(job).is_err() {
+            tracing::warn!("the booking desk has stopped; gate check-in lost");
+        }
+    }
+
+    pub fn booking(&self, id: &str) -> Result<Option<Booking>, StoreError> {
+        self.store.booking(id)
+    }
+
+    /// Free capacity per slot of `resource` starting in `[from, to)`.
+    pub fn availability(
+        &self,
+        resource: &Resource,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<SlotView>, StoreError> {
+        let now = self.clock.now_ms();
+        let entries = self.store.slot_entries(&resource.config.id, from, to)?;
+        let mut by_slot: BTreeMap<u64, (SlotLoad, u32)> = BTreeMap::new();
+        for (start, _, entry) in entries {
+            let (load, waitlist) = by_slot.entry(start).or_default();
+            if entry.status.holds_place() {
+                load.add(entry.group);
+            } else if entry.status == Status::Waitlisted {
+                *waitlist += 1;
+            }
+        }
+        let views = resource
+            .slots_between(&self.calendar, from, to)
+            .into_iter()
+            .map(|slot| {
+                let (load, waitlist) = by_slot.get(&slot.start).copied().unwrap_or_default();
+                let holds = resource.shares_hold(slot.start, now);
+                let held = Group::ALL
+                    .into_iter()
+                    .filter(|g| holds && resource.held_for(*g) > 0)
+                    .map(|g| (g.as_str(), resource.held_for(g).saturating_sub(load.of(g))))
+                    .collect();
+                SlotView {
+                    start: slot.start,
+                    end: slot.end,
+                    local_start: self.calendar.local(slot.start).to_rfc3339(),
+                    capacity: resource.config.capacity,
+                    booked: load.taken(),
+                    free: schedule::free_places(resource, &load, None, holds),
+                    held,
+                    waitlist,
+                }
+            })
+            .collect();
+        Ok(views)
+    }
+
+    /// Bookings of a resident or a resource with slots starting in
+    /// `[from, to)`.
+    pub fn bookings(
+        &self,
+        resident: Option<&str>,
+        resource: Option<&str>,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Booking>, StoreError> {
+        let entries = match (resident, resource) {
+            (Some(resident), _) => self.store.resident_entries(resident, from, to)?,
+            (None, Some(resource)) => self.store.slot_entries(resource, from, to)?,
+            (None, None) => Vec::new(),
+        };
+        let mut bookings = Vec::new();
+        for (_, id, entry) in entries {
+            if resource.is_some_and(|r| r != entry.resource) {
+                continue;
+            }
+            bookings.extend(self.store.booking(&id)?);
+        }
+        Ok(bookings)
+    }
+
+    pub fn notifications(&self, resident: &str) -> Result<Vec<Notification>, StoreError> {
+        self.store.notifications_of(resident)
+    }
+}
+
+/// The desk thread's state.
+struct Desk {
+    store: Arc<Store>,
+    metrics: Metrics,
+    resources: BTreeMap<String, Resource>,
+    calendar: Calendar,
+    clock: Arc<Clock>,
+    config: ScheduleConfig,
+    hand_over: HandOver,
+    /// Commands recorded in this batch, handed over after its fsync.
+    commands: Vec<CommandRecord>,
+    /// Something was written in this batch.
+    wrote: bool,
+}
+
+impl Desk {
+    fn run(mut self, jobs: Receiver<Job>, stop: CancellationToken) {
+        let tick = Duration::from_millis(self.config.tick_ms);
+        let mut last_tick = Instant::now() - tick;
+        while !stop.is_cancelled() {
+            let mut batch = Vec::new();
+            match jobs.recv_timeout(tick) {
+                Ok(job) => batch.push(job),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            while batch.len() < BATCH_MAX {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            let mut answers = Vec::with_capacity(batch.len());
+            for job in batch {
+                self.apply(job, &mut answers);
+            }
+            if last_tick.elapsed() >= tick {
+                last_tick = Instant::now();
+                if let Err(error) = self.tick() {
+                    tracing::error!(%error, "processing due bookings failed");
+                }
+            }
+            self.finish_batch(answers);
+        }
+    }
+
+    /// Fsyncs what the batch wrote, then answers and hands commands over.
+    fn finish_batch(&mut self, answers: Vec<(Reply, Result<Booking, DeskError>)>) {
+        let flushed = if std::mem::take(&mut self.wrote) {
+            self.store.flush().map(|_| ())
+        } else {
+            Ok(())
+        };
+        let commands = std::mem::take(&mut self.commands);
+        match flushed {
+            Ok(()) => {
+                for (reply, result) in answers {
+                    let _ = reply.send(result);
+                }
+                for command in commands {
+                    (self.hand_over)(command);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "fsync of bookings failed; answering errors");
+                for (reply, _) in answers {
+                    let _ = reply.send(Err(DeskError::Conflict(
+                        "the booking could not be made durable; try again".into(),
+                    )));
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, job: Job, answers: &mut Vec<(Reply, Result<Booking, DeskError>)>) {
+        let now = self.clock.now_ms();
+        match job {
+            Job::Book(request, reply) => answers.push((reply, self.book(request, now))),
+            Job::Cancel(id, reply) => answers.push((reply, self.cancel(&id, now))),
+            Job::Waitlist(id, reply) => answers.push((reply, self.waitlist(&id, now))),
+            Job::CheckIn(id, by, reply) => {
+                let result = self.check_in(&id, &by, now);
+                match reply {
+                    Some(reply) => answers.push((reply, result)),
+                    None => {
+                        if let Err(error) = result {
+                            tracing::info!(booking = %id, ?by, %error, "device check-in refused");
+                        }
+                    }
+                }
+            }
+            Job::Passage { resident, gate } => {
+                if let Err(error) = self.passage(&resident, &gate, now) {
+                    tracing::error!(%error, "gate check-in failed");
+                }
+            }
+        }
+    }
+
+    fn resource(&self, id: &str) -> Result<&Resource, DeskError> {
+        self.resources
+            .get(id)
+            .ok_or_else(|| DeskError::NoResource(id.into()))
+    }
+
+    fn book(&mut self, request: BookRequest, now: u64) -> Result<Booking, DeskError> {
+        let resource = self.resource(&request.resource)?.clone();
+        let Some(slot) = resource.slot_at(&self.calendar, request.slot_start) else {
+            return Err(DeskError::Refused(
+                Refusal::Rule {
+                    rule: "slot",
+                    reason: format!(
+                        "{} has no slot starting at {}",
+                        resource.config.id,
+                        self.calendar.local(request.slot_start).to_rfc3339()
+                    ),
+                },
+                None,
+            ));
+        };
+        let checked = Request {
+            slot,
+            group: request.group,
+            child_birthdate: request.child_birthdate,
+            now,
+        };
+        let history = self.history(&resource, &request.resident, slot, now)?;
+        let load = self.load(&resource, slot)?;
+        let mut booking = Booking {
+            id: format!("{now:013x}{:08x}", rand::random::<u32>()),
+            resource: resource.config.id.clone(),
+            center: resource.config.center.clone(),
+            kind: resource.config.kind.clone(),
+            slot_start: slot.start,
+            slot_end: slot.end,
+            resident: request.resident,
+            group: request.group,
+            child_birthdate: request.child_birthdate,
+            status: Status::Booked,
+            created_at: now,
+            waitlisted_at: None,
+            checked_in_at: None,
+            checked_in_by: None,
+            cancelled_at: None,
+            late_cancel: false,
+            reason: None,
+            unlocked: false,
+        };
+        match schedule::decide(&resource, &self.calendar, &checked, &history, &load) {
+            Ok(()) => {
+                self.put(&booking, &self.dues_of_booked(&resource, slot, now))?;
+                self.count(&booking, "booked");
+                self.metrics
+                    .booking_seat_seconds
+                    .with_label_values(&[&booking.center, &booking.kind, "booked"])
+                    .inc_by((slot.end - slot.start) as f64 / 1000.0);
+                if load.taken() + 1 >= resource.config.capacity {
+                    self.metrics
+                        .booking_slots_full
+                        .with_label_values(&[&booking.center, &booking.kind])
+                        .inc();
+                }
+                Ok(booking)
+            }
+            Err(refusal @ Refusal::Full { .. }) => {
+                booking.status = Status::Offered;
+                self.put(&booking, &[])?;
+                self.count(&booking, "full");
+                Err(DeskError::Refused(refusal, Some(Box::new(booking))))
+            }
+            Err(refusal) => {
+                self.count(&booking, "refused");
+                Err(DeskError::Refused(refusal, None))
+            }
+        }
+    }
+
+    /// Due times of a booked place: unlock at start (bound devices only),
+    /// release at grace end, lock and count at the end.
+    fn dues_of_booked(&self, resource: &Resource, slot: Slot, now: u64) -> Vec<(u64, Due)> {
+        let mut dues = Vec::with_capacity(3);
+        if !resource.config.devices.is_empty() {
+            dues.push((slot.start.max(now), Due::Start));
+        }
+        let grace = self.config.grace_minutes * MINUTE_MS;
+        dues.push((slot.start.max(now) + grace, Due::Grace));
+        dues.push((slot.end, Due::End));
+        dues
+    }
+
+    fn put(&mut self, booking: &Booking, due: &[(u64, Due)]) -> Result<(), StoreError> {
+        self.store.put_booking(booking, due)?;
+        self.wrote = true;
+        Ok(())
+    }
+
+    fn count(&self, booking: &Booking, outcome: &str) {
+        self.metrics
+            .bookings
+            .with_label_values(&[&booking.center, &booking.kind, outcome])
+            .inc();
+    }
+
+    fn waitlist_gauge(&self, booking: &Booking, delta: i64) {
+        self.metrics
+            .booking_waitlist
+            .with_label_values(&[&booking.center, &booking.kind])
+            .add(delta);
+    }
+
+    /// The resident's standing with this resource around `slot`.
+    fn history(
+        &self,
+        resource: &Resource,
+        resident: &str,
+        slot: Slot,
+        now: u64,
+    ) -> Result<History, StoreError> {
+        let (week_start, week_end) = schedule::week_of(&self.calendar, slot.start);
+        let from = week_start.min(now.saturating_sub(DAY_MS));
+        let day = self.calendar.day(slot.start);
+        let mut history = History::default();
+        for (start, _, entry) in self.store.resident_entries(resident, from, u64::MAX)? {
+            if entry.resource != resource.config.id {
+                continue;
+            }
+            if entry.status.counts_for_quota() {
+                history.on_day += u32::from(self.calendar.day(start) == day);
+                history.in_week += u32::from(start >= week_start && start < week_end);
+            }
+            history.active += u32::from(entry.status == Status::Booked && entry.end > now);
+            history.holds_slot |= start == slot.start
+                && (entry.status.holds_place() || entry.status == Status::Waitlisted);
+        }
+        history.blocked_until = self.blocked_until(resident, now)?;
+        Ok(history)
+    }
+
+    fn blocked_until(&self, resident: &str, now: u64) -> Result<Option<u64>, StoreError> {
+        let since = now.saturating_sub(self.config.strike_days * DAY_MS);
+        let strikes = self.store.strikes_since(resident, since)?;
+        let blocked = strikes.len() >= self.config.strikes_to_block as usize;
+        Ok(strikes
+            .last()
+            .filter(|_| blocked)
+            .map(|last| last + self.config.block_days * DAY_MS))
+    }
+
+    fn load(&self, resource: &Resource, slot: Slot) -> Result<SlotLoad, StoreError> {
+        let mut load = SlotLoad::default();
+        for (_, _, entry) in self
+            .store
+            .slot_entries(&resource.config.id, slot.start, slot.start + 1)?
+        {
+            if entry.status.holds_place() {
+                load.add(entry.group);
+            }
+        }
+        Ok(load)
+    }
+
+    fn existing(&self, id: &str) -> Result<Booking, DeskError> {
+        self.store
+            .booking(id)?
+            .ok_or_else(|| DeskError::NoBooking(id.into()))
+    }
+
+    fn cancel(&mut self, id: &str, now: u64) -> Result<Booking, DeskError> {
+        let mut booking = self.existing(id)?;
+        let was = booking.status;
+        if !matches!(was, Status::Booked | Status::Waitlisted) {
+            return Err(DeskError::Conflict(format!(
+                "booking {id} is {}; only booked or waitlisted ones can be cancelled",
+                was.as_str()
+            )));
+        }
+        if now >= booking.slot_end {
+            return Err(DeskError::Conflict(format!("the slot of booking {id} is over")));
+        }
+        booking.status = Status::Cancelled;
+        booking.cancelled_at = Some(now);
+        booking.reason = Some("cancelled by the resident".into());
+        if was == Status::Booked {
+            booking.late_cancel =
+                now + self.config.late_cancel_minutes * MINUTE_MS >= booking.slot_start;
+            self.put(&booking, &[])?;
+            let outcome = if booking.late_cancel { "late_cancel" } else { "cancelled" };
+            self.count(&booking, outcome);
+            self.promote(&booking, now)?;
+        } else {
+            self.put(&booking, &[])?;
+            self.waitlist_gauge(&booking, -1);
+        }
+        Ok(booking)
+    }
+
+    fn waitlist(&mut self, id: &str, now: u64) -> Result<Booking, DeskError> {
+        let mut booking = self.existing(id)?;
+        if booking.status == Status::Waitlisted {
+            return Ok(booking);
+        }
+        if booking.status != Status::Offered {
+            return Err(DeskError::Conflict(format!(
+                "booking {id} is {}; only a refused (offered) request can join the waitlist",
+                booking.status.as_str()
+            )));
+        }
+        let resource = self.resource(&booking.resource)?.clone();
+        let slot = Slot {
+            start: booking.slot_start,
+            end: booking.slot_end,
+        };
+        let checked = Request {
+            slot,
+            group: booking.group,
+            child_birthdate: booking.child_birthdate,
+            now,
+        };
+        let history = self.history(&resource, &booking.resident, slot, now)?;
+        schedule::check_rules(&resource, &self.calendar, &checked, &history)
+            .map_err(|refusal| DeskError::Refused(refusal, None))?;
+        booking.status = Status::Waitlisted;
+        booking.waitlisted_at = Some(now);
+        self.put(&booking, &[(slot.end, Due::End)])?;
+        self.count(&booking, "waitlisted");
+        self.waitlist_gauge(&booking, 1);
+        Ok(booking)
+    }
+
+    fn check_in(&mut self, id: &str, by: &CheckInBy, now: u64) -> Result<Booking, DeskError> {
+        let mut booking = self.existing(id)?;
+        if let CheckInBy::Device(device) = by {
+            let resource = self.resource(&booking.resource)?;
+            if !resource.config.devices.contains(device) {
+                return Err(DeskError::Conflict(format!(
+                    "device {device} is not bound to resource {}",
+                    booking.resource
+                )));
+            }
+        }
+        match booking.status {
+            Status::CheckedIn => return Ok(booking),
+            Status::Booked => {}
+            other => {
+                return Err(DeskError::Conflict(format!(
+                    "booking {id} is {}; only a booked place can be checked in",
+                    other.as_str()
+                )))
+            }
+        }
+        let opens = booking
+            .slot_start
+            .saturating_sub(self.config.grace_minutes * MINUTE_MS);
+        if now < opens || now >= booking.slot_end {
+            return Err(DeskError::Conflict(format!(
+                "booking {id} can be checked in from {} min before its start to its end",
+                self.config.grace_minutes
+            )));
+        }
+        booking.status = Status::CheckedIn;
+        booking.checked_in_at = Some(now);
+        booking.checked_in_by = Some(match by {
+            CheckInBy::Staff => "staff".into(),
+            CheckInBy::Device(device) => format!("device:{device}"),
+        });
+        self.put(&booking, &[])?;
+        self.count(&booking, "checked_in");
+        tracing::info!(booking = %id, by = ?by, "checked in");
+        Ok(booking)
+    }
+
+    fn passage(&mut self, resident: &str, gate: &str, now: u64) -> Result<(), DeskError> {
+        let from = now.saturating_sub(DAY_MS);
+        for (_, id, entry) in self.store.resident_entries(resident, from, now + 1)? {
+            let bound = self
+                .resources
+                .get(&entry.resource)
+                .is_some_and(|r| r.config.devices.iter().any(|d| d == gate));
+            if bound && entry.status == Status::Booked && entry.end > now {
+                let _ = self.check_in(&id, &CheckInBy::Device(gate.into()), now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives a freed place of `freed`'s slot to the first on its waitlist.
+    fn promote(&mut self, freed: &Booking, now: u64) -> Result<(), DeskError> {
+        if now >= freed.slot_end {
+            return Ok(());
+        }
+        let entries =
+            self.store
+                .slot_entries(&freed.resource, freed.slot_start, freed.slot_start + 1)?;
+        let first = entries
+            .into_iter()
+            .filter(|(_, _, e)| e.status == Status::Waitlisted)
+            .min_by_key(|(_, id, e)| (e.waitlisted_at, id.clone()));
+        let Some((_, id, _)) = first else {
+            return Ok(());
+        };
+        let mut booking = self.existing(&id)?;
+        let resource = self.resource(&booking.resource)?.clone();
+        let slot = Slot {
+            start: booking.slot_start,
+            end: booking.slot_end,
+        };
+        booking.status = Status::Booked;
+        let dues: Vec<(u64, Due)> = self
+            .dues_of_booked(&resource, slot, now)
+            .into_iter()
+            .filter(|(_, due)| *due != Due::End)
+            .collect();
+        self.put(&booking, &dues)?;
+        self.waitlist_gauge(&booking, -1);
+        self.count(&booking, "promoted");
+        let message = format!(
+            "a place freed up: you are booked for {} at {}",
+            booking.resource,
+            self.calendar.local(booking.slot_start).to_rfc3339()
+        );
+        self.notify(&booking, "promoted", message, now)?;
+        Ok(())
+    }
+
+    fn notify(
+        &mut self,
+        booking: &Booking,
+        kind: &str,
+        message: String,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let notification = Notification {
+            id: format!("{now:013x}{:08x}", rand::random::<u32>()),
+            resident: booking.resident.clone(),
+            booking: booking.id.clone(),
+            kind: kind.into(),
+            message,
+            at: now,
+        };
+        self.store.add_notification(&notification)?;
+        self.wrote = true;
+        Ok(())
+    }
+
+    /// Processes everything due by now, in time order.
+    fn tick(&mut self) -> Result<(), DeskError> {
+        let now = self.clock.now_ms();
+        for (at, due, id) in self.store.due_until(now)? {
+            if let Some(booking) = self.store.booking(&id)? {
+                match due {
+                    Due::Start => self.slot_started(booking, now)?,
+                    Due::Grace => self.grace_over(booking, now)?,
+                    Due::End => self.slot_ended(booking, now)?,
+                }
+            }
+            self.store.remove_due(at, due, &id)?;
+            self.wrote = true;
+        }
+        Ok(())
+    }
+
+    fn slot_started(&mut self, mut booking: Booking, now: u64) -> Result<(), DeskError> {
+        if !booking.status.holds_place() || booking.unlocked || now >= booking.slot_end {
+            return Ok(());
+        }
+        let args = json!({"resident": booking.resident, "booking": booking.id, "until": booking.slot_end});
+        self.command_devices(&booking, "unlock", args, booking.slot_end, now)?;
+        booking.unlocked = true;
+        self.put(&booking, &[])?;
+        Ok(())
+    }
+
+    fn grace_over(&mut self, mut booking: Booking, now: u64) -> Result<(), DeskError> {
+        if booking.status != Status::Booked {
+            return Ok(());
+        }
+        booking.status = Status::NoShow;
+        booking.reason = Some(format!(
+            "not checked in {} min after the start: released",
+            self.config.grace_minutes
+        ));
+        self.put(&booking, &[])?;
+        self.store.add_strike(&booking.resident, now, &booking.id)?;
+        self.count(&booking, "no_show");
+        let message = format!(
+            "your booking of {} at {} was released: not checked in within {} min",
+            booking.resource,
+            self.calendar.local(booking.slot_start).to_rfc3339(),
+            self.config.grace_minutes
+        );
+        self.notify(&booking, "released", message, now)?;
+        self.promote(&booking, now)
+    }
+
+    fn slot_ended(&mut self, mut booking: Booking, now: u64) -> Result<(), DeskError> {
+        if booking.unlocked {
+            let args = json!({"booking": booking.id});
+            self.command_devices(&booking, "lock", args, now + LOCK_TTL_MS, now)?;
+        }
+        match booking.status {
+            Status::Waitlisted | Status::Offered => {
+                if booking.status == Status::Waitlisted {
+                    self.waitlist_gauge(&booking, -1);
+                }
+                booking.status = Status::Expired;
+                self.put(&booking, &[])?;
+            }
+            Status::CheckedIn => {
+                self.metrics
+                    .booking_seat_seconds
+                    .with_label_values(&[&booking.center, &booking.kind, "used"])
+                    .inc_by((booking.slot_end - booking.slot_start) as f64 / 1000.0);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Records `op` for every device bound to the booking's resource, valid
+    /// until `expires_at` on the schedule's clock; they are handed to ingest
+    /// after this batch's fsync.
+    fn command_devices(
+        &mut self,
+        booking: &Booking,
+        op: &str,
+        args: serde_json::Value,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<(), DeskError> {
+        let devices = self.resource(&booking.resource)?.config.devices.clone();
+        // Commands expire on the wall clock: the time left on the schedule's
+        // clock (which tests move) is carried over to it.
+        let issued_at = crate::clock::unix_ms();
+        let expires_at = issued_at + expires_at.saturating_sub(now).max(1);
+        for device in devices {
+            let record = NewCommand {
+                device,
+                op: op.into(),
+                args: args.clone(),
+                expires_at,
+                origin: CommandOrigin::Schedule,
+            }
+            .into_record(issued_at);
+            self.store.put_command(&record)?;
+            self.wrote = true;
+            tracing::info!(booking = %booking.id, device = %record.device, op, at = now, "booking command");
+            self.commands.push(record);
+        }
+        Ok(())
+    }
+}
