@@ -224,7 +224,10 @@ enum Job {
     CheckIn(String, CheckInBy, Option<Reply>),
     /// A resident passed a gate: checks in their booking of a resource the
     /// gate is bound to, inside its slot.
-    Passage { resident: String, gate: String },
+    Passage {
+        resident: String,
+        gate: String,
+    },
 }
 
 /// Hands a recorded command to ingest (which publishes it).
@@ -394,7 +397,7 @@ impl Schedule {
     }
 
     /// Bookings of a resident or a resource with slots starting in
-    /// `[from, to)`.
+    /// `[from, to)` (offers that never joined a waitlist left out).
     pub fn bookings(
         &self,
         resident: Option<&str>,
@@ -409,7 +412,7 @@ impl Schedule {
         };
         let mut bookings = Vec::new();
         for (_, id, entry) in entries {
-            if resource.is_some_and(|r| r != entry.resource) {
+            if resource.is_some_and(|r| r != entry.resource) || entry.status == Status::Offered {
                 continue;
             }
             bookings.extend(self.store.booking(&id)?);
@@ -672,9 +675,9 @@ impl Desk {
 
     fn load(&self, resource: &Resource, slot: Slot) -> Result<SlotLoad, StoreError> {
         let mut load = SlotLoad::default();
-        for (_, _, entry) in self
-            .store
-            .slot_entries(&resource.config.id, slot.start, slot.start + 1)?
+        for (_, _, entry) in
+            self.store
+                .slot_entries(&resource.config.id, slot.start, slot.start + 1)?
         {
             if entry.status.holds_place() {
                 load.add(entry.group);
@@ -699,7 +702,9 @@ impl Desk {
             )));
         }
         if now >= booking.slot_end {
-            return Err(DeskError::Conflict(format!("the slot of booking {id} is over")));
+            return Err(DeskError::Conflict(format!(
+                "the slot of booking {id} is over"
+            )));
         }
         booking.status = Status::Cancelled;
         booking.cancelled_at = Some(now);
@@ -708,7 +713,11 @@ impl Desk {
             booking.late_cancel =
                 now + self.config.late_cancel_minutes * MINUTE_MS >= booking.slot_start;
             self.put(&booking, &[])?;
-            let outcome = if booking.late_cancel { "late_cancel" } else { "cancelled" };
+            let outcome = if booking.late_cancel {
+                "late_cancel"
+            } else {
+                "cancelled"
+            };
             self.count(&booking, outcome);
             self.promote(&booking, now)?;
         } else {
@@ -887,7 +896,8 @@ impl Desk {
         if !booking.status.holds_place() || booking.unlocked || now >= booking.slot_end {
             return Ok(());
         }
-        let args = json!({"resident": booking.resident, "booking": booking.id, "until": booking.slot_end});
+        let args =
+            json!({"resident": booking.resident, "booking": booking.id, "until": booking.slot_end});
         self.command_devices(&booking, "unlock", args, booking.slot_end, now)?;
         booking.unlocked = true;
         self.put(&booking, &[])?;

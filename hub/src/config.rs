@@ -735,6 +735,9 @@ mod tests {
             &format!("{piano}price = 0.0\nshares = [{{ group = \"aliens\", percent = 10 }}]\n"),
             "resources[0].shares",
         );
-        check("[schedule]\nclock = \"fixed:yesterday\"\n", "schedule.clock");
+        check(
+            "[schedule]\nclock = \"fixed:yesterday\"\n",
+            "schedule.clock",
+        );
     }
 }

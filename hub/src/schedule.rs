@@ -41,7 +41,9 @@ impl Clock {
         };
         let at = DateTime::parse_from_rfc3339(instant)
             .map_err(|e| format!("{instant:?} is not an RFC 3339 time: {e}"))?;
-        Ok(Clock::Fixed(AtomicU64::new(at.timestamp_millis().max(0) as u64)))
+        Ok(Clock::Fixed(AtomicU64::new(
+            at.timestamp_millis().max(0) as u64
+        )))
     }
 
     /// Now, in unix ms.
@@ -109,10 +111,7 @@ pub struct Slot {
 #[derive(Debug, Clone, PartialEq)]
 enum Layout {
     /// Back-to-back slots of `minutes` while the resource is open.
-    Every {
-        hours: OpeningHours,
-        minutes: u32,
-    },
+    Every { hours: OpeningHours, minutes: u32 },
     /// Explicit slots on some weekdays.
     Listed(Vec<ListedSlot>),
 }
@@ -157,7 +156,10 @@ impl Resource {
             .iter()
             .any(|d| !protocol::is_valid_device_id(d))
         {
-            return Err(field_error("devices", "device ids are 1-48 ASCII letters or digits"));
+            return Err(field_error(
+                "devices",
+                "device ids are 1-48 ASCII letters or digits",
+            ));
         }
         if config.capacity == 0 {
             return Err(field_error("capacity", "must be at least 1"));
@@ -168,7 +170,10 @@ impl Resource {
         check_prices(config)?;
         if let Some([min, max]) = config.child_age_months {
             if min > max {
-                return Err(field_error("child_age_months", "[min, max] with min <= max"));
+                return Err(field_error(
+                    "child_age_months",
+                    "[min, max] with min <= max",
+                ));
             }
         }
         let held = compile_shares(config)?;
@@ -270,7 +275,10 @@ fn compile_shares(config: &ResourceConfig) -> Result<Vec<(Group, u32)>, FieldErr
         let group = Group::parse(&share.group)
             .ok_or_else(|| field_error("shares", format!("unknown group {:?}", share.group)))?;
         if held.iter().any(|(g, _)| *g == group) {
-            return Err(field_error("shares", format!("group {:?} twice", share.group)));
+            return Err(field_error(
+                "shares",
+                format!("group {:?} twice", share.group),
+            ));
         }
         held.push((group, (config.capacity * share.percent).div_ceil(100)));
     }
@@ -283,7 +291,10 @@ fn compile_shares(config: &ResourceConfig) -> Result<Vec<(Group, u32)>, FieldErr
 fn compile_layout(config: &ResourceConfig) -> Result<Layout, FieldError> {
     match (config.slot_minutes, config.slots.is_empty()) {
         (Some(_), false) => Err(field_error("slots", "give slot_minutes or slots, not both")),
-        (None, true) => Err(field_error("slot_minutes", "missing: give slot_minutes or slots")),
+        (None, true) => Err(field_error(
+            "slot_minutes",
+            "missing: give slot_minutes or slots",
+        )),
         (Some(0), true) => Err(field_error("slot_minutes", "must be at least 1")),
         (Some(minutes), true) => {
             let hours = OpeningHours::parse(config.hours.as_deref(), &config.open, &config.close)
@@ -295,7 +306,9 @@ fn compile_layout(config: &ResourceConfig) -> Result<Layout, FieldError> {
             .iter()
             .enumerate()
             .map(|(i, slot)| {
-                let at = |field: &str, reason: String| field_error(&format!("slots[{i}].{field}"), reason);
+                let at = |field: &str, reason: String| {
+                    field_error(&format!("slots[{i}].{field}"), reason)
+                };
                 let start = parse_hhmm(&slot.start).map_err(|e| at("start", e))?;
                 let end = parse_hhmm(&slot.end).map_err(|e| at("end", e))?;
                 if end <= start {
@@ -304,7 +317,10 @@ fn compile_layout(config: &ResourceConfig) -> Result<Layout, FieldError> {
                 let days = slot
                     .days
                     .iter()
-                    .map(|d| d.parse::<Weekday>().map_err(|_| at("days", format!("{d:?} is not mon..sun"))))
+                    .map(|d| {
+                        d.parse::<Weekday>()
+                            .map_err(|_| at("days", format!("{d:?} is not mon..sun")))
+                    })
                     .collect::<Result<_, _>>()?;
                 Ok(ListedSlot { days, start, end })
             })
@@ -319,7 +335,11 @@ fn opening_window(calendar: &Calendar, day: NaiveDate, hours: OpeningHours) -> (
         OpeningHours::Always => (calendar.midnight(day), calendar.midnight(day) + DAY_MS),
         OpeningHours::Between { open, close } => {
             let start = calendar.at(day, open);
-            let close_day = if close > open { day } else { day.succ_opt().unwrap_or(day) };
+            let close_day = if close > open {
+                day
+            } else {
+                day.succ_opt().unwrap_or(day)
+            };
             (start, calendar.at(close_day, close))
         }
     }
@@ -447,14 +467,20 @@ pub fn check_rules(
     if let Some(until) = history.blocked_until.filter(|u| *u > request.now) {
         return Err(broken(
             "strikes",
-            format!("blocked after repeated no-shows until {}", calendar.local(until).to_rfc3339()),
+            format!(
+                "blocked after repeated no-shows until {}",
+                calendar.local(until).to_rfc3339()
+            ),
         ));
     }
     if let Some([min, max]) = config.child_age_months {
         check_child_age(calendar, request, min, max)?;
     }
     if history.holds_slot {
-        return Err(broken("one_per_slot", "the resident already holds this slot"));
+        return Err(broken(
+            "one_per_slot",
+            "the resident already holds this slot",
+        ));
     }
     let quotas = [
         ("quota_per_day", config.per_day, history.on_day, "a day"),
@@ -469,9 +495,17 @@ pub fn check_rules(
     Ok(())
 }
 
-fn check_child_age(calendar: &Calendar, request: &Request, min: u32, max: u32) -> Result<(), Refusal> {
+fn check_child_age(
+    calendar: &Calendar,
+    request: &Request,
+    min: u32,
+    max: u32,
+) -> Result<(), Refusal> {
     let Some(birth) = request.child_birthdate else {
-        return Err(broken("child_age", "`child_birthdate` is required for this resource"));
+        return Err(broken(
+            "child_age",
+            "`child_birthdate` is required for this resource",
+        ));
     };
     let on = calendar.day(request.slot.start);
     let months = age_in_months(birth, on);
@@ -486,7 +520,8 @@ fn check_child_age(calendar: &Calendar, request: &Request, min: u32, max: u32) -
 
 /// Whole months from `birth` to `on` (negative before birth).
 pub fn age_in_months(birth: NaiveDate, on: NaiveDate) -> i64 {
-    let months = i64::from(on.year() - birth.year()) * 12 + i64::from(on.month()) - i64::from(birth.month());
+    let months =
+        i64::from(on.year() - birth.year()) * 12 + i64::from(on.month()) - i64::from(birth.month());
     if on.day() < birth.day() {
         months - 1
     } else {
@@ -547,9 +582,16 @@ mod tests {
         // 2027-01-04 is a Monday.
         let monday = yoga.slots_on(&cal, date(2027, 1, 4));
         assert_eq!(monday.len(), 1);
-        assert_eq!(cal.local(monday[0].start).to_rfc3339(), "2027-01-04T19:00:00+08:00");
+        assert_eq!(
+            cal.local(monday[0].start).to_rfc3339(),
+            "2027-01-04T19:00:00+08:00"
+        );
         assert!(yoga.slots_on(&cal, date(2027, 1, 5)).is_empty());
-        let week = yoga.slots_between(&cal, cal.midnight(date(2027, 1, 4)), cal.midnight(date(2027, 1, 11)));
+        let week = yoga.slots_between(
+            &cal,
+            cal.midnight(date(2027, 1, 4)),
+            cal.midnight(date(2027, 1, 11)),
+        );
         assert_eq!(week.len(), 3);
         assert_eq!(yoga.slot_at(&cal, monday[0].start), Some(monday[0]));
         assert_eq!(yoga.slot_at(&cal, monday[0].start + 1), None);
@@ -589,12 +631,22 @@ mod tests {
             child_birthdate: Some(date(2026, 1, 1)),
             now: slot.start - DAY_MS,
         };
-        let rule = |request: &Request, history: &History| match decide(&resource, &cal, request, history, &SlotLoad::default()) {
+        let rule = |request: &Request, history: &History| match decide(
+            &resource,
+            &cal,
+            request,
+            history,
+            &SlotLoad::default(),
+        ) {
             Err(Refusal::Rule { rule, .. }) => rule,
             Err(Refusal::Full { .. }) => "full",
             Ok(()) => "ok",
         };
-        assert_eq!(rule(&request, &History::default()), "child_age", "12 months old");
+        assert_eq!(
+            rule(&request, &History::default()),
+            "child_age",
+            "12 months old"
+        );
         let request = Request {
             child_birthdate: Some(date(2025, 1, 4)),
             ..request

@@ -12,3 +12,4 @@ mod isolation;
 mod lifecycle;
 mod pianos;
 mod resilience;
+mod schedule;

@@ -53,7 +53,9 @@ fn parse_instant(state: &ApiState, field: &str, value: &Value) -> Result<u64, Ht
     let bad = || {
         error(
             StatusCode::BAD_REQUEST,
-            format!("`{field}` must be an RFC 3339 time, a date YYYY-MM-DD or unix ms, got {value}"),
+            format!(
+                "`{field}` must be an RFC 3339 time, a date YYYY-MM-DD or unix ms, got {value}"
+            ),
         )
     };
     match value {
@@ -255,9 +257,16 @@ async fn list_bookings(
     let (from, to) = window(&state, &query)?;
     let bookings = state
         .schedule
-        .bookings(query.resident.as_deref(), query.resource.as_deref(), from, to)
+        .bookings(
+            query.resident.as_deref(),
+            query.resource.as_deref(),
+            from,
+            to,
+        )
         .map_err(internal)?;
-    Ok(Json(json!({ "count": bookings.len(), "bookings": bookings })))
+    Ok(Json(
+        json!({ "count": bookings.len(), "bookings": bookings }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -276,7 +285,9 @@ async fn notifications(
         .schedule
         .notifications(&query.resident)
         .map_err(internal)?;
-    Ok(Json(json!({ "resident": query.resident, "notifications": list })))
+    Ok(Json(
+        json!({ "resident": query.resident, "notifications": list }),
+    ))
 }
 
 fn clock_view(state: &ApiState, now: u64) -> Json<Value> {

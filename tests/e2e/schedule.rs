@@ -1,0 +1,366 @@
+//! Time-slot scheduling (issue 4) against a real hub whose schedule clock
+//! stands at Monday 2027-01-04 08:00 in Shanghai until the test moves it:
+//! the race for the last place, rules named in refusals, fair shares held
+//! then released, waitlist promotion on a no-show, check-in from a real
+//! piano's `session_start`, `unlock`/`lock` received by the piano at slot
+//! start and end, and bookings surviving `kill -9`.
+
+use std::time::Duration;
+
+use protocol::DeviceKind;
+use serde_json::{json, Value};
+use tests::*;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+const CONFIG: &str = r#"
+[schedule]
+clock = "fixed:2027-01-04T08:00:00+08:00"
+tick_ms = 20
+
+[[resources]]
+id = "piano1"
+center = "c1"
+kind = "piano"
+room = "music"
+devices = ["piano1"]
+capacity = 1
+slot_minutes = 60
+open = "08:00"
+close = "22:00"
+price = 0.0
+market_price = 50.0
+
+[[resources]]
+id = "yoga"
+center = "c1"
+kind = "class"
+room = "hall"
+capacity = 3
+slots = [{ days = ["mon", "wed", "fri"], start = "19:00", end = "20:00" }]
+price = 0.0
+market_price = 80.0
+
+[[resources]]
+id = "childcare"
+center = "c1"
+kind = "childcare"
+room = "kids"
+capacity = 10
+slots = [{ start = "08:30", end = "12:00" }, { start = "14:00", end = "17:30" }]
+price = 30.0
+market_price = 60.0
+child_age_months = [18, 36]
+per_day = 1
+
+[[resources]]
+id = "seats"
+center = "c1"
+kind = "seat"
+room = "study"
+capacity = 5
+slot_minutes = 240
+open = "08:00"
+close = "20:00"
+price = 0.0
+market_price = 20.0
+shares = [{ group = "senior", percent = 20 }, { group = "child", percent = 20 }]
+release_before_minutes = 120
+"#;
+
+async fn hub() -> anyhow::Result<HubProcess> {
+    HubProcess::start(HubOptions {
+        extra_config: CONFIG.into(),
+        ..HubOptions::default()
+    })
+    .await
+}
+
+/// 2027-01-04 (a Monday) at local `hh:mm`, Shanghai.
+fn monday(hhmm: &str) -> String {
+    format!("2027-01-04T{hhmm}:00+08:00")
+}
+
+async fn book(
+    hub: &HubProcess,
+    resource: &str,
+    at: &str,
+    resident: &str,
+    group: &str,
+) -> anyhow::Result<(u16, Value)> {
+    let body =
+        json!({"resource": resource, "slot_start": at, "resident": resident, "group": group});
+    hub.post_json("/api/v1/bookings", &body).await
+}
+
+async fn set_clock(hub: &HubProcess, hhmm: &str) -> anyhow::Result<()> {
+    let (status, body) = hub
+        .post_json("/api/v1/schedule/clock", &json!({"now": monday(hhmm)}))
+        .await?;
+    anyhow::ensure!(status == 200, "clock: {status} {body}");
+    Ok(())
+}
+
+async fn booking_status(hub: &HubProcess, id: &str) -> Option<String> {
+    let booking = hub.get_json(&format!("/api/v1/bookings/{id}")).await.ok()?;
+    booking["status"].as_str().map(str::to_owned)
+}
+
+async fn wait_status(hub: &HubProcess, id: &str, want: &str) -> anyhow::Result<()> {
+    eventually(WAIT, &format!("booking {id} {want}"), || async {
+        (booking_status(hub, id).await.as_deref() == Some(want)).then_some(())
+    })
+    .await
+}
+
+fn id_of(body: &Value) -> String {
+    body["id"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_requests_for_the_last_place_give_exactly_one_booking() -> anyhow::Result<()> {
+    let hub = hub().await?;
+    let slot = monday("19:00");
+    for resident in ["early1", "early2"] {
+        let (status, body) = book(&hub, "yoga", &slot, resident, "adult").await?;
+        assert_eq!(status, 201, "{body}");
+    }
+    let mut racers = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let body = json!({"resource": "yoga", "slot_start": slot, "resident": format!("racer{i}"), "group": "adult"});
+        let request = hub.post("/api/v1/bookings").json(&body);
+        racers.spawn(async move {
+            let response = request.send().await?;
+            let status = response.status().as_u16();
+            anyhow::Ok((status, response.json::<Value>().await?))
+        });
+    }
+    let mut created = 0;
+    let mut full = 0;
+    while let Some(answer) = racers.join_next().await {
+        let (status, body) = answer??;
+        match status {
+            201 => created += 1,
+            409 => {
+                full += 1;
+                assert!(
+                    body["waitlist"]
+                        .as_str()
+                        .is_some_and(|w| w.ends_with("/waitlist")),
+                    "{body}"
+                );
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!((created, full), (1, 199));
+    let availability = hub
+        .get_json("/api/v1/resources/yoga/availability?from=2027-01-04&to=2027-01-05")
+        .await?;
+    let slot = &availability["slots"][0];
+    assert_eq!(
+        (slot["booked"].as_u64(), slot["free"].as_u64()),
+        (Some(3), Some(0))
+    );
+    let full_slots = hub
+        .metric("yizhan_booking_slots_full_total", "kind=\"class\"")
+        .await?;
+    assert_eq!(full_slots, 1.0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn age_and_quota_refusals_name_the_rule() -> anyhow::Result<()> {
+    let hub = hub().await?;
+    let childcare = |at: &str, birth: &str| json!({"resource": "childcare", "slot_start": monday(at), "resident": "mum", "group": "child", "child_birthdate": birth});
+    let (status, body) = hub
+        .post_json("/api/v1/bookings", &childcare("08:30", "2026-01-01"))
+        .await?;
+    assert_eq!(
+        (status, body["rule"].as_str()),
+        (422, Some("child_age")),
+        "{body}"
+    );
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("12 months"),
+        "{body}"
+    );
+    let (status, body) = hub
+        .post_json("/api/v1/bookings", &childcare("08:30", "2025-01-04"))
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = hub
+        .post_json("/api/v1/bookings", &childcare("14:00", "2025-01-04"))
+        .await?;
+    assert_eq!(
+        (status, body["rule"].as_str()),
+        (422, Some("quota_per_day")),
+        "{body}"
+    );
+    let (status, body) = hub
+        .post_json("/api/v1/bookings", &childcare("09:00", "2025-01-04"))
+        .await?;
+    assert_eq!(
+        (status, body["rule"].as_str()),
+        (422, Some("slot")),
+        "{body}"
+    );
+    let (status, body) = book(&hub, "yoga", "2027-01-13T19:00:00+08:00", "far", "adult").await?;
+    assert_eq!(
+        (status, body["rule"].as_str()),
+        (422, Some("horizon")),
+        "{body}"
+    );
+    let refused = hub
+        .metric("yizhan_bookings_total", "outcome=\"refused\"")
+        .await?;
+    assert_eq!(refused, 3.0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_shares_keep_places_for_seniors_and_children_until_release() -> anyhow::Result<()> {
+    let hub = hub().await?;
+    let noon = monday("12:00");
+    for i in 0..3 {
+        let (status, body) = book(&hub, "seats", &noon, &format!("adult{i}"), "adult").await?;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = book(&hub, "seats", &noon, "adult3", "adult").await?;
+    assert_eq!(status, 409, "2 of 5 places are held: {body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("held"),
+        "{body}"
+    );
+    let (status, body) = book(&hub, "seats", &noon, "grandpa", "senior").await?;
+    assert_eq!(status, 201, "a senior takes a held place: {body}");
+    let availability = hub
+        .get_json("/api/v1/resources/seats/availability?from=2027-01-04T12:00:00%2B08:00&to=2027-01-04T12:01:00%2B08:00")
+        .await?;
+    assert_eq!(availability["slots"][0]["held"]["child"].as_u64(), Some(1));
+    assert_eq!(availability["slots"][0]["free"].as_u64(), Some(0));
+
+    set_clock(&hub, "10:30").await?;
+    let (status, body) = book(&hub, "seats", &noon, "adult3", "adult").await?;
+    assert_eq!(
+        status, 201,
+        "within 2 h of the start the held place opens to all: {body}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_no_show_is_released_and_the_first_waitlisted_promoted_and_notified() -> anyhow::Result<()>
+{
+    let hub = hub().await?;
+    let nine = monday("09:00");
+    let (status, alice) = book(&hub, "piano1", &nine, "alice", "adult").await?;
+    assert_eq!(status, 201, "{alice}");
+    let (status, refused) = book(&hub, "piano1", &nine, "bob", "youth").await?;
+    assert_eq!(status, 409, "{refused}");
+    let waitlist = refused["waitlist"].as_str().unwrap_or_default().to_owned();
+    let (status, bob) = hub.post_json(&waitlist, &json!({})).await?;
+    assert_eq!(
+        (status, bob["status"].as_str()),
+        (200, Some("waitlisted")),
+        "{bob}"
+    );
+
+    set_clock(&hub, "09:09").await?;
+    set_clock(&hub, "09:11").await?;
+    wait_status(&hub, &id_of(&alice), "no_show").await?;
+    wait_status(&hub, &id_of(&bob), "booked").await?;
+    let notes = hub.get_json("/api/v1/notifications?resident=bob").await?;
+    assert_eq!(notes["notifications"][0]["kind"], "promoted", "{notes}");
+    let notes = hub.get_json("/api/v1/notifications?resident=alice").await?;
+    assert_eq!(notes["notifications"][0]["kind"], "released", "{notes}");
+    let no_shows = hub
+        .metric("yizhan_bookings_total", "outcome=\"no_show\"")
+        .await?;
+    assert_eq!(no_shows, 1.0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_piano_is_unlocked_at_slot_start_checked_in_by_its_session_and_locked_at_the_end(
+) -> anyhow::Result<()> {
+    let hub = hub().await?;
+    let creds = hub
+        .provision_in("piano1", DeviceKind::Piano, "c1", "music")
+        .await?;
+    let mut piano = TestDevice::online(&creds, hub.mqtt_port, DeviceKind::Piano).await?;
+    let (status, booking) = book(&hub, "piano1", &monday("10:00"), "carol", "senior").await?;
+    assert_eq!(status, 201, "{booking}");
+    let id = id_of(&booking);
+
+    set_clock(&hub, "10:00").await?;
+    let unlock = piano.next_command(WAIT).await?;
+    assert_eq!(unlock.op, "unlock");
+    assert_eq!(unlock.args["booking"], id.as_str());
+    assert_eq!(unlock.args["resident"], "carol");
+    assert_eq!(unlock.args["until"], booking["slot_end"]);
+    piano.ack(&unlock.id, true, None).await?;
+
+    piano
+        .event(
+            "s1",
+            1,
+            "session_start",
+            json!({"source": "booking", "booking": id}),
+        )
+        .await?;
+    wait_status(&hub, &id, "checked_in").await?;
+    let checked = hub.get_json(&format!("/api/v1/bookings/{id}")).await?;
+    assert_eq!(checked["checked_in_by"], "device:piano1");
+
+    set_clock(&hub, "11:00").await?;
+    let lock = piano.next_command(WAIT).await?;
+    assert_eq!(
+        (lock.op.as_str(), &lock.args["booking"]),
+        ("lock", &json!(id))
+    );
+    piano.ack(&lock.id, true, None).await?;
+    let used = hub
+        .metric("yizhan_booking_seat_seconds_total", "state=\"used\"")
+        .await?;
+    assert_eq!(used, 3_600.0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answered_bookings_survive_kill_9() -> anyhow::Result<()> {
+    let mut hub = hub().await?;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let (status, body) =
+            book(&hub, "seats", &monday("16:00"), &format!("r{i}"), "adult").await?;
+        if status == 201 {
+            ids.push(id_of(&body));
+        }
+        let (status, body) =
+            book(&hub, "yoga", &monday("19:00"), &format!("r{i}"), "adult").await?;
+        if status == 201 {
+            ids.push(id_of(&body));
+        }
+    }
+    assert_eq!(ids.len(), 6, "3 free seats + 3 yoga places");
+    hub.kill9();
+    hub.restart().await?;
+    for id in &ids {
+        assert_eq!(
+            booking_status(&hub, id).await.as_deref(),
+            Some("booked"),
+            "{id}"
+        );
+    }
+    let listed = hub
+        .get_json("/api/v1/bookings?resource=yoga&from=2027-01-04&to=2027-01-05")
+        .await?;
+    assert_eq!(listed["count"], 3);
+    let (status, _) = book(&hub, "yoga", &monday("19:00"), "late", "adult").await?;
+    assert_eq!(
+        status, 409,
+        "capacity still counts the bookings made before the crash"
+    );
+    Ok(())
+}
