@@ -78,6 +78,7 @@ impl Actions {
 
     /// Ties device events to bookings (check-ins).
     pub fn set_schedule(&mut self, schedule: Arc<Schedule>) {
+        self.access.set_schedule(schedule.clone());
         self.schedule = Some(schedule);
     }
 
@@ -139,6 +140,7 @@ impl Actions {
                     tracing::error!(%error, "recording piano usage failed");
                 }
                 self.booking_check_in(twin, event);
+                self.refuse_walk_in_into_booking(twin, event, now_ms);
             }
             _ => {}
         }
@@ -260,11 +262,20 @@ impl Actions {
     fn access_request(&mut self, twin: &Twin, event: &Event, arrived: Instant, now_ms: u64) {
         let credential = event.body.get("credential").and_then(Value::as_str);
         let occupancy = self.occupancy.people(&twin.center, &twin.room);
-        let decision = self
-            .access
-            .decide(&twin.center, &twin.room, credential, occupancy, now_ms);
+        let decision = self.access.decide(
+            &twin.id,
+            (&twin.center, &twin.room),
+            credential,
+            occupancy,
+            now_ms,
+        );
         let (op, reason) = match decision {
-            Ok(()) => ("open", "allowed"),
+            Ok(resident) => {
+                if let Some(schedule) = &self.schedule {
+                    schedule.gate_passage(&resident, &twin.id);
+                }
+                ("open", "allowed")
+            }
             Err(deny) => ("deny", deny.as_str()),
         };
         let command = NewCommand {
@@ -301,6 +312,34 @@ impl Actions {
             (&self.schedule, event.event_type.as_str(), booking)
         {
             schedule.device_check_in(booking, &twin.id);
+        }
+    }
+
+    /// A walk-in `session_start` that would run into a booked slot of the
+    /// piano (within its `minutes`, else `schedule.walk_in_minutes`) is
+    /// answered with `deny`.
+    fn refuse_walk_in_into_booking(&mut self, twin: &Twin, event: &Event, now_ms: u64) {
+        let walk_in = event.event_type == "session_start"
+            && event.body.get("source").and_then(Value::as_str) == Some("walk_in");
+        let Some(schedule) = self.schedule.as_ref().filter(|_| walk_in) else {
+            return;
+        };
+        let minutes = event.body.get("minutes").and_then(Value::as_u64);
+        match schedule.walk_in_conflict(&twin.id, minutes) {
+            Ok(false) => {}
+            Ok(true) => {
+                let command = NewCommand {
+                    device: twin.id.clone(),
+                    op: "deny".into(),
+                    args: json!({"reason": "booked", "request": event.id}),
+                    expires_at: expires_in(now_ms, self.answer_ttl),
+                    origin: CommandOrigin::Schedule,
+                };
+                // The piano just spoke: it is connected.
+                self.commands.issue(command, true, now_ms);
+                tracing::info!(device = %twin.id, "walk-in refused: the piano is booked");
+            }
+            Err(error) => tracing::error!(%error, "booking lookup for a walk-in failed"),
         }
     }
 

@@ -240,6 +240,9 @@ pub struct Schedule {
     pub clock: Arc<Clock>,
     store: Arc<Store>,
     jobs: Sender<Job>,
+    /// Check-in opens this long before a slot (and the grace after it).
+    grace_ms: u64,
+    walk_in_minutes: u64,
 }
 
 /// One slot as availability shows it.
@@ -300,6 +303,8 @@ impl Schedule {
             clock,
             store,
             jobs,
+            grace_ms: config.schedule.grace_minutes * MINUTE_MS,
+            walk_in_minutes: config.schedule.walk_in_minutes,
         };
         Ok((Arc::new(schedule), thread))
     }
@@ -346,6 +351,58 @@ impl Schedule {
         if self.jobs.send(job).is_err() {
             tracing::warn!("the booking desk has stopped; gate check-in lost");
         }
+    }
+
+    /// `None` when `gate` guards no bookable resource; else whether
+    /// `resident` holds a booking of one now (from the grace before its
+    /// start to its end).
+    pub fn holds_booking_now(
+        &self,
+        gate: &str,
+        resident: &str,
+    ) -> Result<Option<bool>, StoreError> {
+        let bound: Vec<&str> = self.resources_bound_to(gate).collect();
+        if bound.is_empty() {
+            return Ok(None);
+        }
+        let now = self.clock.now_ms();
+        let entries = self.store.resident_entries(
+            resident,
+            now.saturating_sub(DAY_MS),
+            now + self.grace_ms + 1,
+        )?;
+        Ok(Some(entries.iter().any(|(_, _, entry)| {
+            entry.status.holds_place()
+                && entry.end > now
+                && bound.contains(&entry.resource.as_str())
+        })))
+    }
+
+    /// Whether a walk-in session of `minutes` (default
+    /// `schedule.walk_in_minutes`) starting now on `device` would run into
+    /// a booked slot of a resource it is bound to.
+    pub fn walk_in_conflict(&self, device: &str, minutes: Option<u64>) -> Result<bool, StoreError> {
+        let now = self.clock.now_ms();
+        let until = now + minutes.unwrap_or(self.walk_in_minutes) * MINUTE_MS;
+        for resource in self.resources_bound_to(device) {
+            let entries = self
+                .store
+                .slot_entries(resource, now.saturating_sub(DAY_MS), until)?;
+            if entries
+                .iter()
+                .any(|(_, _, entry)| entry.status.holds_place() && entry.end > now)
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn resources_bound_to<'a>(&'a self, device: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.resources
+            .values()
+            .filter(move |r| r.config.devices.iter().any(|d| d == device))
+            .map(|r| r.config.id.as_str())
     }
 
     pub fn booking(&self, id: &str) -> Result<Option<Booking>, StoreError> {
@@ -804,7 +861,8 @@ impl Desk {
 
     fn passage(&mut self, resident: &str, gate: &str, now: u64) -> Result<(), DeskError> {
         let from = now.saturating_sub(DAY_MS);
-        for (_, id, entry) in self.store.resident_entries(resident, from, now + 1)? {
+        let to = now + self.config.grace_minutes * MINUTE_MS + 1;
+        for (_, id, entry) in self.store.resident_entries(resident, from, to)? {
             let bound = self
                 .resources
                 .get(&entry.resource)
@@ -961,7 +1019,11 @@ impl Desk {
         expires_at: u64,
         now: u64,
     ) -> Result<(), DeskError> {
-        let devices = self.resource(&booking.resource)?.config.devices.clone();
+        // Gates open per passage (access decisions), not per booking.
+        let mut devices = self.resource(&booking.resource)?.config.devices.clone();
+        devices.retain(|d| {
+            !matches!(self.store.device(d), Ok(Some(record)) if record.kind == protocol::DeviceKind::Gate)
+        });
         // Commands expire on the wall clock: the time left on the schedule's
         // clock (which tests move) is carried over to it.
         let issued_at = crate::clock::unix_ms();

@@ -164,6 +164,9 @@ pub struct ScheduleConfig {
     pub block_days: u64,
     /// How often due slot starts, grace ends and slot ends are processed.
     pub tick_ms: u64,
+    /// Length assumed for a walk-in piano session whose `session_start`
+    /// states no `minutes`: one running into a booking is refused.
+    pub walk_in_minutes: u64,
 }
 
 /// A bookable resource. Give `slot_minutes` with opening hours (`hours =
@@ -372,6 +375,7 @@ impl Default for ScheduleConfig {
             strikes_to_block: 3,
             block_days: 14,
             tick_ms: 200,
+            walk_in_minutes: 30,
         }
     }
 }
@@ -514,6 +518,9 @@ strikes_to_block = 3
 block_days = 14
 # How often slot starts, grace ends and slot ends are processed (ms).
 tick_ms = 200
+# A walk-in piano session_start without "minutes" is assumed this long; one
+# that would run into a booked slot of the piano is answered with deny.
+walk_in_minutes = 30
 
 [api]
 listen = "127.0.0.1:8080"

@@ -3,7 +3,9 @@
 //! the race for the last place, rules named in refusals, fair shares held
 //! then released, waitlist promotion on a no-show, check-in from a real
 //! piano's `session_start`, `unlock`/`lock` received by the piano at slot
-//! start and end, and bookings surviving `kill -9`.
+//! start and end, a walk-in refused before a booked slot, a gate letting in
+//! only booked residents and checking them in, and bookings surviving
+//! `kill -9`.
 
 use std::time::Duration;
 
@@ -14,6 +16,12 @@ use tests::*;
 const WAIT: Duration = Duration::from_secs(10);
 
 const CONFIG: &str = r#"
+[[rooms]]
+center = "c1"
+id = "spin"
+capacity = 20
+hours = "24h"
+
 [schedule]
 clock = "fixed:2027-01-04T08:00:00+08:00"
 tick_ms = 20
@@ -52,6 +60,18 @@ price = 30.0
 market_price = 60.0
 child_age_months = [18, 36]
 per_day = 1
+
+[[resources]]
+id = "spin"
+center = "c1"
+kind = "class"
+room = "spin"
+devices = ["gate1"]
+capacity = 10
+slot_minutes = 60
+hours = "24h"
+price = 10.0
+market_price = 40.0
 
 [[resources]]
 id = "seats"
@@ -293,6 +313,18 @@ async fn the_piano_is_unlocked_at_slot_start_checked_in_by_its_session_and_locke
     assert_eq!(status, 201, "{booking}");
     let id = id_of(&booking);
 
+    set_clock(&hub, "09:45").await?;
+    piano
+        .event("w1", 1, "session_start", json!({"source": "walk_in"}))
+        .await?;
+    let deny = piano.next_command(WAIT).await?;
+    assert_eq!(
+        (deny.op.as_str(), &deny.args["reason"]),
+        ("deny", &json!("booked")),
+        "a 30 min walk-in runs into 10:00"
+    );
+    piano.ack(&deny.id, true, None).await?;
+
     set_clock(&hub, "10:00").await?;
     let unlock = piano.next_command(WAIT).await?;
     assert_eq!(unlock.op, "unlock");
@@ -362,5 +394,56 @@ async fn answered_bookings_survive_kill_9() -> anyhow::Result<()> {
         status, 409,
         "capacity still counts the bookings made before the crash"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_bound_to_a_class_lets_in_booked_residents_and_checks_them_in() -> anyhow::Result<()>
+{
+    let hub = hub().await?;
+    for (id, credential) in [("dave", "qr-dave-1"), ("erin", "qr-erin-2")] {
+        let (status, body) = hub
+            .post_json(
+                "/api/v1/residents",
+                &json!({"id": id, "credential": credential}),
+            )
+            .await?;
+        assert_eq!(status, 201, "{body}");
+    }
+    let creds = hub
+        .provision_in("gate1", DeviceKind::Gate, "c1", "spin")
+        .await?;
+    let mut gate = TestDevice::online(&creds, hub.mqtt_port, DeviceKind::Gate).await?;
+    let (status, booking) = book(&hub, "spin", &monday("10:00"), "dave", "adult").await?;
+    assert_eq!(status, 201, "{booking}");
+    set_clock(&hub, "09:55").await?;
+
+    let mut answers = Vec::new();
+    for (seq, credential) in [(1, "qr-erin-2"), (2, "qr-dave-1")] {
+        gate.event(
+            &format!("a{seq}"),
+            seq,
+            "access_request",
+            json!({"credential": credential}),
+        )
+        .await?;
+        let answer = gate.next_command(WAIT).await?;
+        gate.ack(&answer.id, true, None).await?;
+        answers.push((
+            answer.op,
+            answer.args["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        ));
+    }
+    let expected =
+        [("deny", "no_booking"), ("open", "allowed")].map(|(op, r)| (op.to_owned(), r.to_owned()));
+    assert_eq!(answers, expected);
+    wait_status(&hub, &id_of(&booking), "checked_in").await?;
+    let checked = hub
+        .get_json(&format!("/api/v1/bookings/{}", id_of(&booking)))
+        .await?;
+    assert_eq!(checked["checked_in_by"], "device:gate1");
     Ok(())
 }
