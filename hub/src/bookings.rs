@@ -268,6 +268,7 @@ impl Schedule {
         metrics: Metrics,
         config: &Config,
         hand_over: HandOver,
+        outbox: Arc<tokio::sync::Notify>,
         stop: CancellationToken,
     ) -> std::io::Result<(Arc<Schedule>, std::thread::JoinHandle<()>)> {
         let resources: BTreeMap<String, Resource> = config
@@ -293,6 +294,8 @@ impl Schedule {
             hand_over,
             commands: Vec::new(),
             wrote: false,
+            notified: false,
+            outbox: outbox.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("bookings".into())
@@ -495,6 +498,10 @@ struct Desk {
     commands: Vec<CommandRecord>,
     /// Something was written in this batch.
     wrote: bool,
+    /// A notification went to the outbox in this batch.
+    notified: bool,
+    /// Wakes the webhook delivery after the batch's fsync.
+    outbox: Arc<tokio::sync::Notify>,
 }
 
 impl Desk {
@@ -543,6 +550,9 @@ impl Desk {
                 }
                 for command in commands {
                     (self.hand_over)(command);
+                }
+                if std::mem::take(&mut self.notified) {
+                    self.outbox.notify_one();
                 }
             }
             Err(error) => {
@@ -921,15 +931,18 @@ impl Desk {
         now: u64,
     ) -> Result<(), StoreError> {
         let notification = Notification {
-            id: format!("{now:013x}{:08x}", rand::random::<u32>()),
+            // Sorts in creation order: the webhook delivers in this order.
+            id: format!("{:016x}", self.store.next_id()?),
             resident: booking.resident.clone(),
             booking: booking.id.clone(),
             kind: kind.into(),
             message,
             at: now,
         };
-        self.store.add_notification(&notification)?;
+        let outbox = !self.config.webhook_url.is_empty();
+        self.store.add_notification(&notification, outbox)?;
         self.wrote = true;
+        self.notified |= outbox;
         Ok(())
     }
 

@@ -167,6 +167,13 @@ pub struct ScheduleConfig {
     /// Length assumed for a walk-in piano session whose `session_start`
     /// states no `minutes`: one running into a booking is refused.
     pub walk_in_minutes: u64,
+    /// `http://` URL the booking front end receives notifications on
+    /// (JSON POST, retried from a durable outbox until a 2xx). Empty: none.
+    pub webhook_url: String,
+    /// First wait before retrying a failed delivery; doubled up to
+    /// `webhook_retry_max_ms`.
+    pub webhook_retry_ms: u64,
+    pub webhook_retry_max_ms: u64,
 }
 
 /// A bookable resource. Give `slot_minutes` with opening hours (`hours =
@@ -376,6 +383,9 @@ impl Default for ScheduleConfig {
             block_days: 14,
             tick_ms: 200,
             walk_in_minutes: 30,
+            webhook_url: String::new(),
+            webhook_retry_ms: 500,
+            webhook_retry_max_ms: 60_000,
         }
     }
 }
@@ -521,6 +531,13 @@ tick_ms = 200
 # A walk-in piano session_start without "minutes" is assumed this long; one
 # that would run into a booked slot of the piano is answered with deny.
 walk_in_minutes = 30
+# The booking front end's webhook (http://...): notifications (promoted,
+# released, cancelled) are POSTed as JSON from a durable outbox and retried,
+# waiting webhook_retry_ms then doubling up to webhook_retry_max_ms, until
+# it answers 2xx. Empty: notifications are only listed by the API.
+webhook_url = ""
+webhook_retry_ms = 500
+webhook_retry_max_ms = 60000
 
 [api]
 listen = "127.0.0.1:8080"
@@ -630,6 +647,19 @@ impl Config {
         }
         if self.schedule.tick_ms == 0 {
             return invalid("schedule.tick_ms", "must be at least 1");
+        }
+        let webhook = &self.schedule.webhook_url;
+        if !webhook.is_empty() && !webhook.starts_with("http://") {
+            return invalid("schedule.webhook_url", "must start with http://");
+        }
+        if self.schedule.webhook_retry_ms == 0 {
+            return invalid("schedule.webhook_retry_ms", "must be at least 1");
+        }
+        if self.schedule.webhook_retry_max_ms < self.schedule.webhook_retry_ms {
+            return invalid(
+                "schedule.webhook_retry_max_ms",
+                "must be at least schedule.webhook_retry_ms",
+            );
         }
         if self.schedule.strikes_to_block == 0 {
             return invalid("schedule.strikes_to_block", "must be at least 1");

@@ -26,6 +26,7 @@ pub mod store;
 pub mod tls_front;
 pub mod twin;
 pub mod usage;
+pub mod webhook;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -98,11 +99,13 @@ impl Hub {
         let (control_tx, control_rx) = std::sync::mpsc::channel();
         let waker = Arc::new(broker.waker);
         let stop = CancellationToken::new();
+        let outbox = Arc::new(tokio::sync::Notify::new());
         let (schedule, desk) = bookings::Schedule::start(
             store.clone(),
             metrics.clone(),
             &config,
             hand_over(control_tx.clone(), waker.clone()),
+            outbox.clone(),
             stop.clone(),
         )
         .map_err(HubError::Thread)?;
@@ -132,6 +135,13 @@ impl Hub {
             .map_err(HubError::Thread)?;
 
         let tasks = tokio_util::task::TaskTracker::new();
+        tasks.spawn(webhook::deliver(
+            store.clone(),
+            metrics.clone(),
+            config.schedule.clone(),
+            outbox,
+            stop.clone(),
+        ));
         let device_listener = bind(config.broker.listen).await?;
         let device_addr = local_addr(&device_listener, config.broker.listen)?;
         let front = tls_front::FrontConfig {

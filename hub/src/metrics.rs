@@ -43,6 +43,7 @@ pub struct Metrics {
     pub booking_seat_seconds: CounterVec,
     pub booking_waitlist: IntGaugeVec,
     pub booking_slots_full: IntCounterVec,
+    pub webhook_deliveries: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -223,6 +224,11 @@ impl Metrics {
                 "Slots whose last place was booked",
                 &["center", "kind"],
             ),
+            webhook_deliveries: counter_vec(
+                "yizhan_webhook_deliveries_total",
+                "Notification deliveries to the booking webhook: ok, or retry after a failure",
+                &["outcome"],
+            ),
             registry,
         };
         metrics.register_all();
@@ -262,6 +268,7 @@ impl Metrics {
             Box::new(self.booking_seat_seconds.clone()),
             Box::new(self.booking_waitlist.clone()),
             Box::new(self.booking_slots_full.clone()),
+            Box::new(self.webhook_deliveries.clone()),
         ];
         for collector in collectors {
             // invariant: every family above has a unique name.

@@ -12,7 +12,8 @@
 //! (`resource\0start\0id` → index entry), `resident_bookings`
 //! (`resident\0start\0id` → index entry), `due` (`at\0what\0id`: slot
 //! starts, grace ends and slot ends to process), `strikes`
-//! (`resident\0at` → booking id), `notifications` (`resident\0at id`);
+//! (`resident\0at\0booking` → booking id), `notifications` (`resident\0at id`),
+//! `outbox` (notification id → notification, until the webhook took it);
 //! and `meta` (boot epoch,
 //! generated admin-token hash, the credential-hashing key). Values are JSON.
 //! `flush` fsyncs; the ingest loop calls it once per batch holding events
@@ -134,6 +135,7 @@ pub struct Store {
     due: sled::Tree,
     strikes: sled::Tree,
     notifications: sled::Tree,
+    outbox: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -167,6 +169,7 @@ impl Store {
             due: db.open_tree("due")?,
             strikes: db.open_tree("strikes")?,
             notifications: db.open_tree("notifications")?,
+            outbox: db.open_tree("outbox")?,
             meta: db.open_tree("meta")?,
             db,
         })
@@ -597,7 +600,7 @@ impl Store {
     /// Records a no-show strike (not fsynced).
     pub fn add_strike(&self, resident: &str, at: u64, booking: &str) -> Result<(), StoreError> {
         self.strikes
-            .insert(time_key(resident, at, ""), to_json(&booking))?;
+            .insert(time_key(resident, at, booking), to_json(&booking))?;
         Ok(())
     }
 
@@ -609,10 +612,44 @@ impl Store {
             .collect())
     }
 
-    /// Stores a notification for its resident (not fsynced).
-    pub fn add_notification(&self, notification: &Notification) -> Result<(), StoreError> {
+    /// Stores a notification for its resident, and in the outbox when a
+    /// webhook is to deliver it (not fsynced).
+    pub fn add_notification(
+        &self,
+        notification: &Notification,
+        outbox: bool,
+    ) -> Result<(), StoreError> {
         let key = time_key(&notification.resident, notification.at, &notification.id);
-        self.notifications.insert(key, to_json(notification))?;
+        let value = to_json(notification);
+        if outbox {
+            self.outbox
+                .insert(notification.id.as_bytes(), value.clone())?;
+        }
+        self.notifications.insert(key, value)?;
+        Ok(())
+    }
+
+    /// A fresh id, increasing across restarts (notification order).
+    pub fn next_id(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()?)
+    }
+
+    /// The oldest notifications waiting for the webhook.
+    pub fn outbox(&self, limit: usize) -> Result<Vec<Notification>, StoreError> {
+        self.outbox
+            .iter()
+            .take(limit)
+            .map(|entry| {
+                let (key, value) = entry?;
+                decode(&key, &value)
+            })
+            .collect()
+    }
+
+    /// Forgets a delivered notification (not fsynced: a crash may deliver
+    /// it again; receivers deduplicate by id).
+    pub fn delivered(&self, id: &str) -> Result<(), StoreError> {
+        self.outbox.remove(id)?;
         Ok(())
     }
 

@@ -272,7 +272,16 @@ async fn held_shares_keep_places_for_seniors_and_children_until_release() -> any
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_no_show_is_released_and_the_first_waitlisted_promoted_and_notified() -> anyhow::Result<()>
 {
-    let hub = hub().await?;
+    let webhook = WebhookSink::start(1).await?;
+    let with_webhook = format!(
+        "tick_ms = 20\nwebhook_url = {:?}\nwebhook_retry_ms = 50",
+        webhook.url
+    );
+    let hub = HubProcess::start(HubOptions {
+        extra_config: CONFIG.replace("tick_ms = 20", &with_webhook),
+        ..HubOptions::default()
+    })
+    .await?;
     let nine = monday("09:00");
     let (status, alice) = book(&hub, "piano1", &nine, "alice", "adult").await?;
     assert_eq!(status, 201, "{alice}");
@@ -298,6 +307,27 @@ async fn a_no_show_is_released_and_the_first_waitlisted_promoted_and_notified() 
         .metric("yizhan_bookings_total", "outcome=\"no_show\"")
         .await?;
     assert_eq!(no_shows, 1.0);
+    let delivered = eventually(WAIT, "both notifications at the webhook", || async {
+        let received = webhook.received();
+        (received.len() == 2).then_some(received)
+    })
+    .await?;
+    let kinds: Vec<_> = delivered
+        .iter()
+        .map(|n| (n["resident"].clone(), n["kind"].clone()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (json!("alice"), json!("released")),
+            (json!("bob"), json!("promoted"))
+        ]
+    );
+    assert_eq!(
+        webhook.answered(),
+        3,
+        "the first attempt was refused, then retried"
+    );
     Ok(())
 }
 
@@ -445,5 +475,48 @@ async fn a_gate_bound_to_a_class_lets_in_booked_residents_and_checks_them_in() -
         .get_json(&format!("/api/v1/bookings/{}", id_of(&booking)))
         .await?;
     assert_eq!(checked["checked_in_by"], "device:gate1");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_no_shows_block_new_bookings_and_late_cancels_are_counted() -> anyhow::Result<()> {
+    let hub = hub().await?;
+    for hour in ["09:00", "10:00", "11:00"] {
+        let (status, body) = book(&hub, "piano1", &monday(hour), "frank", "adult").await?;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, gus) = book(&hub, "piano1", &monday("12:00"), "gus", "adult").await?;
+    assert_eq!(status, 201, "{gus}");
+
+    set_clock(&hub, "11:30").await?;
+    let response = hub
+        .delete(&format!("/api/v1/bookings/{}", id_of(&gus)))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    let gus: Value = response.json().await?;
+    assert_eq!(
+        (gus["status"].as_str(), gus["late_cancel"].as_bool()),
+        (Some("cancelled"), Some(true)),
+        "30 min before the start is late"
+    );
+    eventually(WAIT, "three no-shows", || async {
+        let n = hub
+            .metric("yizhan_bookings_total", "outcome=\"no_show\"")
+            .await
+            .ok()?;
+        (n == 3.0).then_some(())
+    })
+    .await?;
+    let (status, body) = book(&hub, "piano1", &monday("15:00"), "frank", "adult").await?;
+    assert_eq!(
+        (status, body["rule"].as_str()),
+        (422, Some("strikes")),
+        "{body}"
+    );
+    let late = hub
+        .metric("yizhan_bookings_total", "outcome=\"late_cancel\"")
+        .await?;
+    assert_eq!(late, 1.0);
     Ok(())
 }
