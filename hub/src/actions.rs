@@ -17,7 +17,7 @@ use protocol::{CommandAck, DeviceKind, Event, Telemetry};
 use serde_json::{json, Value};
 
 use crate::access::Access;
-use crate::bookings::Schedule;
+use crate::bookings::{Health, Schedule};
 use crate::commands::{expires_in, Commands, NewCommand};
 use crate::config::Config;
 use crate::counting::{Calendar, Counting};
@@ -127,6 +127,7 @@ impl Actions {
 
     /// A newly stored device event (duplicates are not passed here).
     pub fn on_event(&mut self, twin: &mut Twin, event: &Event, arrived: Instant, now_ms: u64) {
+        self.device_health(twin, event);
         match (twin.kind, event.event_type.as_str()) {
             (DeviceKind::TherapyRobot, "session_start" | "session_end") => {
                 self.robot_session(twin, event, arrived, now_ms)
@@ -157,10 +158,16 @@ impl Actions {
 
     pub fn device_online(&mut self, device: &str, now_ms: u64) {
         self.commands.device_online(device, now_ms);
+        if let Some(schedule) = &self.schedule {
+            schedule.device_health(device, Health::Online);
+        }
     }
 
     pub fn device_offline(&mut self, device: &str) {
         self.commands.device_offline(device);
+        if let Some(schedule) = &self.schedule {
+            schedule.device_health(device, Health::Offline);
+        }
     }
 
     /// Resends and expiries of commands; robots whose session went silent
@@ -302,6 +309,19 @@ impl Actions {
         };
         if let Err(error) = self.occupancy.passage(&twin.center, &twin.room, direction) {
             tracing::error!(%error, "recording occupancy failed");
+        }
+    }
+
+    /// `fault` and `fault_cleared` events of a device bound to a bookable
+    /// resource block and reopen its slots.
+    fn device_health(&self, twin: &Twin, event: &Event) {
+        let change = match event.event_type.as_str() {
+            "fault" => Health::Fault,
+            "fault_cleared" => Health::FaultCleared,
+            _ => return,
+        };
+        if let Some(schedule) = &self.schedule {
+            schedule.device_health(&twin.id, change);
         }
     }
 

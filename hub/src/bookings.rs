@@ -172,6 +172,32 @@ pub struct Notification {
     pub at: u64,
 }
 
+/// Why a bound device is out of service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutageReason {
+    Fault,
+    Offline,
+}
+
+/// A bound device out of service: `active` once it blocks slots (a fault at
+/// once, offline after `offline_block_minutes`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outage {
+    pub since: u64,
+    pub reason: OutageReason,
+    pub active: bool,
+}
+
+/// What a bound device's health did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Fault,
+    FaultCleared,
+    Offline,
+    Online,
+}
+
 /// A booking request, checked for shape by the API.
 #[derive(Debug, Clone)]
 pub struct BookRequest {
@@ -228,6 +254,7 @@ enum Job {
         resident: String,
         gate: String,
     },
+    Health(String, Health),
 }
 
 /// Hands a recorded command to ingest (which publishes it).
@@ -243,6 +270,32 @@ pub struct Schedule {
     /// Check-in opens this long before a slot (and the grace after it).
     grace_ms: u64,
     walk_in_minutes: u64,
+    lookahead_ms: u64,
+}
+
+/// Resources a device is bound to.
+fn bound_to<'a>(
+    resources: &'a BTreeMap<String, Resource>,
+    device: &'a str,
+) -> impl Iterator<Item = &'a Resource> + 'a {
+    resources
+        .values()
+        .filter(move |r| r.config.devices.iter().any(|d| d == device))
+}
+
+/// Slots of `resource` starting at or before the returned time are
+/// blocked: one of its devices has an active outage.
+fn blocked_until(
+    store: &Store,
+    resource: &Resource,
+    now: u64,
+    lookahead_ms: u64,
+) -> Result<Option<u64>, StoreError> {
+    let blocked = store
+        .outages()?
+        .iter()
+        .any(|(device, outage)| outage.active && resource.config.devices.contains(device));
+    Ok(blocked.then_some(now + lookahead_ms))
 }
 
 /// One slot as availability shows it.
@@ -259,6 +312,8 @@ pub struct SlotView {
     /// Places still held per group.
     pub held: BTreeMap<&'static str, u32>,
     pub waitlist: u32,
+    /// Closed for maintenance (a bound device is out of service).
+    pub blocked: bool,
 }
 
 impl Schedule {
@@ -308,6 +363,7 @@ impl Schedule {
             jobs,
             grace_ms: config.schedule.grace_minutes * MINUTE_MS,
             walk_in_minutes: config.schedule.walk_in_minutes,
+            lookahead_ms: config.schedule.outage_lookahead_minutes * MINUTE_MS,
         };
         Ok((Arc::new(schedule), thread))
     }
@@ -402,10 +458,17 @@ impl Schedule {
     }
 
     fn resources_bound_to<'a>(&'a self, device: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.resources
-            .values()
-            .filter(move |r| r.config.devices.iter().any(|d| d == device))
-            .map(|r| r.config.id.as_str())
+        bound_to(&self.resources, device).map(|r| r.config.id.as_str())
+    }
+
+    /// A bound device's health changed (from ingest: never waits).
+    pub fn device_health(&self, device: &str, change: Health) {
+        if bound_to(&self.resources, device).next().is_none() {
+            return;
+        }
+        if self.jobs.send(Job::Health(device.into(), change)).is_err() {
+            tracing::warn!("the booking desk has stopped; device health change lost");
+        }
     }
 
     pub fn booking(&self, id: &str) -> Result<Option<Booking>, StoreError> {
@@ -420,6 +483,7 @@ impl Schedule {
         to: u64,
     ) -> Result<Vec<SlotView>, StoreError> {
         let now = self.clock.now_ms();
+        let blocked = blocked_until(&self.store, resource, now, self.lookahead_ms)?;
         let entries = self.store.slot_entries(&resource.config.id, from, to)?;
         let mut by_slot: BTreeMap<u64, (SlotLoad, u32)> = BTreeMap::new();
         for (start, _, entry) in entries {
@@ -436,6 +500,7 @@ impl Schedule {
             .map(|slot| {
                 let (load, waitlist) = by_slot.get(&slot.start).copied().unwrap_or_default();
                 let holds = resource.shares_hold(slot.start, now);
+                let blocked = blocked.is_some_and(|until| slot.start <= until);
                 let held = Group::ALL
                     .into_iter()
                     .filter(|g| holds && resource.held_for(*g) > 0)
@@ -447,7 +512,12 @@ impl Schedule {
                     local_start: self.calendar.local(slot.start).to_rfc3339(),
                     capacity: resource.config.capacity,
                     booked: load.taken(),
-                    free: schedule::free_places(resource, &load, None, holds),
+                    free: if blocked {
+                        0
+                    } else {
+                        schedule::free_places(resource, &load, None, holds)
+                    },
+                    blocked,
                     held,
                     waitlist,
                 }
@@ -588,6 +658,11 @@ impl Desk {
                     tracing::error!(%error, "gate check-in failed");
                 }
             }
+            Job::Health(device, change) => {
+                if let Err(error) = self.health(&device, change, now) {
+                    tracing::error!(%error, "recording a device outage failed");
+                }
+            }
         }
     }
 
@@ -612,6 +687,13 @@ impl Desk {
                 None,
             ));
         };
+        let lookahead = self.config.outage_lookahead_minutes * MINUTE_MS;
+        if blocked_until(&self.store, &resource, now, lookahead)?.is_some_and(|u| slot.start <= u) {
+            return Err(DeskError::Conflict(format!(
+                "{} is closed for maintenance: a device of it is out of service",
+                resource.config.id
+            )));
+        }
         let checked = Request {
             slot,
             group: request.group,
@@ -946,9 +1028,107 @@ impl Desk {
         Ok(())
     }
 
+    fn health(&mut self, device: &str, change: Health, now: u64) -> Result<(), DeskError> {
+        let current = self.store.outages()?.into_iter().find(|(d, _)| d == device);
+        let reason = current.as_ref().map(|(_, o)| o.reason);
+        match (change, reason) {
+            (Health::Fault, _) => {
+                let outage = Outage {
+                    since: now,
+                    reason: OutageReason::Fault,
+                    active: true,
+                };
+                self.store.put_outage(device, &outage)?;
+                tracing::warn!(device, "bound device fault: its slots are blocked");
+            }
+            (Health::Offline, None) => {
+                let outage = Outage {
+                    since: now,
+                    reason: OutageReason::Offline,
+                    active: false,
+                };
+                self.store.put_outage(device, &outage)?;
+            }
+            (Health::FaultCleared, Some(OutageReason::Fault))
+            | (Health::Online, Some(OutageReason::Offline)) => {
+                self.store.remove_outage(device)?;
+                tracing::info!(device, "bound device healthy: its slots reopen");
+            }
+            _ => return Ok(()),
+        }
+        self.wrote = true;
+        self.enforce_outages(now)
+    }
+
+    /// Activates offline outages that lasted, then cancels the bookings of
+    /// blocked slots.
+    fn enforce_outages(&mut self, now: u64) -> Result<(), DeskError> {
+        let lasting = self.config.offline_block_minutes * MINUTE_MS;
+        for (device, mut outage) in self.store.outages()? {
+            if !outage.active && now >= outage.since + lasting {
+                outage.active = true;
+                self.store.put_outage(&device, &outage)?;
+                self.wrote = true;
+                tracing::warn!(
+                    device,
+                    "bound device offline too long: its slots are blocked"
+                );
+            }
+            if outage.active {
+                let resources: Vec<Resource> =
+                    bound_to(&self.resources, &device).cloned().collect();
+                for resource in resources {
+                    self.cancel_for_maintenance(&resource, &device, outage.reason, now)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn cancel_for_maintenance(
+        &mut self,
+        resource: &Resource,
+        device: &str,
+        reason: OutageReason,
+        now: u64,
+    ) -> Result<(), DeskError> {
+        let until = now + self.config.outage_lookahead_minutes * MINUTE_MS;
+        let entries =
+            self.store
+                .slot_entries(&resource.config.id, now.saturating_sub(DAY_MS), until + 1)?;
+        for (_, id, entry) in entries {
+            let affected = (entry.status.holds_place() || entry.status == Status::Waitlisted)
+                && entry.end > now;
+            if !affected {
+                continue;
+            }
+            let mut booking = self.existing(&id)?;
+            let why = match reason {
+                OutageReason::Fault => "reported a fault",
+                OutageReason::Offline => "is offline",
+            };
+            if booking.status == Status::Waitlisted {
+                self.waitlist_gauge(&booking, -1);
+            }
+            booking.status = Status::Cancelled;
+            booking.cancelled_at = Some(now);
+            booking.reason = Some(format!("maintenance: device {device} {why}"));
+            self.put(&booking, &[])?;
+            self.count(&booking, "maintenance");
+            let message = format!(
+                "your booking of {} at {} is cancelled: the device {why}; sorry",
+                booking.resource,
+                self.calendar.local(booking.slot_start).to_rfc3339()
+            );
+            self.notify(&booking, "cancelled", message, now)?;
+        }
+        Ok(())
+    }
+
     /// Processes everything due by now, in time order.
     fn tick(&mut self) -> Result<(), DeskError> {
         let now = self.clock.now_ms();
+        self.enforce_outages(now)?;
         for (at, due, id) in self.store.due_until(now)? {
             if let Some(booking) = self.store.booking(&id)? {
                 match due {

@@ -167,6 +167,11 @@ pub struct ScheduleConfig {
     /// Length assumed for a walk-in piano session whose `session_start`
     /// states no `minutes`: one running into a booking is refused.
     pub walk_in_minutes: u64,
+    /// A bound device offline this long is an outage (a `fault` event is
+    /// one at once): its resources' slots starting within
+    /// `outage_lookahead_minutes` are blocked and their bookings cancelled.
+    pub offline_block_minutes: u64,
+    pub outage_lookahead_minutes: u64,
     /// `http://` URL the booking front end receives notifications on
     /// (JSON POST, retried from a durable outbox until a 2xx). Empty: none.
     pub webhook_url: String,
@@ -383,6 +388,8 @@ impl Default for ScheduleConfig {
             block_days: 14,
             tick_ms: 200,
             walk_in_minutes: 30,
+            offline_block_minutes: 15,
+            outage_lookahead_minutes: 60,
             webhook_url: String::new(),
             webhook_retry_ms: 500,
             webhook_retry_max_ms: 60_000,
@@ -531,6 +538,12 @@ tick_ms = 200
 # A walk-in piano session_start without "minutes" is assumed this long; one
 # that would run into a booked slot of the piano is answered with deny.
 walk_in_minutes = 30
+# Maintenance: a bound device that raised a "fault" event, or has been
+# offline offline_block_minutes, blocks its resources' slots starting within
+# outage_lookahead_minutes and cancels their bookings (residents notified),
+# until it is healthy again ("fault_cleared" event, back online).
+offline_block_minutes = 15
+outage_lookahead_minutes = 60
 # The booking front end's webhook (http://...): notifications (promoted,
 # released, cancelled) are POSTed as JSON from a durable outbox and retried,
 # waiting webhook_retry_ms then doubling up to webhook_retry_max_ms, until

@@ -13,7 +13,8 @@
 //! (`resident\0start\0id` → index entry), `due` (`at\0what\0id`: slot
 //! starts, grace ends and slot ends to process), `strikes`
 //! (`resident\0at\0booking` → booking id), `notifications` (`resident\0at id`),
-//! `outbox` (notification id → notification, until the webhook took it);
+//! `outbox` (notification id → notification, until the webhook took it),
+//! `outages` (bound device → outage);
 //! and `meta` (boot epoch,
 //! generated admin-token hash, the credential-hashing key). Values are JSON.
 //! `flush` fsyncs; the ingest loop calls it once per batch holding events
@@ -23,7 +24,7 @@ use std::path::Path;
 
 use chrono::NaiveDate;
 
-use crate::bookings::{Booking, Due, IndexEntry, Notification};
+use crate::bookings::{Booking, Due, IndexEntry, Notification, Outage};
 use crate::occupancy::RoomCount;
 
 use protocol::api::CommandRecord;
@@ -136,6 +137,7 @@ pub struct Store {
     strikes: sled::Tree,
     notifications: sled::Tree,
     outbox: sled::Tree,
+    outages: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -170,6 +172,7 @@ impl Store {
             strikes: db.open_tree("strikes")?,
             notifications: db.open_tree("notifications")?,
             outbox: db.open_tree("outbox")?,
+            outages: db.open_tree("outages")?,
             meta: db.open_tree("meta")?,
             db,
         })
@@ -627,6 +630,31 @@ impl Store {
         }
         self.notifications.insert(key, value)?;
         Ok(())
+    }
+
+    /// Records a bound device's outage (not fsynced).
+    pub fn put_outage(&self, device: &str, outage: &Outage) -> Result<(), StoreError> {
+        self.outages.insert(device, to_json(outage))?;
+        Ok(())
+    }
+
+    pub fn remove_outage(&self, device: &str) -> Result<(), StoreError> {
+        self.outages.remove(device)?;
+        Ok(())
+    }
+
+    /// Every bound device's outage, as `(device, outage)`.
+    pub fn outages(&self) -> Result<Vec<(String, Outage)>, StoreError> {
+        self.outages
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry?;
+                Ok((
+                    String::from_utf8_lossy(&key).into_owned(),
+                    decode(&key, &value)?,
+                ))
+            })
+            .collect()
     }
 
     /// A fresh id, increasing across restarts (notification order).

@@ -520,3 +520,82 @@ async fn three_no_shows_block_new_bookings_and_late_cancels_are_counted() -> any
     assert_eq!(late, 1.0);
     Ok(())
 }
+
+async fn piano_slot_blocked(hub: &HubProcess, hhmm: &str) -> Option<bool> {
+    let from = monday(hhmm).replace('+', "%2B");
+    let availability = hub
+        .get_json(&format!(
+            "/api/v1/resources/piano1/availability?from={from}&to=2027-01-05"
+        ))
+        .await
+        .ok()?;
+    availability["slots"][0]["blocked"].as_bool()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_fault_blocks_slots_and_cancels_bookings_until_it_clears() -> anyhow::Result<()> {
+    let hub = hub().await?;
+    let creds = hub
+        .provision_in("piano1", DeviceKind::Piano, "c1", "music")
+        .await?;
+    let piano = TestDevice::online(&creds, hub.mqtt_port, DeviceKind::Piano).await?;
+    let (_, soon) = book(&hub, "piano1", &monday("09:00"), "hana", "adult").await?;
+    let (_, later) = book(&hub, "piano1", &monday("14:00"), "ivan", "adult").await?;
+
+    piano
+        .event("f1", 1, "fault", json!({"code": "keyboard"}))
+        .await?;
+    wait_status(&hub, &id_of(&soon), "cancelled").await?;
+    let cancelled = hub
+        .get_json(&format!("/api/v1/bookings/{}", id_of(&soon)))
+        .await?;
+    assert!(
+        cancelled["reason"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("maintenance"),
+        "{cancelled}"
+    );
+    let notes = hub.get_json("/api/v1/notifications?resident=hana").await?;
+    assert_eq!(notes["notifications"][0]["kind"], "cancelled", "{notes}");
+    assert_eq!(piano_slot_blocked(&hub, "09:00").await, Some(true));
+    let (status, body) = book(&hub, "piano1", &monday("09:00"), "jo", "adult").await?;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("maintenance"),
+        "{body}"
+    );
+    assert_eq!(
+        booking_status(&hub, &id_of(&later)).await.as_deref(),
+        Some("booked"),
+        "outside the outage"
+    );
+
+    piano.event("f2", 2, "fault_cleared", json!({})).await?;
+    eventually(WAIT, "the slot reopens", || async {
+        (piano_slot_blocked(&hub, "09:00").await == Some(false)).then_some(())
+    })
+    .await?;
+    let (status, body) = book(&hub, "piano1", &monday("09:00"), "jo", "adult").await?;
+    assert_eq!(status, 201, "{body}");
+
+    drop(piano);
+    eventually(WAIT, "the piano offline", || async {
+        (hub.twin("piano1").await.ok()?["online"] == json!(false)).then_some(())
+    })
+    .await?;
+    assert_eq!(
+        piano_slot_blocked(&hub, "09:00").await,
+        Some(false),
+        "not yet 15 min"
+    );
+    // Two steps: the desk may record the disconnect at 08:00 or, if it
+    // runs late, at 08:20; either way 08:40 is 15 min after it.
+    set_clock(&hub, "08:20").await?;
+    set_clock(&hub, "08:40").await?;
+    eventually(WAIT, "offline for 15 min blocks the slots", || async {
+        (piano_slot_blocked(&hub, "09:00").await == Some(true)).then_some(())
+    })
+    .await?;
+    Ok(())
+}
