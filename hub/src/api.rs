@@ -159,6 +159,9 @@ async fn metrics(_: Admin, State(state): State<Arc<ApiState>>) -> Response {
         state.metrics.store_size.set(size as i64);
     }
     state.metrics.twins.set(state.store.twin_count() as i64);
+    if let Err(error) = state.schedule.refresh_gauges(&state.metrics) {
+        tracing::warn!(%error, "booking gauges not refreshed");
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,

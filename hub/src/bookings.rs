@@ -26,7 +26,9 @@ use tokio_util::sync::CancellationToken;
 use crate::commands::NewCommand;
 use crate::config::{Config, ScheduleConfig};
 use crate::metrics::Metrics;
-use crate::schedule::{self, Clock, Group, History, Refusal, Request, Resource, Slot, SlotLoad};
+use crate::schedule::{
+    self, Clock, Duty, Group, History, Refusal, Request, Resource, Roster, Slot, SlotLoad,
+};
 use crate::store::{Store, StoreError};
 
 const MINUTE_MS: u64 = 60_000;
@@ -265,6 +267,7 @@ pub struct Schedule {
     pub resources: BTreeMap<String, Resource>,
     pub calendar: Calendar,
     pub clock: Arc<Clock>,
+    pub roster: Roster,
     store: Arc<Store>,
     jobs: Sender<Job>,
     /// Check-in opens this long before a slot (and the grace after it).
@@ -314,6 +317,10 @@ pub struct SlotView {
     pub waitlist: u32,
     /// Closed for maintenance (a bound device is out of service).
     pub blocked: bool,
+    /// The manager on duty, when the room keeps a roster.
+    pub manager: Option<String>,
+    /// The room keeps a roster and nobody is on duty.
+    pub unstaffed: bool,
 }
 
 impl Schedule {
@@ -361,6 +368,7 @@ impl Schedule {
             clock,
             store,
             jobs,
+            roster: Roster::from_config(&config.duty),
             grace_ms: config.schedule.grace_minutes * MINUTE_MS,
             walk_in_minutes: config.schedule.walk_in_minutes,
             lookahead_ms: config.schedule.outage_lookahead_minutes * MINUTE_MS,
@@ -501,6 +509,7 @@ impl Schedule {
                 let (load, waitlist) = by_slot.get(&slot.start).copied().unwrap_or_default();
                 let holds = resource.shares_hold(slot.start, now);
                 let blocked = blocked.is_some_and(|until| slot.start <= until);
+                let duty = self.roster.duty(&self.calendar, resource, slot);
                 let held = Group::ALL
                     .into_iter()
                     .filter(|g| holds && resource.held_for(*g) > 0)
@@ -518,12 +527,64 @@ impl Schedule {
                         schedule::free_places(resource, &load, None, holds)
                     },
                     blocked,
+                    manager: match &duty {
+                        Duty::OnDuty(manager) => Some(manager.clone()),
+                        _ => None,
+                    },
+                    unstaffed: duty == Duty::Unstaffed,
                     held,
                     waitlist,
                 }
             })
             .collect();
         Ok(views)
+    }
+
+    /// Sets the gauges computed on demand: unstaffed slots from now to each
+    /// resource's horizon, and today's seat time available and booked.
+    pub fn refresh_gauges(&self, metrics: &Metrics) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
+        let today = self.calendar.day(now);
+        let (midnight, next) = (
+            self.calendar.midnight(today),
+            self.calendar.next_midnight(now),
+        );
+        metrics.booking_slots_unstaffed.reset();
+        metrics.booking_day_seat_seconds.reset();
+        for resource in self.resources.values() {
+            let config = &resource.config;
+            let labels = [config.center.as_str(), config.kind.as_str()];
+            let horizon = now + u64::from(config.horizon_days) * DAY_MS;
+            let unstaffed = resource
+                .slots_between(&self.calendar, now, horizon)
+                .into_iter()
+                .filter(|slot| self.roster.duty(&self.calendar, resource, *slot) == Duty::Unstaffed)
+                .count();
+            metrics
+                .booking_slots_unstaffed
+                .with_label_values(&labels)
+                .add(unstaffed as i64);
+            let seconds = |slot_start: u64, slot_end: u64| (slot_end - slot_start) as f64 / 1000.0;
+            let available: f64 = resource
+                .slots_between(&self.calendar, midnight, next)
+                .iter()
+                .map(|s| seconds(s.start, s.end) * f64::from(config.capacity))
+                .sum();
+            let booked: f64 = self
+                .store
+                .slot_entries(&config.id, midnight, next)?
+                .iter()
+                .filter(|(_, _, e)| e.status.holds_place())
+                .map(|(start, _, e)| seconds(*start, e.end))
+                .sum();
+            for (state, value) in [("available", available), ("booked", booked)] {
+                let gauge = metrics
+                    .booking_day_seat_seconds
+                    .with_label_values(&[labels[0], labels[1], state]);
+                gauge.set(gauge.get() + value);
+            }
+        }
+        Ok(())
     }
 
     /// Bookings of a resident or a resource with slots starting in

@@ -31,6 +31,8 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     /// Bookable resources (time slots).
     pub resources: Vec<ResourceConfig>,
+    /// Volunteer managers' duty shifts per room (the duty roster).
+    pub duty: Vec<DutyConfig>,
     pub api: ApiConfig,
     pub log: LogConfig,
 }
@@ -240,6 +242,21 @@ fn default_release_before_minutes() -> u32 {
     120
 }
 
+/// A manager on duty in a room from `start` to `end` (local `HH:MM`) on
+/// `days` (`mon`..`sun`; empty: every day). A slot of a resource in a room
+/// with duty entries is staffed when one shift covers it whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DutyConfig {
+    pub center: String,
+    pub room: String,
+    pub manager: String,
+    #[serde(default)]
+    pub days: Vec<String>,
+    pub start: String,
+    pub end: String,
+}
+
 /// Explicit slots: `start`-`end` (local `HH:MM`) on `days` (`mon`..`sun`;
 /// empty: every day).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -297,6 +314,7 @@ impl Default for Config {
             rooms: Vec::new(),
             schedule: ScheduleConfig::default(),
             resources: Vec::new(),
+            duty: Vec::new(),
             api: ApiConfig::default(),
             log: LogConfig::default(),
         }
@@ -455,6 +473,18 @@ rooms = []
 #   shares = [{ group = "senior", percent = 20 }]  # held places per group
 #   release_before_minutes = 120                   # ... until this before
 resources = []
+
+# Duty roster: volunteer managers' shifts per room. A slot of a resource in
+# a room listed here with no manager on duty is flagged "unstaffed" in
+# availability and in yizhan_booking_slots_unstaffed.
+#   [[duty]]
+#   center = "lianhua"
+#   room = "pingpong"
+#   manager = "m01"
+#   days = ["sat", "sun"]    # empty: every day
+#   start = "08:00"
+#   end = "12:00"
+duty = []
 
 [broker]
 # Public MQTT-over-mTLS listener for devices.
@@ -676,6 +706,14 @@ impl Config {
         }
         if self.schedule.strikes_to_block == 0 {
             return invalid("schedule.strikes_to_block", "must be at least 1");
+        }
+        for (index, duty) in self.duty.iter().enumerate() {
+            crate::schedule::Shift::from_config(duty).map_err(|(field, reason)| {
+                ConfigError::Invalid {
+                    field: format!("duty[{index}].{field}"),
+                    reason,
+                }
+            })?;
         }
         let mut seen = std::collections::HashSet::new();
         for (index, resource) in self.resources.iter().enumerate() {

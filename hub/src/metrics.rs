@@ -44,6 +44,8 @@ pub struct Metrics {
     pub booking_waitlist: IntGaugeVec,
     pub booking_slots_full: IntCounterVec,
     pub webhook_deliveries: IntCounterVec,
+    pub booking_slots_unstaffed: IntGaugeVec,
+    pub booking_day_seat_seconds: GaugeVec,
 }
 
 impl Default for Metrics {
@@ -224,6 +226,19 @@ impl Metrics {
                 "Slots whose last place was booked",
                 &["center", "kind"],
             ),
+            booking_slots_unstaffed: gauge_vec(
+                "yizhan_booking_slots_unstaffed",
+                "Slots from now to the booking horizon in rooms with a duty roster and no manager on duty",
+                &["center", "kind"],
+            ),
+            booking_day_seat_seconds: GaugeVec::new(
+                Opts::new(
+                    "yizhan_booking_day_seat_seconds",
+                    "Seat time of today's slots (local day): available (capacity x length) and booked",
+                ),
+                &["center", "kind", "state"],
+            )
+            .expect("gauge vec"),
             webhook_deliveries: counter_vec(
                 "yizhan_webhook_deliveries_total",
                 "Notification deliveries to the booking webhook: ok, or retry after a failure",
@@ -269,6 +284,8 @@ impl Metrics {
             Box::new(self.booking_waitlist.clone()),
             Box::new(self.booking_slots_full.clone()),
             Box::new(self.webhook_deliveries.clone()),
+            Box::new(self.booking_slots_unstaffed.clone()),
+            Box::new(self.booking_day_seat_seconds.clone()),
         ];
         for collector in collectors {
             // invariant: every family above has a unique name.

@@ -15,7 +15,7 @@ use protocol::calendar::Calendar;
 use serde::{Deserialize, Serialize};
 
 use crate::access::{parse_hhmm, OpeningHours};
-use crate::config::{is_label, ResourceConfig};
+use crate::config::{is_label, DutyConfig, ResourceConfig};
 
 const MINUTE_MS: u64 = 60_000;
 const DAY_MS: u64 = 24 * 60 * MINUTE_MS;
@@ -309,23 +309,123 @@ fn compile_layout(config: &ResourceConfig) -> Result<Layout, FieldError> {
                 let at = |field: &str, reason: String| {
                     field_error(&format!("slots[{i}].{field}"), reason)
                 };
-                let start = parse_hhmm(&slot.start).map_err(|e| at("start", e))?;
-                let end = parse_hhmm(&slot.end).map_err(|e| at("end", e))?;
-                if end <= start {
-                    return Err(at("end", "must be after start (same day)".into()));
-                }
-                let days = slot
-                    .days
-                    .iter()
-                    .map(|d| {
-                        d.parse::<Weekday>()
-                            .map_err(|_| at("days", format!("{d:?} is not mon..sun")))
-                    })
-                    .collect::<Result<_, _>>()?;
+                let (days, start, end) = day_window(&slot.days, &slot.start, &slot.end)
+                    .map_err(|(field, reason)| at(field, reason))?;
                 Ok(ListedSlot { days, start, end })
             })
             .collect::<Result<_, _>>()
             .map(Layout::Listed),
+    }
+}
+
+/// Weekdays and a same-day `start`-`end` window, checked.
+fn day_window(
+    days: &[String],
+    start: &str,
+    end: &str,
+) -> Result<(Vec<Weekday>, NaiveTime, NaiveTime), (&'static str, String)> {
+    let start = parse_hhmm(start).map_err(|e| ("start", e))?;
+    let end = parse_hhmm(end).map_err(|e| ("end", e))?;
+    if end <= start {
+        return Err(("end", "must be after start (same day)".into()));
+    }
+    let days = days
+        .iter()
+        .map(|d| {
+            d.parse::<Weekday>()
+                .map_err(|_| ("days", format!("{d:?} is not mon..sun")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((days, start, end))
+}
+
+/// A manager's duty shift in a room.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shift {
+    pub center: String,
+    pub room: String,
+    pub manager: String,
+    days: Vec<Weekday>,
+    start: NaiveTime,
+    end: NaiveTime,
+}
+
+impl Shift {
+    pub fn from_config(config: &DutyConfig) -> Result<Shift, FieldError> {
+        for (field, value) in [
+            ("center", &config.center),
+            ("room", &config.room),
+            ("manager", &config.manager),
+        ] {
+            if !is_label(value) {
+                return Err(field_error(field, "1-64 letters, digits, '-' or '_'"));
+            }
+        }
+        let (days, start, end) = day_window(&config.days, &config.start, &config.end)
+            .map_err(|(field, reason)| field_error(field, reason))?;
+        Ok(Shift {
+            center: config.center.clone(),
+            room: config.room.clone(),
+            manager: config.manager.clone(),
+            days,
+            start,
+            end,
+        })
+    }
+
+    fn covers(&self, calendar: &Calendar, slot: Slot) -> bool {
+        let day = calendar.day(slot.start);
+        (self.days.is_empty() || self.days.contains(&day.weekday()))
+            && calendar.at(day, self.start) <= slot.start
+            && slot.end <= calendar.at(day, self.end)
+    }
+}
+
+/// Who is on duty for a slot of a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Duty {
+    /// The room keeps no roster.
+    NoRoster,
+    OnDuty(String),
+    Unstaffed,
+}
+
+/// The duty roster of every room.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Roster {
+    shifts: Vec<Shift>,
+}
+
+impl Roster {
+    /// From validated config entries.
+    pub fn from_config(duty: &[DutyConfig]) -> Roster {
+        Roster {
+            // invariant: `Config::validate` checked every entry.
+            shifts: duty
+                .iter()
+                .filter_map(|d| Shift::from_config(d).ok())
+                .collect(),
+        }
+    }
+
+    /// The manager on duty for `slot` of `resource`; shifts covering a slot
+    /// take turns by the slot's start minute, so duty spreads evenly.
+    pub fn duty(&self, calendar: &Calendar, resource: &Resource, slot: Slot) -> Duty {
+        let config = &resource.config;
+        let room: Vec<&Shift> = self
+            .shifts
+            .iter()
+            .filter(|s| s.center == config.center && s.room == config.room)
+            .collect();
+        if room.is_empty() {
+            return Duty::NoRoster;
+        }
+        let covering: Vec<&&Shift> = room.iter().filter(|s| s.covers(calendar, slot)).collect();
+        if covering.is_empty() {
+            return Duty::Unstaffed;
+        }
+        let turn = (slot.start / MINUTE_MS) as usize % covering.len();
+        Duty::OnDuty(covering[turn].manager.clone())
     }
 }
 

@@ -5,7 +5,7 @@
 //! piano's `session_start`, `unlock`/`lock` received by the piano at slot
 //! start and end, a walk-in refused before a booked slot, a gate letting in
 //! only booked residents and checking them in, and bookings surviving
-//! `kill -9`.
+//! `kill -9`, and the duty roster flagging slots without a manager.
 
 use std::time::Duration;
 
@@ -72,6 +72,34 @@ slot_minutes = 60
 hours = "24h"
 price = 10.0
 market_price = 40.0
+
+[[resources]]
+id = "pingpong"
+center = "c1"
+kind = "table"
+room = "pingpong"
+capacity = 4
+slot_minutes = 60
+open = "08:00"
+close = "12:00"
+horizon_days = 1
+price = 0.0
+market_price = 30.0
+
+[[duty]]
+center = "c1"
+room = "pingpong"
+manager = "m01"
+days = ["mon"]
+start = "08:00"
+end = "10:00"
+
+[[duty]]
+center = "c1"
+room = "pingpong"
+manager = "m02"
+start = "09:00"
+end = "10:00"
 
 [[resources]]
 id = "seats"
@@ -597,5 +625,42 @@ async fn a_device_fault_blocks_slots_and_cancels_bookings_until_it_clears() -> a
         (piano_slot_blocked(&hub, "09:00").await == Some(true)).then_some(())
     })
     .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_without_a_manager_on_duty_are_flagged() -> anyhow::Result<()> {
+    let hub = hub().await?;
+    let availability = hub
+        .get_json("/api/v1/resources/pingpong/availability?from=2027-01-04&to=2027-01-05")
+        .await?;
+    let duty: Vec<(Value, Value)> = availability["slots"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| (s["manager"].clone(), s["unstaffed"].clone()))
+        .collect();
+    assert_eq!(duty.len(), 4);
+    assert_eq!(duty[0], (json!("m01"), json!(false)));
+    assert!(
+        ["m01", "m02"].map(|m| json!(m)).contains(&duty[1].0),
+        "{duty:?}"
+    );
+    assert_eq!(
+        duty[2..],
+        [(Value::Null, json!(true)), (Value::Null, json!(true))]
+    );
+    let unstaffed = hub
+        .metric("yizhan_booking_slots_unstaffed", "kind=\"table\"")
+        .await?;
+    // Monday 08:00 to Tuesday 08:00: 10:00, 11:00 and none on Tuesday yet.
+    assert_eq!(unstaffed, 2.0);
+    let available = hub
+        .metric(
+            "yizhan_booking_day_seat_seconds",
+            "kind=\"table\",state=\"available\"",
+        )
+        .await?;
+    assert_eq!(available, 4.0 * 4.0 * 3_600.0);
     Ok(())
 }
