@@ -61,6 +61,9 @@ fn parse_instant(state: &ApiState, field: &str, value: &Value) -> Result<u64, Ht
     match value {
         Value::Number(n) => n.as_u64().ok_or_else(bad),
         Value::String(text) => {
+            if let Ok(ms) = text.parse::<u64>() {
+                return Ok(ms);
+            }
             if let Ok(at) = DateTime::parse_from_rfc3339(text) {
                 return u64::try_from(at.timestamp_millis()).map_err(|_| bad());
             }
