@@ -112,6 +112,27 @@ pub struct Booking {
     pub unlocked: bool,
 }
 
+/// One slot's places taken per group and its waitlist, kept by the store in
+/// step with every booking write (availability reads one record per slot).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlotCount {
+    pub load: SlotLoad,
+    pub waitlist: u32,
+}
+
+impl SlotCount {
+    /// Counts (`add`) or uncounts a booking in `status` for `group`.
+    pub fn apply(&mut self, status: Status, group: Group, add: bool) {
+        match (status.holds_place(), status == Status::Waitlisted, add) {
+            (true, _, true) => self.load.add(group),
+            (true, _, false) => self.load.remove(group),
+            (_, true, true) => self.waitlist += 1,
+            (_, true, false) => self.waitlist = self.waitlist.saturating_sub(1),
+            _ => {}
+        }
+    }
+}
+
 /// What the slot and resident indexes keep of a booking.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IndexEntry {
@@ -492,21 +513,17 @@ impl Schedule {
     ) -> Result<Vec<SlotView>, StoreError> {
         let now = self.clock.now_ms();
         let blocked = blocked_until(&self.store, resource, now, self.lookahead_ms)?;
-        let entries = self.store.slot_entries(&resource.config.id, from, to)?;
-        let mut by_slot: BTreeMap<u64, (SlotLoad, u32)> = BTreeMap::new();
-        for (start, _, entry) in entries {
-            let (load, waitlist) = by_slot.entry(start).or_default();
-            if entry.status.holds_place() {
-                load.add(entry.group);
-            } else if entry.status == Status::Waitlisted {
-                *waitlist += 1;
-            }
-        }
+        let by_slot: BTreeMap<u64, SlotCount> = self
+            .store
+            .slot_counts(&resource.config.id, from, to)?
+            .into_iter()
+            .collect();
         let views = resource
             .slots_between(&self.calendar, from, to)
             .into_iter()
             .map(|slot| {
-                let (load, waitlist) = by_slot.get(&slot.start).copied().unwrap_or_default();
+                let SlotCount { load, waitlist } =
+                    by_slot.get(&slot.start).copied().unwrap_or_default();
                 let holds = resource.shares_hold(slot.start, now);
                 let blocked = blocked.is_some_and(|until| slot.start <= until);
                 let duty = self.roster.duty(&self.calendar, resource, slot);
@@ -565,17 +582,19 @@ impl Schedule {
                 .with_label_values(&labels)
                 .add(unstaffed as i64);
             let seconds = |slot_start: u64, slot_end: u64| (slot_end - slot_start) as f64 / 1000.0;
-            let available: f64 = resource
-                .slots_between(&self.calendar, midnight, next)
+            let slots = resource.slots_between(&self.calendar, midnight, next);
+            let available: f64 = slots
                 .iter()
                 .map(|s| seconds(s.start, s.end) * f64::from(config.capacity))
                 .sum();
             let booked: f64 = self
                 .store
-                .slot_entries(&config.id, midnight, next)?
+                .slot_counts(&config.id, midnight, next)?
                 .iter()
-                .filter(|(_, _, e)| e.status.holds_place())
-                .map(|(start, _, e)| seconds(*start, e.end))
+                .filter_map(|(start, count)| {
+                    let slot = slots.iter().find(|s| s.start == *start)?;
+                    Some(seconds(slot.start, slot.end) * f64::from(count.load.taken()))
+                })
                 .sum();
             for (state, value) in [("available", available), ("booked", booked)] {
                 let gauge = metrics
@@ -884,16 +903,7 @@ impl Desk {
     }
 
     fn load(&self, resource: &Resource, slot: Slot) -> Result<SlotLoad, StoreError> {
-        let mut load = SlotLoad::default();
-        for (_, _, entry) in
-            self.store
-                .slot_entries(&resource.config.id, slot.start, slot.start + 1)?
-        {
-            if entry.status.holds_place() {
-                load.add(entry.group);
-            }
-        }
-        Ok(load)
+        Ok(self.store.slot_count(&resource.config.id, slot.start)?.load)
     }
 
     fn existing(&self, id: &str) -> Result<Booking, DeskError> {

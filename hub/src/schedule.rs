@@ -456,6 +456,20 @@ impl SlotLoad {
         self.by_group[group.index()] += 1;
     }
 
+    pub fn remove(&mut self, group: Group) {
+        let n = &mut self.by_group[group.index()];
+        *n = n.saturating_sub(1);
+    }
+
+    /// As stored: the places per group in `Group::ALL` order.
+    pub fn counts(&self) -> [u32; 4] {
+        self.by_group
+    }
+
+    pub fn from_counts(by_group: [u32; 4]) -> SlotLoad {
+        SlotLoad { by_group }
+    }
+
     pub fn taken(&self) -> u32 {
         self.by_group.iter().sum()
     }

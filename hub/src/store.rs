@@ -9,7 +9,8 @@
 //! a center's entrance per local day, `center\0YYYY-MM-DD`), `usage`
 //! (milliseconds a piano played per local day, `center\0YYYY-MM-DD\0piano`)
 //! bookings: `bookings` (id → booking), `booking_slots`
-//! (`resource\0start\0id` → index entry), `resident_bookings`
+//! (`resource\0start\0id` → index entry), `slot_counts` (`resource\0start`
+//! → places per group and waitlist, kept in step), `resident_bookings`
 //! (`resident\0start\0id` → index entry), `due` (`at\0what\0id`: slot
 //! starts, grace ends and slot ends to process), `strikes`
 //! (`resident\0at\0booking` → booking id), `notifications` (`resident\0at id`),
@@ -24,8 +25,9 @@ use std::path::Path;
 
 use chrono::NaiveDate;
 
-use crate::bookings::{Booking, Due, IndexEntry, Notification, Outage};
+use crate::bookings::{Booking, Due, IndexEntry, Notification, Outage, SlotCount};
 use crate::occupancy::RoomCount;
+use crate::schedule::SlotLoad;
 
 use protocol::api::CommandRecord;
 use serde::de::DeserializeOwned;
@@ -132,6 +134,7 @@ pub struct Store {
     usage: sled::Tree,
     bookings: sled::Tree,
     booking_slots: sled::Tree,
+    slot_counts: sled::Tree,
     resident_bookings: sled::Tree,
     due: sled::Tree,
     strikes: sled::Tree,
@@ -167,6 +170,7 @@ impl Store {
             usage: db.open_tree("usage")?,
             bookings: db.open_tree("bookings")?,
             booking_slots: db.open_tree("booking_slots")?,
+            slot_counts: db.open_tree("slot_counts")?,
             resident_bookings: db.open_tree("resident_bookings")?,
             due: db.open_tree("due")?,
             strikes: db.open_tree("strikes")?,
@@ -522,19 +526,33 @@ impl Store {
             .collect()
     }
 
-    /// Writes a booking, its two index entries and its due times in one
-    /// atomic step (not fsynced: the desk flushes once per batch).
+    /// Writes a booking, its two index entries, its slot's count and its due
+    /// times in one atomic step (not fsynced: the desk flushes once per
+    /// batch).
     pub fn put_booking(&self, booking: &Booking, due: &[(u64, Due)]) -> Result<(), StoreError> {
         let entry = to_json(&IndexEntry::of(booking));
         let slot_key = time_key(&booking.resource, booking.slot_start, &booking.id);
+        let count_key = time_key(&booking.resource, booking.slot_start, "");
         let resident_key = time_key(&booking.resident, booking.slot_start, &booking.id);
         let result: Result<(), TransactionError<()>> = (
             &self.bookings,
             &self.booking_slots,
             &self.resident_bookings,
             &self.due,
+            &self.slot_counts,
         )
-            .transaction(|(bookings, slots, residents, due_tree)| {
+            .transaction(|(bookings, slots, residents, due_tree, counts)| {
+                let mut count = counts
+                    .get(count_key.as_slice())?
+                    .map(|v| decode_count(&v))
+                    .unwrap_or_default();
+                if let Some(old) = slots.get(slot_key.as_slice())? {
+                    let old: IndexEntry = serde_json::from_slice(&old)
+                        .map_err(|_| ConflictableTransactionError::Abort(()))?;
+                    count.apply(old.status, old.group, false);
+                }
+                count.apply(booking.status, booking.group, true);
+                counts.insert(count_key.as_slice(), encode_count(&count).as_slice())?;
                 bookings.insert(booking.id.as_bytes(), to_json(booking))?;
                 slots.insert(slot_key.as_slice(), entry.as_slice())?;
                 residents.insert(resident_key.as_slice(), entry.as_slice())?;
@@ -551,6 +569,40 @@ impl Store {
 
     pub fn booking(&self, id: &str) -> Result<Option<Booking>, StoreError> {
         get_json(&self.bookings, id)
+    }
+
+    /// The count of `resource`'s slot starting at `start`.
+    pub fn slot_count(&self, resource: &str, start: u64) -> Result<SlotCount, StoreError> {
+        let key = time_key(resource, start, "");
+        Ok(self
+            .slot_counts
+            .get(key)?
+            .map(|v| decode_count(&v))
+            .unwrap_or_default())
+    }
+
+    /// Counts of `resource`'s slots starting in `[from, to)`, in start
+    /// order (slots never booked left out).
+    pub fn slot_counts(
+        &self,
+        resource: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, SlotCount)>, StoreError> {
+        let (start, end) = (time_key(resource, from, ""), time_key(resource, to, ""));
+        let prefix = resource.len() + 1;
+        self.slot_counts
+            .range(start..end)
+            .map(|entry| {
+                let (key, value) = entry?;
+                let at = key
+                    .get(prefix..prefix + 16)
+                    .and_then(|hex| std::str::from_utf8(hex).ok())
+                    .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+                    .ok_or_else(|| StoreError::BadKey(format!("slot count {key:?}")))?;
+                Ok((at, decode_count(&value)))
+            })
+            .collect()
     }
 
     /// Index entries of `resource`'s bookings with slots starting in
@@ -733,6 +785,29 @@ fn time_range<T: DeserializeOwned>(
             Ok((at, id, decode(&key, &value)?))
         })
         .collect()
+}
+
+/// A slot count as stored: five big-endian u32 (places per group in
+/// `Group::ALL` order, then the waitlist).
+fn encode_count(count: &SlotCount) -> [u8; 20] {
+    let mut bytes = [0u8; 20];
+    let values = count.load.counts().into_iter().chain([count.waitlist]);
+    for (chunk, value) in bytes.chunks_exact_mut(4).zip(values) {
+        chunk.copy_from_slice(&value.to_be_bytes());
+    }
+    bytes
+}
+
+fn decode_count(bytes: &[u8]) -> SlotCount {
+    let mut values = bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+    let mut next = || values.next().unwrap_or(0);
+    let by_group = [next(), next(), next(), next()];
+    SlotCount {
+        load: SlotLoad::from_counts(by_group),
+        waitlist: next(),
+    }
 }
 
 fn due_key(at: u64, what: Due, id: &str) -> Vec<u8> {

@@ -322,6 +322,10 @@ async fn a_no_show_is_released_and_the_first_waitlisted_promoted_and_notified() 
         (200, Some("waitlisted")),
         "{bob}"
     );
+    let availability = hub
+        .get_json("/api/v1/resources/piano1/availability?from=2027-01-04T09:00:00%2B08:00&to=2027-01-04T10:00:00%2B08:00")
+        .await?;
+    assert_eq!(availability["slots"][0]["waitlist"], 1, "{availability}");
 
     set_clock(&hub, "09:09").await?;
     set_clock(&hub, "09:11").await?;
