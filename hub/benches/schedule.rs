@@ -12,7 +12,9 @@
 //!
 //! Peer, measured in the same run: the naive durable write, one sled
 //! transaction + fsync per booking, serially, in this process (no HTTP, no
-//! rules) — what the desk's group commit is for.
+//! rules) — what the desk's group commit is for. And, to split the cost,
+//! the desk alone: the same bookings through `Schedule::book` in this
+//! process (rules, group commit, no HTTP) on a store seeded alike.
 //!
 //! `cargo bench -p hub --bench schedule -- [seed] [book] [queries] [runs] [in_flight]`
 
@@ -21,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use hub::bookings::{Booking, Due, Status};
+use hub::bookings::{BookRequest, Booking, Due, Schedule, Status};
 use hub::schedule::Group;
 use hub::store::Store;
 use serde_json::json;
@@ -97,8 +99,9 @@ async fn bench(settings: Settings) -> Result<()> {
         let rate = settings.book as f64 / took.as_secs_f64();
         let (p50, p99) = availability(&hub, settings.queries).await?;
         let naive = naive_rate(2_000)?;
+        let desk = desk_rate(settings).await?;
         println!(
-            "run {}: book {rate:.0}/s | availability p50 {p50:.2} ms p99 {p99:.2} ms | naive fsync-per-booking {naive:.0}/s, ratio {:.1}",
+            "run {}: book {rate:.0}/s | availability p50 {p50:.2} ms p99 {p99:.2} ms | naive fsync-per-booking {naive:.0}/s, ratio {:.1} | desk alone {desk:.0}/s",
             run + 1,
             rate / naive
         );
@@ -173,6 +176,60 @@ async fn availability(hub: &HubProcess, queries: usize) -> Result<(f64, f64)> {
     let at =
         |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
     Ok((at(0.5), at(0.99)))
+}
+
+/// The desk alone: `settings.seed` bookings, then `settings.book` more
+/// timed, `in_flight` at once, through `Schedule::book` in this process.
+async fn desk_rate(settings: Settings) -> Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let mut config: hub::config::Config = toml::from_str(CONFIG)?;
+    config.data_dir = dir.path().to_path_buf();
+    let store = Arc::new(Store::open(&dir.path().join("db"))?);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (schedule, desk) = Schedule::start(
+        store,
+        hub::metrics::Metrics::new(),
+        &config,
+        Box::new(|_| {}),
+        Arc::new(tokio::sync::Notify::new()),
+        stop.clone(),
+    )?;
+    let run = |first: usize, count: usize| {
+        let schedule = schedule.clone();
+        async move {
+            let next = Arc::new(AtomicUsize::new(first));
+            let mut workers = tokio::task::JoinSet::new();
+            let started = Instant::now();
+            for _ in 0..settings.in_flight {
+                let (schedule, next) = (schedule.clone(), next.clone());
+                workers.spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= first + count {
+                            return anyhow::Ok(());
+                        }
+                        let request = BookRequest {
+                            resource: "seats".into(),
+                            slot_start: START_MS + SLOT_MS * (1 + i as u64 % SLOTS),
+                            resident: format!("r{i}"),
+                            group: Group::Adult,
+                            child_birthdate: None,
+                        };
+                        schedule.book(request).await?;
+                    }
+                });
+            }
+            while let Some(done) = workers.join_next().await {
+                done??;
+            }
+            anyhow::Ok(started.elapsed())
+        }
+    };
+    run(0, settings.seed).await?;
+    let took = run(settings.seed, settings.book).await?;
+    stop.cancel();
+    let _ = tokio::task::spawn_blocking(move || desk.join()).await;
+    Ok(settings.book as f64 / took.as_secs_f64())
 }
 
 /// The peer: one transaction + fsync per booking, serially.

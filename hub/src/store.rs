@@ -8,11 +8,11 @@
 //! `occupancy` (live people per `center\0room`), `visits` (people through
 //! a center's entrance per local day, `center\0YYYY-MM-DD`), `usage`
 //! (milliseconds a piano played per local day, `center\0YYYY-MM-DD\0piano`)
-//! bookings: `bookings` (id → booking), `booking_slots`
-//! (`resource\0start\0id` → index entry), `slot_counts` (`resource\0start`
-//! → places per group and waitlist, kept in step), `resident_bookings`
-//! (`resident\0start\0id` → index entry), `due` (`at\0what\0id`: slot
-//! starts, grace ends and slot ends to process), `strikes`
+//! bookings: one tree `bookings`, so a booking and everything kept in step
+//! with it is one atomic batch — `b\0id` (the booking), `s\0resource\0start\0id`
+//! and `r\0resident\0start\0id` (index entries), `c\0resource\0start\0`
+//! (places per group and waitlist of the slot), `d\0at\0what\0id` (slot
+//! starts, grace ends and slot ends to process); `strikes`
 //! (`resident\0at\0booking` → booking id), `notifications` (`resident\0at id`),
 //! `outbox` (notification id → notification, until the webhook took it),
 //! `outages` (bound device → outage);
@@ -133,10 +133,6 @@ pub struct Store {
     visits: sled::Tree,
     usage: sled::Tree,
     bookings: sled::Tree,
-    booking_slots: sled::Tree,
-    slot_counts: sled::Tree,
-    resident_bookings: sled::Tree,
-    due: sled::Tree,
     strikes: sled::Tree,
     notifications: sled::Tree,
     outbox: sled::Tree,
@@ -169,10 +165,6 @@ impl Store {
             visits: db.open_tree("visits")?,
             usage: db.open_tree("usage")?,
             bookings: db.open_tree("bookings")?,
-            booking_slots: db.open_tree("booking_slots")?,
-            slot_counts: db.open_tree("slot_counts")?,
-            resident_bookings: db.open_tree("resident_bookings")?,
-            due: db.open_tree("due")?,
             strikes: db.open_tree("strikes")?,
             notifications: db.open_tree("notifications")?,
             outbox: db.open_tree("outbox")?,
@@ -527,55 +519,53 @@ impl Store {
     }
 
     /// Writes a booking, its two index entries, its slot's count and its due
-    /// times in one atomic step (not fsynced: the desk flushes once per
-    /// batch).
+    /// times in one atomic batch (not fsynced: the desk flushes once per
+    /// batch of jobs). Reads the slot's count and the booking's previous
+    /// entry outside the batch: only the booking desk writes bookings.
     pub fn put_booking(&self, booking: &Booking, due: &[(u64, Due)]) -> Result<(), StoreError> {
+        let slot_key = time_key(
+            &tagged(SLOT, &booking.resource),
+            booking.slot_start,
+            &booking.id,
+        );
+        let count_key = time_key(&tagged(COUNT, &booking.resource), booking.slot_start, "");
+        let resident_key = time_key(
+            &tagged(RESIDENT, &booking.resident),
+            booking.slot_start,
+            &booking.id,
+        );
+        let mut count = self
+            .bookings
+            .get(&count_key)?
+            .map(|v| decode_count(&v))
+            .unwrap_or_default();
+        if let Some(old) = self.bookings.get(&slot_key)? {
+            let old: IndexEntry = decode(&slot_key, &old)?;
+            count.apply(old.status, old.group, false);
+        }
+        count.apply(booking.status, booking.group, true);
         let entry = to_json(&IndexEntry::of(booking));
-        let slot_key = time_key(&booking.resource, booking.slot_start, &booking.id);
-        let count_key = time_key(&booking.resource, booking.slot_start, "");
-        let resident_key = time_key(&booking.resident, booking.slot_start, &booking.id);
-        let result: Result<(), TransactionError<()>> = (
-            &self.bookings,
-            &self.booking_slots,
-            &self.resident_bookings,
-            &self.due,
-            &self.slot_counts,
-        )
-            .transaction(|(bookings, slots, residents, due_tree, counts)| {
-                let mut count = counts
-                    .get(count_key.as_slice())?
-                    .map(|v| decode_count(&v))
-                    .unwrap_or_default();
-                if let Some(old) = slots.get(slot_key.as_slice())? {
-                    let old: IndexEntry = serde_json::from_slice(&old)
-                        .map_err(|_| ConflictableTransactionError::Abort(()))?;
-                    count.apply(old.status, old.group, false);
-                }
-                count.apply(booking.status, booking.group, true);
-                counts.insert(count_key.as_slice(), encode_count(&count).as_slice())?;
-                bookings.insert(booking.id.as_bytes(), to_json(booking))?;
-                slots.insert(slot_key.as_slice(), entry.as_slice())?;
-                residents.insert(resident_key.as_slice(), entry.as_slice())?;
-                for (at, what) in due {
-                    due_tree.insert(due_key(*at, *what, &booking.id), &[])?;
-                }
-                Ok(())
-            });
-        result.map_err(|e| match e {
-            TransactionError::Storage(error) => StoreError::Sled(error),
-            TransactionError::Abort(()) => StoreError::BadKey("booking transaction".into()),
-        })
+        let mut batch = sled::Batch::default();
+        batch.insert(count_key, &encode_count(&count)[..]);
+        batch.insert(tagged(BOOKING, &booking.id).as_bytes(), to_json(booking));
+        batch.insert(slot_key, entry.as_slice());
+        batch.insert(resident_key, entry);
+        for (at, what) in due {
+            batch.insert(due_key(*at, *what, &booking.id), &[][..]);
+        }
+        self.bookings.apply_batch(batch)?;
+        Ok(())
     }
 
     pub fn booking(&self, id: &str) -> Result<Option<Booking>, StoreError> {
-        get_json(&self.bookings, id)
+        get_json(&self.bookings, &tagged(BOOKING, id))
     }
 
     /// The count of `resource`'s slot starting at `start`.
     pub fn slot_count(&self, resource: &str, start: u64) -> Result<SlotCount, StoreError> {
-        let key = time_key(resource, start, "");
+        let key = time_key(&tagged(COUNT, resource), start, "");
         Ok(self
-            .slot_counts
+            .bookings
             .get(key)?
             .map(|v| decode_count(&v))
             .unwrap_or_default())
@@ -589,9 +579,10 @@ impl Store {
         from: u64,
         to: u64,
     ) -> Result<Vec<(u64, SlotCount)>, StoreError> {
-        let (start, end) = (time_key(resource, from, ""), time_key(resource, to, ""));
-        let prefix = resource.len() + 1;
-        self.slot_counts
+        let owner = tagged(COUNT, resource);
+        let (start, end) = (time_key(&owner, from, ""), time_key(&owner, to, ""));
+        let prefix = owner.len() + 1;
+        self.bookings
             .range(start..end)
             .map(|entry| {
                 let (key, value) = entry?;
@@ -613,7 +604,7 @@ impl Store {
         from: u64,
         to: u64,
     ) -> Result<Vec<(u64, String, IndexEntry)>, StoreError> {
-        time_range(&self.booking_slots, resource, from, to)
+        time_range(&self.bookings, &tagged(SLOT, resource), from, to)
     }
 
     /// Index entries of `resident`'s bookings with slots starting in
@@ -624,14 +615,15 @@ impl Store {
         from: u64,
         to: u64,
     ) -> Result<Vec<(u64, String, IndexEntry)>, StoreError> {
-        time_range(&self.resident_bookings, resident, from, to)
+        time_range(&self.bookings, &tagged(RESIDENT, resident), from, to)
     }
 
     /// Due items at or before `now`, oldest first, as `(at, what, id)`.
     pub fn due_until(&self, now: u64) -> Result<Vec<(u64, Due, String)>, StoreError> {
-        let end = format!("{:016x}\x01", now);
-        self.due
-            .range(..end.as_bytes())
+        let start = tagged(DUE, "");
+        let end = tagged(DUE, &format!("{now:016x}\x01"));
+        self.bookings
+            .range(start.as_bytes()..end.as_bytes())
             .keys()
             .map(|key| {
                 let key = key?;
@@ -642,13 +634,7 @@ impl Store {
 
     /// Forgets a processed due item (not fsynced).
     pub fn remove_due(&self, at: u64, what: Due, id: &str) -> Result<(), StoreError> {
-        self.due.remove(due_key(at, what, id))?;
-        Ok(())
-    }
-
-    /// Adds a due item (not fsynced).
-    pub fn add_due(&self, at: u64, what: Due, id: &str) -> Result<(), StoreError> {
-        self.due.insert(due_key(at, what, id), &[])?;
+        self.bookings.remove(due_key(at, what, id))?;
         Ok(())
     }
 
@@ -810,12 +796,25 @@ fn decode_count(bytes: &[u8]) -> SlotCount {
     }
 }
 
+/// Record kinds in the `bookings` tree, the first part of their keys.
+const BOOKING: &str = "b";
+const SLOT: &str = "s";
+const RESIDENT: &str = "r";
+const COUNT: &str = "c";
+const DUE: &str = "d";
+
+/// `tag\0owner`: one kind of record of one owner in the `bookings` tree.
+fn tagged(tag: &str, owner: &str) -> String {
+    pair_key_text(tag, owner)
+}
+
 fn due_key(at: u64, what: Due, id: &str) -> Vec<u8> {
-    format!("{at:016x}\0{}\0{id}", what.as_str()).into_bytes()
+    tagged(DUE, &format!("{at:016x}\0{}\0{id}", what.as_str())).into_bytes()
 }
 
 fn parse_due_key(key: &[u8]) -> Option<(u64, Due, String)> {
     let text = std::str::from_utf8(key).ok()?;
+    let text = text.strip_prefix(&tagged(DUE, ""))?;
     let mut parts = text.splitn(3, '\0');
     let at = u64::from_str_radix(parts.next()?, 16).ok()?;
     let what = Due::parse(parts.next()?)?;
