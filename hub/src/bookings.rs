@@ -929,6 +929,7 @@ impl Desk {
         booking.status = Status::Cancelled;
         booking.cancelled_at = Some(now);
         booking.reason = Some("cancelled by the resident".into());
+        self.lock_devices(&mut booking, now)?;
         if was == Status::Booked {
             booking.late_cancel =
                 now + self.config.late_cancel_minutes * MINUTE_MS >= booking.slot_start;
@@ -1184,6 +1185,7 @@ impl Desk {
             booking.status = Status::Cancelled;
             booking.cancelled_at = Some(now);
             booking.reason = Some(format!("maintenance: device {device} {why}"));
+            self.lock_devices(&mut booking, now)?;
             self.put(&booking, &[])?;
             self.count(&booking, "maintenance");
             let message = format!(
@@ -1235,6 +1237,7 @@ impl Desk {
             "not checked in {} min after the start: released",
             self.config.grace_minutes
         ));
+        self.lock_devices(&mut booking, now)?;
         self.put(&booking, &[])?;
         self.store.add_strike(&booking.resident, now, &booking.id)?;
         self.count(&booking, "no_show");
@@ -1248,10 +1251,21 @@ impl Desk {
         self.promote(&booking, now)
     }
 
-    fn slot_ended(&mut self, mut booking: Booking, now: u64) -> Result<(), DeskError> {
+    /// Locks the bound devices unlocked for `booking` (its slot ended, or
+    /// its place was given up); the caller writes the booking.
+    fn lock_devices(&mut self, booking: &mut Booking, now: u64) -> Result<(), DeskError> {
         if booking.unlocked {
             let args = json!({"booking": booking.id});
-            self.command_devices(&booking, "lock", args, now + LOCK_TTL_MS, now)?;
+            self.command_devices(booking, "lock", args, now + LOCK_TTL_MS, now)?;
+            booking.unlocked = false;
+        }
+        Ok(())
+    }
+
+    fn slot_ended(&mut self, mut booking: Booking, now: u64) -> Result<(), DeskError> {
+        if booking.unlocked {
+            self.lock_devices(&mut booking, now)?;
+            self.put(&booking, &[])?;
         }
         match booking.status {
             Status::Waitlisted | Status::Offered => {

@@ -327,10 +327,35 @@ async fn a_no_show_is_released_and_the_first_waitlisted_promoted_and_notified() 
         .await?;
     assert_eq!(availability["slots"][0]["waitlist"], 1, "{availability}");
 
+    let creds = hub
+        .provision_in("piano1", DeviceKind::Piano, "c1", "music")
+        .await?;
+    let mut piano = TestDevice::online(&creds, hub.mqtt_port, DeviceKind::Piano).await?;
     set_clock(&hub, "09:09").await?;
+    let unlock = piano.next_command(WAIT).await?;
+    assert_eq!(
+        (unlock.op.as_str(), &unlock.args["resident"]),
+        ("unlock", &json!("alice"))
+    );
+    piano.ack(&unlock.id, true, None).await?;
+
     set_clock(&hub, "09:11").await?;
     wait_status(&hub, &id_of(&alice), "no_show").await?;
     wait_status(&hub, &id_of(&bob), "booked").await?;
+    let mut commands = Vec::new();
+    for _ in 0..2 {
+        let command = piano.next_command(WAIT).await?;
+        piano.ack(&command.id, true, None).await?;
+        commands.push((command.op, command.args["booking"].clone()));
+    }
+    assert_eq!(
+        commands,
+        [
+            ("lock".to_string(), json!(id_of(&alice))),
+            ("unlock".to_string(), json!(id_of(&bob)))
+        ],
+        "the no-show's piano is locked, then unlocked for the promoted resident"
+    );
     let notes = hub.get_json("/api/v1/notifications?resident=bob").await?;
     assert_eq!(notes["notifications"][0]["kind"], "promoted", "{notes}");
     let notes = hub.get_json("/api/v1/notifications?resident=alice").await?;
