@@ -285,7 +285,7 @@ pub type HandOver = Box<dyn Fn(CommandRecord) + Send>;
 
 /// What the API and ingest ask of the schedule.
 pub struct Schedule {
-    pub resources: BTreeMap<String, Resource>,
+    pub resources: BTreeMap<String, Arc<Resource>>,
     pub calendar: Calendar,
     pub clock: Arc<Clock>,
     pub roster: Roster,
@@ -299,9 +299,9 @@ pub struct Schedule {
 
 /// Resources a device is bound to.
 fn bound_to<'a>(
-    resources: &'a BTreeMap<String, Resource>,
+    resources: &'a BTreeMap<String, Arc<Resource>>,
     device: &'a str,
-) -> impl Iterator<Item = &'a Resource> + 'a {
+) -> impl Iterator<Item = &'a Arc<Resource>> + 'a {
     resources
         .values()
         .filter(move |r| r.config.devices.iter().any(|d| d == device))
@@ -354,12 +354,12 @@ impl Schedule {
         outbox: Arc<tokio::sync::Notify>,
         stop: CancellationToken,
     ) -> std::io::Result<(Arc<Schedule>, std::thread::JoinHandle<()>)> {
-        let resources: BTreeMap<String, Resource> = config
+        let resources: BTreeMap<String, Arc<Resource>> = config
             .resources
             .iter()
             // invariant: `Config::validate` checked every entry.
             .filter_map(|r| Resource::from_config(r).ok())
-            .map(|r| (r.config.id.clone(), r))
+            .map(|r| (r.config.id.clone(), Arc::new(r)))
             .collect();
         let calendar = Calendar {
             tz: config.time_zone(),
@@ -639,7 +639,7 @@ impl Schedule {
 struct Desk {
     store: Arc<Store>,
     metrics: Metrics,
-    resources: BTreeMap<String, Resource>,
+    resources: BTreeMap<String, Arc<Resource>>,
     calendar: Calendar,
     clock: Arc<Clock>,
     config: ScheduleConfig,
@@ -746,7 +746,7 @@ impl Desk {
         }
     }
 
-    fn resource(&self, id: &str) -> Result<&Resource, DeskError> {
+    fn resource(&self, id: &str) -> Result<&Arc<Resource>, DeskError> {
         self.resources
             .get(id)
             .ok_or_else(|| DeskError::NoResource(id.into()))
@@ -1147,7 +1147,7 @@ impl Desk {
                 );
             }
             if outage.active {
-                let resources: Vec<Resource> =
+                let resources: Vec<Arc<Resource>> =
                     bound_to(&self.resources, &device).cloned().collect();
                 for resource in resources {
                     self.cancel_for_maintenance(&resource, &device, outage.reason, now)?;

@@ -211,12 +211,27 @@ impl Resource {
         }
     }
 
-    /// The slot starting exactly at `start`, if the resource has one.
+    /// The slot starting exactly at `start`, if the resource has one (from
+    /// the day before too: opening hours may span midnight).
     pub fn slot_at(&self, calendar: &Calendar, start: u64) -> Option<Slot> {
         let day = calendar.day(start);
-        self.slots_on(calendar, day)
-            .into_iter()
-            .find(|slot| slot.start == start)
+        let days = [day.pred_opt(), Some(day)].into_iter().flatten();
+        match &self.layout {
+            Layout::Every { hours, minutes } => {
+                let length = u64::from(*minutes) * MINUTE_MS;
+                days.map(|d| opening_window(calendar, d, *hours))
+                    .any(|(open, close)| {
+                        start >= open && (start - open) % length == 0 && start + length <= close
+                    })
+                    .then_some(Slot {
+                        start,
+                        end: start + length,
+                    })
+            }
+            Layout::Listed(_) => days
+                .flat_map(|d| self.slots_on(calendar, d))
+                .find(|slot| slot.start == start),
+        }
     }
 
     /// Slots starting in `[from, to)`.
@@ -720,6 +735,26 @@ mod tests {
         gym.hours = Some("24h".into());
         let gym = Resource::from_config(&gym).unwrap();
         assert_eq!(gym.slots_on(&cal, date(2027, 1, 4)).len(), 12);
+    }
+
+    #[test]
+    fn slots_after_midnight_belong_to_the_evening_they_started() {
+        let cal = Calendar::default();
+        let mut night = config();
+        night.slots.clear();
+        night.slot_minutes = Some(60);
+        night.open = Some("22:00".into());
+        night.close = Some("02:00".into());
+        let night = Resource::from_config(&night).unwrap();
+        let monday = night.slots_on(&cal, date(2027, 1, 4));
+        assert_eq!(monday.len(), 4);
+        let after_midnight = monday[3];
+        assert_eq!(cal.day(after_midnight.start), date(2027, 1, 5));
+        assert_eq!(
+            night.slot_at(&cal, after_midnight.start),
+            Some(after_midnight)
+        );
+        assert_eq!(night.slot_at(&cal, after_midnight.start + 60_000), None);
     }
 
     #[test]

@@ -140,7 +140,7 @@ async fn book(
     let body = json_body(body).map_err(IntoResponse::into_response)?;
     let request = book_request(&state, body).map_err(IntoResponse::into_response)?;
     let booking = state.schedule.book(request).await.map_err(desk_error)?;
-    tracing::info!(booking = %booking.id, resource = %booking.resource, "booked");
+    tracing::debug!(booking = %booking.id, resource = %booking.resource, "booked");
     Ok((StatusCode::CREATED, Json(booking)))
 }
 
