@@ -221,7 +221,9 @@ impl Resource {
                 let length = u64::from(*minutes) * MINUTE_MS;
                 days.map(|d| opening_window(calendar, d, *hours))
                     .any(|(open, close)| {
-                        start >= open && (start - open) % length == 0 && start + length <= close
+                        start >= open
+                            && (start - open).is_multiple_of(length)
+                            && start + length <= close
                     })
                     .then_some(Slot {
                         start,
