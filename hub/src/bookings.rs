@@ -557,8 +557,9 @@ impl Schedule {
         Ok(views)
     }
 
-    /// Sets the gauges computed on demand: unstaffed slots from now to each
-    /// resource's horizon, and today's seat time available and booked.
+    /// Sets the gauges computed on demand: unstaffed slots and people on
+    /// waitlists from now to each resource's horizon, and today's seat time
+    /// available and booked.
     pub fn refresh_gauges(&self, metrics: &Metrics) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
         let today = self.calendar.day(now);
@@ -567,6 +568,7 @@ impl Schedule {
             self.calendar.next_midnight(now),
         );
         metrics.booking_slots_unstaffed.reset();
+        metrics.booking_waitlist.reset();
         metrics.booking_day_seat_seconds.reset();
         for resource in self.resources.values() {
             let config = &resource.config;
@@ -581,6 +583,16 @@ impl Schedule {
                 .booking_slots_unstaffed
                 .with_label_values(&labels)
                 .add(unstaffed as i64);
+            let waiting: u32 = self
+                .store
+                .slot_counts(&config.id, now.saturating_sub(DAY_MS), horizon + 1)?
+                .iter()
+                .map(|(_, count)| count.waitlist)
+                .sum();
+            metrics
+                .booking_waitlist
+                .with_label_values(&labels)
+                .add(i64::from(waiting));
             let seconds = |slot_start: u64, slot_end: u64| (slot_end - slot_start) as f64 / 1000.0;
             let slots = resource.slots_between(&self.calendar, midnight, next);
             let available: f64 = slots
@@ -857,13 +869,6 @@ impl Desk {
             .inc();
     }
 
-    fn waitlist_gauge(&self, booking: &Booking, delta: i64) {
-        self.metrics
-            .booking_waitlist
-            .with_label_values(&[&booking.center, &booking.kind])
-            .add(delta);
-    }
-
     /// The resident's standing with this resource around `slot`.
     fn history(
         &self,
@@ -943,7 +948,6 @@ impl Desk {
             self.promote(&booking, now)?;
         } else {
             self.put(&booking, &[])?;
-            self.waitlist_gauge(&booking, -1);
         }
         Ok(booking)
     }
@@ -977,7 +981,6 @@ impl Desk {
         booking.waitlisted_at = Some(now);
         self.put(&booking, &[(slot.end, Due::End)])?;
         self.count(&booking, "waitlisted");
-        self.waitlist_gauge(&booking, 1);
         Ok(booking)
     }
 
@@ -1066,7 +1069,6 @@ impl Desk {
             .filter(|(_, due)| *due != Due::End)
             .collect();
         self.put(&booking, &dues)?;
-        self.waitlist_gauge(&booking, -1);
         self.count(&booking, "promoted");
         let message = format!(
             "a place freed up: you are booked for {} at {}",
@@ -1179,9 +1181,6 @@ impl Desk {
                 OutageReason::Fault => "reported a fault",
                 OutageReason::Offline => "is offline",
             };
-            if booking.status == Status::Waitlisted {
-                self.waitlist_gauge(&booking, -1);
-            }
             booking.status = Status::Cancelled;
             booking.cancelled_at = Some(now);
             booking.reason = Some(format!("maintenance: device {device} {why}"));
@@ -1269,9 +1268,6 @@ impl Desk {
         }
         match booking.status {
             Status::Waitlisted | Status::Offered => {
-                if booking.status == Status::Waitlisted {
-                    self.waitlist_gauge(&booking, -1);
-                }
                 booking.status = Status::Expired;
                 self.put(&booking, &[])?;
             }

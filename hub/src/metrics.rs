@@ -218,7 +218,7 @@ impl Metrics {
             .expect("counter vec"),
             booking_waitlist: gauge_vec(
                 "yizhan_booking_waitlist",
-                "People on waitlists (since the hub started)",
+                "People on waitlists of slots not yet ended",
                 &["center", "kind"],
             ),
             booking_slots_full: counter_vec(

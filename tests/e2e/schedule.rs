@@ -326,6 +326,10 @@ async fn a_no_show_is_released_and_the_first_waitlisted_promoted_and_notified() 
         .get_json("/api/v1/resources/piano1/availability?from=2027-01-04T09:00:00%2B08:00&to=2027-01-04T10:00:00%2B08:00")
         .await?;
     assert_eq!(availability["slots"][0]["waitlist"], 1, "{availability}");
+    let waiting = hub
+        .metric("yizhan_booking_waitlist", "kind=\"piano\"")
+        .await?;
+    assert_eq!(waiting, 1.0);
 
     let creds = hub
         .provision_in("piano1", DeviceKind::Piano, "c1", "music")
