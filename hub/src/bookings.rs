@@ -795,7 +795,9 @@ impl Desk {
         let history = self.history(&resource, &request.resident, slot, now)?;
         let load = self.load(&resource, slot)?;
         let mut booking = Booking {
-            id: format!("{now:013x}{:08x}", rand::random::<u32>()),
+            // Unique across restarts (sled's id generator), whatever the
+            // clock says: a fixed clock must not make two bookings collide.
+            id: format!("{:016x}", self.store.next_id()?),
             resource: resource.config.id.clone(),
             center: resource.config.center.clone(),
             kind: resource.config.kind.clone(),

@@ -485,6 +485,9 @@ async fn answered_bookings_survive_kill_9() -> anyhow::Result<()> {
         status, 409,
         "capacity still counts the bookings made before the crash"
     );
+    let (status, fresh) = book(&hub, "seats", &monday("12:00"), "after", "adult").await?;
+    assert_eq!(status, 201, "{fresh}");
+    assert!(!ids.contains(&id_of(&fresh)), "a new id after the restart");
     Ok(())
 }
 
