@@ -700,3 +700,65 @@ async fn slots_without_a_manager_on_duty_are_flagged() -> anyhow::Result<()> {
     assert_eq!(available, 4.0 * 4.0 * 3_600.0);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_booking_requests_are_refused_with_a_reason() -> anyhow::Result<()> {
+    let hub = hub().await?;
+    let cases = [
+        (
+            json!({"resource": "nope", "slot_start": monday("09:00"), "resident": "a", "group": "adult"}),
+            404,
+            "no resource",
+        ),
+        (
+            json!({"resource": "piano1", "slot_start": monday("09:00"), "resident": "a", "group": "alien"}),
+            422,
+            "`group`",
+        ),
+        (
+            json!({"resource": "piano1", "slot_start": "soon", "resident": "a", "group": "adult"}),
+            422,
+            "`slot_start`",
+        ),
+        (
+            json!({"resource": "piano1", "slot_start": monday("09:00"), "resident": "a b", "group": "adult"}),
+            422,
+            "`resident`",
+        ),
+        (
+            json!({"resource": "piano1", "slot_start": monday("09:00"), "group": "adult"}),
+            422,
+            "resident",
+        ),
+    ];
+    for (body, status, needle) in cases {
+        let (got, answer) = hub.post_json("/api/v1/bookings", &body).await?;
+        assert_eq!(got, status, "{body} → {answer}");
+        assert!(
+            answer["error"].as_str().unwrap_or("").contains(needle),
+            "{answer} should name {needle}"
+        );
+    }
+    let anonymous = reqwest::Client::new()
+        .get(format!("{}/api/v1/resources", hub.api))
+        .send()
+        .await?;
+    assert_eq!(anonymous.status(), 401);
+    let (status, answer) = hub
+        .post_json(
+            "/api/v1/schedule/clock",
+            &json!({"now": "2027-01-01T00:00:00+08:00"}),
+        )
+        .await?;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (409, Some("the clock never goes back"))
+    );
+    let response = hub.delete("/api/v1/bookings/unknown").send().await?;
+    assert_eq!(response.status(), 404);
+    let (status, _) = hub
+        .post_json("/api/v1/bookings/unknown/waitlist", &json!({}))
+        .await?;
+    assert_eq!(status, 404);
+    Ok(())
+}
