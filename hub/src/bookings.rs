@@ -285,7 +285,7 @@ pub type HandOver = Box<dyn Fn(CommandRecord) + Send>;
 
 /// What the API and ingest ask of the schedule.
 pub struct Schedule {
-    pub resources: BTreeMap<String, Arc<Resource>>,
+    pub resources: Arc<Catalog>,
     pub calendar: Calendar,
     pub clock: Arc<Clock>,
     pub roster: Roster,
@@ -297,14 +297,44 @@ pub struct Schedule {
     lookahead_ms: u64,
 }
 
-/// Resources a device is bound to.
-fn bound_to<'a>(
-    resources: &'a BTreeMap<String, Arc<Resource>>,
-    device: &'a str,
-) -> impl Iterator<Item = &'a Arc<Resource>> + 'a {
-    resources
-        .values()
-        .filter(move |r| r.config.devices.iter().any(|d| d == device))
+/// The bookable resources: from the config, then those added or changed
+/// through the API (kept in the store). Shared by the API and the desk.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    /// std RwLock: held only to read or swap an entry, never across an await.
+    map: std::sync::RwLock<BTreeMap<String, Arc<Resource>>>,
+}
+
+impl Catalog {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Resource>>> {
+        // invariant: no code panics while holding the lock.
+        self.map.read().expect("catalog lock")
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Resource>> {
+        self.read().get(id).cloned()
+    }
+
+    /// Every resource, in id order.
+    pub fn all(&self) -> Vec<Arc<Resource>> {
+        self.read().values().cloned().collect()
+    }
+
+    /// Resources a device is bound to.
+    pub fn bound_to(&self, device: &str) -> Vec<Arc<Resource>> {
+        self.read()
+            .values()
+            .filter(|r| r.config.devices.iter().any(|d| d == device))
+            .cloned()
+            .collect()
+    }
+
+    /// Adds or replaces a resource.
+    pub fn put(&self, resource: Resource) {
+        // invariant: no code panics while holding the lock.
+        let mut map = self.map.write().expect("catalog lock");
+        map.insert(resource.config.id.clone(), Arc::new(resource));
+    }
 }
 
 /// Slots of `resource` starting at or before the returned time are
@@ -354,13 +384,18 @@ impl Schedule {
         outbox: Arc<tokio::sync::Notify>,
         stop: CancellationToken,
     ) -> std::io::Result<(Arc<Schedule>, std::thread::JoinHandle<()>)> {
-        let resources: BTreeMap<String, Arc<Resource>> = config
-            .resources
-            .iter()
-            // invariant: `Config::validate` checked every entry.
-            .filter_map(|r| Resource::from_config(r).ok())
-            .map(|r| (r.config.id.clone(), Arc::new(r)))
-            .collect();
+        let resources = Arc::new(Catalog::default());
+        // invariant: `Config::validate` checked every config entry; stored
+        // ones were checked when the API took them.
+        let stored = store.stored_resources().unwrap_or_else(|error| {
+            tracing::error!(%error, "resources added through the API could not be read");
+            Vec::new()
+        });
+        for entry in config.resources.iter().chain(stored.iter()) {
+            if let Ok(resource) = Resource::from_config(entry) {
+                resources.put(resource);
+            }
+        }
         let calendar = Calendar {
             tz: config.time_zone(),
         };
@@ -449,7 +484,7 @@ impl Schedule {
         gate: &str,
         resident: &str,
     ) -> Result<Option<bool>, StoreError> {
-        let bound: Vec<&str> = self.resources_bound_to(gate).collect();
+        let bound = self.resources_bound_to(gate);
         if bound.is_empty() {
             return Ok(None);
         }
@@ -460,9 +495,7 @@ impl Schedule {
             now + self.grace_ms + 1,
         )?;
         Ok(Some(entries.iter().any(|(_, _, entry)| {
-            entry.status.holds_place()
-                && entry.end > now
-                && bound.contains(&entry.resource.as_str())
+            entry.status.holds_place() && entry.end > now && bound.contains(&entry.resource)
         })))
     }
 
@@ -475,7 +508,7 @@ impl Schedule {
         for resource in self.resources_bound_to(device) {
             let entries = self
                 .store
-                .slot_entries(resource, now.saturating_sub(DAY_MS), until)?;
+                .slot_entries(&resource, now.saturating_sub(DAY_MS), until)?;
             if entries
                 .iter()
                 .any(|(_, _, entry)| entry.status.holds_place() && entry.end > now)
@@ -486,13 +519,17 @@ impl Schedule {
         Ok(false)
     }
 
-    fn resources_bound_to<'a>(&'a self, device: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        bound_to(&self.resources, device).map(|r| r.config.id.as_str())
+    fn resources_bound_to(&self, device: &str) -> Vec<String> {
+        self.resources
+            .bound_to(device)
+            .iter()
+            .map(|r| r.config.id.clone())
+            .collect()
     }
 
     /// A bound device's health changed (from ingest: never waits).
     pub fn device_health(&self, device: &str, change: Health) {
-        if bound_to(&self.resources, device).next().is_none() {
+        if self.resources.bound_to(device).is_empty() {
             return;
         }
         if self.jobs.send(Job::Health(device.into(), change)).is_err() {
@@ -570,14 +607,16 @@ impl Schedule {
         metrics.booking_slots_unstaffed.reset();
         metrics.booking_waitlist.reset();
         metrics.booking_day_seat_seconds.reset();
-        for resource in self.resources.values() {
+        for resource in self.resources.all() {
             let config = &resource.config;
             let labels = [config.center.as_str(), config.kind.as_str()];
             let horizon = now + u64::from(config.horizon_days) * DAY_MS;
             let unstaffed = resource
                 .slots_between(&self.calendar, now, horizon)
                 .into_iter()
-                .filter(|slot| self.roster.duty(&self.calendar, resource, *slot) == Duty::Unstaffed)
+                .filter(|slot| {
+                    self.roster.duty(&self.calendar, &resource, *slot) == Duty::Unstaffed
+                })
                 .count();
             metrics
                 .booking_slots_unstaffed
@@ -651,7 +690,7 @@ impl Schedule {
 struct Desk {
     store: Arc<Store>,
     metrics: Metrics,
-    resources: BTreeMap<String, Arc<Resource>>,
+    resources: Arc<Catalog>,
     calendar: Calendar,
     clock: Arc<Clock>,
     config: ScheduleConfig,
@@ -758,7 +797,7 @@ impl Desk {
         }
     }
 
-    fn resource(&self, id: &str) -> Result<&Arc<Resource>, DeskError> {
+    fn resource(&self, id: &str) -> Result<Arc<Resource>, DeskError> {
         self.resources
             .get(id)
             .ok_or_else(|| DeskError::NoResource(id.into()))
@@ -1151,9 +1190,7 @@ impl Desk {
                 );
             }
             if outage.active {
-                let resources: Vec<Arc<Resource>> =
-                    bound_to(&self.resources, &device).cloned().collect();
-                for resource in resources {
+                for resource in self.resources.bound_to(&device) {
                     self.cancel_for_maintenance(&resource, &device, outage.reason, now)?;
                 }
             }

@@ -15,7 +15,8 @@
 //! starts, grace ends and slot ends to process); `strikes`
 //! (`resident\0at\0booking` → booking id), `notifications` (`resident\0at id`),
 //! `outbox` (notification id → notification, until the webhook took it),
-//! `outages` (bound device → outage);
+//! `outages` (bound device → outage), `resources` (resources added or
+//! changed through the API, id → config entry);
 //! and `meta` (boot epoch,
 //! generated admin-token hash, the credential-hashing key). Values are JSON.
 //! `flush` fsyncs; the ingest loop calls it once per batch holding events
@@ -26,6 +27,7 @@ use std::path::Path;
 use chrono::NaiveDate;
 
 use crate::bookings::{Booking, Due, IndexEntry, Notification, Outage, SlotCount};
+use crate::config::ResourceConfig;
 use crate::occupancy::RoomCount;
 use crate::schedule::SlotLoad;
 
@@ -137,6 +139,7 @@ pub struct Store {
     notifications: sled::Tree,
     outbox: sled::Tree,
     outages: sled::Tree,
+    resources: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -169,6 +172,7 @@ impl Store {
             notifications: db.open_tree("notifications")?,
             outbox: db.open_tree("outbox")?,
             outages: db.open_tree("outages")?,
+            resources: db.open_tree("resources")?,
             meta: db.open_tree("meta")?,
             db,
         })
@@ -693,6 +697,19 @@ impl Store {
                 ))
             })
             .collect()
+    }
+
+    /// Keeps a resource added or changed through the API. Fsyncs.
+    pub fn put_resource(&self, resource: &ResourceConfig) -> Result<(), StoreError> {
+        self.resources
+            .insert(resource.id.as_bytes(), to_json(resource))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Resources added or changed through the API, in id order.
+    pub fn stored_resources(&self) -> Result<Vec<ResourceConfig>, StoreError> {
+        scan_json(&self.resources, b"")
     }
 
     /// A fresh id, increasing across restarts (notification order).

@@ -762,3 +762,52 @@ async fn bad_booking_requests_are_refused_with_a_reason() -> anyhow::Result<()> 
     assert_eq!(status, 404);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_added_through_the_api_are_checked_bookable_and_kept() -> anyhow::Result<()> {
+    let mut hub = hub().await?;
+    let mut pottery = json!({
+        "id": "pottery", "center": "c1", "kind": "class", "room": "crafts", "capacity": 6,
+        "slots": [{"days": ["mon"], "start": "15:00", "end": "17:00"}],
+        "price": 60.0, "market_price": 60.0
+    });
+    let response = hub
+        .put("/api/v1/resources/pottery")
+        .json(&pottery)
+        .send()
+        .await?;
+    assert_eq!(response.status(), 422);
+    let refusal: Value = response.json().await?;
+    assert!(
+        refusal["error"].as_str().unwrap_or("").contains("`price`"),
+        "{refusal}"
+    );
+
+    pottery["price"] = json!(25.0);
+    let response = hub
+        .put("/api/v1/resources/pottery")
+        .json(&pottery)
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    let (status, body) = book(&hub, "pottery", &monday("15:00"), "kim", "senior").await?;
+    assert_eq!(status, 201, "{body}");
+
+    hub.restart().await?;
+    let listed = hub.get_json("/api/v1/resources").await?;
+    let ids: Vec<&str> = listed["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert!(
+        ids.contains(&"pottery") && ids.contains(&"piano1"),
+        "{ids:?}"
+    );
+    assert_eq!(
+        booking_status(&hub, &id_of(&body)).await.as_deref(),
+        Some("booked")
+    );
+    Ok(())
+}

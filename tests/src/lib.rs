@@ -204,6 +204,12 @@ impl HubProcess {
             .bearer_auth(ADMIN_TOKEN)
     }
 
+    pub fn put(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .put(format!("{}{path}", self.api))
+            .bearer_auth(ADMIN_TOKEN)
+    }
+
     pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
         self.http
             .delete(format!("{}{path}", self.api))

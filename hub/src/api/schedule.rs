@@ -1,4 +1,5 @@
-//! HTTP routes of the schedule: resources and their availability, bookings,
+//! HTTP routes of the schedule: resources (listed, added or changed) and
+//! their availability, bookings,
 //! check-in, waitlists, notifications, and the schedule's clock (movable
 //! only when configured `fixed:`). Booking calls need the admin token for
 //! now; front-end and staff roles are a later step.
@@ -20,7 +21,8 @@ use serde_json::{json, Value};
 
 use super::{check_label, error, internal, json_body, Admin, ApiState, HttpError};
 use crate::bookings::{BookRequest, Booking, DeskError, SlotView};
-use crate::schedule::{Group, Refusal};
+use crate::config::ResourceConfig;
+use crate::schedule::{Group, Refusal, Resource};
 
 /// Longest window an availability or booking list answers at once.
 const MAX_WINDOW_MS: u64 = 31 * 24 * 3_600_000;
@@ -28,6 +30,7 @@ const MAX_WINDOW_MS: u64 = 31 * 24 * 3_600_000;
 pub fn routes() -> Router<Arc<ApiState>> {
     Router::new()
         .route("/api/v1/resources", get(list_resources))
+        .route("/api/v1/resources/{id}", axum::routing::put(put_resource))
         .route("/api/v1/resources/{id}/availability", get(availability))
         .route("/api/v1/bookings", get(list_bookings).post(book))
         .route("/api/v1/bookings/{id}", get(get_booking).delete(cancel))
@@ -41,10 +44,38 @@ async fn list_resources(_: Admin, State(state): State<Arc<ApiState>>) -> Json<Va
     let resources: Vec<_> = state
         .schedule
         .resources
-        .values()
-        .map(|r| &r.config)
+        .all()
+        .iter()
+        .map(|r| r.config.clone())
         .collect();
     Json(json!({ "resources": resources }))
+}
+
+/// Adds or changes a resource (admin): checked like a config entry, kept
+/// in the store (fsynced), in use at once and after restarts.
+async fn put_resource(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    body: Result<Json<ResourceConfig>, JsonRejection>,
+) -> Result<Json<ResourceConfig>, HttpError> {
+    let config = json_body(body)?;
+    if config.id != id {
+        return Err(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("`id` {:?} differs from the path's {id:?}", config.id),
+        ));
+    }
+    let resource = Resource::from_config(&config).map_err(|(field, reason)| {
+        error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("invalid value for `{field}`: {reason}"),
+        )
+    })?;
+    state.store.put_resource(&config).map_err(internal)?;
+    state.schedule.resources.put(resource);
+    tracing::info!(resource = %id, "resource set through the API");
+    Ok(Json(config))
 }
 
 /// An instant given as RFC 3339 or unix ms; a bare date is its local
@@ -116,7 +147,7 @@ async fn availability(
     let (from, to) = window(&state, &query)?;
     let slots: Vec<SlotView> = state
         .schedule
-        .availability(resource, from, to)
+        .availability(&resource, from, to)
         .map_err(internal)?;
     Ok(Json(json!({ "resource": id, "slots": slots })))
 }
@@ -146,7 +177,7 @@ async fn book(
 
 fn book_request(state: &ApiState, body: BookBody) -> Result<BookRequest, HttpError> {
     check_label("resident", &body.resident)?;
-    if !state.schedule.resources.contains_key(&body.resource) {
+    if state.schedule.resources.get(&body.resource).is_none() {
         return Err(error(
             StatusCode::NOT_FOUND,
             format!("no resource {}", body.resource),
