@@ -8,10 +8,12 @@
 //! 2. who is not blocked,
 //! 3. the gate's room is configured (`[[rooms]]`),
 //! 4. the room is open now (its hours, in `[access] time_zone`),
-//! 5. the room's live occupancy is below its capacity.
+//! 5. the room's live occupancy is below its capacity,
+//! 6. a gate bound to a bookable resource (listed in its `devices`) opens
+//!    only for a resident holding a booking of it now (from `grace_minutes`
+//!    before the slot to its end, on the schedule's clock).
 //!
-//! A booking rule (rooms whose resource needs a booking, such as a yoga
-//! class) belongs after rule 5 once bookings exist (issue 4); it is not here.
+//! An open gate checks the resident's booking in (`Schedule::gate_passage`).
 //! Credentials are looked up by keyed hash only (`secrets::credential_hash`)
 //! and never logged.
 
@@ -21,6 +23,7 @@ use std::sync::Arc;
 use chrono::{NaiveTime, Timelike};
 use chrono_tz::Tz;
 
+use crate::bookings::Schedule;
 use crate::config::RoomConfig;
 use crate::secrets;
 use crate::store::{Resident, Store, StoreError};
@@ -38,7 +41,16 @@ pub enum OpeningHours {
 impl OpeningHours {
     /// Reads a room entry's hours; an error names the field and the reason.
     pub fn from_config(room: &RoomConfig) -> Result<OpeningHours, (&'static str, String)> {
-        match (room.hours.as_deref(), &room.open, &room.close) {
+        OpeningHours::parse(room.hours.as_deref(), &room.open, &room.close)
+    }
+
+    /// Reads `hours` or `open` and `close`; an error names the field.
+    pub fn parse(
+        hours: Option<&str>,
+        open: &Option<String>,
+        close: &Option<String>,
+    ) -> Result<OpeningHours, (&'static str, String)> {
+        match (hours, open, close) {
             (Some("24h"), None, None) => Ok(OpeningHours::Always),
             (Some(other), None, None) => Err((
                 "hours",
@@ -70,7 +82,7 @@ impl OpeningHours {
     }
 }
 
-fn parse_hhmm(text: &str) -> Result<NaiveTime, String> {
+pub fn parse_hhmm(text: &str) -> Result<NaiveTime, String> {
     NaiveTime::parse_from_str(text, "%H:%M")
         .map_err(|_| format!("{text:?} is not a time of day as HH:MM"))
 }
@@ -94,6 +106,9 @@ pub enum DenyReason {
     UnknownRoom,
     Closed,
     Full,
+    /// The gate guards a bookable resource and the resident holds no
+    /// booking of it now.
+    NoBooking,
     /// The hub could not read its store (fails closed).
     HubError,
 }
@@ -107,6 +122,7 @@ impl DenyReason {
             DenyReason::UnknownRoom => "unknown_room",
             DenyReason::Closed => "closed",
             DenyReason::Full => "full",
+            DenyReason::NoBooking => "no_booking",
             DenyReason::HubError => "hub_error",
         }
     }
@@ -119,6 +135,9 @@ pub struct Request<'a> {
     pub room: Option<&'a RoomRules>,
     pub local_time: NaiveTime,
     pub occupancy: u64,
+    /// `None`: the gate guards no bookable resource; else whether the
+    /// resident holds a booking of it now.
+    pub booking: Option<bool>,
 }
 
 /// One rule of the decision.
@@ -129,16 +148,17 @@ enum Rule {
     RoomKnown,
     OpeningHours,
     Capacity,
+    Booking,
 }
 
-/// The rules, in the order they are checked. A booking rule goes last once
-/// bookings exist (issue 4).
-const RULES: [Rule; 5] = [
+/// The rules, in the order they are checked.
+const RULES: [Rule; 6] = [
     Rule::Registered,
     Rule::NotBlocked,
     Rule::RoomKnown,
     Rule::OpeningHours,
     Rule::Capacity,
+    Rule::Booking,
 ];
 
 impl Rule {
@@ -153,6 +173,7 @@ impl Rule {
             Rule::Capacity => request
                 .room
                 .is_some_and(|room| request.occupancy < room.capacity),
+            Rule::Booking => request.booking != Some(false),
         };
         pass.then_some(()).ok_or(match self {
             Rule::Registered => DenyReason::UnknownResident,
@@ -160,6 +181,7 @@ impl Rule {
             Rule::RoomKnown => DenyReason::UnknownRoom,
             Rule::OpeningHours => DenyReason::Closed,
             Rule::Capacity => DenyReason::Full,
+            Rule::Booking => DenyReason::NoBooking,
         })
     }
 }
@@ -177,6 +199,8 @@ pub struct Access {
     time_zone: Tz,
     /// center → room → rules.
     rooms: HashMap<String, HashMap<String, RoomRules>>,
+    /// Bookings, for gates bound to a bookable resource.
+    schedule: Option<Arc<Schedule>>,
 }
 
 impl Access {
@@ -204,33 +228,50 @@ impl Access {
             time_zone,
             rooms: by_center,
             store,
+            schedule: None,
         })
     }
 
-    /// Decides a request for the room `(center, room)` holding `occupancy`
-    /// people, at unix ms `now_ms`. `credential` is `None` when the request
-    /// carried none.
+    /// Gates bound to bookable resources open for booked residents only.
+    pub fn set_schedule(&mut self, schedule: Arc<Schedule>) {
+        self.schedule = Some(schedule);
+    }
+
+    /// Decides a request at `gate` for the room `(center, room)` holding
+    /// `occupancy` people, at unix ms `now_ms`. `credential` is `None` when
+    /// the request carried none. `Ok` names the resident let in.
     pub fn decide(
         &self,
-        center: &str,
-        room: &str,
+        gate: &str,
+        (center, room): (&str, &str),
         credential: Option<&str>,
         occupancy: u64,
         now_ms: u64,
-    ) -> Result<(), DenyReason> {
+    ) -> Result<String, DenyReason> {
         let credential = credential.ok_or(DenyReason::BadRequest)?;
         let hash = secrets::credential_hash(&self.credential_key, credential);
         let resident = self.store.resident_by_credential(&hash).map_err(|error| {
             tracing::error!(%error, "resident lookup failed; denying");
             DenyReason::HubError
         })?;
+        let booking = match (&self.schedule, &resident) {
+            (Some(schedule), Some(resident)) => schedule
+                .holds_booking_now(gate, &resident.id)
+                .map_err(|error| {
+                    tracing::error!(%error, "booking lookup failed; denying");
+                    DenyReason::HubError
+                })?,
+            _ => None,
+        };
         let request = Request {
             resident: resident.as_ref(),
             room: self.rooms.get(center).and_then(|rooms| rooms.get(room)),
             local_time: self.local_time(now_ms),
             occupancy,
+            booking,
         };
-        decide(&request)
+        decide(&request)?;
+        Ok(resident.map(|r| r.id).unwrap_or_default())
     }
 
     /// The keyed hash of a credential (what the store keeps).
@@ -276,11 +317,23 @@ mod tests {
         occupancy: u64,
         expect: Result<(), DenyReason>,
     ) {
+        check_booked(resident, room, at, occupancy, None, expect);
+    }
+
+    fn check_booked(
+        resident: Option<&Resident>,
+        room: Option<&RoomRules>,
+        at: &str,
+        occupancy: u64,
+        booking: Option<bool>,
+        expect: Result<(), DenyReason>,
+    ) {
         let request = Request {
             resident,
             room,
             local_time: time(at),
             occupancy,
+            booking,
         };
         assert_eq!(decide(&request), expect, "{request:?}");
     }
@@ -329,6 +382,24 @@ mod tests {
             Err(DenyReason::Blocked),
         );
         check(Some(&ok), Some(&yoga), "23:00", 9, Err(DenyReason::Closed));
+        let (booked, unbooked) = (Some(true), Some(false));
+        check_booked(Some(&ok), Some(&yoga), "19:00", 0, booked, Ok(()));
+        check_booked(
+            Some(&ok),
+            Some(&yoga),
+            "19:00",
+            0,
+            unbooked,
+            Err(DenyReason::NoBooking),
+        );
+        check_booked(
+            Some(&ok),
+            Some(&yoga),
+            "19:00",
+            2,
+            unbooked,
+            Err(DenyReason::Full),
+        );
     }
 
     #[test]

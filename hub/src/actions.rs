@@ -17,6 +17,7 @@ use protocol::{CommandAck, DeviceKind, Event, Telemetry};
 use serde_json::{json, Value};
 
 use crate::access::Access;
+use crate::bookings::{Health, Schedule};
 use crate::commands::{expires_in, Commands, NewCommand};
 use crate::config::Config;
 use crate::counting::{Calendar, Counting};
@@ -42,6 +43,8 @@ pub struct Actions {
     reactions: Vec<(Histogram, Instant)>,
     /// Something was written that should be fsynced with this batch.
     needs_flush: bool,
+    /// The booking desk: device check-ins.
+    schedule: Option<Arc<Schedule>>,
 }
 
 impl Actions {
@@ -69,7 +72,14 @@ impl Actions {
             answer_ttl: Duration::from_millis(config.access.answer_ttl_ms),
             reactions: Vec::new(),
             needs_flush: false,
+            schedule: None,
         })
+    }
+
+    /// Ties device events to bookings (check-ins).
+    pub fn set_schedule(&mut self, schedule: Arc<Schedule>) {
+        self.access.set_schedule(schedule.clone());
+        self.schedule = Some(schedule);
     }
 
     /// Accepted telemetry: the interlock watches therapy robots, counters
@@ -117,6 +127,7 @@ impl Actions {
 
     /// A newly stored device event (duplicates are not passed here).
     pub fn on_event(&mut self, twin: &mut Twin, event: &Event, arrived: Instant, now_ms: u64) {
+        self.device_health(twin, event);
         match (twin.kind, event.event_type.as_str()) {
             (DeviceKind::TherapyRobot, "session_start" | "session_end") => {
                 self.robot_session(twin, event, arrived, now_ms)
@@ -129,6 +140,8 @@ impl Actions {
                 if let Err(error) = self.usage.on_piano_event(twin, event) {
                     tracing::error!(%error, "recording piano usage failed");
                 }
+                self.booking_check_in(twin, event);
+                self.refuse_walk_in_into_booking(twin, event, now_ms);
             }
             _ => {}
         }
@@ -145,10 +158,16 @@ impl Actions {
 
     pub fn device_online(&mut self, device: &str, now_ms: u64) {
         self.commands.device_online(device, now_ms);
+        if let Some(schedule) = &self.schedule {
+            schedule.device_health(device, Health::Online);
+        }
     }
 
     pub fn device_offline(&mut self, device: &str) {
         self.commands.device_offline(device);
+        if let Some(schedule) = &self.schedule {
+            schedule.device_health(device, Health::Offline);
+        }
     }
 
     /// Resends and expiries of commands; robots whose session went silent
@@ -250,11 +269,20 @@ impl Actions {
     fn access_request(&mut self, twin: &Twin, event: &Event, arrived: Instant, now_ms: u64) {
         let credential = event.body.get("credential").and_then(Value::as_str);
         let occupancy = self.occupancy.people(&twin.center, &twin.room);
-        let decision = self
-            .access
-            .decide(&twin.center, &twin.room, credential, occupancy, now_ms);
+        let decision = self.access.decide(
+            &twin.id,
+            (&twin.center, &twin.room),
+            credential,
+            occupancy,
+            now_ms,
+        );
         let (op, reason) = match decision {
-            Ok(()) => ("open", "allowed"),
+            Ok(resident) => {
+                if let Some(schedule) = &self.schedule {
+                    schedule.gate_passage(&resident, &twin.id);
+                }
+                ("open", "allowed")
+            }
             Err(deny) => ("deny", deny.as_str()),
         };
         let command = NewCommand {
@@ -281,6 +309,57 @@ impl Actions {
         };
         if let Err(error) = self.occupancy.passage(&twin.center, &twin.room, direction) {
             tracing::error!(%error, "recording occupancy failed");
+        }
+    }
+
+    /// `fault` and `fault_cleared` events of a device bound to a bookable
+    /// resource block and reopen its slots.
+    fn device_health(&self, twin: &Twin, event: &Event) {
+        let change = match event.event_type.as_str() {
+            "fault" => Health::Fault,
+            "fault_cleared" => Health::FaultCleared,
+            _ => return,
+        };
+        if let Some(schedule) = &self.schedule {
+            schedule.device_health(&twin.id, change);
+        }
+    }
+
+    /// A `session_start` naming a booking checks it in.
+    fn booking_check_in(&self, twin: &Twin, event: &Event) {
+        let booking = event.body.get("booking").and_then(Value::as_str);
+        if let (Some(schedule), "session_start", Some(booking)) =
+            (&self.schedule, event.event_type.as_str(), booking)
+        {
+            schedule.device_check_in(booking, &twin.id);
+        }
+    }
+
+    /// A walk-in `session_start` that would run into a booked slot of the
+    /// piano (within its `minutes`, else `schedule.walk_in_minutes`) is
+    /// answered with `deny`.
+    fn refuse_walk_in_into_booking(&mut self, twin: &Twin, event: &Event, now_ms: u64) {
+        let walk_in = event.event_type == "session_start"
+            && event.body.get("source").and_then(Value::as_str) == Some("walk_in");
+        let Some(schedule) = self.schedule.as_ref().filter(|_| walk_in) else {
+            return;
+        };
+        let minutes = event.body.get("minutes").and_then(Value::as_u64);
+        match schedule.walk_in_conflict(&twin.id, minutes) {
+            Ok(false) => {}
+            Ok(true) => {
+                let command = NewCommand {
+                    device: twin.id.clone(),
+                    op: "deny".into(),
+                    args: json!({"reason": "booked", "request": event.id}),
+                    expires_at: expires_in(now_ms, self.answer_ttl),
+                    origin: CommandOrigin::Schedule,
+                };
+                // The piano just spoke: it is connected.
+                self.commands.issue(command, true, now_ms);
+                tracing::info!(device = %twin.id, "walk-in refused: the piano is booked");
+            }
+            Err(error) => tracing::error!(%error, "booking lookup for a walk-in failed"),
         }
     }
 

@@ -9,6 +9,8 @@
 //! Handlers never publish to devices: they record what is asked and hand it
 //! to the ingest thread (`Control`), then wake it.
 
+mod schedule;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -30,6 +32,7 @@ use protocol::api::{
 use protocol::DeviceKind;
 use serde::{Deserialize, Serialize};
 
+use crate::bookings::Schedule;
 use crate::broker::{self, ControlAccess, Waker};
 use crate::clock::unix_ms;
 use crate::commands::NewCommand;
@@ -51,7 +54,9 @@ pub struct ApiState {
     /// std Mutex: held only to send, never across an await.
     pub ingest_control: Mutex<Sender<Control>>,
     /// Wakes ingest after a `Control` was sent.
-    pub waker: Waker,
+    pub waker: Arc<Waker>,
+    /// Resources and bookings.
+    pub schedule: Arc<Schedule>,
     /// Key of resident credential hashes (`secrets::credential_hash`).
     pub credential_key: [u8; 32],
     pub broker_control: ControlAccess,
@@ -86,12 +91,13 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/residents/{id}", get(get_resident))
         .route("/api/v1/residents/{id}/block", post(block_resident))
         .route("/api/v1/residents/{id}/unblock", post(unblock_resident))
+        .merge(schedule::routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .with_state(state)
 }
 
 /// An API error: status and reason.
-pub struct HttpError(StatusCode, String);
+pub struct HttpError(StatusCode, pub(crate) String);
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
@@ -153,6 +159,9 @@ async fn metrics(_: Admin, State(state): State<Arc<ApiState>>) -> Response {
         state.metrics.store_size.set(size as i64);
     }
     state.metrics.twins.set(state.store.twin_count() as i64);
+    if let Err(error) = state.schedule.refresh_gauges(&state.metrics) {
+        tracing::warn!(%error, "booking gauges not refreshed");
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -28,6 +28,11 @@ pub struct Config {
     pub counting: CountingConfig,
     /// Rooms behind gates: capacity and opening hours.
     pub rooms: Vec<RoomConfig>,
+    pub schedule: ScheduleConfig,
+    /// Bookable resources (time slots).
+    pub resources: Vec<ResourceConfig>,
+    /// Volunteer managers' duty shifts per room (the duty roster).
+    pub duty: Vec<DutyConfig>,
     pub api: ApiConfig,
     pub log: LogConfig,
 }
@@ -142,6 +147,136 @@ pub struct RoomConfig {
     pub close: Option<String>,
 }
 
+/// Booking rules common to every resource.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    /// `system`, or `fixed:<RFC 3339>`: a clock that stands still at that
+    /// instant until `POST /api/v1/schedule/clock` moves it (tests, demos).
+    pub clock: String,
+    /// A booking not checked in this long after its start is released.
+    pub grace_minutes: u64,
+    /// A cancellation this close to the start counts as late.
+    pub late_cancel_minutes: u64,
+    /// A no-show strike counts for this many days.
+    pub strike_days: u64,
+    /// This many active strikes block new bookings ...
+    pub strikes_to_block: u32,
+    /// ... for this many days after the last one.
+    pub block_days: u64,
+    /// How often due slot starts, grace ends and slot ends are processed.
+    pub tick_ms: u64,
+    /// Length assumed for a walk-in piano session whose `session_start`
+    /// states no `minutes`: one running into a booking is refused.
+    pub walk_in_minutes: u64,
+    /// A bound device offline this long is an outage (a `fault` event is
+    /// one at once): its resources' slots starting within
+    /// `outage_lookahead_minutes` are blocked and their bookings cancelled.
+    pub offline_block_minutes: u64,
+    pub outage_lookahead_minutes: u64,
+    /// `http://` URL the booking front end receives notifications on
+    /// (JSON POST, retried from a durable outbox until a 2xx). Empty: none.
+    pub webhook_url: String,
+    /// First wait before retrying a failed delivery; doubled up to
+    /// `webhook_retry_max_ms`.
+    pub webhook_retry_ms: u64,
+    pub webhook_retry_max_ms: u64,
+}
+
+/// A bookable resource. Give `slot_minutes` with opening hours (`hours =
+/// "24h"`, or `open` and `close`), or explicit `[[resources.slots]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceConfig {
+    pub id: String,
+    pub center: String,
+    /// piano, therapy, gym, class, childcare, seat, ...
+    pub kind: String,
+    pub room: String,
+    /// Devices commanded `unlock`/`lock` at slot start/end, whose events
+    /// check bookings in, and whose faults block slots.
+    #[serde(default)]
+    pub devices: Vec<String>,
+    /// Places per slot.
+    pub capacity: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_minutes: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hours: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<SlotConfig>,
+    /// Days ahead a slot may be booked.
+    #[serde(default = "default_horizon_days")]
+    pub horizon_days: u32,
+    /// Price per slot, in yuan; must stay below `market_price`.
+    pub price: f64,
+    /// What the market charges for the same slot.
+    pub market_price: f64,
+    /// `[min, max]` age in months of the child at the slot (childcare).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_age_months: Option<[u32; 2]>,
+    /// Bookings per resident per local day / per week (Monday to Sunday).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_day: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_week: Option<u32>,
+    /// Bookings a resident may hold for slots not yet ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_active: Option<u32>,
+    /// Places held for a group until `release_before_minutes` before the slot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<ShareConfig>,
+    #[serde(default = "default_release_before_minutes")]
+    pub release_before_minutes: u32,
+}
+
+fn default_horizon_days() -> u32 {
+    7
+}
+
+fn default_release_before_minutes() -> u32 {
+    120
+}
+
+/// A manager on duty in a room from `start` to `end` (local `HH:MM`) on
+/// `days` (`mon`..`sun`; empty: every day). A slot of a resource in a room
+/// with duty entries is staffed when one shift covers it whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DutyConfig {
+    pub center: String,
+    pub room: String,
+    pub manager: String,
+    #[serde(default)]
+    pub days: Vec<String>,
+    pub start: String,
+    pub end: String,
+}
+
+/// Explicit slots: `start`-`end` (local `HH:MM`) on `days` (`mon`..`sun`;
+/// empty: every day).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotConfig {
+    #[serde(default)]
+    pub days: Vec<String>,
+    pub start: String,
+    pub end: String,
+}
+
+/// A share of each slot's places held for a group (`child`, `youth`,
+/// `adult`, `senior`), in percent of the capacity (rounded up).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareConfig {
+    pub group: String,
+    pub percent: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
@@ -177,6 +312,9 @@ impl Default for Config {
             access: AccessConfig::default(),
             counting: CountingConfig::default(),
             rooms: Vec::new(),
+            schedule: ScheduleConfig::default(),
+            resources: Vec::new(),
+            duty: Vec::new(),
             api: ApiConfig::default(),
             log: LogConfig::default(),
         }
@@ -257,6 +395,26 @@ impl Default for AccessConfig {
     }
 }
 
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            clock: "system".into(),
+            grace_minutes: 10,
+            late_cancel_minutes: 60,
+            strike_days: 90,
+            strikes_to_block: 3,
+            block_days: 14,
+            tick_ms: 200,
+            walk_in_minutes: 30,
+            offline_block_minutes: 15,
+            outage_lookahead_minutes: 60,
+            webhook_url: String::new(),
+            webhook_retry_ms: 500,
+            webhook_retry_max_ms: 60_000,
+        }
+    }
+}
+
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
@@ -291,6 +449,42 @@ data_dir = "./data"
 #   capacity = 40            # people inside at once
 #   hours = "24h"            # or: open = "07:00" and close = "22:00"
 rooms = []
+
+# Bookable resources. One entry per resource:
+#   [[resources]]
+#   id = "piano1"
+#   center = "lianhua"
+#   kind = "piano"           # piano, therapy, gym, class, childcare, seat...
+#   room = "music"
+#   devices = ["piano1"]     # unlocked at slot start, locked at slot end
+#   capacity = 1             # places per slot
+#   slot_minutes = 60        # with hours = "24h" or open/close ...
+#   open = "08:00"
+#   close = "21:00"
+#   # ... or explicit slots (days: mon..sun, empty = every day):
+#   # slots = [{ days = ["mon", "wed", "fri"], start = "19:00", end = "20:00" }]
+#   horizon_days = 7         # bookable this many days ahead
+#   price = 0.0              # yuan per slot, must be below market_price
+#   market_price = 60.0
+#   child_age_months = [18, 36]   # optional: childcare
+#   per_day = 1              # optional quotas per resident
+#   per_week = 3
+#   max_active = 2
+#   shares = [{ group = "senior", percent = 20 }]  # held places per group
+#   release_before_minutes = 120                   # ... until this before
+resources = []
+
+# Duty roster: volunteer managers' shifts per room. A slot of a resource in
+# a room listed here with no manager on duty is flagged "unstaffed" in
+# availability and in yizhan_booking_slots_unstaffed.
+#   [[duty]]
+#   center = "lianhua"
+#   room = "pingpong"
+#   manager = "m01"
+#   days = ["sat", "sun"]    # empty: every day
+#   start = "08:00"
+#   end = "12:00"
+duty = []
 
 [broker]
 # Public MQTT-over-mTLS listener for devices.
@@ -355,6 +549,38 @@ answer_ttl_ms = 5000
 # When rooms without a [[rooms]] entry close (local HH:MM); their occupancy
 # starts from zero after it. Counters in room "entrance" count the visits.
 closes = "21:30"
+
+[schedule]
+# "system", or "fixed:<RFC 3339>" (a clock standing still until
+# POST /api/v1/schedule/clock moves it; for tests and demos).
+clock = "system"
+# A booking not checked in this long after its start is released.
+grace_minutes = 10
+# A cancellation this close to the slot start counts as late.
+late_cancel_minutes = 60
+# A no-show is a strike for strike_days; strikes_to_block active strikes
+# block new bookings for block_days after the last one.
+strike_days = 90
+strikes_to_block = 3
+block_days = 14
+# How often slot starts, grace ends and slot ends are processed (ms).
+tick_ms = 200
+# A walk-in piano session_start without "minutes" is assumed this long; one
+# that would run into a booked slot of the piano is answered with deny.
+walk_in_minutes = 30
+# Maintenance: a bound device that raised a "fault" event, or has been
+# offline offline_block_minutes, blocks its resources' slots starting within
+# outage_lookahead_minutes and cancels their bookings (residents notified),
+# until it is healthy again ("fault_cleared" event, back online).
+offline_block_minutes = 15
+outage_lookahead_minutes = 60
+# The booking front end's webhook (http://...): notifications (promoted,
+# released, cancelled) are POSTed as JSON from a durable outbox and retried,
+# waiting webhook_retry_ms then doubling up to webhook_retry_max_ms, until
+# it answers 2xx. Empty: notifications are only listed by the API.
+webhook_url = ""
+webhook_retry_ms = 500
+webhook_retry_max_ms = 60000
 
 [api]
 listen = "127.0.0.1:8080"
@@ -458,7 +684,53 @@ impl Config {
         if chrono::NaiveTime::parse_from_str(&self.counting.closes, "%H:%M").is_err() {
             return invalid("counting.closes", "not a time of day as HH:MM");
         }
-        self.validate_rooms()
+        self.validate_rooms()?;
+        if let Err(reason) = crate::schedule::Clock::parse(&self.schedule.clock) {
+            return invalid("schedule.clock", &reason);
+        }
+        if self.schedule.tick_ms == 0 {
+            return invalid("schedule.tick_ms", "must be at least 1");
+        }
+        let webhook = &self.schedule.webhook_url;
+        if !webhook.is_empty() && !webhook.starts_with("http://") {
+            return invalid("schedule.webhook_url", "must start with http://");
+        }
+        if self.schedule.webhook_retry_ms == 0 {
+            return invalid("schedule.webhook_retry_ms", "must be at least 1");
+        }
+        if self.schedule.webhook_retry_max_ms < self.schedule.webhook_retry_ms {
+            return invalid(
+                "schedule.webhook_retry_max_ms",
+                "must be at least schedule.webhook_retry_ms",
+            );
+        }
+        if self.schedule.strikes_to_block == 0 {
+            return invalid("schedule.strikes_to_block", "must be at least 1");
+        }
+        for (index, duty) in self.duty.iter().enumerate() {
+            crate::schedule::Shift::from_config(duty).map_err(|(field, reason)| {
+                ConfigError::Invalid {
+                    field: format!("duty[{index}].{field}"),
+                    reason,
+                }
+            })?;
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (index, resource) in self.resources.iter().enumerate() {
+            crate::schedule::Resource::from_config(resource).map_err(|(field, reason)| {
+                ConfigError::Invalid {
+                    field: format!("resources[{index}].{field}"),
+                    reason,
+                }
+            })?;
+            if !seen.insert(&resource.id) {
+                return Err(ConfigError::Invalid {
+                    field: format!("resources[{index}].id"),
+                    reason: "another resource has this id".into(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The centers' time zone (validated at load).
@@ -544,6 +816,16 @@ mod tests {
         check(
             "[access]\ntime_zone = \"Mars/Olympus\"\n",
             "access.time_zone",
+        );
+        let piano = "[[resources]]\nid = \"p1\"\ncenter = \"c\"\nkind = \"piano\"\nroom = \"music\"\ncapacity = 1\nslot_minutes = 60\nhours = \"24h\"\nmarket_price = 50.0\n";
+        check(&format!("{piano}price = 50.0\n"), "resources[0].price");
+        check(
+            &format!("{piano}price = 0.0\nshares = [{{ group = \"aliens\", percent = 10 }}]\n"),
+            "resources[0].shares",
+        );
+        check(
+            "[schedule]\nclock = \"fixed:yesterday\"\n",
+            "schedule.clock",
         );
     }
 }

@@ -8,6 +8,7 @@
 pub mod access;
 pub mod actions;
 pub mod api;
+pub mod bookings;
 pub mod broker;
 pub mod clock;
 pub mod commands;
@@ -19,11 +20,13 @@ pub mod interlock;
 pub mod metrics;
 pub mod occupancy;
 pub mod pki;
+pub mod schedule;
 pub mod secrets;
 pub mod store;
 pub mod tls_front;
 pub mod twin;
 pub mod usage;
+pub mod webhook;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -73,6 +76,7 @@ pub struct Hub {
     store: Arc<Store>,
     stop: CancellationToken,
     ingest: std::thread::JoinHandle<Result<(), IngestError>>,
+    desk: std::thread::JoinHandle<()>,
     tasks: tokio_util::task::TaskTracker,
 }
 
@@ -93,7 +97,20 @@ impl Hub {
 
         let broker = broker::start(&config.broker, &tls_files, store.clone(), &metrics)?;
         let (control_tx, control_rx) = std::sync::mpsc::channel();
-        let actions = actions::Actions::new(store.clone(), metrics.clone(), &config)?;
+        let waker = Arc::new(broker.waker);
+        let stop = CancellationToken::new();
+        let outbox = Arc::new(tokio::sync::Notify::new());
+        let (schedule, desk) = bookings::Schedule::start(
+            store.clone(),
+            metrics.clone(),
+            &config,
+            hand_over(control_tx.clone(), waker.clone()),
+            outbox.clone(),
+            stop.clone(),
+        )
+        .map_err(HubError::Thread)?;
+        let mut actions = actions::Actions::new(store.clone(), metrics.clone(), &config)?;
+        actions.set_schedule(schedule.clone());
         let commit = commit::GroupCommit::start(store.clone(), broker.commit_link)
             .map_err(HubError::Thread)?;
         let mut ingest = Ingest::new(
@@ -110,7 +127,6 @@ impl Hub {
         )?;
         ingest.subscribe()?;
 
-        let stop = CancellationToken::new();
         let ingest_stop = stop.clone();
         let link_rx = broker.link_rx;
         let ingest = std::thread::Builder::new()
@@ -119,6 +135,13 @@ impl Hub {
             .map_err(HubError::Thread)?;
 
         let tasks = tokio_util::task::TaskTracker::new();
+        tasks.spawn(webhook::deliver(
+            store.clone(),
+            metrics.clone(),
+            config.schedule.clone(),
+            outbox,
+            stop.clone(),
+        ));
         let device_listener = bind(config.broker.listen).await?;
         let device_addr = local_addr(&device_listener, config.broker.listen)?;
         let front = tls_front::FrontConfig {
@@ -138,7 +161,8 @@ impl Hub {
             pki,
             metrics,
             ingest_control: Mutex::new(control_tx),
-            waker: broker.waker,
+            waker,
+            schedule,
             credential_key: store.credential_key()?,
             broker_control: broker.control,
             admin_token_sha256,
@@ -174,6 +198,7 @@ impl Hub {
             store,
             stop,
             ingest,
+            desk,
             tasks,
         })
     }
@@ -198,6 +223,8 @@ impl Hub {
         let ingest = self.ingest;
         let joined = tokio::task::spawn_blocking(move || ingest.join()).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.tasks.wait()).await;
+        let desk = self.desk;
+        let _ = tokio::task::spawn_blocking(move || desk.join()).await;
         self.store.flush()?;
         match joined {
             Ok(Ok(result)) => result.map_err(HubError::from),
@@ -211,6 +238,20 @@ impl Hub {
 /// Runs a hub until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), HubError> {
     Hub::start(config).await?.run_until(shutdown).await
+}
+
+/// How the booking desk hands its commands to ingest: a `Control` message,
+/// then a wake-up.
+fn hand_over(
+    control: std::sync::mpsc::Sender<ingest::Control>,
+    waker: Arc<broker::Waker>,
+) -> bookings::HandOver {
+    Box::new(move |record| {
+        if control.send(ingest::Control::Command(record)).is_err() {
+            tracing::error!("ingest has stopped; booking command lost");
+        }
+        waker.wake();
+    })
 }
 
 /// The admin token's hash: from the config, else from `YIZHAN_ADMIN_TOKEN`,

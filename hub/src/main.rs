@@ -10,6 +10,11 @@ use clap::{Parser, Subcommand};
 use hub::config::{Config, LogFormat, DEFAULT_CONFIG_TOML};
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc: the booking desk, sled and the API threads allocate and free
+/// across threads, where glibc's malloc showed lock waits in profiles.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "hub",

@@ -39,6 +39,13 @@ pub struct Metrics {
     pub room_saturation_alarms: IntCounterVec,
     pub visits: IntCounterVec,
     pub piano_usage: CounterVec,
+    pub bookings: IntCounterVec,
+    pub booking_seat_seconds: CounterVec,
+    pub booking_waitlist: IntGaugeVec,
+    pub booking_slots_full: IntCounterVec,
+    pub webhook_deliveries: IntCounterVec,
+    pub booking_slots_unstaffed: IntGaugeVec,
+    pub booking_day_seat_seconds: GaugeVec,
 }
 
 impl Default for Metrics {
@@ -196,6 +203,47 @@ impl Metrics {
                 &["center"],
             )
             .expect("counter vec"),
+            bookings: counter_vec(
+                "yizhan_bookings_total",
+                "Booking outcomes: booked, checked_in, no_show, cancelled, late_cancel, full, refused, waitlisted, promoted",
+                &["center", "kind", "outcome"],
+            ),
+            booking_seat_seconds: CounterVec::new(
+                Opts::new(
+                    "yizhan_booking_seat_seconds_total",
+                    "Seat time of booked places (state booked) and of checked-in places at slot end (state used)",
+                ),
+                &["center", "kind", "state"],
+            )
+            .expect("counter vec"),
+            booking_waitlist: gauge_vec(
+                "yizhan_booking_waitlist",
+                "People on waitlists of slots not yet ended",
+                &["center", "kind"],
+            ),
+            booking_slots_full: counter_vec(
+                "yizhan_booking_slots_full_total",
+                "Slots whose last place was booked",
+                &["center", "kind"],
+            ),
+            booking_slots_unstaffed: gauge_vec(
+                "yizhan_booking_slots_unstaffed",
+                "Slots from now to the booking horizon in rooms with a duty roster and no manager on duty",
+                &["center", "kind"],
+            ),
+            booking_day_seat_seconds: GaugeVec::new(
+                Opts::new(
+                    "yizhan_booking_day_seat_seconds",
+                    "Seat time of today's slots (local day): available (capacity x length) and booked",
+                ),
+                &["center", "kind", "state"],
+            )
+            .expect("gauge vec"),
+            webhook_deliveries: counter_vec(
+                "yizhan_webhook_deliveries_total",
+                "Notification deliveries to the booking webhook: ok, or retry after a failure",
+                &["outcome"],
+            ),
             registry,
         };
         metrics.register_all();
@@ -231,6 +279,13 @@ impl Metrics {
             Box::new(self.room_saturation_alarms.clone()),
             Box::new(self.visits.clone()),
             Box::new(self.piano_usage.clone()),
+            Box::new(self.bookings.clone()),
+            Box::new(self.booking_seat_seconds.clone()),
+            Box::new(self.booking_waitlist.clone()),
+            Box::new(self.booking_slots_full.clone()),
+            Box::new(self.webhook_deliveries.clone()),
+            Box::new(self.booking_slots_unstaffed.clone()),
+            Box::new(self.booking_day_seat_seconds.clone()),
         ];
         for collector in collectors {
             // invariant: every family above has a unique name.

@@ -8,6 +8,15 @@
 //! `occupancy` (live people per `center\0room`), `visits` (people through
 //! a center's entrance per local day, `center\0YYYY-MM-DD`), `usage`
 //! (milliseconds a piano played per local day, `center\0YYYY-MM-DD\0piano`)
+//! bookings: one tree `bookings`, so a booking and everything kept in step
+//! with it is one atomic batch — `b\0id` (the booking), `s\0resource\0start\0id`
+//! and `r\0resident\0start\0id` (index entries), `c\0resource\0start\0`
+//! (places per group and waitlist of the slot), `d\0at\0what\0id` (slot
+//! starts, grace ends and slot ends to process); `strikes`
+//! (`resident\0at\0booking` → booking id), `notifications` (`resident\0at id`),
+//! `outbox` (notification id → notification, until the webhook took it),
+//! `outages` (bound device → outage), `resources` (resources added or
+//! changed through the API, id → config entry);
 //! and `meta` (boot epoch,
 //! generated admin-token hash, the credential-hashing key). Values are JSON.
 //! `flush` fsyncs; the ingest loop calls it once per batch holding events
@@ -17,7 +26,10 @@ use std::path::Path;
 
 use chrono::NaiveDate;
 
+use crate::bookings::{Booking, Due, IndexEntry, Notification, Outage, SlotCount};
+use crate::config::ResourceConfig;
 use crate::occupancy::RoomCount;
+use crate::schedule::SlotLoad;
 
 use protocol::api::CommandRecord;
 use serde::de::DeserializeOwned;
@@ -122,6 +134,12 @@ pub struct Store {
     occupancy: sled::Tree,
     visits: sled::Tree,
     usage: sled::Tree,
+    bookings: sled::Tree,
+    strikes: sled::Tree,
+    notifications: sled::Tree,
+    outbox: sled::Tree,
+    outages: sled::Tree,
+    resources: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -149,6 +167,12 @@ impl Store {
             occupancy: db.open_tree("occupancy")?,
             visits: db.open_tree("visits")?,
             usage: db.open_tree("usage")?,
+            bookings: db.open_tree("bookings")?,
+            strikes: db.open_tree("strikes")?,
+            notifications: db.open_tree("notifications")?,
+            outbox: db.open_tree("outbox")?,
+            outages: db.open_tree("outages")?,
+            resources: db.open_tree("resources")?,
             meta: db.open_tree("meta")?,
             db,
         })
@@ -498,6 +522,225 @@ impl Store {
             .collect()
     }
 
+    /// Writes a booking, its two index entries, its slot's count and its due
+    /// times in one atomic batch (not fsynced: the desk flushes once per
+    /// batch of jobs). Reads the slot's count and the booking's previous
+    /// entry outside the batch: only the booking desk writes bookings.
+    pub fn put_booking(&self, booking: &Booking, due: &[(u64, Due)]) -> Result<(), StoreError> {
+        let slot_key = time_key(
+            &tagged(SLOT, &booking.resource),
+            booking.slot_start,
+            &booking.id,
+        );
+        let count_key = time_key(&tagged(COUNT, &booking.resource), booking.slot_start, "");
+        let resident_key = time_key(
+            &tagged(RESIDENT, &booking.resident),
+            booking.slot_start,
+            &booking.id,
+        );
+        let mut count = self
+            .bookings
+            .get(&count_key)?
+            .map(|v| decode_count(&v))
+            .unwrap_or_default();
+        if let Some(old) = self.bookings.get(&slot_key)? {
+            let old: IndexEntry = decode(&slot_key, &old)?;
+            count.apply(old.status, old.group, false);
+        }
+        count.apply(booking.status, booking.group, true);
+        let entry = to_json(&IndexEntry::of(booking));
+        let mut batch = sled::Batch::default();
+        batch.insert(count_key, &encode_count(&count)[..]);
+        batch.insert(tagged(BOOKING, &booking.id).as_bytes(), to_json(booking));
+        batch.insert(slot_key, entry.as_slice());
+        batch.insert(resident_key, entry);
+        for (at, what) in due {
+            batch.insert(due_key(*at, *what, &booking.id), &[][..]);
+        }
+        self.bookings.apply_batch(batch)?;
+        Ok(())
+    }
+
+    pub fn booking(&self, id: &str) -> Result<Option<Booking>, StoreError> {
+        get_json(&self.bookings, &tagged(BOOKING, id))
+    }
+
+    /// The count of `resource`'s slot starting at `start`.
+    pub fn slot_count(&self, resource: &str, start: u64) -> Result<SlotCount, StoreError> {
+        let key = time_key(&tagged(COUNT, resource), start, "");
+        Ok(self
+            .bookings
+            .get(key)?
+            .map(|v| decode_count(&v))
+            .unwrap_or_default())
+    }
+
+    /// Counts of `resource`'s slots starting in `[from, to)`, in start
+    /// order (slots never booked left out).
+    pub fn slot_counts(
+        &self,
+        resource: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, SlotCount)>, StoreError> {
+        let owner = tagged(COUNT, resource);
+        let (start, end) = (time_key(&owner, from, ""), time_key(&owner, to, ""));
+        let prefix = owner.len() + 1;
+        self.bookings
+            .range(start..end)
+            .map(|entry| {
+                let (key, value) = entry?;
+                let at = key
+                    .get(prefix..prefix + 16)
+                    .and_then(|hex| std::str::from_utf8(hex).ok())
+                    .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+                    .ok_or_else(|| StoreError::BadKey(format!("slot count {key:?}")))?;
+                Ok((at, decode_count(&value)))
+            })
+            .collect()
+    }
+
+    /// Index entries of `resource`'s bookings with slots starting in
+    /// `[from, to)`, as `(start, booking id, entry)` in start order.
+    pub fn slot_entries(
+        &self,
+        resource: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, String, IndexEntry)>, StoreError> {
+        time_range(&self.bookings, &tagged(SLOT, resource), from, to)
+    }
+
+    /// Index entries of `resident`'s bookings with slots starting in
+    /// `[from, to)`.
+    pub fn resident_entries(
+        &self,
+        resident: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, String, IndexEntry)>, StoreError> {
+        time_range(&self.bookings, &tagged(RESIDENT, resident), from, to)
+    }
+
+    /// Due items at or before `now`, oldest first, as `(at, what, id)`.
+    pub fn due_until(&self, now: u64) -> Result<Vec<(u64, Due, String)>, StoreError> {
+        let start = tagged(DUE, "");
+        let end = tagged(DUE, &format!("{now:016x}\x01"));
+        self.bookings
+            .range(start.as_bytes()..end.as_bytes())
+            .keys()
+            .map(|key| {
+                let key = key?;
+                parse_due_key(&key).ok_or_else(|| StoreError::BadKey(format!("due {key:?}")))
+            })
+            .collect()
+    }
+
+    /// Forgets a processed due item (not fsynced).
+    pub fn remove_due(&self, at: u64, what: Due, id: &str) -> Result<(), StoreError> {
+        self.bookings.remove(due_key(at, what, id))?;
+        Ok(())
+    }
+
+    /// Records a no-show strike (not fsynced).
+    pub fn add_strike(&self, resident: &str, at: u64, booking: &str) -> Result<(), StoreError> {
+        self.strikes
+            .insert(time_key(resident, at, booking), to_json(&booking))?;
+        Ok(())
+    }
+
+    /// Times of `resident`'s strikes at or after `since`.
+    pub fn strikes_since(&self, resident: &str, since: u64) -> Result<Vec<u64>, StoreError> {
+        Ok(time_range(&self.strikes, resident, since, u64::MAX)?
+            .into_iter()
+            .map(|(at, _, _): (u64, String, serde::de::IgnoredAny)| at)
+            .collect())
+    }
+
+    /// Stores a notification for its resident, and in the outbox when a
+    /// webhook is to deliver it (not fsynced).
+    pub fn add_notification(
+        &self,
+        notification: &Notification,
+        outbox: bool,
+    ) -> Result<(), StoreError> {
+        let key = time_key(&notification.resident, notification.at, &notification.id);
+        let value = to_json(notification);
+        if outbox {
+            self.outbox
+                .insert(notification.id.as_bytes(), value.clone())?;
+        }
+        self.notifications.insert(key, value)?;
+        Ok(())
+    }
+
+    /// Records a bound device's outage (not fsynced).
+    pub fn put_outage(&self, device: &str, outage: &Outage) -> Result<(), StoreError> {
+        self.outages.insert(device, to_json(outage))?;
+        Ok(())
+    }
+
+    pub fn remove_outage(&self, device: &str) -> Result<(), StoreError> {
+        self.outages.remove(device)?;
+        Ok(())
+    }
+
+    /// Every bound device's outage, as `(device, outage)`.
+    pub fn outages(&self) -> Result<Vec<(String, Outage)>, StoreError> {
+        self.outages
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry?;
+                Ok((
+                    String::from_utf8_lossy(&key).into_owned(),
+                    decode(&key, &value)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Keeps a resource added or changed through the API. Fsyncs.
+    pub fn put_resource(&self, resource: &ResourceConfig) -> Result<(), StoreError> {
+        self.resources
+            .insert(resource.id.as_bytes(), to_json(resource))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Resources added or changed through the API, in id order.
+    pub fn stored_resources(&self) -> Result<Vec<ResourceConfig>, StoreError> {
+        scan_json(&self.resources, b"")
+    }
+
+    /// A fresh id, increasing across restarts (notification order).
+    pub fn next_id(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()?)
+    }
+
+    /// The oldest notifications waiting for the webhook.
+    pub fn outbox(&self, limit: usize) -> Result<Vec<Notification>, StoreError> {
+        self.outbox
+            .iter()
+            .take(limit)
+            .map(|entry| {
+                let (key, value) = entry?;
+                decode(&key, &value)
+            })
+            .collect()
+    }
+
+    /// Forgets a delivered notification (not fsynced: a crash may deliver
+    /// it again; receivers deduplicate by id).
+    pub fn delivered(&self, id: &str) -> Result<(), StoreError> {
+        self.outbox.remove(id)?;
+        Ok(())
+    }
+
+    /// A resident's notifications, oldest first.
+    pub fn notifications_of(&self, resident: &str) -> Result<Vec<Notification>, StoreError> {
+        scan_json(&self.notifications, &pair_key(resident, ""))
+    }
+
     /// Fsyncs everything written so far. Returns the bytes flushed.
     pub fn flush(&self) -> Result<usize, StoreError> {
         Ok(self.db.flush()?)
@@ -516,6 +759,83 @@ fn pair_key(first: &str, second: &str) -> Vec<u8> {
     key.push(0);
     key.extend_from_slice(second.as_bytes());
     key
+}
+
+/// `owner \0 at(16 hex) \0 id`: records of an owner in time order.
+fn time_key(owner: &str, at: u64, id: &str) -> Vec<u8> {
+    pair_key(owner, &format!("{at:016x}\0{id}"))
+}
+
+/// Entries of `owner` keyed by `time_key` with times in `[from, to)`.
+fn time_range<T: DeserializeOwned>(
+    tree: &sled::Tree,
+    owner: &str,
+    from: u64,
+    to: u64,
+) -> Result<Vec<(u64, String, T)>, StoreError> {
+    let (start, end) = (time_key(owner, from, ""), time_key(owner, to, ""));
+    let prefix = owner.len() + 1;
+    tree.range(start..end)
+        .map(|entry| {
+            let (key, value) = entry?;
+            let bad = || StoreError::BadKey(format!("{key:?}"));
+            let rest = key.get(prefix..).ok_or_else(bad)?;
+            let at = std::str::from_utf8(rest.get(..16).ok_or_else(bad)?)
+                .ok()
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+                .ok_or_else(bad)?;
+            let id = String::from_utf8_lossy(rest.get(17..).unwrap_or_default()).into_owned();
+            Ok((at, id, decode(&key, &value)?))
+        })
+        .collect()
+}
+
+/// A slot count as stored: five big-endian u32 (places per group in
+/// `Group::ALL` order, then the waitlist).
+fn encode_count(count: &SlotCount) -> [u8; 20] {
+    let mut bytes = [0u8; 20];
+    let values = count.load.counts().into_iter().chain([count.waitlist]);
+    for (chunk, value) in bytes.chunks_exact_mut(4).zip(values) {
+        chunk.copy_from_slice(&value.to_be_bytes());
+    }
+    bytes
+}
+
+fn decode_count(bytes: &[u8]) -> SlotCount {
+    let mut values = bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+    let mut next = || values.next().unwrap_or(0);
+    let by_group = [next(), next(), next(), next()];
+    SlotCount {
+        load: SlotLoad::from_counts(by_group),
+        waitlist: next(),
+    }
+}
+
+/// Record kinds in the `bookings` tree, the first part of their keys.
+const BOOKING: &str = "b";
+const SLOT: &str = "s";
+const RESIDENT: &str = "r";
+const COUNT: &str = "c";
+const DUE: &str = "d";
+
+/// `tag\0owner`: one kind of record of one owner in the `bookings` tree.
+fn tagged(tag: &str, owner: &str) -> String {
+    pair_key_text(tag, owner)
+}
+
+fn due_key(at: u64, what: Due, id: &str) -> Vec<u8> {
+    tagged(DUE, &format!("{at:016x}\0{}\0{id}", what.as_str())).into_bytes()
+}
+
+fn parse_due_key(key: &[u8]) -> Option<(u64, Due, String)> {
+    let text = std::str::from_utf8(key).ok()?;
+    let text = text.strip_prefix(&tagged(DUE, ""))?;
+    let mut parts = text.splitn(3, '\0');
+    let at = u64::from_str_radix(parts.next()?, 16).ok()?;
+    let what = Due::parse(parts.next()?)?;
+    Some((at, what, parts.next()?.to_string()))
 }
 
 /// `first\0second` as text, to nest inside another key.

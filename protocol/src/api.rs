@@ -97,6 +97,8 @@ pub enum CommandOrigin {
     Interlock,
     /// A gate access decision.
     Access,
+    /// A booking's slot started or ended (`unlock`/`lock`).
+    Schedule,
 }
 
 /// A command as the hub records it (the 202 answer and

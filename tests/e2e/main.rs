@@ -13,3 +13,4 @@ mod isolation;
 mod lifecycle;
 mod pianos;
 mod resilience;
+mod schedule;
