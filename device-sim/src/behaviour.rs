@@ -309,6 +309,13 @@ impl TherapyRobot {
                         .map(|e| e.with("reason", "stop")),
                 )
             }
+            // A booked slot starts: the resident starts the session.
+            "unlock" => Obeyed::Done(None),
+            // The booked slot ended.
+            "lock" => Obeyed::Done(
+                self.end(now, Some(&cmd.id))
+                    .map(|e| e.with("reason", "lock")),
+            ),
             _ => Obeyed::UnknownOp,
         }
     }
@@ -713,7 +720,7 @@ mod tests {
     fn unknown_ops_are_refused_per_kind() {
         for (kind, op) in [
             (DeviceKind::Piano, "open"),
-            (DeviceKind::TherapyRobot, "unlock"),
+            (DeviceKind::TherapyRobot, "open"),
             (DeviceKind::Gate, "stop"),
             (DeviceKind::Counter, "lock"),
         ] {

@@ -187,6 +187,23 @@ impl Actions {
         }
     }
 
+    /// A booking's slot on this device ended (the schedule locks it): a
+    /// therapy robot still in session is stopped and alarmed. Returns
+    /// whether the twin changed.
+    pub fn slot_ended(&mut self, twin: &mut Twin, online: bool, now_ms: u64) -> bool {
+        let running = twin.kind == DeviceKind::TherapyRobot
+            && twin.alarm.is_none()
+            && self.interlock.slot_ended(&twin.id);
+        if running {
+            let trip = Trip {
+                reason: TripReason::PastSlot,
+                temp_c: None,
+            };
+            self.trip(twin, trip, online, now_ms);
+        }
+        running
+    }
+
     /// Staff acknowledged the robot's alarm: it may start again. Returns
     /// false when there was none.
     pub fn acknowledge_alarm(&mut self, twin: &mut Twin, now_ms: u64) -> bool {

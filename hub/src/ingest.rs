@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prometheus::IntCounter;
+use protocol::api::CommandOrigin;
 use protocol::{
     topic, Birth, Channel, CommandAck, DeviceKind, ErrorReport, Event, EventAck, Telemetry,
     TelemetryError, Topic,
@@ -313,6 +314,9 @@ impl Ingest {
                 }
                 Control::Command(record) => {
                     let online = self.online.contains(&record.device);
+                    if record.origin == CommandOrigin::Schedule && record.op == "lock" {
+                        self.slot_ended(&record.device, online);
+                    }
                     self.actions.adopt_command(record, online, unix_ms());
                 }
                 Control::AcknowledgeAlarm(id) => self.acknowledge_alarm(&id),
@@ -321,18 +325,32 @@ impl Ingest {
     }
 
     fn acknowledge_alarm(&mut self, device: &str) {
+        self.with_twin(device, |actions, twin| {
+            actions.acknowledge_alarm(twin, unix_ms())
+        });
+    }
+
+    fn slot_ended(&mut self, device: &str, online: bool) {
+        self.with_twin(device, |actions, twin| {
+            actions.slot_ended(twin, online, unix_ms())
+        });
+    }
+
+    /// Runs `change` on `device`'s twin (loaded if needed) and marks it
+    /// dirty when `change` says it changed it.
+    fn with_twin(&mut self, device: &str, change: impl FnOnce(&mut Actions, &mut Twin) -> bool) {
         match self.load_twin(device) {
             Ok(true) => {}
             Ok(false) => return,
             Err(error) => {
-                tracing::error!(%error, device, "loading a twin to acknowledge its alarm failed");
+                tracing::error!(%error, device, "loading a twin failed");
                 return;
             }
         }
         let Some(twin) = self.twins.get_mut(device) else {
             return;
         };
-        if self.actions.acknowledge_alarm(twin, unix_ms()) {
+        if change(&mut self.actions, twin) {
             self.mark_dirty(device);
         }
     }

@@ -26,6 +26,8 @@ use crate::config::InterlockConfig;
 pub enum TripReason {
     OverTemperature,
     Watchdog,
+    /// The session ran on past the end of its booked slot.
+    PastSlot,
 }
 
 impl TripReason {
@@ -33,6 +35,7 @@ impl TripReason {
         match self {
             TripReason::OverTemperature => "over_temperature",
             TripReason::Watchdog => "watchdog",
+            TripReason::PastSlot => "past_slot",
         }
     }
 }
@@ -138,6 +141,12 @@ impl Interlock {
             }
             _ => Verdict::Allow,
         }
+    }
+
+    /// The robot's booked slot ended: `true` (and the session counts as
+    /// stopped) when a session was still running, so it must be stopped.
+    pub fn slot_ended(&mut self, device: &str) -> bool {
+        std::mem::take(&mut self.session(device).running)
     }
 
     /// Robots whose running session has been silent too long. Each silence

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use protocol::DeviceKind;
+use protocol::{Channel, DeviceKind};
 use serde_json::{json, Value};
 use tests::*;
 
@@ -809,5 +809,73 @@ async fn resources_added_through_the_api_are_checked_bookable_and_kept() -> anyh
         booking_status(&hub, &id_of(&body)).await.as_deref(),
         Some("booked")
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_therapy_session_running_past_its_slot_is_stopped_and_alarmed() -> anyhow::Result<()> {
+    const THERAPY: &str = r#"
+[[resources]]
+id = "moxa1"
+center = "c1"
+kind = "therapy"
+room = "therapy"
+devices = ["robot1"]
+capacity = 1
+slot_minutes = 30
+open = "08:00"
+close = "22:00"
+price = 29.9
+market_price = 80.0
+"#;
+    let hub = HubProcess::start(HubOptions {
+        extra_config: format!("{CONFIG}{THERAPY}"),
+        ..HubOptions::default()
+    })
+    .await?;
+    let creds = hub
+        .provision_in("robot1", DeviceKind::TherapyRobot, "c1", "therapy")
+        .await?;
+    let mut robot = TestDevice::online(&creds, hub.mqtt_port, DeviceKind::TherapyRobot).await?;
+    let (status, booking) = book(&hub, "moxa1", &monday("10:00"), "dan", "senior").await?;
+    assert_eq!(status, 201, "{booking}");
+
+    set_clock(&hub, "10:00").await?;
+    let unlock = robot.next_command(WAIT).await?;
+    assert_eq!(unlock.op, "unlock");
+    robot.ack(&unlock.id, true, None).await?;
+    robot.event("s1", 1, "session_start", json!({})).await?;
+    robot
+        .publish(
+            Channel::Telemetry,
+            telemetry(1, &[("temp_c", json!(42.0)), ("heating", json!(true))]),
+        )
+        .await?;
+    // The session is seen running before the slot ends.
+    eventually(WAIT, "session_start stored", || async {
+        let events = hub.get_json("/api/v1/devices/robot1/events").await.ok()?;
+        (events["count"].as_u64()? >= 1).then_some(())
+    })
+    .await?;
+
+    set_clock(&hub, "10:30").await?;
+    let mut ops = Vec::new();
+    while !ops.iter().any(|op: &String| op == "stop") {
+        let command = robot.next_command(WAIT).await?;
+        robot.ack(&command.id, true, None).await?;
+        if command.op == "stop" {
+            assert_eq!(command.args["reason"], "past_slot", "{command:?}");
+        }
+        ops.push(command.op);
+    }
+    eventually(WAIT, "the past_slot alarm on the twin", || async {
+        let twin = hub.twin("robot1").await.ok()?;
+        (twin["alarm"]["reason"] == "past_slot").then_some(())
+    })
+    .await?;
+    let trips = hub
+        .metric("yizhan_interlock_trips_total", "reason=\"past_slot\"")
+        .await?;
+    assert_eq!(trips, 1.0);
     Ok(())
 }
