@@ -4,14 +4,14 @@
 //! A robot is tripped when its telemetry reports `temp_c` above
 //! `[interlock] max_temp_c`, or when a running session (from a
 //! `session_start` event, or telemetry `heating: true`, until `session_end`
-//! or `heating: false`) has sent no telemetry for `watchdog_ms`. A trip
+//! or `heating: false`) has sent no telemetry for `watchdog_ms`, or is still
+//! running when its booked slot ends (the schedule locks the robot). A trip
 //! raises an alarm on the robot's twin; until staff acknowledge it, every
 //! `session_start` the robot reports is answered with `stop` again.
 //!
 //! Pure state and rules only (times are unix ms passed in). `actions` turns a
 //! trip into the `stop` command, the twin's alarm, the stored event and the
-//! metrics. The rule "session running past its booked slot" needs bookings
-//! (issue 4) and is not here yet.
+//! metrics.
 
 use std::collections::HashMap;
 
