@@ -29,13 +29,9 @@ async fn a_simulated_week_of_visits_per_center_and_day_matches_the_ground_truth(
             center_days.keys().next_back().expect("a last day"),
         );
         let visits: CenterVisits = hub
-            .get(&format!(
+            .get_as(&format!(
                 "/api/v1/centers/{center}/visits?from={from}&to={to}"
             ))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
             .await?;
         let mut week = 0;
         for day in &visits.days {
@@ -53,11 +49,7 @@ async fn a_simulated_week_of_visits_per_center_and_day_matches_the_ground_truth(
         );
 
         let now: CenterOccupancy = hub
-            .get(&format!("/api/v1/centers/{center}/occupancy"))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
+            .get_as(&format!("/api/v1/centers/{center}/occupancy"))
             .await?;
         assert_eq!(now.headcount, 0, "{center}: everyone left after closing");
         assert!(
@@ -121,14 +113,7 @@ async fn a_counter_reporting_negative_people_is_rejected_and_counts_nothing() ->
         Duration::from_secs(5),
         "the good message counted",
         || async {
-            let now: CenterOccupancy = hub
-                .get("/api/v1/centers/c1/occupancy")
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let now: CenterOccupancy = hub.get_as("/api/v1/centers/c1/occupancy").await.ok()?;
             (now.headcount == 3).then_some(())
         },
     )

@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use serde_json::Value;
 use tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,12 +28,8 @@ async fn three_centers_at_speed_600_run_to_the_end_and_the_hub_stored_every_acke
     let mut stored_total = 0;
     for device in truth["devices"].as_array().expect("devices") {
         let id = device["id"].as_str().expect("id");
-        let events: Value = hub
-            .get(&format!("/api/v1/devices/{id}/events"))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
+        let events = hub
+            .get_json(&format!("/api/v1/devices/{id}/events"))
             .await?;
         let stored = events["count"].as_u64().expect("count");
         assert_eq!(stored, device["events_acked"].as_u64().unwrap(), "{id}");

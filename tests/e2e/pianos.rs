@@ -48,11 +48,7 @@ async fn a_session_across_midnight_and_a_restart_is_split_between_the_days() -> 
     session_event(&piano, 2, "session_end", BEFORE_MIDNIGHT + 25 * MINUTE).await?;
     let usage: CenterPianoUsage = eventually(WAIT, "usage on both days", || async {
         let usage: CenterPianoUsage = hub
-            .get("/api/v1/centers/c1/pianos?from=2026-11-28&to=2026-11-29")
-            .send()
-            .await
-            .ok()?
-            .json()
+            .get_as("/api/v1/centers/c1/pianos?from=2026-11-28&to=2026-11-29")
             .await
             .ok()?;
         (usage.usage.len() == 2).then_some(usage)

@@ -277,6 +277,11 @@ impl HubProcess {
 
     /// GETs `path` and returns its JSON body (fails on a non-2xx status).
     pub async fn get_json(&self, path: &str) -> Result<Value> {
+        self.get_as(path).await
+    }
+
+    /// GET `path` (admin token) and decode a successful answer as `T`.
+    pub async fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
         let response = self.get(path).send().await?;
         anyhow::ensure!(
             response.status().is_success(),
