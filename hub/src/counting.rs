@@ -8,7 +8,8 @@
 //! Other counters count their room. At the room's closing time (its
 //! `[[rooms]]` hours, else `counting.closes`) everyone has left: the first
 //! message after it starts the room from zero. A 24-hour room is counted by
-//! its gates' passages only, so its counters do not move it. Owned by the
+//! its gates' passages only, so its counters do not move its occupancy (an
+//! entrance counter still counts visits). Owned by the
 //! ingest thread, through `actions`.
 
 use std::collections::HashMap;
@@ -109,10 +110,6 @@ impl Counting {
         }
     }
 
-    pub fn calendar(&self) -> Calendar {
-        self.calendar
-    }
-
     fn closes(&self, center: &str, room: &str) -> Option<NaiveTime> {
         self.closing
             .get(center)
@@ -130,6 +127,9 @@ impl Counting {
     ) -> Result<(), CountError> {
         let flow = Flow::from_telemetry(telemetry)?;
         let (center, room) = (twin.center.as_str(), twin.room.as_str());
+        if room == ENTRANCE {
+            self.count_visits(center, telemetry.ts, flow.entered)?;
+        }
         let Some(close) = self.closes(center, room) else {
             return Ok(());
         };
@@ -145,13 +145,18 @@ impl Counting {
             return Ok(());
         }
         occupancy.apply(center, room, flow.entered, flow.left)?;
-        if room == ENTRANCE && flow.entered > 0 {
-            let day = self.calendar.day(telemetry.ts);
-            self.store.add_visits(center, day, flow.entered)?;
+        Ok(())
+    }
+
+    /// `people` came in through `center`'s entrance at device time `ts`.
+    fn count_visits(&self, center: &str, ts: u64, people: u64) -> Result<(), CountError> {
+        if people > 0 {
+            let day = self.calendar.day(ts);
+            self.store.add_visits(center, day, people)?;
             self.metrics
                 .visits
                 .with_label_values(&[center])
-                .inc_by(flow.entered);
+                .inc_by(people);
         }
         Ok(())
     }
