@@ -464,7 +464,7 @@ impl Behaviour {
                 ..Gate::default()
             }),
             DeviceKind::Counter => Behaviour::Counter(Counter {
-                room: (spec.room != crate::plan::ENTRANCE).then(|| spec.room.clone()),
+                room: (spec.room != protocol::ENTRANCE_ROOM).then(|| spec.room.clone()),
                 ..Counter::default()
             }),
         }

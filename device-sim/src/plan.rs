@@ -3,7 +3,7 @@
 //! Pure and deterministic: the same centers, mix and seed always give the
 //! same plan, so runs can be compared and credentials reused across runs.
 
-use protocol::{is_valid_device_id, DeviceKind};
+use protocol::{is_valid_device_id, DeviceKind, ENTRANCE_ROOM};
 
 use crate::crowd::ROOMS;
 use rand::rngs::StdRng;
@@ -71,9 +71,6 @@ pub enum PlanError {
     Empty,
 }
 
-/// The room of a center's first counter: it counts the visits.
-pub const ENTRANCE: &str = "entrance";
-
 /// `center01`, `center02`, … with at least two digits.
 pub fn default_center_names(count: usize) -> Vec<String> {
     let width = digits(count).max(2);
@@ -115,7 +112,7 @@ pub fn room_for(kind: DeviceKind, number: usize) -> &'static str {
         DeviceKind::Piano => "music",
         DeviceKind::TherapyRobot => "therapy",
         DeviceKind::Gate => "gym",
-        DeviceKind::Counter if number <= 1 => ENTRANCE,
+        DeviceKind::Counter if number <= 1 => ENTRANCE_ROOM,
         DeviceKind::Counter => ROOMS[(number - 2) % ROOMS.len()].0,
     }
 }

@@ -6,10 +6,10 @@ use std::fmt;
 use std::ops::AddAssign;
 
 use chrono::NaiveDate;
-use protocol::DeviceKind;
+use protocol::{DeviceKind, ENTRANCE_ROOM};
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{DeviceSpec, ENTRANCE};
+use crate::plan::DeviceSpec;
 
 /// What one device (or a group of devices) did during a run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,7 +213,7 @@ impl GroundTruth {
 impl CenterDay {
     fn add_device(&mut self, device: &DeviceTruth, counts: &DayCounts) {
         match device.kind {
-            DeviceKind::Counter if device.room == ENTRANCE => {
+            DeviceKind::Counter if device.room == ENTRANCE_ROOM => {
                 self.visits += counts.people_in;
                 self.left += counts.people_out;
             }
@@ -400,7 +400,7 @@ mod tests {
         let truth = GroundTruth::new(
             span(),
             vec![
-                with_day("e", DeviceKind::Counter, ENTRANCE),
+                with_day("e", DeviceKind::Counter, ENTRANCE_ROOM),
                 with_day("r", DeviceKind::Counter, "yoga"),
                 with_day("g", DeviceKind::Gate, "gym"),
             ],

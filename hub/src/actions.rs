@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use prometheus::Histogram;
 use protocol::api::{CommandOrigin, CommandRecord};
+use protocol::calendar::Calendar;
 use protocol::{CommandAck, DeviceKind, Event, Telemetry};
 use serde_json::{json, Value};
 
@@ -20,7 +21,7 @@ use crate::access::Access;
 use crate::bookings::{Health, Schedule};
 use crate::commands::{expires_in, Commands, NewCommand};
 use crate::config::Config;
-use crate::counting::{Calendar, Counting};
+use crate::counting::Counting;
 use crate::interlock::{Alarm, Interlock, Trip, TripReason, Verdict};
 use crate::metrics::Metrics;
 use crate::occupancy::{Direction, Occupancy};

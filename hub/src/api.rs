@@ -29,7 +29,8 @@ use protocol::api::{
     CommandRequest, DayVisits, PianoDay, ProvisionRequest, Provisioned, ResidentRequest,
     ResidentView, RoomOccupancy,
 };
-use protocol::DeviceKind;
+use protocol::calendar::Calendar;
+use protocol::{DeviceKind, ENTRANCE_ROOM};
 use serde::{Deserialize, Serialize};
 
 use crate::bookings::Schedule;
@@ -37,7 +38,6 @@ use crate::broker::{self, ControlAccess, Waker};
 use crate::clock::unix_ms;
 use crate::commands::NewCommand;
 use crate::config::is_label;
-use crate::counting::{Calendar, ENTRANCE};
 use crate::ingest::Control;
 use crate::interlock::Alarm;
 use crate::metrics::Metrics;
@@ -746,7 +746,7 @@ async fn center_occupancy(
         if c != center {
             continue;
         }
-        if room == ENTRANCE {
+        if room == ENTRANCE_ROOM {
             headcount = count.people;
             continue;
         }

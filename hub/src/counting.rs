@@ -16,8 +16,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::NaiveTime;
-pub use protocol::calendar::Calendar;
-use protocol::{FieldValue, Telemetry};
+use protocol::calendar::Calendar;
+use protocol::{FieldValue, Telemetry, ENTRANCE_ROOM};
 
 use crate::access::OpeningHours;
 use crate::config::{Config, RoomConfig};
@@ -25,9 +25,6 @@ use crate::metrics::Metrics;
 use crate::occupancy::Occupancy;
 use crate::store::{Store, StoreError};
 use crate::twin::Twin;
-
-/// The room of the counter that counts a center's visits.
-pub const ENTRANCE: &str = "entrance";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CountError {
@@ -64,13 +61,13 @@ fn delta(telemetry: &Telemetry, name: &'static str) -> Result<u64, CountError> {
     }
 }
 
-/// When a room closes, or `None` for a 24-hour room.
-fn closing_time(room: Option<&RoomConfig>, center_closes: NaiveTime) -> Option<NaiveTime> {
-    match room.map(OpeningHours::from_config) {
+/// When a configured room closes, or `None` for a 24-hour room.
+fn closing_time(room: &RoomConfig, center_closes: NaiveTime) -> Option<NaiveTime> {
+    match OpeningHours::from_config(room) {
+        Ok(OpeningHours::Always) => None,
+        Ok(OpeningHours::Between { close, .. }) => Some(close),
         // invariant: config validation refused bad hours.
-        Some(Ok(OpeningHours::Always)) => None,
-        Some(Ok(OpeningHours::Between { close, .. })) => Some(close),
-        Some(Err(_)) | None => Some(center_closes),
+        Err(_) => Some(center_closes),
     }
 }
 
@@ -96,7 +93,7 @@ impl Counting {
             closing
                 .entry(room.center.clone())
                 .or_default()
-                .insert(room.id.clone(), closing_time(Some(room), center_closes));
+                .insert(room.id.clone(), closing_time(room, center_closes));
         }
         Counting {
             store,
@@ -127,7 +124,7 @@ impl Counting {
     ) -> Result<(), CountError> {
         let flow = Flow::from_telemetry(telemetry)?;
         let (center, room) = (twin.center.as_str(), twin.room.as_str());
-        if room == ENTRANCE {
+        if room == ENTRANCE_ROOM {
             self.count_visits(center, telemetry.ts, flow.entered)?;
         }
         let Some(close) = self.closes(center, room) else {
@@ -201,7 +198,7 @@ mod tests {
     }
 
     #[test]
-    fn rooms_close_by_their_hours_else_the_center_default() {
+    fn configured_rooms_close_by_their_hours() {
         let center = NaiveTime::from_hms_opt(21, 30, 0).unwrap();
         let room = |hours: Option<&str>, close: Option<&str>| RoomConfig {
             center: "c".into(),
@@ -211,10 +208,9 @@ mod tests {
             open: close.map(|_| "08:00".into()),
             close: close.map(Into::into),
         };
-        assert_eq!(closing_time(None, center), Some(center));
-        assert_eq!(closing_time(Some(&room(Some("24h"), None)), center), None);
+        assert_eq!(closing_time(&room(Some("24h"), None), center), None);
         assert_eq!(
-            closing_time(Some(&room(None, Some("20:00"))), center),
+            closing_time(&room(None, Some("20:00")), center),
             NaiveTime::from_hms_opt(20, 0, 0)
         );
     }

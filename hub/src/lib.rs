@@ -169,7 +169,7 @@ impl Hub {
             epoch,
             device_cert_days: config.broker.device_cert_days,
             ready: AtomicBool::new(false),
-            calendar: counting::Calendar {
+            calendar: protocol::calendar::Calendar {
                 tz: config.time_zone(),
             },
             seats: config

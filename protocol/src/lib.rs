@@ -80,6 +80,10 @@ pub struct Birth {
 pub const STATUS_ONLINE: &str = "online";
 pub const STATUS_OFFLINE: &str = "offline";
 
+/// The room of the people counter that counts a center's visits: its `in`
+/// are the center's visits, its `in − out` the headcount.
+pub const ENTRANCE_ROOM: &str = "entrance";
+
 /// A telemetry value: number, bool or string. Nested objects and arrays are
 /// a contract violation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
