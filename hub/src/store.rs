@@ -893,6 +893,22 @@ mod tests {
         }
     }
 
+    /// Opens `dir` again in this process: sled's background flusher of the
+    /// dropped handle may still hold the file lock for a moment.
+    fn reopen(dir: &Path) -> Store {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match Store::open(dir) {
+                Ok(store) => return store,
+                Err(error) if std::time::Instant::now() < deadline => {
+                    tracing::debug!(%error, "store still locked");
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(error) => panic!("reopening the store: {error}"),
+            }
+        }
+    }
+
     #[test]
     fn events_are_stored_once_and_state_survives_reopen() {
         let dir = tempdir();
@@ -913,7 +929,7 @@ mod tests {
             assert!(!store.insert_event_once(&event).unwrap());
             store.flush().unwrap();
         }
-        let store = Store::open(&dir).unwrap();
+        let store = reopen(&dir);
         assert_eq!(store.next_boot_epoch().unwrap(), 2);
         assert_eq!(store.events_of("d1").unwrap().len(), 1);
         assert_eq!(store.twin("d1").unwrap().unwrap().kind, DeviceKind::Piano);
