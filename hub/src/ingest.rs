@@ -35,6 +35,7 @@ use crate::clock::unix_ms;
 use crate::commit::GroupCommit;
 use crate::config::IngestConfig;
 use crate::counting::Flow;
+use crate::edge::flow::{message_bytes, IngestWindow};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, StoredEvent};
 use crate::twin::{Presence, Twin};
@@ -42,6 +43,10 @@ use crate::twin::{Presence, Twin};
 /// How often silent devices are looked for: the bound on how late past
 /// 1.5× keepalive a device is marked offline.
 const LIVENESS_SWEEP: Duration = Duration::from_millis(250);
+
+/// How long the link must be quiet before admissions that never arrived
+/// are written off (`IngestWindow::settle`).
+const WINDOW_SETTLE: Duration = Duration::from_secs(1);
 
 /// How often command resends, expiries and the interlock watchdog are
 /// checked.
@@ -175,6 +180,7 @@ pub struct Ingest {
     /// Arrival of the message being handled (reactions are timed from it).
     arrived: Instant,
     commit: GroupCommit,
+    window: Arc<IngestWindow>,
 }
 
 /// What ingest talks through: the broker link it publishes on, the control
@@ -184,6 +190,8 @@ pub struct Wiring {
     pub control: Receiver<Control>,
     pub actions: Actions,
     pub commit: GroupCommit,
+    /// The edge's flow control: told what ingest has read.
+    pub window: Arc<IngestWindow>,
 }
 
 impl Ingest {
@@ -199,6 +207,7 @@ impl Ingest {
             control,
             actions,
             commit,
+            window,
         } = wiring;
         let revoked = store.revoked_ids()?.into_iter().collect();
         let log_limiter = LogLimiter::new(Duration::from_millis(config.rejection_log_interval_ms));
@@ -218,6 +227,7 @@ impl Ingest {
             actions,
             arrived: Instant::now(),
             commit,
+            window,
         })
     }
 
@@ -279,11 +289,16 @@ impl Ingest {
             };
             match notification {
                 Notification::Forward(forward) if forward.publish.topic == WAKE_TOPIC => {}
-                Notification::Forward(forward) => batch.push(Incoming {
-                    topic: forward.publish.topic,
-                    payload: forward.publish.payload,
-                    arrived: Instant::now(),
-                }),
+                Notification::Forward(forward) => {
+                    let publish = forward.publish;
+                    self.window
+                        .consumed(message_bytes(&publish.topic, &publish.payload));
+                    batch.push(Incoming {
+                        topic: publish.topic,
+                        payload: publish.payload,
+                        arrived: Instant::now(),
+                    })
+                }
                 // Without `ready()` after `Unschedule` the router stops
                 // delivering to the link.
                 Notification::Unschedule => link_rx.ready()?,
@@ -293,6 +308,9 @@ impl Ingest {
                 _ => {}
             }
             deadline = Instant::now();
+        }
+        if batch.is_empty() {
+            self.window.settle(WINDOW_SETTLE);
         }
         Ok(batch)
     }

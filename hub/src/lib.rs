@@ -1,7 +1,7 @@
 //! Yizhan hub: one process per neighbourhood service center.
 //!
-//! `Hub::start` opens the store, loads the CA, starts the embedded broker,
-//! the TLS front, the ingest thread and the HTTP API; `Hub::run_until` waits
+//! `Hub::start` opens the store, loads the CA, starts rumqttd's router,
+//! the ingest thread, the device edge and the HTTP API; `Hub::run_until` waits
 //! for the shutdown future, stops ingest (which writes twins and fsyncs) and
 //! returns. See ARCHITECTURE.md for the map.
 
@@ -15,6 +15,7 @@ pub mod commands;
 pub mod commit;
 pub mod config;
 pub mod counting;
+pub mod edge;
 pub mod ingest;
 pub mod interlock;
 pub mod metrics;
@@ -23,7 +24,6 @@ pub mod pki;
 pub mod schedule;
 pub mod secrets;
 pub mod store;
-pub mod tls_front;
 pub mod twin;
 pub mod usage;
 pub mod webhook;
@@ -56,6 +56,8 @@ pub enum HubError {
     Pki(#[from] pki::PkiError),
     #[error("broker: {0}")]
     Broker(#[from] broker::BrokerError),
+    #[error("device edge: {0}")]
+    Edge(#[from] edge::EdgeError),
     #[error("ingest: {0}")]
     Ingest(#[from] IngestError),
     #[error("binding {addr}: {source}")]
@@ -92,10 +94,11 @@ impl Hub {
         let epoch = store.next_boot_epoch()?;
         let admin_token_sha256 = resolve_admin_token(&config, &store)?;
         let pki = Arc::new(Pki::load_or_create(&config.data_dir)?);
-        let tls_files = pki.write_server_files(&config.broker.server_names)?;
+        let identity = pki.server_identity(&config.broker.server_names)?;
         let metrics = Metrics::new();
 
-        let broker = broker::start(&config.broker, &tls_files, store.clone(), &metrics)?;
+        let broker = broker::start(&config.broker)?;
+        let window = edge::flow::IngestWindow::new(config.broker.ingest_window_bytes as u64);
         let (control_tx, control_rx) = std::sync::mpsc::channel();
         let waker = Arc::new(broker.waker);
         let stop = CancellationToken::new();
@@ -123,6 +126,7 @@ impl Hub {
                 control: control_rx,
                 actions,
                 commit,
+                window: window.clone(),
             },
         )?;
         ingest.subscribe()?;
@@ -142,19 +146,23 @@ impl Hub {
             outbox,
             stop.clone(),
         ));
-        let device_listener = bind(config.broker.listen).await?;
-        let device_addr = local_addr(&device_listener, config.broker.listen)?;
-        let front = tls_front::FrontConfig {
-            upstream: broker.device_tls,
-            handshake_timeout: Duration::from_millis(config.broker.handshake_timeout_ms),
-            max_handshakes_per_ip: config.broker.max_handshakes_per_ip,
-        };
-        tasks.spawn(tls_front::serve(
-            device_listener,
-            front,
-            metrics.clone(),
-            stop.clone(),
-        ));
+        let (edge, acceptors) = edge::Edge::start(
+            &config.broker,
+            edge::EdgeParts {
+                identity,
+                links: broker.links,
+                window,
+                store: store.clone(),
+                metrics: metrics.clone(),
+                shutdown: stop.clone(),
+            },
+        )
+        .await?;
+        for (_name, acceptor) in acceptors {
+            tasks.spawn(acceptor);
+        }
+        let edge = Arc::new(edge);
+        let device_addr = edge.device_addr();
 
         let state = Arc::new(api::ApiState {
             store: store.clone(),
@@ -164,7 +172,7 @@ impl Hub {
             waker,
             schedule,
             credential_key: store.credential_key()?,
-            broker_control: broker.control,
+            edge,
             admin_token_sha256,
             epoch,
             device_cert_days: config.broker.device_cert_days,
