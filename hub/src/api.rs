@@ -35,10 +35,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::bookings::Schedule;
 use crate::broker::Waker;
-use crate::edge::Edge;
 use crate::clock::unix_ms;
 use crate::commands::NewCommand;
 use crate::config::is_label;
+use crate::edge::Edge;
 use crate::ingest::Control;
 use crate::interlock::Alarm;
 use crate::metrics::Metrics;

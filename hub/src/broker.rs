@@ -59,7 +59,7 @@ pub struct Broker {
 /// A session link: its halves and the router's CONNACK.
 pub type Link = (LinkTx, LinkRx, Notification);
 
-type BuildLink = dyn Fn(&str, Option<String>, bool) -> Result<Link, LinkError> + Send + Sync;
+type BuildLink = dyn Fn(&str, Option<String>, bool) -> Result<Link, Box<LinkError>> + Send + Sync;
 
 /// Builds router links for client sessions. (rumqttd's router handle has
 /// a type the crate does not export, so it is kept inside a closure.)
@@ -75,11 +75,11 @@ impl LinkFactory {
         client_id: String,
         tenant: Option<String>,
         clean_session: bool,
-    ) -> Result<Link, LinkError> {
+    ) -> Result<Link, Box<LinkError>> {
         let build = self.0.clone();
         tokio::task::spawn_blocking(move || build(&client_id, tenant, clean_session))
             .await
-            .unwrap_or(Err(LinkError::NotConnectionAck))
+            .unwrap_or(Err(Box::new(LinkError::NotConnectionAck)))
     }
 }
 
@@ -127,6 +127,7 @@ pub fn start(config: &BrokerConfig) -> Result<Broker, BrokerError> {
         LinkBuilder::new(id, router_tx.clone())
             .dynamic_filters(true)
             .build()
+            .map_err(BrokerError::from)
     };
     let (link_tx, link_rx, _ack) = link(HUB_CLIENT_ID)?;
     let (waker_tx, waker_rx, _ack) = link(WAKER_CLIENT_ID)?;
@@ -143,6 +144,7 @@ pub fn start(config: &BrokerConfig) -> Result<Broker, BrokerError> {
             .clean_session(clean)
             .dynamic_filters(false)
             .build()
+            .map_err(Box::new)
     }));
     Ok(Broker {
         link_tx,

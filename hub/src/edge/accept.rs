@@ -144,6 +144,7 @@ impl Connection {
                     .map_err(|_| "tls_error")?;
                 let device = tls::peer_device(stream.get_ref().1).map_err(|e| e.label())?;
                 if !auth::device_allowed(&self.shared.store, &device) {
+                    self.count_connect(false);
                     return Err("device_not_allowed");
                 }
                 self.establish(stream, Some(device), deadline, permit).await
@@ -161,20 +162,16 @@ impl Connection {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let established =
-            connect::establish(stream, &self.shared, &self.listener, device.as_ref(), deadline)
-                .await;
+        let established = connect::establish(
+            stream,
+            &self.shared,
+            &self.listener,
+            device.as_ref(),
+            deadline,
+        )
+        .await;
         drop(permit);
-        let outcome = if established.is_ok() {
-            "accepted"
-        } else {
-            "refused"
-        };
-        self.shared
-            .metrics
-            .connect_attempts
-            .with_label_values(&[self.listener.name, outcome])
-            .inc();
+        self.count_connect(established.is_ok());
         match established {
             Ok((session, early)) => {
                 session.run(early).await;
@@ -182,6 +179,19 @@ impl Connection {
             }
             Err(failed) => Err(failed.label()),
         }
+    }
+}
+
+impl Connection {
+    /// `yizhan_mqtt_connect_attempts_total`: a device or tool admitted, or
+    /// refused once it showed who it is.
+    fn count_connect(&self, accepted: bool) {
+        let result = if accepted { "accepted" } else { "refused" };
+        self.shared
+            .metrics
+            .connect_attempts
+            .with_label_values(&[self.listener.name, result])
+            .inc();
     }
 }
 

@@ -169,9 +169,10 @@ impl ToolUsers {
             return Ok(());
         }
         let (users, login) = (self.clone(), login.clone());
-        let ok = tokio::task::spawn_blocking(move || users.verify(&login.username, &login.password))
-            .await
-            .unwrap_or(false);
+        let ok =
+            tokio::task::spawn_blocking(move || users.verify(&login.username, &login.password))
+                .await
+                .unwrap_or(false);
         ok.then_some(()).ok_or(Denied::BadCredentials)
     }
 

@@ -136,7 +136,10 @@ pub async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         will: connect.will,
         filters,
     };
-    Ok((Session::new(parts, shared.clone(), listener.clone()), packets))
+    Ok((
+        Session::new(parts, shared.clone(), listener.clone()),
+        packets,
+    ))
 }
 
 async fn first_packets<S: AsyncRead + Unpin>(

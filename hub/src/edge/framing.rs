@@ -117,7 +117,9 @@ fn frame_len(data: &[u8], max_packet: usize) -> Result<Option<usize>, FrameError
         }
     }
     if data.len() >= 5 {
-        return Err(FrameError::Malformed("remaining length over 4 bytes".into()));
+        return Err(FrameError::Malformed(
+            "remaining length over 4 bytes".into(),
+        ));
     }
     Ok(None)
 }
@@ -201,7 +203,11 @@ mod tests {
 
     #[test]
     fn packets_split_anywhere_come_out_whole_and_the_buffer_is_freed() {
-        let bytes = encoded(vec![publish(b"one"), Packet::PingReq(PingReq), publish(b"two")]);
+        let bytes = encoded(vec![
+            publish(b"one"),
+            Packet::PingReq(PingReq),
+            publish(b"two"),
+        ]);
         for cut in 0..bytes.len() {
             let mut framer = Framer::new(1024);
             let mut out = Vec::new();

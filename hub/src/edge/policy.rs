@@ -2,8 +2,10 @@
 //!
 //! A device (`Scope::Device`) may publish only on its own uplink topics
 //! (`/tenants/D/{birth,status,telemetry,event,cmd/ack}`) and subscribe only
-//! under `/tenants/D/`; the router enforces the prefix as well (the link's
-//! tenant), these rules refuse earlier and say why. A tool on the loopback
+//! under `/tenants/D/`. Reaching outside `/tenants/D/` is a breach of
+//! confinement and ends the session (as the router, which enforces the
+//! prefix too, would); other refusals are answered and counted and the
+//! session goes on. A tool on the loopback
 //! tools listener is not confined. For both, a retained message is kept
 //! only on a status topic, so the retained store holds at most one small
 //! message per device.
@@ -23,6 +25,8 @@ pub enum Scope {
 /// `yizhan_edge_refused_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
+    /// A device reaching outside `/tenants/D/`: the session ends.
+    OutsidePrefix,
     /// Not a topic name (empty, wildcards, NUL).
     InvalidTopic,
     /// A topic outside the device's own uplink topics.
@@ -31,8 +35,6 @@ pub enum Refused {
     RetainNotAllowed,
     /// Not a topic filter (misplaced wildcard, empty).
     InvalidFilter,
-    /// A filter outside the device's own prefix, or a shared subscription.
-    FilterNotAllowed,
     /// More subscriptions than the connection may hold.
     TooManySubscriptions,
 }
@@ -40,11 +42,11 @@ pub enum Refused {
 impl Refused {
     pub fn label(self) -> &'static str {
         match self {
+            Refused::OutsidePrefix => "outside_prefix",
             Refused::InvalidTopic => "invalid_topic",
             Refused::TopicNotAllowed => "topic_not_allowed",
             Refused::RetainNotAllowed => "retain_not_allowed",
             Refused::InvalidFilter => "invalid_filter",
-            Refused::FilterNotAllowed => "filter_not_allowed",
             Refused::TooManySubscriptions => "too_many_subscriptions",
         }
     }
@@ -57,8 +59,10 @@ pub fn check_publish(scope: &Scope, topic: &str, retain: bool) -> Result<(), Ref
     }
     let parsed = Topic::parse(topic);
     if let Scope::Device(id) = scope {
-        let own_uplink = parsed
-            .is_some_and(|t| t.device == id.as_str() && Channel::UPLINK.contains(&t.channel));
+        if !under_prefix(id, topic) {
+            return Err(Refused::OutsidePrefix);
+        }
+        let own_uplink = parsed.is_some_and(|t| Channel::UPLINK.contains(&t.channel));
         if !own_uplink {
             return Err(Refused::TopicNotAllowed);
         }
@@ -75,19 +79,16 @@ pub fn check_filter(scope: &Scope, filter: &str) -> Result<(), Refused> {
         return Err(Refused::InvalidFilter);
     }
     match scope {
-        Scope::Device(id) => {
-            let own = filter
-                .strip_prefix("/tenants/")
-                .and_then(|rest| rest.strip_prefix(id.as_str()))
-                .is_some_and(|rest| rest.starts_with('/'));
-            if own {
-                Ok(())
-            } else {
-                Err(Refused::FilterNotAllowed)
-            }
-        }
-        Scope::Tool => Ok(()),
+        Scope::Device(id) if !under_prefix(id, filter) => Err(Refused::OutsidePrefix),
+        _ => Ok(()),
     }
+}
+
+/// Is `name` (a topic or a filter) under `/tenants/{id}/`?
+fn under_prefix(id: &str, name: &str) -> bool {
+    name.strip_prefix("/tenants/")
+        .and_then(|rest| rest.strip_prefix(id))
+        .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// MQTT 3.1.1 §4.7: `#` only as a whole last level, `+` only as a whole
@@ -127,8 +128,9 @@ mod tests {
             device(),
             "/tenants/gate2/telemetry",
             false,
-            Err(Refused::TopicNotAllowed),
+            Err(Refused::OutsidePrefix),
         );
+        check_pub(device(), "elsewhere", false, Err(Refused::OutsidePrefix));
         check_pub(
             device(),
             "/tenants/gate1/cmd",
@@ -178,15 +180,15 @@ mod tests {
         check_sub(device(), "/tenants/gate1/cmd", Ok(()));
         check_sub(device(), "/tenants/gate1/#", Ok(()));
         check_sub(device(), "/tenants/gate1/+/ack", Ok(()));
-        check_sub(device(), "/tenants/gate2/cmd", Err(Refused::FilterNotAllowed));
-        check_sub(device(), "/tenants/gate12/cmd", Err(Refused::FilterNotAllowed));
-        check_sub(device(), "/tenants/gate1", Err(Refused::FilterNotAllowed));
-        check_sub(device(), "#", Err(Refused::FilterNotAllowed));
-        check_sub(device(), "/tenants/+/cmd", Err(Refused::FilterNotAllowed));
+        check_sub(device(), "/tenants/gate2/cmd", Err(Refused::OutsidePrefix));
+        check_sub(device(), "/tenants/gate12/cmd", Err(Refused::OutsidePrefix));
+        check_sub(device(), "/tenants/gate1", Err(Refused::OutsidePrefix));
+        check_sub(device(), "#", Err(Refused::OutsidePrefix));
+        check_sub(device(), "/tenants/+/cmd", Err(Refused::OutsidePrefix));
         check_sub(
             device(),
             "$share/g/tenants/gate1/cmd",
-            Err(Refused::FilterNotAllowed),
+            Err(Refused::OutsidePrefix),
         );
         check_sub(Scope::Tool, "#", Ok(()));
         check_sub(Scope::Tool, "a/#/b", Err(Refused::InvalidFilter));

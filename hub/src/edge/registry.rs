@@ -183,18 +183,14 @@ mod tests {
     async fn a_second_claim_ends_the_first_and_waits_for_it() {
         let registry = Arc::new(Registry::default());
         let shutdown = CancellationToken::new();
-        let first = registry
-            .claim("a", &shutdown, Duration::from_secs(5))
-            .await;
+        let first = registry.claim("a", &shutdown, Duration::from_secs(5)).await;
         let kicked = first.kicked().clone();
         let ender = tokio::spawn(async move {
             kicked.cancelled().await;
             assert_eq!(first.reason(), Kick::TakenOver);
             drop(first);
         });
-        let second = registry
-            .claim("a", &shutdown, Duration::from_secs(5))
-            .await;
+        let second = registry.claim("a", &shutdown, Duration::from_secs(5)).await;
         ender.await.expect("first ended");
         assert_eq!(registry.len(), 1);
         assert!(registry.kick("a", Kick::Revoked));

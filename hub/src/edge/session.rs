@@ -56,6 +56,8 @@ pub enum End {
     ProtocolViolation,
     /// Throttled without pause for longer than the limit allows.
     Flooding,
+    /// A device reached outside its own topics.
+    Confinement,
     /// The router dropped the link.
     RouterClosed,
     WriteTimeout,
@@ -72,6 +74,7 @@ impl End {
             End::Kicked(Kick::Shutdown) => "shutdown",
             End::ProtocolViolation => "protocol_violation",
             End::Flooding => "flooding",
+            End::Confinement => "confinement",
             End::RouterClosed => "router_closed",
             End::WriteTimeout => "write_timeout",
         }
@@ -216,7 +219,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Notification::Disconnect(..) => return Err(End::RouterClosed),
                 other => {
                     if let Some(packet) = Option::<Packet>::from(other) {
-                        self.from_router(packet);
+                        self.relay_to_client(packet);
                     }
                 }
             }
@@ -237,7 +240,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// A packet from the router on its way to the client.
-    fn from_router(&mut self, packet: Packet) {
+    fn relay_to_client(&mut self, packet: Packet) {
         match packet {
             Packet::SubAck(suback, _) => {
                 let suback = self.merge_refusals(suback);
@@ -263,10 +266,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.to_router.push(packet);
                 Ok(())
             }
-            Packet::Subscribe(subscribe, _) => {
-                self.subscribe(subscribe);
-                Ok(())
-            }
+            Packet::Subscribe(subscribe, _) => self.subscribe(subscribe),
             Packet::Unsubscribe(unsubscribe, _) => {
                 self.unsubscribe(unsubscribe);
                 Ok(())
@@ -310,6 +310,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// 3.1.1 §3.3.5: ack or close); QoS 2 closes the connection.
     fn refuse_publish(&mut self, publish: &Publish, refused: Refused) -> Result<(), End> {
         self.count_refusal(refused.label());
+        if refused == Refused::OutsidePrefix {
+            return Err(End::Confinement);
+        }
         let topic = String::from_utf8_lossy(&publish.topic).into_owned();
         self.report(&topic, refused.label(), "refused by the hub's edge");
         match qos_and_pkid(publish) {
@@ -344,7 +347,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .with_label_values(&[self.listener.name])
             .inc();
         let topic = self.device_topic(protocol::Channel::Error);
-        self.report(&topic, "rate_limited", "slowed to the device's message rate");
+        self.report(
+            &topic,
+            "rate_limited",
+            "slowed to the device's message rate",
+        );
         self.flush_router().await?;
         self.wait(tokio::time::sleep(wait)).await
     }
@@ -357,7 +364,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    fn subscribe(&mut self, subscribe: Subscribe) {
+    fn subscribe(&mut self, subscribe: Subscribe) -> Result<(), End> {
         let count = subscribe.filters.len();
         let mut allowed = Vec::with_capacity(count);
         let mut refused_at = Vec::new();
@@ -371,6 +378,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 Err(refused) => {
                     self.count_refusal(refused.label());
+                    if refused == Refused::OutsidePrefix {
+                        return Err(End::Confinement);
+                    }
                     refused_at.push(position);
                 }
             }
@@ -380,7 +390,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let return_codes = vec![SubscribeReasonCode::Failure; count];
             self.to_client
                 .push(Packet::SubAck(SubAck { pkid, return_codes }, None));
-            return;
+            return Ok(());
         }
         if !refused_at.is_empty() {
             self.suback_refusals.insert(pkid, refused_at);
@@ -390,6 +400,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             filters: allowed,
         };
         self.to_router.push(Packet::Subscribe(forwarded, None));
+        Ok(())
     }
 
     fn room_for(&self, filter: &str) -> Result<(), Refused> {
@@ -405,9 +416,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Some(refused_at) = self.suback_refusals.remove(&suback.pkid) {
             for position in refused_at {
                 let at = position.min(suback.return_codes.len());
-                suback
-                    .return_codes
-                    .insert(at, SubscribeReasonCode::Failure);
+                suback.return_codes.insert(at, SubscribeReasonCode::Failure);
             }
         }
         suback
@@ -422,7 +431,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return;
         }
         self.unsuback_owed.insert(pkid, held.len());
-        let forwarded = Unsubscribe { pkid, filters: held };
+        let forwarded = Unsubscribe {
+            pkid,
+            filters: held,
+        };
         self.to_router.push(Packet::Unsubscribe(forwarded, None));
     }
 
@@ -553,7 +565,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 /// publishes need them, so the copy it makes does not matter.
 fn qos_and_pkid(publish: &Publish) -> (u8, u16) {
     let head = publish.serialize();
-    ((head[0] >> 1) & 0b11, u16::from_be_bytes([head[1], head[2]]))
+    (
+        (head[0] >> 1) & 0b11,
+        u16::from_be_bytes([head[1], head[2]]),
+    )
 }
 
 fn unsuback(pkid: u16) -> Packet {

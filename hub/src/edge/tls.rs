@@ -107,10 +107,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let pki = Pki::load_or_create(dir.path()).expect("CA");
         let issued = pki.issue_device("piano01", 1).expect("issued");
-        let der = CertificateDer::from_pem_slice(
-            issued.certificate_pem.as_bytes(),
-        )
-        .expect("PEM");
+        let der = CertificateDer::from_pem_slice(issued.certificate_pem.as_bytes()).expect("PEM");
         let device = device_of_certificate(&der).expect("device");
         assert_eq!(device.id, "piano01");
         assert_eq!(device.certificate_sha256, issued.certificate_sha256);
@@ -122,5 +119,4 @@ mod tests {
             Err(IdentityError::NotADevice)
         );
     }
-
 }
