@@ -234,20 +234,29 @@ impl Hub {
         join(self.ingest).await;
         self.supervisor.wait_tasks(Duration::from_secs(2)).await;
         join(self.desk).await;
-        let store = self.store;
-        tokio::task::spawn_blocking(move || store.flush())
-            .await
-            .map_err(|error| HubError::Thread(std::io::Error::other(error)))??;
-        match self.supervisor.down() {
-            down if down.is_empty() => Ok(()),
-            down => Err(HubError::ComponentsDown(down)),
+        let flushed = flush_last(self.store).await;
+        let down = self.supervisor.down();
+        if down.is_empty() {
+            return flushed;
         }
+        if let Err(error) = flushed {
+            tracing::error!(%error, "the last flush failed");
+        }
+        Err(HubError::ComponentsDown(down))
     }
 }
 
 /// Joins a supervised thread (its panic was caught and reported already).
 async fn join(thread: std::thread::JoinHandle<()>) {
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+}
+
+/// Fsyncs what is left, on a blocking thread: the last step of a shutdown.
+async fn flush_last(store: Arc<Store>) -> Result<(), HubError> {
+    match tokio::task::spawn_blocking(move || store.flush()).await {
+        Ok(flushed) => flushed.map(drop).map_err(HubError::from),
+        Err(error) => Err(HubError::Thread(std::io::Error::other(error))),
+    }
 }
 
 /// Runs a hub until `shutdown` resolves.
