@@ -190,13 +190,15 @@ async fn desk_rate(settings: Settings) -> Result<f64> {
     config.data_dir = dir.path().to_path_buf();
     let store = Arc::new(Store::open(&dir.path().join("db"))?);
     let stop = tokio_util::sync::CancellationToken::new();
+    let metrics = hub::metrics::Metrics::new();
+    let supervisor = hub::supervise::Supervisor::new(stop.clone(), &metrics, None);
     let (schedule, desk) = Schedule::start(
         store,
-        hub::metrics::Metrics::new(),
+        metrics,
         &config,
         Box::new(|_| {}),
         Arc::new(tokio::sync::Notify::new()),
-        stop.clone(),
+        &supervisor,
     )?;
     let run = |first: usize, count: usize| {
         let schedule = schedule.clone();

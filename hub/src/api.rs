@@ -7,7 +7,10 @@
 //! separate from the admin token is a later hardening step.)
 //!
 //! Handlers never publish to devices: they record what is asked and hand it
-//! to the ingest thread (`Control`), then wake it.
+//! to the ingest thread (`Control`), then wake it. They never touch the
+//! store on the async runtime either (it also serves devices): store work,
+//! reads that may wait for the disk and writes that fsync, runs on tokio's
+//! blocking threads (`blocking`).
 
 mod schedule;
 
@@ -45,6 +48,7 @@ use crate::metrics::Metrics;
 use crate::pki::Pki;
 use crate::secrets;
 use crate::store::{DeviceRecord, Resident, ResidentConflict, Store, StoredEvent};
+use crate::supervise::{self, Supervisor};
 use crate::twin::Twin;
 
 /// Everything the handlers share.
@@ -62,6 +66,8 @@ pub struct ApiState {
     pub credential_key: [u8; 32],
     pub edge: Arc<Edge>,
     pub admin_token_sha256: String,
+    /// Which components are down (`/readyz`).
+    pub supervisor: Supervisor,
     pub epoch: u64,
     pub device_cert_days: u32,
     pub ready: AtomicBool,
@@ -111,6 +117,18 @@ fn error(status: StatusCode, reason: impl Into<String>) -> HttpError {
     HttpError(status, reason.into())
 }
 
+/// Runs `work` on a blocking thread: sled reads may wait for the disk and
+/// writes fsync, while the runtime has devices and other requests to serve.
+async fn blocking<T: Send + 'static>(
+    state: &Arc<ApiState>,
+    work: impl FnOnce(&ApiState) -> Result<T, HttpError> + Send + 'static,
+) -> Result<T, HttpError> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || work(&state))
+        .await
+        .map_err(internal)?
+}
+
 fn internal(err: impl std::fmt::Display) -> HttpError {
     tracing::error!(error = %err, "API request failed");
     error(
@@ -147,7 +165,17 @@ impl FromRequestParts<Arc<ApiState>> for Admin {
     }
 }
 
+/// 200 once started; 503 while starting, and for good once a supervised
+/// component is down (the body names it; the process exits moments later).
 async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
+    let down = state.supervisor.down();
+    if !down.is_empty() {
+        let body = serde_json::json!({
+            "error": format!("components down: {}", supervise::describe(&down)),
+            "down": down,
+        });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
     if state.ready.load(Ordering::Relaxed) {
         "ready".into_response()
     } else {
@@ -155,22 +183,28 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
     }
 }
 
-async fn metrics(_: Admin, State(state): State<Arc<ApiState>>) -> Response {
+async fn metrics(_: Admin, State(state): State<Arc<ApiState>>) -> Result<Response, HttpError> {
+    let text = blocking(&state, |state| Ok(scrape(state))).await?;
+    let content_type = [(
+        axum::http::header::CONTENT_TYPE,
+        "text/plain; version=0.0.4",
+    )];
+    Ok((content_type, text).into_response())
+}
+
+/// Refreshes the gauges read from the store (its size, the booking
+/// gauges' bounded range scans) and renders every metric. The twin count
+/// is kept in memory.
+fn scrape(state: &ApiState) -> String {
     if let Ok(size) = state.store.size_on_disk() {
         state.metrics.store_size.set(size as i64);
     }
-    state.metrics.twins.set(state.store.twin_count() as i64);
+    let twins = i64::try_from(state.store.twin_count()).unwrap_or(i64::MAX);
+    state.metrics.twins.set(twins);
     if let Err(error) = state.schedule.refresh_gauges(&state.metrics) {
         tracing::warn!(%error, "booking gauges not refreshed");
     }
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
+    state.metrics.render()
 }
 
 fn check_label(field: &str, value: &str) -> Result<(), HttpError> {
@@ -199,6 +233,12 @@ async fn provision(
     body: Result<Json<ProvisionRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Provisioned>), HttpError> {
     let request = json_body(body)?;
+    let provisioned = blocking(&state, move |state| provision_device(state, request)).await?;
+    Ok((StatusCode::CREATED, Json(provisioned)))
+}
+
+/// Issues the certificate, records the device (fsynced) and tells ingest.
+fn provision_device(state: &ApiState, request: ProvisionRequest) -> Result<Provisioned, HttpError> {
     if !protocol::is_valid_device_id(&request.id) {
         return Err(error(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -229,7 +269,7 @@ async fn provision(
             format!("device {} already exists", record.id),
         ));
     }
-    send_control(&state, Control::Provisioned(record.id.clone()));
+    send_control(state, Control::Provisioned(record.id.clone()));
     tracing::info!(device = %record.id, center = %record.center, kind = %record.kind, "device provisioned");
     let body = Provisioned {
         id: record.id.clone(),
@@ -240,7 +280,7 @@ async fn provision(
         mqtt_password: password,
         not_after: record.not_after,
     };
-    Ok((StatusCode::CREATED, Json(body)))
+    Ok(body)
 }
 
 #[derive(Serialize)]
@@ -255,7 +295,12 @@ async fn revoke(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Revoked>, HttpError> {
-    if !state.store.revoke(&id, unix_ms()).map_err(internal)? {
+    let key = id.clone();
+    let revoked = blocking(&state, move |state| {
+        state.store.revoke(&key, unix_ms()).map_err(internal)
+    })
+    .await?;
+    if !revoked {
         return Err(error(StatusCode::NOT_FOUND, format!("no device {id}")));
     }
     // Order matters: ingest drops the device's messages before its session
@@ -287,14 +332,20 @@ async fn get_device(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Json<DeviceView>, HttpError> {
-    let twin = state.store.twin(&id).map_err(internal)?;
+    blocking(&state, move |state| device_view(state, &id))
+        .await
+        .map(Json)
+}
+
+fn device_view(state: &ApiState, id: &str) -> Result<DeviceView, HttpError> {
+    let twin = state.store.twin(id).map_err(internal)?;
     let twin = twin.ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no device {id}")))?;
-    let revoked = state.store.is_revoked(&id).map_err(internal)?;
+    let revoked = state.store.is_revoked(id).map_err(internal)?;
     let mut twin = twin.view(state.epoch);
     // A revoked device's session is cut before the API answers; ingest
     // writes the twin offline moments later.
     twin.online &= !revoked;
-    Ok(Json(DeviceView { twin, revoked }))
+    Ok(DeviceView { twin, revoked })
 }
 
 /// A twin as the API shows it.
@@ -339,6 +390,18 @@ async fn list_devices(
         None => None,
     };
     let limit = query.limit.unwrap_or(1_000).clamp(1, MAX_LIST);
+    blocking(&state, move |state| list_twins(state, &query, kind, limit))
+        .await
+        .map(Json)
+}
+
+/// The twins `query` selects, `limit` at most, in id order (a full scan).
+fn list_twins(
+    state: &ApiState,
+    query: &ListQuery,
+    kind: Option<DeviceKind>,
+    limit: usize,
+) -> Result<DeviceList, HttpError> {
     let mut devices = Vec::new();
     let mut next = None;
     for twin in state.store.twins() {
@@ -359,7 +422,7 @@ async fn list_devices(
         }
         devices.push(twin);
     }
-    Ok(Json(DeviceList { devices, next }))
+    Ok(DeviceList { devices, next })
 }
 
 #[derive(Serialize)]
@@ -375,13 +438,17 @@ async fn device_events(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Json<EventList>, HttpError> {
-    known_device(&state, &id)?;
-    let events = state.store.events_of(&id).map_err(internal)?;
-    Ok(Json(EventList {
-        device: id,
-        count: events.len(),
-        events,
-    }))
+    blocking(&state, move |state| {
+        known_device(state, &id)?;
+        let events = state.store.events_of(&id).map_err(internal)?;
+        Ok(EventList {
+            device: id,
+            count: events.len(),
+            events,
+        })
+    })
+    .await
+    .map(Json)
 }
 
 fn known_device(state: &ApiState, id: &str) -> Result<DeviceRecord, HttpError> {
@@ -441,7 +508,17 @@ async fn issue_command(
     body: Result<Json<CommandRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<CommandRecord>), HttpError> {
     let request = json_body(body)?;
-    known_device(&state, &id)?;
+    let record = blocking(&state, move |state| issue(state, id, request)).await?;
+    Ok((StatusCode::ACCEPTED, Json(record)))
+}
+
+/// Checks and records a command (fsynced), then hands it to ingest.
+fn issue(
+    state: &ApiState,
+    id: String,
+    request: CommandRequest,
+) -> Result<CommandRecord, HttpError> {
+    known_device(state, &id)?;
     if state.store.is_revoked(&id).map_err(internal)? {
         return Err(error(
             StatusCode::CONFLICT,
@@ -466,9 +543,9 @@ async fn issue_command(
     .into_record(now);
     state.store.put_command(&record).map_err(internal)?;
     state.store.flush().map_err(internal)?;
-    send_control(&state, Control::Command(record.clone()));
+    send_control(state, Control::Command(record.clone()));
     tracing::info!(device = %record.device, command = %record.id, op = %record.op, "command issued");
-    Ok((StatusCode::ACCEPTED, Json(record)))
+    Ok(record)
 }
 
 async fn get_command(
@@ -476,10 +553,12 @@ async fn get_command(
     State(state): State<Arc<ApiState>>,
     Path((id, cid)): Path<(String, String)>,
 ) -> Result<Json<CommandRecord>, HttpError> {
-    let record = state.store.command(&id, &cid).map_err(internal)?;
-    record
-        .map(Json)
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no command {cid} for {id}")))
+    blocking(&state, move |state| {
+        let record = state.store.command(&id, &cid).map_err(internal)?;
+        record.ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no command {cid} for {id}")))
+    })
+    .await
+    .map(Json)
 }
 
 #[derive(Serialize)]
@@ -495,13 +574,17 @@ async fn list_commands(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Json<CommandList>, HttpError> {
-    known_device(&state, &id)?;
-    let commands = state.store.commands_of(&id).map_err(internal)?;
-    Ok(Json(CommandList {
-        device: id,
-        count: commands.len(),
-        commands,
-    }))
+    blocking(&state, move |state| {
+        known_device(state, &id)?;
+        let commands = state.store.commands_of(&id).map_err(internal)?;
+        Ok(CommandList {
+            device: id,
+            count: commands.len(),
+            commands,
+        })
+    })
+    .await
+    .map(Json)
 }
 
 #[derive(Serialize)]
@@ -517,7 +600,11 @@ async fn acknowledge_alarm(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<AlarmAcknowledged>), HttpError> {
-    let twin = state.store.twin(&id).map_err(internal)?;
+    let key = id.clone();
+    let twin = blocking(&state, move |state| {
+        state.store.twin(&key).map_err(internal)
+    })
+    .await?;
     let twin = twin.ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no device {id}")))?;
     let Some(alarm) = twin.alarm else {
         return Err(error(
@@ -548,6 +635,12 @@ async fn add_resident(
     body: Result<Json<ResidentRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<ResidentView>), HttpError> {
     let request = json_body(body)?;
+    let resident = blocking(&state, move |state| register(state, request)).await?;
+    Ok((StatusCode::CREATED, Json(resident_view(resident))))
+}
+
+/// Checks and records a resident (fsynced).
+fn register(state: &ApiState, request: ResidentRequest) -> Result<Resident, HttpError> {
     check_label("id", &request.id)?;
     if let Some(group) = &request.group {
         check_label("group", group)?;
@@ -580,7 +673,7 @@ async fn add_resident(
         }
     }
     tracing::info!(resident = %resident.id, "resident registered");
-    Ok((StatusCode::CREATED, Json(resident_view(resident))))
+    Ok(resident)
 }
 
 async fn get_resident(
@@ -588,10 +681,14 @@ async fn get_resident(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Json<ResidentView>, HttpError> {
-    let resident = state.store.resident(&id).map_err(internal)?;
-    resident
-        .map(|r| Json(resident_view(r)))
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no resident {id}")))
+    blocking(&state, move |state| {
+        let resident = state.store.resident(&id).map_err(internal)?;
+        resident
+            .map(resident_view)
+            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no resident {id}")))
+    })
+    .await
+    .map(Json)
 }
 
 async fn block_resident(
@@ -599,7 +696,7 @@ async fn block_resident(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Json<ResidentView>, HttpError> {
-    set_blocked(&state, &id, true)
+    blocking(&state, move |state| set_blocked(state, &id, true)).await
 }
 
 async fn unblock_resident(
@@ -607,7 +704,7 @@ async fn unblock_resident(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Json<ResidentView>, HttpError> {
-    set_blocked(&state, &id, false)
+    blocking(&state, move |state| set_blocked(state, &id, false)).await
 }
 
 fn set_blocked(state: &ApiState, id: &str, blocked: bool) -> Result<Json<ResidentView>, HttpError> {
@@ -677,7 +774,11 @@ async fn center_visits(
 ) -> Result<Json<CenterVisits>, HttpError> {
     check_label("center", &center)?;
     let (from, to) = day_range(query)?;
-    Ok(Json(visits_between(&state, &center, from, to)?))
+    blocking(&state, move |state| {
+        visits_between(state, &center, from, to)
+    })
+    .await
+    .map(Json)
 }
 
 /// The days of a `?from=YYYY-MM-DD&to=YYYY-MM-DD` query (both included).
@@ -706,6 +807,17 @@ async fn center_pianos(
 ) -> Result<Json<CenterPianoUsage>, HttpError> {
     check_label("center", &center)?;
     let (from, to) = day_range(query)?;
+    blocking(&state, move |state| piano_usage(state, center, from, to))
+        .await
+        .map(Json)
+}
+
+fn piano_usage(
+    state: &ApiState,
+    center: String,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<CenterPianoUsage, HttpError> {
     let usage: Vec<PianoDay> = state
         .store
         .usage(&center, from, to)
@@ -717,13 +829,13 @@ async fn center_pianos(
             minutes: ms as f64 / 60_000.0,
         })
         .collect();
-    Ok(Json(CenterPianoUsage {
+    Ok(CenterPianoUsage {
         center,
         from: from.to_string(),
         to: to.to_string(),
         total_minutes: usage.iter().map(|u| u.minutes).sum(),
         usage,
-    }))
+    })
 }
 
 async fn center_occupancy(
@@ -732,9 +844,16 @@ async fn center_occupancy(
     Path(center): Path<String>,
 ) -> Result<Json<CenterOccupancy>, HttpError> {
     check_label("center", &center)?;
+    blocking(&state, move |state| occupancy(state, center))
+        .await
+        .map(Json)
+}
+
+/// Headcount, visits today and this month, and the rooms of `center`.
+fn occupancy(state: &ApiState, center: String) -> Result<CenterOccupancy, HttpError> {
     let today = state.calendar.day(unix_ms());
     let first_of_month = today.with_day(1).unwrap_or(today);
-    let month = visits_between(&state, &center, first_of_month, today)?;
+    let month = visits_between(state, &center, first_of_month, today)?;
     let mut headcount = 0;
     let mut rooms = Vec::new();
     for (c, room, count) in state.store.occupancies().map_err(internal)? {
@@ -754,11 +873,11 @@ async fn center_occupancy(
             saturated: count.saturated,
         });
     }
-    Ok(Json(CenterOccupancy {
+    Ok(CenterOccupancy {
         center,
         headcount,
         visits_today: month.days.last().map(|d| d.visits).unwrap_or(0),
         visits_this_month: month.total,
         rooms,
-    }))
+    })
 }

@@ -30,6 +30,7 @@ use crate::schedule::{
     self, Clock, Duty, Group, History, Refusal, Request, Resource, Roster, Slot, SlotLoad,
 };
 use crate::store::{Store, StoreError};
+use crate::supervise::{self, component, InjectedFault, Supervisor};
 
 const MINUTE_MS: u64 = 60_000;
 const DAY_MS: u64 = 24 * 60 * MINUTE_MS;
@@ -256,6 +257,16 @@ impl std::fmt::Display for Refusal {
     }
 }
 
+/// Why the desk thread ended before shutdown: a store error ends it once
+/// the batch is answered (see `supervise` on why it is not retried).
+#[derive(Debug, thiserror::Error)]
+pub enum DeskFailure {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Fault(#[from] InjectedFault),
+}
+
 /// Who checks a booking in.
 #[derive(Debug, Clone)]
 pub enum CheckInBy {
@@ -375,14 +386,14 @@ pub struct SlotView {
 }
 
 impl Schedule {
-    /// Compiles the resources and starts the desk thread.
+    /// Compiles the resources and starts the desk thread (supervised).
     pub fn start(
         store: Arc<Store>,
         metrics: Metrics,
         config: &Config,
         hand_over: HandOver,
         outbox: Arc<tokio::sync::Notify>,
-        stop: CancellationToken,
+        supervisor: &Supervisor,
     ) -> std::io::Result<(Arc<Schedule>, std::thread::JoinHandle<()>)> {
         let resources = Arc::new(Catalog::default());
         // invariant: `Config::validate` checked every config entry; stored
@@ -414,10 +425,10 @@ impl Schedule {
             wrote: false,
             notified: false,
             outbox: outbox.clone(),
+            failure: None,
         };
-        let thread = std::thread::Builder::new()
-            .name("bookings".into())
-            .spawn(move || desk.run(rx, stop))?;
+        let stop = supervisor.stop_token();
+        let thread = supervisor.spawn_thread(component::DESK, move || desk.run(rx, stop))?;
         let schedule = Schedule {
             resources,
             calendar,
@@ -686,6 +697,24 @@ impl Schedule {
     }
 }
 
+/// The jobs waiting now: the first waited for up to `tick`, then what is
+/// ready, up to `BATCH_MAX`. `None` once every sender is gone.
+fn take_batch(jobs: &Receiver<Job>, tick: Duration) -> Option<Vec<Job>> {
+    let mut batch = Vec::new();
+    match jobs.recv_timeout(tick) {
+        Ok(job) => batch.push(job),
+        Err(RecvTimeoutError::Timeout) => {}
+        Err(RecvTimeoutError::Disconnected) => return None,
+    }
+    while batch.len() < BATCH_MAX {
+        match jobs.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
 /// The desk thread's state.
 struct Desk {
     store: Arc<Store>,
@@ -703,41 +732,72 @@ struct Desk {
     notified: bool,
     /// Wakes the webhook delivery after the batch's fsync.
     outbox: Arc<tokio::sync::Notify>,
+    /// The first store error of this batch: the desk ends after answering.
+    failure: Option<StoreError>,
 }
 
 impl Desk {
-    fn run(mut self, jobs: Receiver<Job>, stop: CancellationToken) {
+    fn run(mut self, jobs: Receiver<Job>, stop: CancellationToken) -> Result<(), DeskFailure> {
         let tick = Duration::from_millis(self.config.tick_ms);
         let mut last_tick = Instant::now() - tick;
         while !stop.is_cancelled() {
-            let mut batch = Vec::new();
-            match jobs.recv_timeout(tick) {
-                Ok(job) => batch.push(job),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-            while batch.len() < BATCH_MAX {
-                match jobs.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
+            supervise::checkpoint()?;
+            let Some(batch) = take_batch(&jobs, tick) else {
+                break;
+            };
             let mut answers = Vec::with_capacity(batch.len());
             for job in batch {
                 self.apply(job, &mut answers);
             }
             if last_tick.elapsed() >= tick {
                 last_tick = Instant::now();
-                if let Err(error) = self.tick() {
+                let ticked = self.tick();
+                if let Err(error) = self.keep_store_error(ticked) {
                     tracing::error!(%error, "processing due bookings failed");
                 }
             }
-            self.finish_batch(answers);
+            self.answer(answers)?;
+        }
+        Ok(())
+    }
+
+    /// Finishes the batch; ends the desk if it met a store error.
+    fn answer(
+        &mut self,
+        answers: Vec<(Reply, Result<Booking, DeskError>)>,
+    ) -> Result<(), DeskFailure> {
+        let answers = answers
+            .into_iter()
+            .map(|(reply, result)| (reply, self.keep_store_error(result)))
+            .collect();
+        self.finish_batch(answers)?;
+        match self.failure.take() {
+            Some(error) => Err(error.into()),
+            None => Ok(()),
         }
     }
 
-    /// Fsyncs what the batch wrote, then answers and hands commands over.
-    fn finish_batch(&mut self, answers: Vec<(Reply, Result<Booking, DeskError>)>) {
+    /// Keeps the first store error for `run` to end with; the caller of
+    /// the job learns that the desk stopped.
+    fn keep_store_error<T>(&mut self, result: Result<T, DeskError>) -> Result<T, DeskError> {
+        match result {
+            Err(DeskError::Store(error)) => {
+                if self.failure.is_none() {
+                    tracing::error!(%error, "store error: the booking desk stops");
+                    self.failure = Some(error);
+                }
+                Err(DeskError::Stopped)
+            }
+            other => other,
+        }
+    }
+
+    /// Fsyncs what the batch wrote, then answers and hands commands over;
+    /// a failed fsync answers errors and ends the desk.
+    fn finish_batch(
+        &mut self,
+        answers: Vec<(Reply, Result<Booking, DeskError>)>,
+    ) -> Result<(), StoreError> {
         let flushed = if std::mem::take(&mut self.wrote) {
             self.store.flush().map(|_| ())
         } else {
@@ -763,8 +823,10 @@ impl Desk {
                         "the booking could not be made durable; try again".into(),
                     )));
                 }
+                return Err(error);
             }
         }
+        Ok(())
     }
 
     fn apply(&mut self, job: Job, answers: &mut Vec<(Reply, Result<Booking, DeskError>)>) {
@@ -778,19 +840,21 @@ impl Desk {
                 match reply {
                     Some(reply) => answers.push((reply, result)),
                     None => {
-                        if let Err(error) = result {
+                        if let Err(error) = self.keep_store_error(result) {
                             tracing::info!(booking = %id, ?by, %error, "device check-in refused");
                         }
                     }
                 }
             }
             Job::Passage { resident, gate } => {
-                if let Err(error) = self.passage(&resident, &gate, now) {
+                let result = self.passage(&resident, &gate, now);
+                if let Err(error) = self.keep_store_error(result) {
                     tracing::error!(%error, "gate check-in failed");
                 }
             }
             Job::Health(device, change) => {
-                if let Err(error) = self.health(&device, change, now) {
+                let result = self.health(&device, change, now);
+                if let Err(error) = self.keep_store_error(result) {
                     tracing::error!(%error, "recording a device outage failed");
                 }
             }

@@ -9,6 +9,9 @@
 //! delays a reaction (an interlock `stop`, a gate's answer) to a message
 //! that arrives while an fsync runs, and an event is still acknowledged only
 //! after the fsync that made it durable.
+//!
+//! A failed fsync ends the thread (and so the hub, see `supervise`): its
+//! batches stay unacknowledged, and devices resend them to the next process.
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -16,7 +19,8 @@ use std::thread::JoinHandle;
 
 use rumqttd::local::{LinkRx, LinkTx};
 
-use crate::store::Store;
+use crate::store::{Store, StoreError};
+use crate::supervise::{self, component, InjectedFault, Supervisor};
 
 /// Batches waiting for an fsync before ingest blocks (back-pressure when the
 /// disk is slower than the devices).
@@ -25,6 +29,15 @@ const QUEUE: usize = 256;
 /// Messages to publish once their batch is durable.
 pub type Deferred = Vec<(String, Vec<u8>)>;
 
+/// Why the commit thread ended.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error("fsync failed: {0}")]
+    Flush(#[from] StoreError),
+    #[error(transparent)]
+    Fault(#[from] InjectedFault),
+}
+
 /// The committer thread and the way to hand it batches.
 pub struct GroupCommit {
     tx: Option<SyncSender<Deferred>>,
@@ -32,13 +45,15 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the thread; it publishes through `link` (kept with its
-    /// receiving half so the router keeps the link).
-    pub fn start(store: Arc<Store>, link: (LinkTx, LinkRx)) -> std::io::Result<GroupCommit> {
+    /// Starts the supervised thread; it publishes through `link` (kept
+    /// with its receiving half so the router keeps the link).
+    pub fn start(
+        store: Arc<Store>,
+        link: (LinkTx, LinkRx),
+        supervisor: &Supervisor,
+    ) -> std::io::Result<GroupCommit> {
         let (tx, rx) = sync_channel(QUEUE);
-        let thread = std::thread::Builder::new()
-            .name("commit".into())
-            .spawn(move || run(store, link, rx))?;
+        let thread = supervisor.spawn_thread(component::COMMIT, move || run(store, link, rx))?;
         Ok(GroupCommit {
             tx: Some(tx),
             thread: Some(thread),
@@ -67,9 +82,8 @@ impl GroupCommit {
     pub fn finish(&mut self) {
         self.tx.take();
         if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("the commit thread panicked");
-            }
+            // The supervisor caught and reported a panic.
+            let _ = thread.join();
         }
     }
 }
@@ -80,20 +94,24 @@ impl Drop for GroupCommit {
     }
 }
 
-fn run(store: Arc<Store>, link: (LinkTx, LinkRx), rx: Receiver<Deferred>) {
+fn run(
+    store: Arc<Store>,
+    link: (LinkTx, LinkRx),
+    rx: Receiver<Deferred>,
+) -> Result<(), CommitError> {
     let (mut link_tx, _link_rx) = link;
     while let Ok(first) = rx.recv() {
+        supervise::checkpoint()?;
         let mut batches = vec![first];
         batches.extend(rx.try_iter());
-        if let Err(error) = store.flush() {
-            // Not acknowledging is safe: devices resend unacknowledged events.
-            tracing::error!(%error, "fsync failed; acks withheld");
-            continue;
-        }
+        // A failed fsync ends the thread before any of these acks goes
+        // out: devices resend what was not acknowledged.
+        store.flush()?;
         for (topic, payload) in batches.into_iter().flatten() {
             if let Err(error) = link_tx.publish(topic, payload) {
                 tracing::error!(?error, "publishing an ack failed");
             }
         }
     }
+    Ok(())
 }

@@ -661,9 +661,10 @@ impl Config {
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        let env = Env::prefixed("YIZHAN_")
-            .split("__")
-            .ignore(&["admin_token", "config"]);
+        let env =
+            Env::prefixed("YIZHAN_")
+                .split("__")
+                .ignore(&["admin_token", "config", "test_fault"]);
         let config: Config = figment.merge(env).extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)

@@ -71,6 +71,8 @@ pub enum IngestError {
     Store(#[from] StoreError),
     #[error("broker link closed: {0}")]
     Link(Box<LinkError>),
+    #[error(transparent)]
+    Fault(#[from] crate::supervise::InjectedFault),
 }
 
 impl From<LinkError> for IngestError {
@@ -252,6 +254,7 @@ impl Ingest {
         let mut next_sweep = Instant::now();
         let mut next_tick = Instant::now();
         while !shutdown.is_cancelled() {
+            crate::supervise::checkpoint()?;
             let batch = self.collect(&mut link_rx)?;
             self.apply_control();
             self.publish_reactions()?;

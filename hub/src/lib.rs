@@ -1,9 +1,10 @@
 //! Yizhan hub: one process per neighbourhood service center.
 //!
 //! `Hub::start` opens the store, loads the CA, starts rumqttd's router,
-//! the ingest thread, the device edge and the HTTP API; `Hub::run_until` waits
-//! for the shutdown future, stops ingest (which writes twins and fsyncs) and
-//! returns. See ARCHITECTURE.md for the map.
+//! the ingest thread, the device edge and the HTTP API, each long-lived part
+//! under the `supervise::Supervisor`; `Hub::run_until` waits for the
+//! shutdown future or a component going down, stops ingest (which writes
+//! twins and fsyncs) and returns. See ARCHITECTURE.md for the map.
 
 pub mod access;
 pub mod actions;
@@ -24,11 +25,12 @@ pub mod pki;
 pub mod schedule;
 pub mod secrets;
 pub mod store;
+pub mod supervise;
 pub mod twin;
 pub mod usage;
 pub mod webhook;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,6 +44,7 @@ use crate::ingest::{Ingest, IngestError};
 use crate::metrics::Metrics;
 use crate::pki::Pki;
 use crate::store::Store;
+use crate::supervise::{component, Down, Supervisor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
@@ -69,6 +72,10 @@ pub enum HubError {
     Thread(std::io::Error),
     #[error("the hub's admin token is not configured: {0}")]
     AdminToken(String),
+    #[error("{0}")]
+    Supervise(#[from] supervise::SuperviseError),
+    #[error("components down: {}", supervise::describe(.0))]
+    ComponentsDown(Vec<Down>),
 }
 
 /// A started hub.
@@ -76,10 +83,9 @@ pub struct Hub {
     api_addr: SocketAddr,
     device_addr: SocketAddr,
     store: Arc<Store>,
-    stop: CancellationToken,
-    ingest: std::thread::JoinHandle<Result<(), IngestError>>,
+    supervisor: Supervisor,
+    ingest: std::thread::JoinHandle<()>,
     desk: std::thread::JoinHandle<()>,
-    tasks: tokio_util::task::TaskTracker,
 }
 
 impl Hub {
@@ -96,12 +102,14 @@ impl Hub {
         let pki = Arc::new(Pki::load_or_create(&config.data_dir)?);
         let identity = pki.server_identity(&config.broker.server_names)?;
         let metrics = Metrics::new();
+        let fault = supervise::FaultPlan::from_env()?;
+        let supervisor = Supervisor::new(CancellationToken::new(), &metrics, fault);
+        let stop = supervisor.stop_token();
 
         let broker = broker::start(&config.broker)?;
         let window = edge::flow::IngestWindow::new(config.broker.ingest_window_bytes as u64);
         let (control_tx, control_rx) = std::sync::mpsc::channel();
         let waker = Arc::new(broker.waker);
-        let stop = CancellationToken::new();
         let outbox = Arc::new(tokio::sync::Notify::new());
         let (schedule, desk) = bookings::Schedule::start(
             store.clone(),
@@ -109,12 +117,12 @@ impl Hub {
             &config,
             hand_over(control_tx.clone(), waker.clone()),
             outbox.clone(),
-            stop.clone(),
+            &supervisor,
         )
         .map_err(HubError::Thread)?;
         let mut actions = actions::Actions::new(store.clone(), metrics.clone(), &config)?;
         actions.set_schedule(schedule.clone());
-        let commit = commit::GroupCommit::start(store.clone(), broker.commit_link)
+        let commit = commit::GroupCommit::start(store.clone(), broker.commit_link, &supervisor)
             .map_err(HubError::Thread)?;
         let mut ingest = Ingest::new(
             store.clone(),
@@ -133,19 +141,20 @@ impl Hub {
 
         let ingest_stop = stop.clone();
         let link_rx = broker.link_rx;
-        let ingest = std::thread::Builder::new()
-            .name("ingest".into())
-            .spawn(move || ingest.run(link_rx, ingest_stop))
+        let ingest = supervisor
+            .spawn_thread(component::INGEST, move || ingest.run(link_rx, ingest_stop))
             .map_err(HubError::Thread)?;
 
-        let tasks = tokio_util::task::TaskTracker::new();
-        tasks.spawn(webhook::deliver(
-            store.clone(),
-            metrics.clone(),
-            config.schedule.clone(),
-            outbox,
-            stop.clone(),
-        ));
+        if !config.schedule.webhook_url.is_empty() {
+            let deliver = webhook::deliver(
+                store.clone(),
+                metrics.clone(),
+                config.schedule.clone(),
+                outbox,
+                stop.clone(),
+            );
+            supervisor.spawn_task(component::WEBHOOK, deliver);
+        }
         let (edge, acceptors) = edge::Edge::start(
             &config.broker,
             edge::EdgeParts {
@@ -158,8 +167,8 @@ impl Hub {
             },
         )
         .await?;
-        for (_name, acceptor) in acceptors {
-            tasks.spawn(acceptor);
+        for (name, acceptor) in acceptors {
+            supervisor.spawn_task(name, acceptor);
         }
         let edge = Arc::new(edge);
         let device_addr = edge.device_addr();
@@ -174,6 +183,7 @@ impl Hub {
             credential_key: store.credential_key()?,
             edge,
             admin_token_sha256,
+            supervisor: supervisor.clone(),
             epoch,
             device_cert_days: config.broker.device_cert_days,
             ready: AtomicBool::new(false),
@@ -188,15 +198,11 @@ impl Hub {
         });
         let api_listener = bind(config.api.listen).await?;
         let api_addr = local_addr(&api_listener, config.api.listen)?;
-        let api_stop = stop.clone();
         let app = api::router(state.clone());
-        tasks.spawn(async move {
-            let serve =
-                axum::serve(api_listener, app).with_graceful_shutdown(api_stop.cancelled_owned());
-            if let Err(error) = serve.await {
-                tracing::error!(%error, "HTTP API stopped");
-            }
-        });
+        let api_supervisor = supervisor.clone();
+        let serve = axum::serve(api_listener, app)
+            .with_graceful_shutdown(async move { api_supervisor.api_may_stop().await });
+        supervisor.spawn_task(component::API, serve.into_future());
         write_endpoints(&config.data_dir, api_addr, device_addr)?;
         state.ready.store(true, Ordering::Relaxed);
         tracing::info!(%api_addr, %device_addr, epoch, "hub started");
@@ -204,10 +210,9 @@ impl Hub {
             api_addr,
             device_addr,
             store,
-            stop,
+            supervisor,
             ingest,
             desk,
-            tasks,
         })
     }
 
@@ -221,25 +226,48 @@ impl Hub {
         self.device_addr
     }
 
-    /// Runs until `shutdown` resolves, then stops ingest (which writes the
-    /// twins and fsyncs) and the API, and flushes the store.
+    /// Cancelled once the hub stops, whether asked to or because a
+    /// component went down (`main` bounds the shutdown from then on).
+    pub fn stopping(&self) -> CancellationToken {
+        self.supervisor.stop_token()
+    }
+
+    /// Runs until `shutdown` resolves or a component goes down, then stops
+    /// ingest (which writes the twins and fsyncs), the tasks and the desk,
+    /// and flushes the store last. Fails naming every component that went
+    /// down.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), HubError> {
-        shutdown.await;
-        tracing::info!("shutting down");
-        self.stop.cancel();
-        self.tasks.close();
-        let ingest = self.ingest;
-        let joined = tokio::task::spawn_blocking(move || ingest.join()).await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.tasks.wait()).await;
-        let desk = self.desk;
-        let _ = tokio::task::spawn_blocking(move || desk.join()).await;
-        self.store.flush()?;
-        match joined {
-            Ok(Ok(result)) => result.map_err(HubError::from),
-            _ => Err(HubError::Thread(std::io::Error::other(
-                "ingest thread panicked",
-            ))),
+        let stopping = self.supervisor.stop_token();
+        tokio::select! {
+            _ = shutdown => tracing::info!("shutting down"),
+            _ = stopping.cancelled() => tracing::error!("a component is down; shutting down"),
         }
+        self.supervisor.stop();
+        join(self.ingest).await;
+        self.supervisor.wait_tasks(Duration::from_secs(2)).await;
+        join(self.desk).await;
+        let flushed = flush_last(self.store).await;
+        let down = self.supervisor.down();
+        if down.is_empty() {
+            return flushed;
+        }
+        if let Err(error) = flushed {
+            tracing::error!(%error, "the last flush failed");
+        }
+        Err(HubError::ComponentsDown(down))
+    }
+}
+
+/// Joins a supervised thread (its panic was caught and reported already).
+async fn join(thread: std::thread::JoinHandle<()>) {
+    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+}
+
+/// Fsyncs what is left, on a blocking thread: the last step of a shutdown.
+async fn flush_last(store: Arc<Store>) -> Result<(), HubError> {
+    match tokio::task::spawn_blocking(move || store.flush()).await {
+        Ok(flushed) => flushed.map(drop).map_err(HubError::from),
+        Err(error) => Err(HubError::Thread(std::io::Error::other(error))),
     }
 }
 

@@ -97,12 +97,19 @@ fn main() -> ExitCode {
     report(result)
 }
 
+/// Exit status after a supervised component went down (any non-zero
+/// status makes systemd or Kubernetes restart the hub; this one says why).
+const COMPONENT_DOWN: u8 = 3;
+
 fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("hub: {error:#}");
-            ExitCode::FAILURE
+            match error.downcast_ref::<hub::HubError>() {
+                Some(hub::HubError::ComponentsDown(_)) => ExitCode::from(COMPONENT_DOWN),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -138,6 +145,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     tokio::spawn(cancel_on_signal(stop.clone()));
     let hub = hub::Hub::start(config).await?;
+    bound_shutdown(&hub);
     hub.run_until(stop.cancelled_owned())
         .await
         .context("hub failed")
@@ -195,6 +203,7 @@ async fn demo(
     let stop = CancellationToken::new();
     tokio::spawn(cancel_on_signal(stop.clone()));
     let hub = hub::Hub::start(config).await?;
+    bound_shutdown(&hub);
     let api = format!("http://{}", hub.api_addr());
     println!("Demo hub running. Admin token: {token}");
     println!("  curl -H 'Authorization: Bearer {token}' {api}/api/v1/devices");
@@ -221,13 +230,26 @@ async fn demo(
     .context("hub failed")
 }
 
+/// Once the hub stops for any reason (a signal, a component going down),
+/// it has the grace period to finish.
+fn bound_shutdown(hub: &hub::Hub) {
+    let stopping = hub.stopping();
+    tokio::spawn(async move {
+        stopping.cancelled().await;
+        exit_after_grace_period();
+    });
+}
+
 /// After the shutdown signal the hub has 5 s to stop cleanly; past that the
-/// process exits with an error rather than hang.
+/// process exits with an error rather than hang. Armed once.
 fn exit_after_grace_period() {
-    std::thread::spawn(|| {
-        std::thread::sleep(Duration::from_millis(4_500));
-        eprintln!("hub: shutdown took longer than 4.5 s; exiting");
-        std::process::exit(1);
+    static ARMED: std::sync::Once = std::sync::Once::new();
+    ARMED.call_once(|| {
+        std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_millis(4_500));
+            eprintln!("hub: shutdown took longer than 4.5 s; exiting");
+            std::process::exit(1);
+        });
     });
 }
 

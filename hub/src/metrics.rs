@@ -2,7 +2,8 @@
 //! text rendering behind `GET /metrics`.
 //!
 //! Labels are bounded: center, device kind, channel, reason, room, op,
-//! outcome — never a device id, a resident or a credential.
+//! outcome, component (`supervise::component`) — never a device id, a
+//! resident or a credential.
 
 use prometheus::{
     CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
@@ -49,6 +50,7 @@ pub struct Metrics {
     pub webhook_deliveries: IntCounterVec,
     pub booking_slots_unstaffed: IntGaugeVec,
     pub booking_day_seat_seconds: GaugeVec,
+    pub component_up: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -262,6 +264,11 @@ impl Metrics {
                 "Notification deliveries to the booking webhook: ok, or retry after a failure",
                 &["outcome"],
             ),
+            component_up: gauge_vec(
+                "yizhan_component_up",
+                "1 while a supervised thread or task runs, 0 once it ended (see /readyz)",
+                &["component"],
+            ),
             registry,
         };
         metrics.register_all();
@@ -307,6 +314,7 @@ impl Metrics {
             Box::new(self.webhook_deliveries.clone()),
             Box::new(self.booking_slots_unstaffed.clone()),
             Box::new(self.booking_day_seat_seconds.clone()),
+            Box::new(self.component_up.clone()),
         ];
         for collector in collectors {
             // invariant: every family above has a unique name.

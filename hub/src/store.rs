@@ -18,11 +18,13 @@
 //! `outages` (bound device → outage), `resources` (resources added or
 //! changed through the API, id → config entry);
 //! and `meta` (boot epoch,
-//! generated admin-token hash, the credential-hashing key). Values are JSON.
+//! generated admin-token hash, the credential-hashing key, the number of
+//! twins, kept with every new twin so nobody counts the tree). Values are JSON.
 //! `flush` fsyncs; the ingest loop calls it once per batch holding events
 //! before it acknowledges them.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::NaiveDate;
 
@@ -141,11 +143,14 @@ pub struct Store {
     outages: sled::Tree,
     resources: sled::Tree,
     meta: sled::Tree,
+    /// Twins stored (as in `meta`), for `/metrics` without a scan.
+    twin_count: AtomicU64,
 }
 
 const BOOT_EPOCH_KEY: &[u8] = b"boot_epoch";
 const ADMIN_TOKEN_KEY: &[u8] = b"admin_token_sha256";
 const CREDENTIAL_KEY: &[u8] = b"credential_hmac_key";
+const TWIN_COUNT_KEY: &[u8] = b"twin_count";
 
 impl Store {
     /// Opens (or creates) the database under `dir`.
@@ -155,10 +160,12 @@ impl Store {
             .cache_capacity(256 * 1024 * 1024)
             .flush_every_ms(Some(200))
             .open()?;
+        let (twins, meta) = (db.open_tree("twins")?, db.open_tree("meta")?);
+        let twin_count = AtomicU64::new(stored_twin_count(&twins, &meta)?);
         Ok(Store {
             devices: db.open_tree("devices")?,
             revoked: db.open_tree("revoked")?,
-            twins: db.open_tree("twins")?,
+            twins,
             events: db.open_tree("events")?,
             commands: db.open_tree("commands")?,
             open_commands: db.open_tree("open_commands")?,
@@ -173,7 +180,8 @@ impl Store {
             outbox: db.open_tree("outbox")?,
             outages: db.open_tree("outages")?,
             resources: db.open_tree("resources")?,
-            meta: db.open_tree("meta")?,
+            meta,
+            twin_count,
             db,
         })
     }
@@ -207,15 +215,33 @@ impl Store {
     }
 
     /// Records a provisioned device and its initial twin, replacing a revoked
-    /// one. Returns false (and writes nothing) when the id is live.
+    /// one, in one transaction with the twin count. Returns false (and
+    /// writes nothing) when the id is live. Fsyncs.
     pub fn provision(&self, record: &DeviceRecord, twin: &Twin) -> Result<bool, StoreError> {
         let key = record.id.as_bytes();
-        if self.devices.contains_key(key)? && !self.revoked.contains_key(key)? {
-            return Ok(false);
+        let (record, twin) = (to_json(record), to_json(twin));
+        let trees = (&self.devices, &self.twins, &self.revoked, &self.meta);
+        let outcome = trees.transaction(|(devices, twins, revoked, meta)| {
+            if devices.get(key)?.is_some() && revoked.get(key)?.is_none() {
+                return Err(ConflictableTransactionError::Abort(()));
+            }
+            devices.insert(key, record.as_slice())?;
+            let new_twin = twins.insert(key, twin.as_slice())?.is_none();
+            revoked.remove(key)?;
+            if new_twin {
+                let count = meta.get(TWIN_COUNT_KEY)?.map_or(0, |v| decode_u64(&v));
+                meta.insert(TWIN_COUNT_KEY, (count + 1).to_be_bytes().to_vec())?;
+            }
+            Ok(new_twin)
+        });
+        let new_twin = match outcome {
+            Ok(new_twin) => new_twin,
+            Err(TransactionError::Abort(())) => return Ok(false),
+            Err(TransactionError::Storage(error)) => return Err(error.into()),
+        };
+        if new_twin {
+            self.twin_count.fetch_add(1, Ordering::Relaxed);
         }
-        self.devices.insert(key, to_json(record))?;
-        self.twins.insert(key, to_json(twin))?;
-        self.revoked.remove(key)?;
         self.db.flush()?;
         Ok(true)
     }
@@ -250,7 +276,8 @@ impl Store {
         get_json(&self.twins, id)
     }
 
-    /// Writes twins in one atomic batch (not fsynced: see `flush`).
+    /// Writes twins in one atomic batch (not fsynced: see `flush`). Only
+    /// twins `provision` created: the twin count does not change here.
     pub fn put_twins<'a>(&self, twins: impl Iterator<Item = &'a Twin>) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for twin in twins {
@@ -268,8 +295,8 @@ impl Store {
         })
     }
 
-    pub fn twin_count(&self) -> usize {
-        self.twins.len()
+    pub fn twin_count(&self) -> u64 {
+        self.twin_count.load(Ordering::Relaxed)
     }
 
     /// Stores an event unless `(device, id)` is already stored. Returns
@@ -751,6 +778,17 @@ impl Store {
     }
 }
 
+/// The twin count kept in `meta`; a store from before it was kept is
+/// counted once.
+fn stored_twin_count(twins: &sled::Tree, meta: &sled::Tree) -> Result<u64, StoreError> {
+    if let Some(count) = meta.get(TWIN_COUNT_KEY)? {
+        return Ok(decode_u64(&count));
+    }
+    let count = twins.len() as u64;
+    meta.insert(TWIN_COUNT_KEY, &count.to_be_bytes())?;
+    Ok(count)
+}
+
 /// `first \0 second`: keys of per-device (and per-center) records, so a
 /// prefix scan finds one owner's records.
 fn pair_key(first: &str, second: &str) -> Vec<u8> {
@@ -942,6 +980,29 @@ mod tests {
             "a revoked id can be provisioned again"
         );
         assert!(!store.is_revoked("d1").unwrap());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_twin_count_is_kept_with_new_twins_and_survives_reopen() {
+        let dir = tempdir();
+        {
+            let store = Store::open(&dir).unwrap();
+            for id in ["d1", "d2"] {
+                let twin = Twin::provisioned(&record(id));
+                assert!(store.provision(&record(id), &twin).unwrap());
+            }
+            let twin = Twin::provisioned(&record("d1"));
+            assert!(!store.provision(&record("d1"), &twin).unwrap(), "live id");
+            assert!(store.revoke("d1", 9).unwrap());
+            assert!(
+                store.provision(&record("d1"), &twin).unwrap(),
+                "reprovisioned"
+            );
+            assert_eq!(store.twin_count(), 2);
+            store.flush().unwrap();
+        }
+        assert_eq!(reopen(&dir).twin_count(), 2);
         std::fs::remove_dir_all(&dir).ok();
     }
 

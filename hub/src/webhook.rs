@@ -4,6 +4,10 @@
 //! the receiver answers 2xx. Delivery is at least once: a notification is
 //! removed from the outbox after its 2xx, so a crash in between sends it
 //! again; receivers deduplicate by `id`.
+//!
+//! The outbox is read and cleared on blocking threads (sled may wait for
+//! the disk; the runtime also serves devices). A store error ends the task,
+//! and so the hub (`supervise`); what was not delivered stays in the outbox.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +18,17 @@ use tokio_util::sync::CancellationToken;
 use crate::bookings::Notification;
 use crate::config::ScheduleConfig;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("no HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("outbox: {0}")]
+    Store(#[from] StoreError),
+    #[error("outbox thread: {0}")]
+    Blocking(#[from] tokio::task::JoinError),
+}
 
 /// Notifications taken from the outbox at once.
 const BATCH: usize = 64;
@@ -22,34 +36,23 @@ const BATCH: usize = 64;
 const IDLE: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Runs until `stop`; does nothing when no webhook is configured.
+/// Runs until `stop`. Start it only when `config.webhook_url` is set.
 pub async fn deliver(
     store: Arc<Store>,
     metrics: Metrics,
     config: ScheduleConfig,
     wake: Arc<Notify>,
     stop: CancellationToken,
-) {
-    if config.webhook_url.is_empty() {
-        return;
-    }
-    let client = match reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build() {
-        Ok(client) => client,
-        Err(error) => {
-            tracing::error!(%error, "no HTTP client: the webhook is not served");
-            return;
-        }
-    };
+) -> Result<(), WebhookError> {
+    let client = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()?;
     let initial = Duration::from_millis(config.webhook_retry_ms);
     let mut backoff = initial;
     loop {
-        let delivered_all = match store.outbox(BATCH) {
-            Ok(batch) => send_batch(&client, &config.webhook_url, &store, &metrics, batch).await,
-            Err(error) => {
-                tracing::error!(%error, "reading the outbox failed");
-                false
-            }
-        };
+        let batch = blocking(&store, |store| store.outbox(BATCH)).await?;
+        let delivered_all =
+            send_batch(&client, &config.webhook_url, &store, &metrics, batch).await?;
         let wait = if delivered_all {
             backoff = initial;
             IDLE
@@ -59,11 +62,20 @@ pub async fn deliver(
             wait
         };
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => return Ok(()),
             _ = wake.notified(), if delivered_all => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// Store work on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    store: &Arc<Store>,
+    work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, WebhookError> {
+    let store = store.clone();
+    Ok(tokio::task::spawn_blocking(move || work(&store)).await??)
 }
 
 /// Sends in order; stops at the first failure (order is kept). Returns
@@ -71,19 +83,17 @@ pub async fn deliver(
 async fn send_batch(
     client: &reqwest::Client,
     url: &str,
-    store: &Store,
+    store: &Arc<Store>,
     metrics: &Metrics,
     batch: Vec<Notification>,
-) -> bool {
+) -> Result<bool, WebhookError> {
     for notification in batch {
         let outcome = client.post(url).json(&notification).send().await;
         match outcome {
             Ok(response) if response.status().is_success() => {
                 metrics.webhook_deliveries.with_label_values(&["ok"]).inc();
-                if let Err(error) = store.delivered(&notification.id) {
-                    tracing::error!(%error, "could not clear a delivered notification");
-                    return false;
-                }
+                let id = notification.id;
+                blocking(store, move |store| store.delivered(&id)).await?;
             }
             Ok(response) => {
                 metrics
@@ -91,7 +101,7 @@ async fn send_batch(
                     .with_label_values(&["retry"])
                     .inc();
                 tracing::warn!(status = %response.status(), "webhook refused a notification; retrying");
-                return false;
+                return Ok(false);
             }
             Err(error) => {
                 metrics
@@ -99,9 +109,9 @@ async fn send_batch(
                     .with_label_values(&["retry"])
                     .inc();
                 tracing::warn!(%error, "webhook unreachable; retrying");
-                return false;
+                return Ok(false);
             }
         }
     }
-    true
+    Ok(true)
 }

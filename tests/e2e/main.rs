@@ -14,3 +14,4 @@ mod lifecycle;
 mod pianos;
 mod resilience;
 mod schedule;
+mod supervision;

@@ -5,7 +5,7 @@
 //! which starts it the same way.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -62,6 +62,8 @@ pub struct HubOptions {
     /// Fixed device port (for restarts); 0 picks a free one.
     pub mqtt_port: u16,
     pub api_port: u16,
+    /// Extra environment variables of the hub process.
+    pub env: Vec<(String, String)>,
 }
 
 impl HubOptions {
@@ -125,6 +127,7 @@ impl HubProcess {
             .arg(&config)
             .env("YIZHAN_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("YIZHAN_LOG__FILTER", "info,rumqttd=warn")
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -200,6 +203,37 @@ impl HubProcess {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends `signal` (e.g. `USR1`) to the hub process.
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -{signal} failed");
+        Ok(())
+    }
+
+    /// Waits for the hub to exit by itself; its status and how long the
+    /// wait took.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Result<(ExitStatus, Duration)> {
+        let start = Instant::now();
+        loop {
+            let child = self.child.as_mut().context("hub not running")?;
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok((status, start.elapsed()));
+            }
+            if start.elapsed() > timeout {
+                bail!("the hub still runs after {timeout:?}:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The options the next `restart` uses.
+    pub fn options_mut(&mut self) -> &mut HubOptions {
+        &mut self.options
     }
 
     /// Starts the hub again on the same data dir and the same ports.

@@ -19,7 +19,7 @@ use chrono::{DateTime, NaiveDate};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{check_label, error, internal, json_body, Admin, ApiState, HttpError};
+use super::{blocking, check_label, error, internal, json_body, Admin, ApiState, HttpError};
 use crate::bookings::{BookRequest, Booking, DeskError, SlotView};
 use crate::config::ResourceConfig;
 use crate::schedule::{Group, Refusal, Resource};
@@ -72,7 +72,11 @@ async fn put_resource(
             format!("invalid value for `{field}`: {reason}"),
         )
     })?;
-    state.store.put_resource(&config).map_err(internal)?;
+    let config = blocking(&state, move |state| {
+        state.store.put_resource(&config).map_err(internal)?;
+        Ok(config)
+    })
+    .await?;
     state.schedule.resources.put(resource);
     tracing::info!(resource = %id, "resource set through the API");
     Ok(Json(config))
@@ -145,10 +149,11 @@ async fn availability(
         .get(&id)
         .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no resource {id}")))?;
     let (from, to) = window(&state, &query)?;
-    let slots: Vec<SlotView> = state
-        .schedule
-        .availability(&resource, from, to)
-        .map_err(internal)?;
+    let slots: Vec<SlotView> = blocking(&state, move |state| {
+        let slots = state.schedule.availability(&resource, from, to);
+        slots.map_err(internal)
+    })
+    .await?;
     Ok(Json(json!({ "resource": id, "slots": slots })))
 }
 
@@ -241,12 +246,12 @@ async fn get_booking(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Booking>, HttpError> {
-    state
-        .schedule
-        .booking(&id)
-        .map_err(internal)?
-        .map(Json)
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no booking {id}")))
+    blocking(&state, move |state| {
+        let booking = state.schedule.booking(&id).map_err(internal)?;
+        booking.ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no booking {id}")))
+    })
+    .await
+    .map(Json)
 }
 
 async fn cancel(
@@ -289,15 +294,12 @@ async fn list_bookings(
         ));
     }
     let (from, to) = window(&state, &query)?;
-    let bookings = state
-        .schedule
-        .bookings(
-            query.resident.as_deref(),
-            query.resource.as_deref(),
-            from,
-            to,
-        )
-        .map_err(internal)?;
+    let bookings = blocking(&state, move |state| {
+        let (resident, resource) = (query.resident.as_deref(), query.resource.as_deref());
+        let bookings = state.schedule.bookings(resident, resource, from, to);
+        bookings.map_err(internal)
+    })
+    .await?;
     Ok(Json(
         json!({ "count": bookings.len(), "bookings": bookings }),
     ))
@@ -315,13 +317,12 @@ async fn notifications(
     query: Result<Query<ResidentQuery>, QueryRejection>,
 ) -> Result<Json<Value>, HttpError> {
     let Query(query) = query.map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let list = state
-        .schedule
-        .notifications(&query.resident)
-        .map_err(internal)?;
-    Ok(Json(
-        json!({ "resident": query.resident, "notifications": list }),
-    ))
+    let resident = query.resident;
+    blocking(&state, move |state| {
+        let list = state.schedule.notifications(&resident).map_err(internal)?;
+        Ok(Json(json!({ "resident": resident, "notifications": list })))
+    })
+    .await
 }
 
 fn clock_view(state: &ApiState, now: u64) -> Json<Value> {

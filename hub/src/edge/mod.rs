@@ -40,6 +40,7 @@ use crate::config::BrokerConfig;
 use crate::metrics::Metrics;
 use crate::pki::ServerIdentity;
 use crate::store::Store;
+use crate::supervise::component;
 use accept::{HandshakeGate, Security};
 use auth::ToolUsers;
 use flow::IngestWindow;
@@ -146,7 +147,7 @@ impl Edge {
         };
         let (device_socket, device_addr) = bind(config.listen).await?;
         let mut acceptors: Vec<(&'static str, Acceptor)> = vec![(
-            "edge_devices",
+            component::EDGE_DEVICES,
             Box::pin(accept::serve(
                 device_socket,
                 Security::DeviceTls(tls),
@@ -164,7 +165,7 @@ impl Edge {
             let (socket, addr) = bind(config.plain.listen).await?;
             tools_addr = Some(addr);
             acceptors.push((
-                "edge_tools",
+                component::EDGE_TOOLS,
                 Box::pin(accept::serve(
                     socket,
                     Security::Plain,
