@@ -7,6 +7,7 @@ mod bench;
 mod commands;
 mod counting;
 mod devices;
+mod edge_load;
 mod fleet;
 mod interlock;
 mod isolation;

@@ -375,6 +375,7 @@ pub enum DeviceEvent {
     Connected,
     Message { topic: String, payload: Vec<u8> },
     PubAck(u16),
+    SubAck(Vec<rumqttc::SubscribeReasonCode>),
     Error(String),
 }
 
@@ -522,6 +523,24 @@ impl TestDevice {
             .with_context(|| format!("no message on {topic}"))?
     }
 
+    /// Waits for the next SUBACK's return codes.
+    pub async fn next_suback(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Vec<rumqttc::SubscribeReasonCode>> {
+        let wait = async {
+            while let Some(event) = self.events.recv().await {
+                if let DeviceEvent::SubAck(codes) = event {
+                    return Ok(codes);
+                }
+            }
+            bail!("event loop ended")
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .context("no SUBACK")?
+    }
+
     /// Waits for the next command on the device's `cmd` topic.
     pub async fn next_command(&mut self, timeout: Duration) -> Result<protocol::Command> {
         let topic = self.topic(Channel::Cmd);
@@ -620,6 +639,7 @@ async fn drive(mut eventloop: EventLoop, tx: mpsc::UnboundedSender<DeviceEvent>)
                 payload: p.payload.to_vec(),
             },
             Ok(Event::Incoming(Packet::PubAck(ack))) => DeviceEvent::PubAck(ack.pkid),
+            Ok(Event::Incoming(Packet::SubAck(ack))) => DeviceEvent::SubAck(ack.return_codes),
             Ok(_) => continue,
             Err(error) => {
                 let _ = tx.send(DeviceEvent::Error(error.to_string()));
