@@ -833,6 +833,10 @@ mod tests {
         check("[broker]\nbogus = 1\n", "bogus");
         check("[broker]\nsegment_count = 0\n", "broker.segment_count");
         check(
+            "[ingest]\nmax_ts_behind_secs = 0\n",
+            "ingest.max_ts_behind_secs",
+        );
+        check(
             "[broker.plain]\nenabled = true\nlisten = \"0.0.0.0:1883\"\n",
             "broker.plain.listen",
         );

@@ -33,10 +33,14 @@ use crate::twin::Twin;
 pub enum InputError {
     #[error("ts {0} is past the calendar's last instant ({MAX_TS_MS}, year 9999)")]
     TsPastCalendar(u64),
-    #[error("ts {ts} is {secs} s behind the hub's clock (at most {limit_secs} s)")]
-    TsBehind { ts: u64, secs: u64, limit_secs: u64 },
-    #[error("ts {ts} is {secs} s ahead of the hub's clock (at most {limit_secs} s)")]
-    TsAhead { ts: u64, secs: u64, limit_secs: u64 },
+    /// `side`: "behind" or "ahead of".
+    #[error("ts {ts} is {secs} s {side} the hub's clock (at most {limit_secs} s)")]
+    TsOffClock {
+        ts: u64,
+        secs: u64,
+        side: &'static str,
+        limit_secs: u64,
+    },
     #[error("seq {0} is outside 1..={MAX_SEQ}")]
     Seq(u64),
     #[error("counter telemetry field `{0}` is not a whole number of people ≥ 0")]
@@ -73,9 +77,7 @@ pub enum Problem {
 impl InputError {
     pub fn problem(&self) -> Problem {
         match self {
-            InputError::TsPastCalendar(_)
-            | InputError::TsBehind { .. }
-            | InputError::TsAhead { .. } => Problem::Ts,
+            InputError::TsPastCalendar(_) | InputError::TsOffClock { .. } => Problem::Ts,
             InputError::SessionBackwards { .. }
             | InputError::SessionTooLong { .. }
             | InputError::Minutes => Problem::Duration,
@@ -120,20 +122,17 @@ impl TsWindow {
         if ts > MAX_TS_MS {
             return Err(InputError::TsPastCalendar(ts));
         }
-        let behind = now_ms.saturating_sub(ts);
-        if behind > self.behind_secs.saturating_mul(1000) {
-            return Err(InputError::TsBehind {
+        let (off_ms, limit_secs, side) = if ts < now_ms {
+            (now_ms - ts, self.behind_secs, "behind")
+        } else {
+            (ts - now_ms, self.ahead_secs, "ahead of")
+        };
+        if off_ms > limit_secs.saturating_mul(1000) {
+            return Err(InputError::TsOffClock {
                 ts,
-                secs: behind / 1000,
-                limit_secs: self.behind_secs,
-            });
-        }
-        let ahead = ts.saturating_sub(now_ms);
-        if ahead > self.ahead_secs.saturating_mul(1000) {
-            return Err(InputError::TsAhead {
-                ts,
-                secs: ahead / 1000,
-                limit_secs: self.ahead_secs,
+                secs: off_ms / 1000,
+                side,
+                limit_secs,
             });
         }
         Ok(DeviceTs(ts))
@@ -676,54 +675,31 @@ mod tests {
         );
     }
 
+    fn check_hidden(kind: DeviceKind, body: Value, expect: (Detail, Value)) {
+        let event_type = "access_request";
+        let what = format!("{kind} {body}");
+        let checked = input()
+            .event(event(NOW, event_type, body), &twin(kind, None), NOW)
+            .expect("a good event");
+        let got = (checked.detail, Value::Object(checked.event.body));
+        assert_eq!(got, expect, "{what}");
+    }
+
     #[test]
     fn credentials_are_stored_as_their_keyed_hash_only() {
-        let gate = twin(DeviceKind::Gate, None);
+        use DeviceKind::{Gate, Piano};
         let hash = secrets::credential_hash(&KEY, "qr-alice");
-        let checked = input()
-            .event(
-                event(NOW, "access_request", json!({"credential": "qr-alice"})),
-                &gate,
-                NOW,
-            )
-            .expect("a good request");
-        assert_eq!(
-            checked.detail,
-            Detail::AccessRequest {
-                credential_hash: Some(hash.clone())
-            }
+        let request = |credential_hash| Detail::AccessRequest { credential_hash };
+        let hashed = json!({"credential_hash": hash});
+        let alice = || json!({"credential": "qr-alice"});
+        check_hidden(Gate, alice(), (request(Some(hash.clone())), hashed.clone()));
+        check_hidden(Gate, json!({"credential": 42}), (request(None), json!({})));
+        check_hidden(Gate, json!({}), (request(None), json!({})));
+        check_hidden(
+            Gate,
+            json!({"credential": ["qr-alice"], "x": 1}),
+            (request(None), json!({"x": 1})),
         );
-        assert_eq!(
-            Value::Object(checked.event.body),
-            json!({"credential_hash": hash})
-        );
-        for (body, stored) in [
-            (json!({"credential": 42}), json!({})),
-            (json!({}), json!({})),
-            (json!({"credential": ["qr-alice"], "x": 1}), json!({"x": 1})),
-        ] {
-            let checked = input()
-                .event(event(NOW, "access_request", body), &gate, NOW)
-                .expect("a request");
-            assert_eq!(
-                checked.detail,
-                Detail::AccessRequest {
-                    credential_hash: None
-                }
-            );
-            assert_eq!(Value::Object(checked.event.body), stored);
-        }
-        let piano = twin(DeviceKind::Piano, None);
-        let checked = input()
-            .event(
-                event(NOW, "note", json!({"credential": "qr-alice"})),
-                &piano,
-                NOW,
-            )
-            .expect("an event");
-        assert_eq!(
-            Value::Object(checked.event.body),
-            json!({"credential_hash": hash})
-        );
+        check_hidden(Piano, alice(), (Detail::Other, hashed));
     }
 }
