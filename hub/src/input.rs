@@ -6,8 +6,10 @@
 //! counter's people, a therapy robot's temperature, the length of a piano
 //! session and a walk-in's `minutes`. What comes out carries the proof: a
 //! [`DeviceTs`] is an instant the calendar holds, a [`SessionSpan`] runs
-//! forward for at most a day (so splitting it at midnights walks at most
-//! two days), a [`Flow`] is whole people within bounds.
+//! forward for at most a day (so splitting it at midnights gives at most
+//! three pieces), a [`Flow`] is whole people within bounds. Other
+//! telemetry fields are kept as they come (JSON numbers are finite); a
+//! birth's `keepalive` of 0 reads as none (`Twin::apply_birth`).
 //!
 //! An event's `credential` (a resident's QR code or card) leaves here only
 //! as its keyed hash (`credential_hash`, `secrets::credential_hash`): the
