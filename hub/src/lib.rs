@@ -17,6 +17,7 @@ pub mod commit;
 pub mod config;
 pub mod counting;
 pub mod ingest;
+pub mod input;
 pub mod interlock;
 pub mod metrics;
 pub mod occupancy;
