@@ -31,7 +31,7 @@ use protocol::{Channel, DeviceKind};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use serde_json::{json, Value};
 use tests::{
-    eventually, sum_metric, telemetry, DeviceEvent, DeviceOptions, HubOptions, HubProcess,
+    eventually, now_ms, sum_metric, telemetry, DeviceEvent, DeviceOptions, HubOptions, HubProcess,
     TestDevice,
 };
 use tokio::sync::mpsc;
@@ -318,7 +318,7 @@ impl Gate {
     async fn request(&self) -> Result<()> {
         let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let id = format!("{}-{seq}", self.name);
-        let payload = json!({"id": id, "ts": 0, "seq": seq, "type": "access_request", "credential": "bench-credential"});
+        let payload = json!({"id": id, "ts": now_ms(), "seq": seq, "type": "access_request", "credential": "bench-credential"});
         self.waiting
             .lock()
             .map_err(|_| anyhow::anyhow!("poisoned"))?

@@ -14,8 +14,9 @@
 //!    before the slot to its end, on the schedule's clock).
 //!
 //! An open gate checks the resident's booking in (`Schedule::gate_passage`).
-//! Credentials are looked up by keyed hash only (`secrets::credential_hash`)
-//! and never logged.
+//! Credentials are looked up by keyed hash only (`secrets::credential_hash`):
+//! `input` hashes a request's credential before the event is stored, so the
+//! clear credential never gets here and is never logged.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,8 +26,7 @@ use chrono_tz::Tz;
 
 use crate::bookings::Schedule;
 use crate::config::RoomConfig;
-use crate::secrets;
-use crate::store::{Resident, Store, StoreError};
+use crate::store::{Resident, Store};
 
 /// When a room is open, in local time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,10 +192,9 @@ pub fn decide(request: &Request) -> Result<(), DenyReason> {
     RULES.iter().try_for_each(|rule| rule.check(request))
 }
 
-/// The gate side of the hub: rooms, the time zone and the credential key.
+/// The gate side of the hub: rooms and the time zone.
 pub struct Access {
     store: Arc<Store>,
-    credential_key: [u8; 32],
     time_zone: Tz,
     /// center → room → rules.
     rooms: HashMap<String, HashMap<String, RoomRules>>,
@@ -205,11 +204,7 @@ pub struct Access {
 
 impl Access {
     /// Builds from validated config (`Config::validate` ran).
-    pub fn new(
-        store: Arc<Store>,
-        time_zone: Tz,
-        rooms: &[RoomConfig],
-    ) -> Result<Access, StoreError> {
+    pub fn new(store: Arc<Store>, time_zone: Tz, rooms: &[RoomConfig]) -> Access {
         let mut by_center: HashMap<String, HashMap<String, RoomRules>> = HashMap::new();
         for room in rooms {
             // invariant: validated at config load; a bad entry never gets here.
@@ -223,13 +218,12 @@ impl Access {
                 .or_default()
                 .insert(room.id.clone(), rules);
         }
-        Ok(Access {
-            credential_key: store.credential_key()?,
+        Access {
             time_zone,
             rooms: by_center,
             store,
             schedule: None,
-        })
+        }
     }
 
     /// Gates bound to bookable resources open for booked residents only.
@@ -238,19 +232,19 @@ impl Access {
     }
 
     /// Decides a request at `gate` for the room `(center, room)` holding
-    /// `occupancy` people, at unix ms `now_ms`. `credential` is `None` when
-    /// the request carried none. `Ok` names the resident let in.
+    /// `occupancy` people, at unix ms `now_ms`. `credential_hash` is the
+    /// keyed hash of the request's credential, `None` when it carried none.
+    /// `Ok` names the resident let in.
     pub fn decide(
         &self,
         gate: &str,
         (center, room): (&str, &str),
-        credential: Option<&str>,
+        credential_hash: Option<&str>,
         occupancy: u64,
         now_ms: u64,
     ) -> Result<String, DenyReason> {
-        let credential = credential.ok_or(DenyReason::BadRequest)?;
-        let hash = secrets::credential_hash(&self.credential_key, credential);
-        let resident = self.store.resident_by_credential(&hash).map_err(|error| {
+        let hash = credential_hash.ok_or(DenyReason::BadRequest)?;
+        let resident = self.store.resident_by_credential(hash).map_err(|error| {
             tracing::error!(%error, "resident lookup failed; denying");
             DenyReason::HubError
         })?;
@@ -272,11 +266,6 @@ impl Access {
         };
         decide(&request)?;
         Ok(resident.map(|r| r.id).unwrap_or_default())
-    }
-
-    /// The keyed hash of a credential (what the store keeps).
-    pub fn credential_hash(&self, credential: &str) -> String {
-        secrets::credential_hash(&self.credential_key, credential)
     }
 
     fn local_time(&self, now_ms: u64) -> NaiveTime {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use prometheus::Histogram;
 use protocol::api::{CommandOrigin, CommandRecord};
 use protocol::calendar::Calendar;
-use protocol::{CommandAck, DeviceKind, Event, Telemetry};
+use protocol::{CommandAck, DeviceKind, Event};
 use serde_json::{json, Value};
 
 use crate::access::Access;
@@ -22,6 +22,7 @@ use crate::bookings::{Health, Schedule};
 use crate::commands::{expires_in, Commands, NewCommand};
 use crate::config::Config;
 use crate::counting::Counting;
+use crate::input::{CheckedTelemetry, Detail, DeviceTs, Flow, PianoSession, Reading, RobotReading};
 use crate::interlock::{Alarm, Interlock, Trip, TripReason, Verdict};
 use crate::metrics::Metrics;
 use crate::occupancy::{Direction, Occupancy};
@@ -57,7 +58,7 @@ impl Actions {
         Ok(Actions {
             commands: Commands::load(store.clone(), metrics.clone(), config.commands.clone())?,
             interlock: Interlock::new(config.interlock.clone()),
-            access: Access::new(store.clone(), config.time_zone(), &config.rooms)?,
+            access: Access::new(store.clone(), config.time_zone(), &config.rooms),
             occupancy: Occupancy::load(store.clone(), metrics.clone(), &config.rooms)?,
             counting: Counting::new(store.clone(), metrics.clone(), config),
             usage: Usage::new(
@@ -88,21 +89,21 @@ impl Actions {
     pub fn on_telemetry(
         &mut self,
         twin: &mut Twin,
-        telemetry: &Telemetry,
+        telemetry: &CheckedTelemetry,
         arrived: Instant,
         now_ms: u64,
     ) {
-        match twin.kind {
-            DeviceKind::TherapyRobot => self.watch_robot(twin, telemetry, arrived, now_ms),
-            DeviceKind::Counter => self.count(twin, telemetry),
-            DeviceKind::Piano | DeviceKind::Gate => {}
+        match &telemetry.reading {
+            Reading::Robot(reading) => self.watch_robot(twin, reading, arrived, now_ms),
+            Reading::Counter(flow) => self.count(twin, *flow, telemetry.ts),
+            Reading::Plain => {}
         }
     }
 
-    fn count(&mut self, twin: &Twin, telemetry: &Telemetry) {
+    fn count(&mut self, twin: &Twin, flow: Flow, ts: DeviceTs) {
         if let Err(error) = self
             .counting
-            .on_counter(&mut self.occupancy, twin, telemetry)
+            .on_counter(&mut self.occupancy, twin, flow, ts)
         {
             tracing::warn!(device = %twin.id, %error, "counter message not counted");
         }
@@ -111,14 +112,14 @@ impl Actions {
     fn watch_robot(
         &mut self,
         twin: &mut Twin,
-        telemetry: &Telemetry,
+        reading: &RobotReading,
         arrived: Instant,
         now_ms: u64,
     ) {
         let alarm_active = twin.alarm.is_some();
         if let Some(trip) = self
             .interlock
-            .on_telemetry(&twin.id, telemetry, alarm_active, now_ms)
+            .on_telemetry(&twin.id, reading, alarm_active, now_ms)
         {
             // The robot just spoke: it is connected.
             self.trip(twin, trip, true, now_ms);
@@ -126,23 +127,32 @@ impl Actions {
         }
     }
 
-    /// A newly stored device event (duplicates are not passed here).
-    pub fn on_event(&mut self, twin: &mut Twin, event: &Event, arrived: Instant, now_ms: u64) {
+    /// A newly stored device event (duplicates are not passed here) and
+    /// what `input` read in it.
+    pub fn on_event(
+        &mut self,
+        twin: &mut Twin,
+        event: &Event,
+        detail: &Detail,
+        arrived: Instant,
+        now_ms: u64,
+    ) {
         self.device_health(twin, event);
-        match (twin.kind, event.event_type.as_str()) {
-            (DeviceKind::TherapyRobot, "session_start" | "session_end") => {
+        match (twin.kind, event.event_type.as_str(), detail) {
+            (DeviceKind::TherapyRobot, "session_start" | "session_end", _) => {
                 self.robot_session(twin, event, arrived, now_ms)
             }
-            (DeviceKind::Gate, "access_request") => {
-                self.access_request(twin, event, arrived, now_ms)
+            (_, _, Detail::AccessRequest { credential_hash }) => {
+                let credential_hash = credential_hash.as_deref();
+                self.access_request(twin, event, credential_hash, arrived, now_ms)
             }
-            (DeviceKind::Gate, "passage") => self.passage(twin, event),
-            (DeviceKind::Piano, _) => {
-                if let Err(error) = self.usage.on_piano_event(twin, event) {
+            (DeviceKind::Gate, "passage", _) => self.passage(twin, event),
+            (_, _, Detail::PianoSession(session)) => {
+                if let Err(error) = self.usage.on_piano_session(twin, session) {
                     tracing::error!(%error, "recording piano usage failed");
                 }
                 self.booking_check_in(twin, event);
-                self.refuse_walk_in_into_booking(twin, event, now_ms);
+                self.refuse_walk_in_into_booking(twin, event, session, now_ms);
             }
             _ => {}
         }
@@ -284,13 +294,19 @@ impl Actions {
         }
     }
 
-    fn access_request(&mut self, twin: &Twin, event: &Event, arrived: Instant, now_ms: u64) {
-        let credential = event.body.get("credential").and_then(Value::as_str);
+    fn access_request(
+        &mut self,
+        twin: &Twin,
+        event: &Event,
+        credential_hash: Option<&str>,
+        arrived: Instant,
+        now_ms: u64,
+    ) {
         let occupancy = self.occupancy.people(&twin.center, &twin.room);
         let decision = self.access.decide(
             &twin.id,
             (&twin.center, &twin.room),
-            credential,
+            credential_hash,
             occupancy,
             now_ms,
         );
@@ -356,14 +372,21 @@ impl Actions {
     /// A walk-in `session_start` that would run into a booked slot of the
     /// piano (within its `minutes`, else `schedule.walk_in_minutes`) is
     /// answered with `deny`.
-    fn refuse_walk_in_into_booking(&mut self, twin: &Twin, event: &Event, now_ms: u64) {
-        let walk_in = event.event_type == "session_start"
-            && event.body.get("source").and_then(Value::as_str) == Some("walk_in");
+    fn refuse_walk_in_into_booking(
+        &mut self,
+        twin: &Twin,
+        event: &Event,
+        session: &PianoSession,
+        now_ms: u64,
+    ) {
+        let PianoSession::Start { minutes, .. } = session else {
+            return;
+        };
+        let walk_in = event.body.get("source").and_then(Value::as_str) == Some("walk_in");
         let Some(schedule) = self.schedule.as_ref().filter(|_| walk_in) else {
             return;
         };
-        let minutes = event.body.get("minutes").and_then(Value::as_u64);
-        match schedule.walk_in_conflict(&twin.id, minutes) {
+        match schedule.walk_in_conflict(&twin.id, *minutes) {
             Ok(false) => {}
             Ok(true) => {
                 let command = NewCommand {

@@ -113,6 +113,28 @@ pub struct IngestConfig {
     pub default_keepalive_secs: u16,
     /// At most one log line per rejection reason per this many ms.
     pub rejection_log_interval_ms: u64,
+    /// A device `ts` further behind the hub's clock than this is rejected
+    /// (`invalid_ts`): how long a device may hold events it could not send.
+    pub max_ts_behind_secs: u64,
+    /// A device `ts` further ahead of the hub's clock than this is rejected
+    /// (`invalid_ts`): the clock drift a device may have.
+    pub max_ts_ahead_secs: u64,
+}
+
+impl IngestConfig {
+    /// A `ts` window holding every instant the calendar does (10,000 years
+    /// either way), for devices on a simulated clock (`device-sim --start`,
+    /// `--speed`), which runs ahead of or behind the hub's.
+    pub const SIMULATED_CLOCK_WINDOW_SECS: u64 = 10_000 * 365 * 86_400;
+
+    /// This config with the `ts` window opened for simulated clocks.
+    pub fn for_simulated_clocks(self) -> IngestConfig {
+        IngestConfig {
+            max_ts_behind_secs: Self::SIMULATED_CLOCK_WINDOW_SECS,
+            max_ts_ahead_secs: Self::SIMULATED_CLOCK_WINDOW_SECS,
+            ..self
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -392,6 +414,8 @@ impl Default for IngestConfig {
             batch_max: 1024,
             default_keepalive_secs: 30,
             rejection_log_interval_ms: 5_000,
+            max_ts_behind_secs: 7 * 86_400,
+            max_ts_ahead_secs: 300,
         }
     }
 }
@@ -575,6 +599,13 @@ batch_max = 1024
 default_keepalive_secs = 30
 # At most one log line per rejection reason per interval.
 rejection_log_interval_ms = 5000
+# A device's ts must lie within this window around the hub's clock, else the
+# message is rejected as "invalid_ts": up to max_ts_behind_secs behind (how
+# long a device may keep events it could not send: a week) and up to
+# max_ts_ahead_secs ahead (its clock's drift). Devices on a simulated clock
+# (device-sim --start/--speed) need both at 315360000000 (10,000 years).
+max_ts_behind_secs = 604800
+max_ts_ahead_secs = 300
 
 [commands]
 # An unanswered command is resent after retry_initial_ms, then after twice
@@ -724,6 +755,9 @@ impl Config {
         if self.ingest.default_keepalive_secs == 0 {
             return invalid("ingest.default_keepalive_secs", "must be at least 1");
         }
+        if self.ingest.max_ts_behind_secs == 0 {
+            return invalid("ingest.max_ts_behind_secs", "must be at least 1");
+        }
         let hash = &self.api.admin_token_sha256;
         if !hash.is_empty() && (hash.len() != 64 || hex::decode(hash).is_err()) {
             return invalid("api.admin_token_sha256", "must be 64 hex digits");
@@ -872,6 +906,10 @@ mod tests {
         check(
             "[broker]\ningest_window_bytes = 99999999\n",
             "broker.ingest_window_bytes",
+        );
+        check(
+            "[ingest]\nmax_ts_behind_secs = 0\n",
+            "ingest.max_ts_behind_secs",
         );
         check(
             "[broker.plain]\nenabled = true\nlisten = \"0.0.0.0:1883\"\n",

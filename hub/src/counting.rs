@@ -9,57 +9,24 @@
 //! `[[rooms]]` hours, else `counting.closes`) everyone has left: the first
 //! message after it starts the room from zero. A 24-hour room is counted by
 //! its gates' passages only, so its counters do not move its occupancy (an
-//! entrance counter still counts visits). Owned by the
-//! ingest thread, through `actions`.
+//! entrance counter still counts visits). The deltas and the `ts` arrive
+//! checked (`input::Flow`, `input::DeviceTs`). Owned by the ingest thread,
+//! through `actions`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::NaiveTime;
 use protocol::calendar::Calendar;
-use protocol::{FieldValue, Telemetry, ENTRANCE_ROOM};
+use protocol::ENTRANCE_ROOM;
 
 use crate::access::OpeningHours;
 use crate::config::{Config, RoomConfig};
+use crate::input::{DeviceTs, Flow};
 use crate::metrics::Metrics;
 use crate::occupancy::Occupancy;
 use crate::store::{Store, StoreError};
 use crate::twin::Twin;
-
-#[derive(Debug, thiserror::Error)]
-pub enum CountError {
-    #[error("counter telemetry field `{0}` is not a whole number of people ≥ 0")]
-    BadDelta(&'static str),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// People through a door since the counter's last message.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Flow {
-    pub entered: u64,
-    pub left: u64,
-}
-
-impl Flow {
-    /// Reads `in` and `out` (a missing field is 0).
-    pub fn from_telemetry(telemetry: &Telemetry) -> Result<Flow, CountError> {
-        Ok(Flow {
-            entered: delta(telemetry, "in")?,
-            left: delta(telemetry, "out")?,
-        })
-    }
-}
-
-fn delta(telemetry: &Telemetry, name: &'static str) -> Result<u64, CountError> {
-    match telemetry.fields.iter().find(|(n, _)| n == name) {
-        None => Ok(0),
-        Some((_, FieldValue::Number(n))) if *n >= 0.0 && n.fract() == 0.0 && *n < 1e15 => {
-            Ok(*n as u64)
-        }
-        Some(_) => Err(CountError::BadDelta(name)),
-    }
-}
 
 /// When a configured room closes, or `None` for a 24-hour room.
 fn closing_time(room: &RoomConfig, center_closes: NaiveTime) -> Option<NaiveTime> {
@@ -115,17 +82,17 @@ impl Counting {
             .unwrap_or(Some(self.center_closes))
     }
 
-    /// Applies one counter message from `twin`.
+    /// Applies one counter message from `twin`: `flow` people at `ts`.
     pub fn on_counter(
         &mut self,
         occupancy: &mut Occupancy,
         twin: &Twin,
-        telemetry: &Telemetry,
-    ) -> Result<(), CountError> {
-        let flow = Flow::from_telemetry(telemetry)?;
+        flow: Flow,
+        ts: DeviceTs,
+    ) -> Result<(), StoreError> {
         let (center, room) = (twin.center.as_str(), twin.room.as_str());
         if room == ENTRANCE_ROOM {
-            self.count_visits(center, telemetry.ts, flow.entered)?;
+            self.count_visits(center, ts, flow.entered)?;
         }
         let Some(close) = self.closes(center, room) else {
             return Ok(());
@@ -133,8 +100,8 @@ impl Counting {
         let key = (center.to_owned(), room.to_owned());
         let closed_since_last = self
             .last_ts
-            .insert(key, telemetry.ts)
-            .is_some_and(|last| last < self.calendar.last_closing(telemetry.ts, close));
+            .insert(key, ts.ms())
+            .is_some_and(|last| last < self.calendar.last_closing(ts.ms(), close));
         if closed_since_last && occupancy.people(center, room) > 0 {
             occupancy.reset(center, room)?;
         }
@@ -146,9 +113,9 @@ impl Counting {
     }
 
     /// `people` came in through `center`'s entrance at device time `ts`.
-    fn count_visits(&self, center: &str, ts: u64, people: u64) -> Result<(), CountError> {
+    fn count_visits(&self, center: &str, ts: DeviceTs, people: u64) -> Result<(), StoreError> {
         if people > 0 {
-            let day = self.calendar.day(ts);
+            let day = self.calendar.day(ts.ms());
             self.store.add_visits(center, day, people)?;
             self.metrics
                 .visits
@@ -162,40 +129,6 @@ impl Counting {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn telemetry(ts: u64, fields: &[(&str, FieldValue)]) -> Telemetry {
-        Telemetry {
-            ts,
-            seq: 1,
-            fields: fields
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.clone()))
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn deltas_are_whole_people() {
-        let t = telemetry(0, &[("in", FieldValue::Number(3.0))]);
-        assert_eq!(
-            Flow::from_telemetry(&t).unwrap(),
-            Flow {
-                entered: 3,
-                left: 0
-            }
-        );
-        for bad in [
-            FieldValue::Number(-1.0),
-            FieldValue::Number(1.5),
-            FieldValue::Text("2".into()),
-        ] {
-            let t = telemetry(0, &[("out", bad)]);
-            assert!(matches!(
-                Flow::from_telemetry(&t),
-                Err(CountError::BadDelta("out"))
-            ));
-        }
-    }
 
     #[test]
     fn configured_rooms_close_by_their_hours() {

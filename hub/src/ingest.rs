@@ -14,6 +14,7 @@
 //! fsync, so a `stop` or an `open` never waits for the disk.
 
 use std::collections::{HashMap, HashSet};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,8 +35,8 @@ use crate::broker::WAKE_TOPIC;
 use crate::clock::unix_ms;
 use crate::commit::GroupCommit;
 use crate::config::IngestConfig;
-use crate::counting::Flow;
 use crate::edge::flow::{message_bytes, IngestWindow};
+use crate::input::{Input, InputError, Problem, TsWindow};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, StoredEvent};
 use crate::twin::{Presence, Twin};
@@ -94,8 +95,16 @@ pub enum Reason {
     Revoked,
     Oversize,
     UnknownTopic,
+    /// A `ts` outside the calendar or the hub's window around its clock.
+    InvalidTs,
+    /// A negative or absurd length of time (a session, walk-in minutes).
+    InvalidDuration,
+    /// A number outside its range (seq, people, temperature).
+    OutOfRange,
     /// The hub could not store the message (its fault, not the device's).
     StoreFailed,
+    /// Handling the message panicked (the hub's fault, not the device's).
+    InternalError,
 }
 
 impl Reason {
@@ -110,7 +119,11 @@ impl Reason {
             Reason::Revoked => "revoked",
             Reason::Oversize => "oversize",
             Reason::UnknownTopic => "unknown_topic",
+            Reason::InvalidTs => "invalid_ts",
+            Reason::InvalidDuration => "invalid_duration",
+            Reason::OutOfRange => "out_of_range",
             Reason::StoreFailed => "store_failed",
+            Reason::InternalError => "internal_error",
         }
     }
 }
@@ -150,6 +163,18 @@ impl From<TelemetryError> for Rejection {
     }
 }
 
+impl From<InputError> for Rejection {
+    fn from(error: InputError) -> Rejection {
+        let reason = match error.problem() {
+            Problem::Ts => Reason::InvalidTs,
+            Problem::Duration => Reason::InvalidDuration,
+            Problem::Range => Reason::OutOfRange,
+            Problem::Shape => Reason::InvalidPayload,
+        };
+        Rejection::new(reason, error.to_string())
+    }
+}
+
 /// One message taken off the link.
 struct Incoming {
     topic: Bytes,
@@ -178,6 +203,8 @@ pub struct Ingest {
     /// `messages_received` children per device, one per uplink channel.
     received: HashMap<String, [IntCounter; Channel::UPLINK.len()]>,
     log_limiter: LogLimiter,
+    /// Decodes device numbers into checked values; hashes credentials.
+    input: Input,
     actions: Actions,
     /// Arrival of the message being handled (reactions are timed from it).
     arrived: Instant,
@@ -213,6 +240,7 @@ impl Ingest {
         } = wiring;
         let revoked = store.revoked_ids()?.into_iter().collect();
         let log_limiter = LogLimiter::new(Duration::from_millis(config.rejection_log_interval_ms));
+        let input = Input::new(TsWindow::from_config(&config), store.credential_key()?);
         Ok(Ingest {
             store,
             metrics,
@@ -226,6 +254,7 @@ impl Ingest {
             revoked,
             received: HashMap::new(),
             log_limiter,
+            input,
             actions,
             arrived: Instant::now(),
             commit,
@@ -405,7 +434,7 @@ impl Ingest {
         let mut outbox = Outbox::default();
         for message in &batch {
             self.arrived = message.arrived;
-            self.handle(message, &mut outbox)?;
+            self.handle_contained(message, &mut outbox)?;
             self.publish_reactions()?;
         }
         // Twins first, so one fsync makes them durable with the events.
@@ -422,6 +451,37 @@ impl Ingest {
         for (topic, payload) in outbox.messages {
             self.link_tx.publish(topic, payload)?;
         }
+        Ok(())
+    }
+
+    /// `handle`, with a panic kept to the message that caused it (a last
+    /// resort: device input is checked so that nothing panics). The message
+    /// is rejected as `internal_error` and its device's twin is put back as
+    /// it was before the message, so no half-applied twin outlives it.
+    /// What else the message changed before it panicked (commands,
+    /// interlock, occupancy, usage, presence) stays: each of those changes
+    /// is whole on its own.
+    fn handle_contained(
+        &mut self,
+        message: &Incoming,
+        outbox: &mut Outbox,
+    ) -> Result<(), IngestError> {
+        let device = std::str::from_utf8(&message.topic)
+            .ok()
+            .and_then(Topic::parse)
+            .map(|topic| topic.device);
+        let before = device.map(|d| Snapshot::take(&self.twins, &self.dirty, d));
+        if let Ok(result) = panic::catch_unwind(AssertUnwindSafe(|| self.handle(message, outbox))) {
+            return result;
+        }
+        if let (Some(device), Some(before)) = (device, before) {
+            before.restore(&mut self.twins, &mut self.dirty, device);
+        }
+        // Reloaded (if it was dropped) so the rejection counts on the twin.
+        let known = device.filter(|d| matches!(self.load_twin(d), Ok(true)));
+        let rejection = Rejection::new(Reason::InternalError, "the hub failed handling it");
+        let topic_name = String::from_utf8_lossy(&message.topic);
+        self.reject(known, &topic_name, rejection, outbox);
         Ok(())
     }
 
@@ -493,15 +553,13 @@ impl Ingest {
             },
             Channel::Telemetry => {
                 let telemetry = Telemetry::decode(payload)?;
-                if self.twin(device).kind == DeviceKind::Counter {
-                    Flow::from_telemetry(&telemetry)
-                        .map_err(|e| Rejection::new(Reason::InvalidPayload, e.to_string()))?;
-                }
-                let gap = self.twin(device).apply_telemetry(&telemetry);
+                let kind = self.twin(device).kind;
+                let checked = self.input.telemetry(telemetry, kind, unix_ms())?;
+                let gap = self.twin(device).apply_telemetry(&checked.telemetry);
                 self.count_gap(device, Channel::Telemetry, gap);
                 if let Some(twin) = self.twins.get_mut(device) {
                     self.actions
-                        .on_telemetry(twin, &telemetry, self.arrived, unix_ms());
+                        .on_telemetry(twin, &checked, self.arrived, unix_ms());
                 }
             }
             Channel::Event => self.apply_event(device, payload, outbox)?,
@@ -525,6 +583,10 @@ impl Ingest {
         outbox: &mut Outbox,
     ) -> Result<(), Rejection> {
         let event: Event = serde_json::from_slice(payload).map_err(|e| Rejection::from_json(&e))?;
+        // invariant: `handle` loaded the twin before calling `apply`.
+        let twin = self.twins.get(device).expect("twin loaded");
+        let checked = self.input.event(event, twin, unix_ms())?;
+        let (event, detail) = (checked.event, checked.detail);
         let twin = self.twin(device);
         let (center, kind) = (twin.center.clone(), twin.kind);
         let gap = twin.observe_event_seq(event.seq);
@@ -551,8 +613,9 @@ impl Ingest {
                 .with_label_values(&[&center, kind.as_str()])
                 .inc();
             if let Some(twin) = self.twins.get_mut(device) {
+                let (event, at) = (&stored.event, stored.received_at);
                 self.actions
-                    .on_event(twin, &stored.event, self.arrived, stored.received_at);
+                    .on_event(twin, event, &detail, self.arrived, at);
             }
         }
         // invariant: EventAck serializes.
@@ -716,6 +779,40 @@ impl Ingest {
     }
 }
 
+/// A device's cached twin as it was before a message, to put back if
+/// handling the message panics.
+#[derive(Debug, Clone, PartialEq)]
+enum Snapshot {
+    /// The twin held changes not written yet: a copy of it.
+    Dirty(Box<Twin>),
+    /// The cache held the stored twin or none: drop it, the store has it.
+    Stored,
+}
+
+impl Snapshot {
+    /// Copies only a dirty twin (a clean one equals the store's), so most
+    /// messages cost no copy.
+    fn take(twins: &HashMap<String, Twin>, dirty: &HashSet<String>, device: &str) -> Snapshot {
+        match twins.get(device) {
+            Some(twin) if dirty.contains(device) => Snapshot::Dirty(Box::new(twin.clone())),
+            _ => Snapshot::Stored,
+        }
+    }
+
+    fn restore(self, twins: &mut HashMap<String, Twin>, dirty: &mut HashSet<String>, device: &str) {
+        match self {
+            Snapshot::Dirty(twin) => {
+                twins.insert(device.to_string(), *twin);
+                dirty.insert(device.to_string());
+            }
+            Snapshot::Stored => {
+                twins.remove(device);
+                dirty.remove(device);
+            }
+        }
+    }
+}
+
 fn decode_birth(payload: &[u8], provisioned: DeviceKind) -> Result<Birth, Rejection> {
     let value: serde_json::Value =
         serde_json::from_slice(payload).map_err(|e| Rejection::from_json(&e))?;
@@ -795,6 +892,65 @@ mod tests {
             Err(Reason::InvalidPayload),
         );
         check_birth("{not json", Err(Reason::MalformedJson));
+    }
+
+    fn check_restore(cached: bool, dirty: bool, expect_cached: bool) {
+        let before = crate::twin::provisioned(DeviceKind::Counter);
+        let mut twins = HashMap::new();
+        let mut dirty_set = HashSet::new();
+        if cached {
+            twins.insert("d".to_string(), before.clone());
+        }
+        if dirty {
+            dirty_set.insert("d".to_string());
+        }
+        let snapshot = Snapshot::take(&twins, &dirty_set, "d");
+        // Handling a message got halfway, then panicked.
+        let half = twins.entry("d".into()).or_insert_with(|| before.clone());
+        half.messages += 1;
+        half.session_since = Some(1);
+        dirty_set.insert("d".into());
+        snapshot.restore(&mut twins, &mut dirty_set, "d");
+        let what = format!("cached {cached}, dirty {dirty}");
+        assert_eq!(twins.get("d"), expect_cached.then_some(&before), "{what}");
+        assert_eq!(dirty_set.contains("d"), expect_cached, "{what}");
+    }
+
+    #[test]
+    fn a_panicking_message_leaves_its_twin_as_before() {
+        check_restore(true, true, true);
+        check_restore(true, false, false);
+        check_restore(false, false, false);
+    }
+
+    #[test]
+    fn a_panic_is_contained_and_the_state_restored() {
+        let mut twins =
+            HashMap::from([("d".to_string(), crate::twin::provisioned(DeviceKind::Gate))]);
+        let mut dirty = HashSet::from(["d".to_string()]);
+        let snapshot = Snapshot::take(&twins, &dirty, "d");
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+            if let Some(twin) = twins.get_mut("d") {
+                twin.rejections = 99;
+            }
+            panic!("a bug while handling a message");
+        }));
+        assert!(outcome.is_err());
+        snapshot.restore(&mut twins, &mut dirty, "d");
+        assert_eq!(twins.get("d").map(|t| t.rejections), Some(0));
+    }
+
+    #[test]
+    fn input_problems_name_their_reasons() {
+        use crate::input::InputError;
+        for (error, reason) in [
+            (InputError::TsPastCalendar(u64::MAX), Reason::InvalidTs),
+            (InputError::Minutes, Reason::InvalidDuration),
+            (InputError::Seq(0), Reason::OutOfRange),
+            (InputError::People("in"), Reason::InvalidPayload),
+        ] {
+            assert_eq!(Rejection::from(error).reason, reason);
+        }
     }
 
     #[test]

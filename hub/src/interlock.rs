@@ -9,16 +9,21 @@
 //! raises an alarm on the robot's twin; until staff acknowledge it, every
 //! `session_start` the robot reports is answered with `stop` again.
 //!
+//! Readings arrive checked (`input::RobotReading`): telemetry whose `temp_c`
+//! is not a number (or is below absolute zero) or whose `heating` is not a
+//! bool is rejected, so it does not feed the watchdog either — a robot that
+//! only sends such readings is stopped when its session goes silent.
+//!
 //! Pure state and rules only (times are unix ms passed in). `actions` turns a
 //! trip into the `stop` command, the twin's alarm, the stored event and the
 //! metrics.
 
 use std::collections::HashMap;
 
-use protocol::{FieldValue, Telemetry};
 use serde::{Deserialize, Serialize};
 
 use crate::config::InterlockConfig;
+use crate::input::RobotReading;
 
 /// Why a robot was stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,16 +102,16 @@ impl Interlock {
     pub fn on_telemetry(
         &mut self,
         device: &str,
-        telemetry: &Telemetry,
+        reading: &RobotReading,
         alarm_active: bool,
         now_ms: u64,
     ) -> Option<Trip> {
         let session = self.session(device);
         session.last_telemetry = now_ms;
-        if let Some(heating) = bool_field(telemetry, "heating") {
+        if let Some(heating) = reading.heating {
             session.running = heating && !alarm_active;
         }
-        let temp_c = number_field(telemetry, "temp_c")?;
+        let temp_c = reading.temp_c?;
         (temp_c > self.config.max_temp_c && !alarm_active).then(|| {
             self.session(device).running = false;
             Trip {
@@ -172,27 +177,6 @@ impl Interlock {
     }
 }
 
-fn field<'a>(telemetry: &'a Telemetry, name: &str) -> Option<&'a FieldValue> {
-    telemetry
-        .fields
-        .iter()
-        .find_map(|(n, v)| (n == name).then_some(v))
-}
-
-fn number_field(telemetry: &Telemetry, name: &str) -> Option<f64> {
-    match field(telemetry, name)? {
-        FieldValue::Number(n) => Some(*n),
-        _ => None,
-    }
-}
-
-fn bool_field(telemetry: &Telemetry, name: &str) -> Option<bool> {
-    match field(telemetry, name)? {
-        FieldValue::Bool(b) => Some(*b),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,14 +189,10 @@ mod tests {
         })
     }
 
-    fn reading(temp_c: f64, heating: bool) -> Telemetry {
-        Telemetry {
-            ts: 0,
-            seq: 1,
-            fields: vec![
-                ("temp_c".into(), FieldValue::Number(temp_c)),
-                ("heating".into(), FieldValue::Bool(heating)),
-            ],
+    fn reading(temp_c: f64, heating: bool) -> RobotReading {
+        RobotReading {
+            temp_c: Some(temp_c),
+            heating: Some(heating),
         }
     }
 

@@ -18,6 +18,7 @@ pub mod config;
 pub mod counting;
 pub mod edge;
 pub mod ingest;
+pub mod input;
 pub mod interlock;
 pub mod metrics;
 pub mod occupancy;

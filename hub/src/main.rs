@@ -194,6 +194,7 @@ async fn demo(
     let token = std::env::var(hub::config::ADMIN_TOKEN_ENV)
         .unwrap_or_else(|_| hub::secrets::random_secret());
     config.api.admin_token_sha256 = hub::secrets::sha256_hex(&token);
+    config.ingest = config.ingest.for_simulated_clocks();
     if config.rooms.is_empty() {
         config.rooms = simulated_rooms(centers);
     }

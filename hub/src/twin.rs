@@ -117,10 +117,13 @@ impl Twin {
         Presence::WentOffline
     }
 
+    /// A birth message. Keepalive 0 (MQTT: none) states no keepalive: the
+    /// hub's default applies, rather than a liveness deadline at the last
+    /// message itself.
     pub fn apply_birth(&mut self, birth: &Birth) {
         self.model = Some(birth.model.clone());
         self.fw = Some(birth.fw.clone());
-        self.keepalive_secs = birth.keepalive;
+        self.keepalive_secs = birth.keepalive.filter(|secs| *secs > 0);
     }
 
     /// Applies telemetry values; returns the seq gap it revealed.
@@ -133,14 +136,14 @@ impl Twin {
             };
             self.fields.insert(name.clone(), reading);
         }
-        self.seq_gaps += gap;
+        self.seq_gaps = self.seq_gaps.saturating_add(gap);
         gap
     }
 
     /// Records an event's seq; returns the gap it revealed.
     pub fn observe_event_seq(&mut self, seq: u64) -> u64 {
         let gap = seq_gap(&mut self.last_event_seq, seq);
-        self.seq_gaps += gap;
+        self.seq_gaps = self.seq_gaps.saturating_add(gap);
         gap
     }
 
@@ -148,8 +151,24 @@ impl Twin {
     /// 1.5× its keepalive after the last message.
     pub fn liveness_deadline(&self, default_keepalive_secs: u16) -> Option<u64> {
         let keepalive = u64::from(self.keepalive_secs.unwrap_or(default_keepalive_secs));
-        self.last_seen.map(|seen| seen + keepalive * 1500)
+        self.last_seen
+            .map(|seen| seen.saturating_add(keepalive * 1500))
     }
+}
+
+/// A freshly provisioned twin `d` of `kind` in center `c`, room `r`.
+#[cfg(test)]
+pub(crate) fn provisioned(kind: DeviceKind) -> Twin {
+    Twin::provisioned(&DeviceRecord {
+        id: "d".into(),
+        center: "c".into(),
+        room: "r".into(),
+        kind,
+        password_sha256: String::new(),
+        certificate_sha256: String::new(),
+        not_after: 0,
+        provisioned_at: 0,
+    })
 }
 
 /// Messages missing between the last seq seen and `seq`. A seq at or below
@@ -187,17 +206,7 @@ mod tests {
 
     #[test]
     fn presence_follows_epochs() {
-        let record = DeviceRecord {
-            id: "d".into(),
-            center: "c".into(),
-            room: "r".into(),
-            kind: DeviceKind::Gate,
-            password_sha256: String::new(),
-            certificate_sha256: String::new(),
-            not_after: 0,
-            provisioned_at: 0,
-        };
-        let mut twin = Twin::provisioned(&record);
+        let mut twin = provisioned(DeviceKind::Gate);
         assert_eq!(twin.seen(10, 1), Presence::CameOnline);
         assert_eq!(twin.seen(11, 1), Presence::Unchanged);
         assert!(twin.is_online(1));
@@ -208,5 +217,25 @@ mod tests {
         assert_eq!(twin.went_offline(2), Presence::Unchanged);
         assert_eq!(twin.went_offline(1), Presence::WentOffline);
         assert_eq!(twin.liveness_deadline(30), Some(11 + 45_000));
+    }
+
+    #[test]
+    fn a_birth_with_keepalive_0_leaves_the_default() {
+        let mut twin = provisioned(DeviceKind::Counter);
+        twin.seen(10, 1);
+        for (keepalive, deadline) in [
+            (Some(20), 10 + 30_000),
+            (Some(0), 10 + 45_000),
+            (None, 10 + 45_000),
+        ] {
+            let birth = Birth {
+                kind: DeviceKind::Counter,
+                fw: "1".into(),
+                model: "m".into(),
+                keepalive,
+            };
+            twin.apply_birth(&birth);
+            assert_eq!(twin.liveness_deadline(30), Some(deadline), "{keepalive:?}");
+        }
     }
 }

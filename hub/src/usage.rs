@@ -4,15 +4,19 @@
 //! The running session's start is kept on the twin (`session_since`), so a
 //! session survives a hub restart. A session spanning midnight is split
 //! between the days; a `session_start` while one runs (its end was lost)
-//! closes the old one there. Totals are stored per `center, day, piano` and
-//! exported per center as `yizhan_piano_usage_seconds_total`. Owned by the
-//! ingest thread, through `actions`.
+//! closes the old one there, unless it would run backwards or for more
+//! than a day (then it is not counted). Sessions arrive checked
+//! (`input::PianoSession`): a span lasts at most a day, so splitting it
+//! at midnights gives at most three pieces. Totals are stored per
+//! `center, day, piano` and exported per center as
+//! `yizhan_piano_usage_seconds_total`. Owned by the ingest thread, through
+//! `actions`.
 
 use std::sync::Arc;
 
 use protocol::calendar::Calendar;
-use protocol::Event;
 
+use crate::input::{PianoSession, Previous, SessionSpan};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use crate::twin::Twin;
@@ -32,28 +36,36 @@ impl Usage {
         }
     }
 
-    /// A newly stored piano event.
-    pub fn on_piano_event(&mut self, twin: &mut Twin, event: &Event) -> Result<(), StoreError> {
-        match event.event_type.as_str() {
-            "session_start" => {
-                if let Some(since) = twin.session_since.take() {
-                    self.record(twin, since, event.ts)?;
+    /// A newly stored piano session event. The twin follows the session
+    /// first, so a store error loses only the minutes, not the session.
+    pub fn on_piano_session(
+        &mut self,
+        twin: &mut Twin,
+        session: &PianoSession,
+    ) -> Result<(), StoreError> {
+        match session {
+            PianoSession::Start { at, previous, .. } => {
+                twin.session_since = Some(at.ms());
+                match previous {
+                    Previous::Idle => Ok(()),
+                    Previous::Ends(span) => self.record(twin, *span),
+                    Previous::Discarded(why) => {
+                        // Debug only: a device may send this at every start.
+                        tracing::debug!(device = %twin.id, %why, "a session whose end was lost is not counted");
+                        Ok(())
+                    }
                 }
-                twin.session_since = Some(event.ts);
             }
-            "session_end" => {
-                if let Some(since) = twin.session_since.take() {
-                    self.record(twin, since, event.ts)?;
-                }
+            PianoSession::End { closes } => {
+                twin.session_since = None;
+                closes.map_or(Ok(()), |span| self.record(twin, span))
             }
-            _ => {}
         }
-        Ok(())
     }
 
-    /// Files the play from `from` to `to` (device ms) under its local days.
-    fn record(&self, twin: &Twin, from: u64, to: u64) -> Result<(), StoreError> {
-        for (start, end) in self.calendar.split_days(from, to) {
+    /// Files the play of `span` (device ms) under its local days.
+    fn record(&self, twin: &Twin, span: SessionSpan) -> Result<(), StoreError> {
+        for (start, end) in self.calendar.split_days(span.from(), span.to()) {
             let day = self.calendar.day(start);
             let ms = end - start;
             self.store.add_usage(&twin.center, day, &twin.id, ms)?;

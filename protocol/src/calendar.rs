@@ -8,6 +8,8 @@
 use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeZone, Weekday};
 use chrono_tz::Tz;
 
+use crate::limits::MAX_TS_MS;
+
 /// The centers' time zone unless configured otherwise.
 pub const DEFAULT_TZ: Tz = chrono_tz::Asia::Shanghai;
 
@@ -24,14 +26,16 @@ impl Default for Calendar {
 }
 
 impl Calendar {
+    /// The local time of `ms`. Instants past [`MAX_TS_MS`] read as its last
+    /// millisecond, so no input makes the calendar panic; the hub rejects
+    /// such a `ts` before it gets here.
     pub fn local(&self, ms: u64) -> DateTime<Tz> {
-        let ms = i64::try_from(ms).unwrap_or(i64::MAX);
-        // invariant: a UTC instant maps to exactly one local time; chrono's
-        // range (±262,000 years) holds every ms a device can send in i64.
-        self.tz
-            .timestamp_millis_opt(ms)
-            .earliest()
-            .unwrap_or_else(|| self.tz.timestamp_millis_opt(0).unwrap())
+        // In range, the cast is lossless and chrono holds the instant and its
+        // local date with room to spare (its range is ±262,000 years).
+        let ms = ms.min(MAX_TS_MS) as i64;
+        DateTime::from_timestamp_millis(ms)
+            .unwrap_or_default()
+            .with_timezone(&self.tz)
     }
 
     /// The local date of `ms`.
@@ -86,6 +90,8 @@ impl Calendar {
     }
 
     /// Splits `[from, to)` at local midnights, so no piece spans two days.
+    /// One piece per day walked: callers bound the span (the hub's piano
+    /// sessions last at most `limits::MAX_SESSION_MS`).
     pub fn split_days(&self, from: u64, to: u64) -> Vec<(u64, u64)> {
         let mut pieces = Vec::new();
         let mut start = from;
@@ -135,6 +141,23 @@ mod tests {
             ]
         );
         assert!(cal.split_days(5, 5).is_empty());
+    }
+
+    #[test]
+    fn instants_past_the_calendar_read_as_its_last_day() {
+        let cal = Calendar::default();
+        let last = date(9999, 12, 31).succ_opt().unwrap();
+        for ms in [MAX_TS_MS, MAX_TS_MS + 1, 8_210_266_850_000_000, u64::MAX] {
+            assert_eq!(
+                cal.day(ms),
+                last,
+                "{ms}: 9999-12-31 UTC is 10000-01-01 in Shanghai"
+            );
+            assert!(cal.next_midnight(ms) > MAX_TS_MS);
+            let close = NaiveTime::from_hms_opt(21, 30, 0).unwrap();
+            assert!(cal.last_closing(ms, close) <= ms);
+        }
+        assert_eq!(cal.day(0), date(1970, 1, 1));
     }
 
     #[test]

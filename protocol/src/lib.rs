@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod calendar;
+pub mod limits;
 pub mod topic;
 
 use serde::{Deserialize, Serialize};

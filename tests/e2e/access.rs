@@ -207,3 +207,104 @@ async fn residents_are_validated_and_unique() -> anyhow::Result<()> {
     assert_eq!(status, 404);
     Ok(())
 }
+
+/// Every file under `dir`, recursively, as bytes.
+fn files_under(dir: &std::path::Path) -> anyhow::Result<Vec<(std::path::PathBuf, Vec<u8>)>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            files.extend(files_under(&path)?);
+        } else {
+            files.push((path.clone(), std::fs::read(&path)?));
+        }
+    }
+    Ok(files)
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle.as_bytes())
+}
+
+/// Issue 9: a gate's `access_request` credential was stored in clear and
+/// served back by `GET /api/v1/devices/{id}/events`. After allowed and
+/// denied requests, no API answer, metric, log line or file of the store
+/// holds a clear credential; the events hold its keyed hash.
+#[tokio::test]
+async fn issue_9_no_clear_credential_at_rest_or_in_any_answer() -> anyhow::Result<()> {
+    const STRANGER: &str = "qr-stranger-9c41d7";
+    const CARD: u64 = 31_415_926_535;
+    let mut hub = HubProcess::start(HubOptions {
+        extra_config: rooms(),
+        ..HubOptions::default()
+    })
+    .await?;
+    for (id, credential) in [("alice", ALICE), ("bob", BOB)] {
+        let body = json!({"id": id, "credential": credential});
+        assert_eq!(hub.post_json("/api/v1/residents", &body).await?.0, 201);
+    }
+    hub.post_json("/api/v1/residents/bob/block", &Value::Null)
+        .await?;
+    let creds = hub
+        .provision_in("gymgate", DeviceKind::Gate, "center1", "gym")
+        .await?;
+    let mut gate = TestDevice::online(&creds, hub.mqtt_port, DeviceKind::Gate).await?;
+    let requests = [
+        (json!(ALICE), "open", "allowed"),
+        (json!(BOB), "deny", "blocked"),
+        (json!(STRANGER), "deny", "unknown_resident"),
+        (json!(CARD), "deny", "bad_request"),
+    ];
+    for (seq, (credential, op, reason)) in (1..).zip(requests) {
+        check(ask(&mut gate, seq, credential).await?, op, reason);
+    }
+
+    let events = hub.get_json("/api/v1/devices/gymgate/events").await?;
+    let hashes: Vec<String> = events["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["event"]["credential_hash"].as_str().map(String::from))
+        .collect();
+    assert_eq!(events["count"], json!(4), "{events}");
+    assert_eq!(hashes.len(), 3, "the string credentials, hashed: {events}");
+    assert!(hashes.iter().all(|h| h.len() == 64), "{hashes:?}");
+    let secrets = [ALICE, BOB, STRANGER, &CARD.to_string()];
+    for path in [
+        "/api/v1/devices/gymgate/events",
+        "/api/v1/devices/gymgate",
+        "/api/v1/devices/gymgate/commands",
+        "/api/v1/devices",
+        "/api/v1/residents/alice",
+        "/api/v1/residents/bob",
+        "/api/v1/bookings?resident=alice",
+        "/api/v1/notifications?resident=alice",
+        "/api/v1/centers/center1/occupancy",
+        "/metrics",
+    ] {
+        let answer = hub.get(path).send().await?.text().await?;
+        for secret in secrets {
+            assert!(!answer.contains(secret), "{secret} in {path}: {answer}");
+        }
+    }
+
+    // A clean stop flushes the store; then nothing on disk holds a clear
+    // credential, while the hashes are there (the scan reads the events).
+    let (status, _) = hub.terminate()?;
+    assert!(status.success());
+    let files = files_under(hub.data_dir())?;
+    for (path, bytes) in &files {
+        for secret in secrets {
+            assert!(!contains(bytes, secret), "{secret} in {}", path.display());
+        }
+    }
+    for hash in &hashes {
+        assert!(
+            files.iter().any(|(_, bytes)| contains(bytes, hash)),
+            "the stored events hold {hash}"
+        );
+    }
+    Ok(())
+}

@@ -73,7 +73,7 @@ async fn events_are_acknowledged_and_stored_once() -> anyhow::Result<()> {
     let hub = HubProcess::start(HubOptions::default()).await?;
     let creds = hub.provision("gate1", DeviceKind::Gate).await?;
     let mut device = TestDevice::online(&creds, hub.mqtt_port, DeviceKind::Gate).await?;
-    let event = json!({"id":"e1","ts":1,"seq":1,"type":"passage","direction":"in"});
+    let event = json!({"id":"e1","ts":now_ms(),"seq":1,"type":"passage","direction":"in"});
     for _ in 0..3 {
         device
             .publish(Channel::Event, serde_json::to_vec(&event)?)

@@ -184,10 +184,7 @@ async fn a_retained_publish_off_status_and_a_subscription_over_the_limit_are_ref
         .client
         .publish(&telemetry_topic, QoS::AtLeastOnce, true, telemetry(1, &[]))
         .await?;
-    let report = device
-        .message_on(&device.topic(Channel::Error), Duration::from_secs(5))
-        .await?;
-    let report: protocol::ErrorReport = serde_json::from_slice(&report)?;
+    let report = device.next_error(Duration::from_secs(5)).await?;
     assert!(report.reason.starts_with("retain_not_allowed"), "{report:?}");
 
     device

@@ -10,7 +10,7 @@ use tests::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_centers_at_speed_600_run_to_the_end_and_the_hub_stored_every_acked_event(
 ) -> anyhow::Result<()> {
-    let hub = HubProcess::start(HubOptions::default()).await?;
+    let hub = HubProcess::start(HubOptions::simulated_clocks()).await?;
     // 22:30 → 01:30 Shanghai time: two local days, 18 s real.
     let args = "--centers 3 --speed 600 --seed 42 \
                 --start 2026-11-28T22:30:00+08:00 --sim-duration 3h";

@@ -67,7 +67,7 @@ async fn kill_9_mid_stream_loses_no_acknowledged_event() -> anyhow::Result<()> {
         while next <= TOTAL && unacked.len() < WINDOW {
             let id = format!("ev{next}");
             let payload = serde_json::to_vec(
-                &json!({"id": id, "ts": next, "seq": next, "type": "key_activity", "keys": next % 88}),
+                &json!({"id": id, "ts": now_ms(), "seq": next, "type": "key_activity", "keys": next % 88}),
             )?;
             if device
                 .client

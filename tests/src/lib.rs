@@ -22,6 +22,20 @@ pub use device_sim::bench::received::sum_metric;
 
 pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
 
+/// Hub config for devices on a simulated clock (`device-sim --start`,
+/// `--speed`, or fixed dates in a test): a `ts` window holding the whole
+/// calendar (`hub::config::IngestConfig::SIMULATED_CLOCK_WINDOW_SECS`).
+pub const SIMULATED_CLOCKS: &str =
+    "[ingest]\nmax_ts_behind_secs = 315360000000\nmax_ts_ahead_secs = 315360000000\n";
+
+/// The real clock in Unix ms: the `ts` a device with a good clock sends.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Polls `check` every 20 ms until it returns `Some` or `timeout` passes.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T>
 where
@@ -67,6 +81,14 @@ pub struct HubOptions {
 }
 
 impl HubOptions {
+    /// A hub whose devices run on a simulated clock.
+    pub fn simulated_clocks() -> HubOptions {
+        HubOptions {
+            extra_config: SIMULATED_CLOCKS.into(),
+            ..HubOptions::default()
+        }
+    }
+
     /// A hub whose loopback tools listener is on `port` with one user.
     pub fn with_tools_listener(port: u16, username: &str, password: &str) -> Result<HubOptions> {
         let hash = device_sim::bench::processes::hash_password(&workspace_binary("hub"), password)?;
@@ -541,6 +563,13 @@ impl TestDevice {
             .context("no SUBACK")?
     }
 
+    /// Waits for the hub's next report on the device's `error` topic.
+    pub async fn next_error(&mut self, timeout: Duration) -> Result<protocol::ErrorReport> {
+        let topic = self.topic(Channel::Error);
+        let payload = self.message_on(&topic, timeout).await?;
+        Ok(serde_json::from_slice(&payload)?)
+    }
+
     /// Waits for the next command on the device's `cmd` topic.
     pub async fn next_command(&mut self, timeout: Duration) -> Result<protocol::Command> {
         let topic = self.topic(Channel::Cmd);
@@ -559,14 +588,14 @@ impl TestDevice {
             .await
     }
 
-    /// Publishes an event `{"id","ts","seq","type", ...body}`.
+    /// Publishes an event `{"id","ts","seq","type", ...body}`, stamped now.
     pub async fn event(&self, id: &str, seq: u64, event_type: &str, body: Value) -> Result<()> {
         let mut map = match body {
             Value::Object(map) => map,
             _ => serde_json::Map::new(),
         };
         map.insert("id".into(), id.into());
-        map.insert("ts".into(), 1_700_000_000_000u64.into());
+        map.insert("ts".into(), now_ms().into());
         map.insert("seq".into(), seq.into());
         map.insert("type".into(), event_type.into());
         self.publish(Channel::Event, serde_json::to_vec(&map)?)
@@ -682,10 +711,10 @@ pub fn mosquitto_pub(
         .output()?)
 }
 
-/// Telemetry payload with `seq` and fields.
+/// Telemetry payload with `seq` and fields, stamped now.
 pub fn telemetry(seq: u64, fields: &[(&str, Value)]) -> Vec<u8> {
     let mut map = serde_json::Map::new();
-    map.insert("ts".into(), 1_700_000_000_000u64.into());
+    map.insert("ts".into(), now_ms().into());
     map.insert("seq".into(), seq.into());
     for (name, value) in fields {
         map.insert((*name).into(), value.clone());
