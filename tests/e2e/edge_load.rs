@@ -50,14 +50,17 @@ fn idle_devices(hub: &HubProcess, connections: usize, dir: &std::path::Path) -> 
 }
 
 #[tokio::test]
-async fn a_thousand_devices_dropped_and_reconnecting_at_once_five_times_all_come_back(
-) -> Result<()> {
+async fn a_thousand_devices_dropped_and_reconnecting_at_once_five_times_all_come_back() -> Result<()>
+{
     const DEVICES: usize = 1_000;
     let hub = HubProcess::start(HubOptions::default()).await?;
     let certs = tempfile::tempdir()?;
     let config = idle_devices(&hub, DEVICES, certs.path());
     let mut session = Session::open(&config).await?;
-    ensure!(session.connect_report().connected == DEVICES, "first connect");
+    ensure!(
+        session.connect_report().connected == DEVICES,
+        "first connect"
+    );
     for (round, report) in session.reconnect_storm(5).await.iter().enumerate() {
         assert_eq!(report.connected, DEVICES, "round {round}: {report:?}");
     }
@@ -151,8 +154,12 @@ async fn tool_connack(port: u16, client_id: &str) -> Result<rumqttc::ConnectRetu
 #[tokio::test]
 async fn two_connects_with_client_id_a_slash_b_leave_the_tools_listener_working() -> Result<()> {
     let port = free_port()?;
-    let hub =
-        HubProcess::start(HubOptions::with_tools_listener(port, "tool", "tool-password")?).await?;
+    let hub = HubProcess::start(HubOptions::with_tools_listener(
+        port,
+        "tool",
+        "tool-password",
+    )?)
+    .await?;
     for _ in 0..2 {
         let code = tool_connack(port, "a/b").await?;
         assert_eq!(code, rumqttc::ConnectReturnCode::BadClientId);
@@ -168,8 +175,8 @@ async fn two_connects_with_client_id_a_slash_b_leave_the_tools_listener_working(
 }
 
 #[tokio::test]
-async fn a_retained_publish_off_status_and_a_subscription_over_the_limit_are_refused(
-) -> Result<()> {
+async fn a_retained_publish_off_status_and_a_subscription_over_the_limit_are_refused() -> Result<()>
+{
     let port = free_port()?;
     let mut options = HubOptions::with_tools_listener(port, "tool", "tool-password")?;
     options
@@ -185,7 +192,10 @@ async fn a_retained_publish_off_status_and_a_subscription_over_the_limit_are_ref
         .publish(&telemetry_topic, QoS::AtLeastOnce, true, telemetry(1, &[]))
         .await?;
     let report = device.next_error(Duration::from_secs(5)).await?;
-    assert!(report.reason.starts_with("retain_not_allowed"), "{report:?}");
+    assert!(
+        report.reason.starts_with("retain_not_allowed"),
+        "{report:?}"
+    );
 
     device
         .client
@@ -209,16 +219,23 @@ async fn a_retained_publish_off_status_and_a_subscription_over_the_limit_are_ref
     assert!(retained.is_err(), "a retained telemetry was kept");
     for (reason, count) in [("retain_not_allowed", 1.0), ("too_many_subscriptions", 1.0)] {
         let labels = format!("reason=\"{reason}\"");
-        assert_eq!(hub.metric("yizhan_edge_refused_total", &labels).await?, count);
+        assert_eq!(
+            hub.metric("yizhan_edge_refused_total", &labels).await?,
+            count
+        );
     }
     // The device is still connected and heard.
     device
         .publish(Channel::Telemetry, telemetry(2, &[("in", json!(1))]))
         .await?;
-    eventually(Duration::from_secs(5), "telemetry after refusals", || async {
-        let twin = hub.twin("retain1").await.ok()?;
-        (twin["fields"]["in"]["value"] == json!(1.0)).then_some(())
-    })
+    eventually(
+        Duration::from_secs(5),
+        "telemetry after refusals",
+        || async {
+            let twin = hub.twin("retain1").await.ok()?;
+            (twin["fields"]["in"]["value"] == json!(1.0)).then_some(())
+        },
+    )
     .await?;
     Ok(())
 }
@@ -260,8 +277,13 @@ async fn a_device_publishing_ten_times_its_rate_is_slowed_and_cut_while_others_a
     let mut slowest = Duration::ZERO;
     for seq in 1..=10u64 {
         let sent = Instant::now();
-        calm.event(&format!("c{seq}"), seq, "passage", json!({"direction": "in"}))
-            .await?;
+        calm.event(
+            &format!("c{seq}"),
+            seq,
+            "passage",
+            json!({"direction": "in"}),
+        )
+        .await?;
         calm.message_on(&calm.topic(Channel::EventAck), Duration::from_secs(5))
             .await?;
         slowest = slowest.max(sent.elapsed());
@@ -279,10 +301,11 @@ async fn a_device_publishing_ten_times_its_rate_is_slowed_and_cut_while_others_a
         .metric("yizhan_edge_disconnects_total", "reason=\"flooding\"")
         .await?;
     assert_eq!(cut, 1.0);
-    // What reached the hub is what the rate allowed: the burst, then RATE
-    // a second for the ~2 s of throttling before the cut (with slack).
+    // What reached the hub is what the rate allowed over the 4 s of
+    // flooding, reconnects included: the burst, then RATE a second (and
+    // the hello), not the 10 x RATE a second sent.
     let twin = hub.twin("flood1").await?;
     let heard = twin["messages"].as_u64().context("messages")?;
-    assert!(heard <= 4 * RATE + 10, "{heard} messages passed the limit");
+    assert!(heard <= 5 * RATE + 10, "{heard} messages passed the limit");
     Ok(())
 }

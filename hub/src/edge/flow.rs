@@ -150,6 +150,12 @@ impl TokenBucket {
         }
     }
 
+    /// Would the bucket be full at `now` (as good as a new one)?
+    pub fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.rate == 0.0 || self.tokens + elapsed * self.rate >= self.burst
+    }
+
     /// Takes one token; `None` if one was there, else how long until one
     /// will be (the caller waits that long, then takes it).
     pub fn take(&mut self, now: Instant) -> Option<Duration> {
@@ -203,6 +209,16 @@ mod tests {
         assert!((wait.as_secs_f64() - 0.1).abs() < 1e-6, "{wait:?}");
         // After the wait the token taken above is paid for.
         assert_eq!(bucket.take(start + Duration::from_millis(200)), None);
+    }
+
+    #[test]
+    fn a_bucket_refills_to_full() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(10, 2, start);
+        assert!(bucket.is_full(start));
+        bucket.take(start);
+        assert!(!bucket.is_full(start));
+        assert!(bucket.is_full(start + Duration::from_millis(100)));
     }
 
     #[test]

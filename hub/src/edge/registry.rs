@@ -6,6 +6,9 @@
 //! before the new session's link is built, so the router sees the old
 //! connection leave before the new one arrives. A revoke tells a device's
 //! session to end the same way.
+//!
+//! A client's rate-limit bucket outlives its connection (until it would be
+//! full again), so reconnecting does not buy a flooding client a new burst.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -13,6 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::watch;
+
+use super::flow::TokenBucket;
 use tokio_util::sync::CancellationToken;
 
 /// Why a session was told to end.
@@ -49,6 +54,8 @@ pub struct Registry {
     live: Mutex<HashMap<String, Entry>>,
     /// Filters of persistent sessions, kept while they are offline.
     persisted: Mutex<HashMap<String, HashSet<String>>>,
+    /// Rate-limit buckets of clients gone before theirs refilled.
+    buckets: Mutex<HashMap<String, TokenBucket>>,
     serials: AtomicU64,
 }
 
@@ -164,15 +171,34 @@ impl Registry {
         self.persisted().insert(key.to_owned(), filters);
     }
 
+    /// The bucket `key` left behind, or `fresh`.
+    pub fn take_bucket(&self, key: &str, fresh: TokenBucket) -> TokenBucket {
+        lock(&self.buckets).remove(key).unwrap_or(fresh)
+    }
+
+    /// Keeps a closing client's bucket unless it would be full already;
+    /// forgets those that refilled since.
+    pub fn keep_bucket(&self, key: &str, bucket: TokenBucket) {
+        let now = std::time::Instant::now();
+        let mut buckets = lock(&self.buckets);
+        buckets.retain(|_, kept| !kept.is_full(now));
+        if !bucket.is_full(now) {
+            buckets.insert(key.to_owned(), bucket);
+        }
+    }
+
     fn live(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
-        // invariant: no holder of this lock panics while holding it.
-        self.live.lock().expect("registry lock")
+        lock(&self.live)
     }
 
     fn persisted(&self) -> MutexGuard<'_, HashMap<String, HashSet<String>>> {
-        // invariant: no holder of this lock panics while holding it.
-        self.persisted.lock().expect("persisted filters lock")
+        lock(&self.persisted)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // invariant: no holder of a registry lock panics while holding it.
+    mutex.lock().expect("registry lock")
 }
 
 #[cfg(test)]
@@ -198,6 +224,23 @@ mod tests {
         drop(second);
         assert!(registry.is_empty());
         assert!(!registry.kick("a", Kick::Revoked));
+    }
+
+    #[test]
+    fn an_empty_bucket_outlives_its_connection_until_it_refilled() {
+        let registry = Registry::default();
+        let now = std::time::Instant::now();
+        let fresh = || TokenBucket::new(1, 1, now);
+        let mut bucket = registry.take_bucket("a", fresh());
+        assert_eq!(bucket.take(now), None);
+        registry.keep_bucket("a", bucket);
+        let mut again = registry.take_bucket("a", fresh());
+        assert!(again.take(now).is_some(), "no new burst");
+        registry.keep_bucket("b", fresh());
+        assert!(
+            lock(&registry.buckets).get("b").is_none(),
+            "full: forgotten"
+        );
     }
 
     #[test]

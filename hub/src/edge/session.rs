@@ -137,11 +137,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let limits = &shared.limits;
         let silence_limit = (parts.keepalive_secs > 0)
             .then(|| Duration::from_millis(u64::from(parts.keepalive_secs) * 1_500));
-        let bucket = TokenBucket::new(
+        let fresh = TokenBucket::new(
             limits.messages_per_second,
             limits.burst,
             std::time::Instant::now(),
         );
+        let bucket = shared
+            .registry
+            .take_bucket(&parts.admitted.session_key, fresh);
         Session {
             stream: parts.stream,
             framer: parts.framer,
@@ -537,13 +540,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.to_router.push(Packet::Disconnect(disconnect, None));
             let _ = self.flush_router().await;
         }
-        if !self.clean_session {
-            let filters = std::mem::take(&mut self.filters);
-            self.shared
-                .registry
-                .persist_filters(&self.admitted.session_key, filters);
-        }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.shutdown()).await;
+        let registry = &self.shared.registry;
+        let key = &self.admitted.session_key;
+        if !self.clean_session {
+            registry.persist_filters(key, self.filters);
+        }
+        registry.keep_bucket(key, self.bucket);
     }
 
     fn push_will(&mut self) {
