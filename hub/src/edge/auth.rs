@@ -139,13 +139,16 @@ pub fn admitted_tool(client_id: String) -> Admitted {
     }
 }
 
-/// The tools listener's users. Argon2 is slow on purpose (tens of ms
-/// here), so it runs on a blocking thread, and a password that verified
-/// once is remembered as its SHA-256 — how device passwords are kept — for
-/// the life of the process; a wrong one still costs a full Argon2 check.
+/// The tools listener's users. Argon2 is slow and memory-hard on purpose
+/// (tens of ms and 19 MiB per check), so checks run on a blocking thread,
+/// one at a time: a burst of tool connects does not run hundreds at once
+/// (the first measured burst held gigabytes). A password that verified once
+/// is remembered as its SHA-256 — how device passwords are kept — for the
+/// life of the process; a wrong one still costs a full Argon2 check.
 pub struct ToolUsers {
     hashes: HashMap<String, String>,
     verified: Mutex<HashMap<String, String>>,
+    one_at_a_time: tokio::sync::Mutex<()>,
 }
 
 impl ToolUsers {
@@ -159,6 +162,7 @@ impl ToolUsers {
         ToolUsers {
             hashes,
             verified: Default::default(),
+            one_at_a_time: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -168,6 +172,7 @@ impl ToolUsers {
         if self.remembered(&login.username, &login.password) {
             return Ok(());
         }
+        let _turn = self.one_at_a_time.lock().await;
         let (users, login) = (self.clone(), login.clone());
         let ok =
             tokio::task::spawn_blocking(move || users.verify(&login.username, &login.password))
