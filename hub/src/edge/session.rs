@@ -527,7 +527,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .inc();
         tracing::debug!(client = %self.admitted.client_id, reason = end.label(), "session ended");
         if !matches!(end, End::RouterClosed) {
-            self.to_router.clear();
+            // What a client sent before its DISCONNECT (often in the same
+            // read) still goes to the router; after any other end the
+            // rest of the batch is dropped.
+            if !matches!(end, End::ClientDisconnect) {
+                self.to_router.clear();
+            }
             if end.fires_will() {
                 self.push_will();
             }
