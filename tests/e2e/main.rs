@@ -5,6 +5,7 @@ mod access;
 mod bad_input;
 mod bench;
 mod commands;
+mod conformance;
 mod counting;
 mod devices;
 mod edge_load;

@@ -2,7 +2,11 @@
 //! ports with a temporary data dir (killed by PID however the test ends),
 //! an API client, and MQTT device clients over mTLS with issued
 //! certificates. mosquitto (`Mosquitto`) comes from device-sim's bench,
-//! which starts it the same way.
+//! which starts it the same way. `stacks` drives three client stacks
+//! through one interface; `raw_mqtt` writes packets by hand.
+
+pub mod raw_mqtt;
+pub mod stacks;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -769,7 +773,12 @@ pub struct SilentCut {
 
 impl SilentCut {
     pub async fn start(upstream_port: u16) -> Result<SilentCut> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        SilentCut::start_on("127.0.0.1", upstream_port).await
+    }
+
+    /// A relay listening on `ip` (any loopback address) instead.
+    pub async fn start_on(ip: &str, upstream_port: u16) -> Result<SilentCut> {
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await?;
         let port = listener.local_addr()?.port();
         let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = cut.clone();

@@ -124,9 +124,29 @@ fn frame_len(data: &[u8], max_packet: usize) -> Result<Option<usize>, FrameError
     Ok(None)
 }
 
+/// MQTT 3.1.1 §2.2.2: every packet type but PUBLISH has fixed flags
+/// (PUBREL, SUBSCRIBE, UNSUBSCRIBE `0010`, the others `0000`), and a
+/// PUBLISH may not set both QoS bits. rumqttd's decoder ignores most of
+/// them; invalid flags make the packet malformed [MQTT-2.2.2-2].
+fn check_flags(first: u8) -> Result<(), FrameError> {
+    let flags = first & 0x0f;
+    let valid = match first >> 4 {
+        3 => flags & 0b0110 != 0b0110,
+        6 | 8 | 10 => flags == 0b0010,
+        _ => flags == 0,
+    };
+    match valid {
+        true => Ok(()),
+        false => Err(FrameError::Malformed(format!(
+            "invalid flags in fixed header {first:#04x}"
+        ))),
+    }
+}
+
 /// Decodes one whole packet. rumqttd's decoder is not ours: should it
 /// panic on some input, that input is a malformed packet, not a dead task.
 fn decode(frame: &[u8], max_packet: usize) -> Result<Packet, FrameError> {
+    check_flags(frame[0])?;
     let mut own = BytesMut::from(frame);
     let decoded = std::panic::catch_unwind(move || V4.read_mut(&mut own, max_packet))
         .map_err(|_| FrameError::Malformed("the decoder panicked".into()))?;
@@ -224,6 +244,29 @@ mod tests {
         let mut framer = Framer::new(1024);
         let error = framer.feed(&bytes[..3], &mut Vec::new()).unwrap_err();
         assert!(matches!(error, FrameError::Oversize(_)), "{error}");
+    }
+
+    #[test]
+    fn fixed_header_flags_are_checked() {
+        for (first, valid) in [
+            (0x30, true),  // PUBLISH QoS 0
+            (0x3b, true),  // PUBLISH dup, QoS 1, retain
+            (0x36, false), // PUBLISH with both QoS bits
+            (0x62, true),  // PUBREL
+            (0x60, false),
+            (0x82, true), // SUBSCRIBE
+            (0x80, false),
+            (0xa2, true), // UNSUBSCRIBE
+            (0xa0, false),
+            (0xc0, true), // PINGREQ
+            (0xc1, false),
+            (0xe0, true), // DISCONNECT
+            (0xe8, false),
+            (0x40, true), // PUBACK
+            (0x42, false),
+        ] {
+            assert_eq!(check_flags(first).is_ok(), valid, "{first:#04x}");
+        }
     }
 
     #[test]

@@ -284,12 +284,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     async fn publish(&mut self, publish: Publish) -> Result<(), End> {
-        let checked = std::str::from_utf8(&publish.topic)
-            .map_err(|_| Refused::InvalidTopic)
-            .and_then(|topic| {
-                policy::check_publish(&self.admitted.scope, topic, publish.retain)
-                    .map(|()| broker::reaches_ingest(topic))
-            });
+        // MQTT 3.1.1 §1.5.3: ill-formed UTF-8 makes the packet malformed,
+        // and the connection is closed.
+        let Ok(topic) = std::str::from_utf8(&publish.topic) else {
+            let error = FrameError::Malformed("topic is not UTF-8".into());
+            return Err(End::Frame(error));
+        };
+        let checked = policy::check_publish(&self.admitted.scope, topic, publish.retain)
+            .map(|()| broker::reaches_ingest(topic));
         let to_ingest = match checked {
             Ok(to_ingest) => to_ingest,
             Err(refused) => return self.refuse_publish(&publish, refused),
@@ -530,7 +532,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .inc();
         tracing::debug!(client = %self.admitted.client_id, reason = end.label(), "session ended");
         if !matches!(end, End::RouterClosed) {
-            self.to_router.clear();
+            // What a client sent before its DISCONNECT (often in the same
+            // read) still goes to the router; after any other end the
+            // rest of the batch is dropped.
+            if !matches!(end, End::ClientDisconnect) {
+                self.to_router.clear();
+            }
             if end.fires_will() {
                 self.push_will();
             }
