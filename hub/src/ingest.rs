@@ -45,6 +45,14 @@ use crate::twin::{Presence, Twin};
 /// 1.5× keepalive a device is marked offline.
 const LIVENESS_SWEEP: Duration = Duration::from_millis(250);
 
+/// Twins changed only by telemetry (nothing acknowledged, nothing to
+/// fsync) are written at most this often rather than after every batch:
+/// under load a batch is a few hundred messages of the same few devices,
+/// and rewriting their twins each time cost more than decoding them. A
+/// crash loses at most this much of their last values, which no device was
+/// promised.
+const TWIN_WRITE_INTERVAL: Duration = Duration::from_millis(100);
+
 /// How long the link must be quiet before admissions that never arrived
 /// are written off (`IngestWindow::settle`).
 const WINDOW_SETTLE: Duration = Duration::from_secs(1);
@@ -210,6 +218,8 @@ pub struct Ingest {
     arrived: Instant,
     commit: GroupCommit,
     window: Arc<IngestWindow>,
+    /// When dirty twins were last written.
+    twins_written: Instant,
 }
 
 /// What ingest talks through: the broker link it publishes on, the control
@@ -259,6 +269,7 @@ impl Ingest {
             arrived: Instant::now(),
             commit,
             window,
+            twins_written: Instant::now(),
         })
     }
 
@@ -437,16 +448,19 @@ impl Ingest {
             self.handle_contained(message, &mut outbox)?;
             self.publish_reactions()?;
         }
-        // Twins first, so one fsync makes them durable with the events.
-        self.write_twins()?;
         for message in &batch {
             self.metrics
                 .ingest_latency
                 .observe(message.arrived.elapsed().as_secs_f64());
         }
         if outbox.holds_events | self.actions.take_needs_flush() {
+            // Twins first, so one fsync makes them durable with the events.
+            self.write_twins()?;
             self.commit.commit(outbox.messages);
             return Ok(());
+        }
+        if self.twins_written.elapsed() >= TWIN_WRITE_INTERVAL {
+            self.write_twins()?;
         }
         for (topic, payload) in outbox.messages {
             self.link_tx.publish(topic, payload)?;
@@ -768,7 +782,10 @@ impl Ingest {
         self.twins.get_mut(device).expect("twin loaded")
     }
 
+    /// Writes the twins, room counts and visits changed since last time.
     fn write_twins(&mut self) -> Result<(), IngestError> {
+        self.twins_written = Instant::now();
+        self.actions.flush_counts()?;
         if self.dirty.is_empty() {
             return Ok(());
         }

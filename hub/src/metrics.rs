@@ -86,7 +86,7 @@ impl Metrics {
             ingest_latency: Histogram::with_opts(
                 HistogramOpts::new(
                     "yizhan_ingest_latency_seconds",
-                    "From a message's arrival at the hub to its twin being written",
+                    "From a message's arrival at the hub to its twin being updated",
                 )
                 .buckets(fast_buckets()),
             )

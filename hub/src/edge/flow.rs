@@ -150,6 +150,11 @@ impl TokenBucket {
         }
     }
 
+    /// A rate of 0: never waits.
+    pub fn is_unlimited(&self) -> bool {
+        self.rate == 0.0
+    }
+
     /// Would the bucket be full at `now` (as good as a new one)?
     pub fn is_full(&self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();

@@ -181,8 +181,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return end;
         }
         let mut packets = Vec::new();
+        // One timer for the session, moved on only when it fires: hearing
+        // from the client just updates `last_heard`.
+        let limit = self.silence_limit;
+        let keepalive = tokio::time::sleep(limit.unwrap_or(Duration::MAX / 4));
+        tokio::pin!(keepalive);
         loop {
-            let silent_until = self.silence_limit.map(|limit| self.last_heard + limit);
             tokio::select! {
                 biased;
                 _ = self.claim.kicked().cancelled() => return End::Kicked(self.claim.reason()),
@@ -205,7 +209,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     }
                     self.last_heard = Instant::now();
                 }
-                _ = sleep_until(silent_until) => return End::KeepaliveTimeout,
+                _ = &mut keepalive, if limit.is_some() => {
+                    let due = self.last_heard + limit.unwrap_or_default();
+                    if due <= Instant::now() {
+                        return End::KeepaliveTimeout;
+                    }
+                    keepalive.as_mut().reset(due);
+                }
             }
         }
     }
@@ -337,6 +347,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Waits for a token of the connection's rate; ends a connection that
     /// has been throttled without pause for too long.
     async fn throttle(&mut self) -> Result<(), End> {
+        if self.bucket.is_unlimited() {
+            return Ok(());
+        }
         let now = std::time::Instant::now();
         let wait = self.bucket.take(now);
         let limit = self.shared.limits.flood_after;
@@ -587,11 +600,4 @@ fn unsuback(pkid: u16) -> Packet {
         reasons: Vec::new(),
     };
     Packet::UnsubAck(unsuback, None)
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
