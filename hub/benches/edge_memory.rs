@@ -32,13 +32,21 @@ fn main() -> Result<()> {
         .find_map(|arg| arg.parse().ok())
         .unwrap_or(5_000);
     let runtime = tokio::runtime::Runtime::new()?;
-    let router = runtime.block_on(router_share(sessions))?;
+    let bare = runtime.block_on(router_share(sessions, &[]))?;
+    let device = runtime.block_on(router_share(sessions, &DEVICE_FILTERS))?;
     let tls = tls_share(sessions)?;
     println!("sessions: {sessions}");
-    println!("router share: {:.1} KB per session", router / 1024.0);
+    println!(
+        "router share: {:.1} KB per session without subscriptions, {:.1} KB with a device's three",
+        bare / 1024.0,
+        device / 1024.0
+    );
     println!("tls share:    {:.1} KB per session", tls / 1024.0);
     Ok(())
 }
+
+/// What a device subscribes to after every connect (docs/protocol.md).
+const DEVICE_FILTERS: [&str; 3] = ["cmd", "event/ack", "error"];
 
 fn rss_bytes() -> Result<f64> {
     let status = std::fs::read_to_string("/proc/self/status")?;
@@ -50,9 +58,9 @@ fn rss_bytes() -> Result<f64> {
     Ok(kb * 1024.0)
 }
 
-/// Bytes per link: `sessions` device links, each with a device's three
-/// subscriptions, all acks read.
-async fn router_share(sessions: usize) -> Result<f64> {
+/// Bytes per link: `sessions` device links, each subscribed to its
+/// `channels`, all acks read. Each call has a router of its own.
+async fn router_share(sessions: usize, channels: &[&str]) -> Result<f64> {
     let config = BrokerConfig {
         max_connections: sessions + 16,
         ..BrokerConfig::default()
@@ -63,12 +71,17 @@ async fn router_share(sessions: usize) -> Result<f64> {
     let mut links = Vec::with_capacity(sessions);
     for n in 0..sessions {
         let id = format!("dev{n}");
-        let (mut tx, mut rx, _connack) = broker
+        let (tx, rx, _connack) = broker
             .links
             .build(id.clone(), Some(id.clone()), true)
             .await
             .map_err(|e| anyhow::anyhow!("link {n}: {e}"))?;
-        let filters = ["cmd", "event/ack", "error"]
+        links.push((tx, rx));
+        if channels.is_empty() {
+            continue;
+        }
+        let (tx, rx) = links.last_mut().context("just pushed")?;
+        let filters = channels
             .iter()
             .map(|channel| Filter {
                 path: format!("/tenants/{id}/{channel}"),
@@ -82,7 +95,6 @@ async fn router_share(sessions: usize) -> Result<f64> {
             .await?;
         // The SUBACK, as the session would read it.
         rx.next().await?;
-        links.push((tx, rx));
     }
     let after = rss_bytes()?;
     eprintln!(

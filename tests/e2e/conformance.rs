@@ -91,8 +91,7 @@ async fn qos_0_telemetry_reaches_the_twin_and_a_qos_1_event_is_acknowledged() ->
             .await?;
         ensure!(outcome.sent == 1, "QoS 0 not sent:\n{}", outcome.transcript);
         dev.twin_field("key_presses", 10.0).await?;
-        let event =
-            json!({"id": "ev1", "ts": 1_700_000_000_000u64, "seq": 1, "type": "key_activity"});
+        let event = json!({"id": "ev1", "ts": now_ms(), "seq": 1, "type": "key_activity"});
         let event = dev.message(Channel::Event, event.to_string(), 1, false);
         let ack = dev
             .publish_and_receive(event, &dev.topic(Channel::EventAck))

@@ -138,7 +138,9 @@ impl Connection {
         match security {
             Security::Plain => self.establish(stream, None, deadline, permit).await,
             Security::DeviceTls(acceptor) => {
-                let stream = tokio::time::timeout_at(deadline, acceptor.accept(stream))
+                // Boxed, like the CONNECT phase: a session keeps neither.
+                let accepting = Box::pin(acceptor.accept(stream));
+                let stream = tokio::time::timeout_at(deadline, accepting)
                     .await
                     .map_err(|_| "timeout")?
                     .map_err(|_| "tls_error")?;
@@ -162,18 +164,18 @@ impl Connection {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let established = connect::establish(
+        let establishing = connect::establish(
             stream,
             &self.shared,
             &self.listener,
             device.as_ref(),
             deadline,
-        )
-        .await;
+        );
+        let established = Box::pin(establishing).await;
         drop(permit);
         self.count_connect(established.is_ok());
         match established {
-            Ok((session, early)) => {
+            Ok((mut session, early)) => {
                 session.run(early).await;
                 Ok(())
             }

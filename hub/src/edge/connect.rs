@@ -64,7 +64,7 @@ pub async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
     listener: &Arc<Listener>,
     device: Option<&PeerDevice>,
     deadline: Instant,
-) -> Result<(Session<S>, Vec<Packet>), Failed> {
+) -> Result<(Box<Session<S>>, Vec<Packet>), Failed> {
     let mut framer = Framer::new(shared.limits.max_packet_bytes);
     let first = tokio::time::timeout_at(deadline, first_packets(&mut stream, &mut framer))
         .await
@@ -136,10 +136,8 @@ pub async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
         will: connect.will,
         filters,
     };
-    Ok((
-        Session::new(parts, shared.clone(), listener.clone()),
-        packets,
-    ))
+    let session = Box::new(Session::new(parts, shared.clone(), listener.clone()));
+    Ok((session, packets))
 }
 
 async fn first_packets<S: AsyncRead + Unpin>(

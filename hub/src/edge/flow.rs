@@ -150,6 +150,11 @@ impl TokenBucket {
         }
     }
 
+    /// A bucket that never empties.
+    pub fn unlimited() -> TokenBucket {
+        TokenBucket::new(0, 1, Instant::now())
+    }
+
     /// A rate of 0: never waits.
     pub fn is_unlimited(&self) -> bool {
         self.rate == 0.0

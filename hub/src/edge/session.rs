@@ -170,10 +170,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Serves the session until it ends, then closes it: will, router
-    /// disconnect, socket.
-    pub async fn run(mut self, early: Vec<Packet>) {
+    /// disconnect, socket. (The session is boxed by its owner and the
+    /// closing steps are boxed here: what an idle session holds is the
+    /// session and `serve`'s small state, see docs/benchmarks.md.)
+    pub async fn run(&mut self, early: Vec<Packet>) {
         let end = self.serve(early).await;
-        self.finish(end).await;
+        Box::pin(self.finish(end)).await;
     }
 
     async fn serve(&mut self, early: Vec<Packet>) -> End {
@@ -190,14 +192,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             tokio::select! {
                 biased;
                 _ = self.claim.kicked().cancelled() => return End::Kicked(self.claim.reason()),
-                notification = self.rx.next() => match notification {
-                    Ok(Some(notification)) => {
+                notification = next_notification(&mut self.rx) => match notification {
+                    Some(Some(notification)) => {
                         if let Err(end) = self.deliver(notification).await {
                             return end;
                         }
                     }
-                    Ok(None) => {}
-                    Err(_) => return End::RouterClosed,
+                    Some(None) => {}
+                    None => return End::RouterClosed,
                 },
                 read = read_packets(&mut self.stream, &mut self.framer, &mut packets) => {
                     if let Err(error) = read {
@@ -264,36 +266,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
+    /// Handles what one read brought, then hands it on with one router
+    /// notification and one write. Waiting (a rate limit, a full ingest
+    /// window) is the exception and happens in `resume`, boxed, so the
+    /// common path keeps no wait state in the session's future.
     async fn handle_all(&mut self, packets: Vec<Packet>) -> Result<(), End> {
         for packet in packets {
-            self.handle(packet).await?;
+            if let Some(pending) = self.handle(packet)? {
+                Box::pin(self.resume(pending)).await?;
+            }
         }
-        self.flush_router().await?;
+        self.flush_router()?;
         self.write_out().await
     }
 
-    async fn handle(&mut self, packet: Packet) -> Result<(), End> {
+    fn handle(&mut self, packet: Packet) -> Result<Option<Pending>, End> {
         match packet {
-            Packet::Publish(publish, _) => self.publish(publish).await,
+            Packet::Publish(publish, _) => return self.publish(publish),
             Packet::PubAck(..) | Packet::PubRec(..) | Packet::PubRel(..) | Packet::PubComp(..) => {
-                self.to_router.push(packet);
-                Ok(())
+                self.to_router.push(packet)
             }
-            Packet::Subscribe(subscribe, _) => self.subscribe(subscribe),
-            Packet::Unsubscribe(unsubscribe, _) => {
-                self.unsubscribe(unsubscribe);
-                Ok(())
-            }
-            Packet::PingReq(_) => {
-                self.to_client.push(Packet::PingResp(PingResp));
-                Ok(())
-            }
-            Packet::Disconnect(..) => Err(End::ClientDisconnect),
-            _ => Err(End::ProtocolViolation),
+            Packet::Subscribe(subscribe, _) => self.subscribe(subscribe)?,
+            Packet::Unsubscribe(unsubscribe, _) => self.unsubscribe(unsubscribe),
+            Packet::PingReq(_) => self.to_client.push(Packet::PingResp(PingResp)),
+            Packet::Disconnect(..) => return Err(End::ClientDisconnect),
+            _ => return Err(End::ProtocolViolation),
         }
+        Ok(None)
     }
 
-    async fn publish(&mut self, publish: Publish) -> Result<(), End> {
+    fn publish(&mut self, publish: Publish) -> Result<Option<Pending>, End> {
         // MQTT 3.1.1 §1.5.3: ill-formed UTF-8 makes the packet malformed,
         // and the connection is closed.
         let Ok(topic) = std::str::from_utf8(&publish.topic) else {
@@ -304,21 +306,57 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .map(|()| broker::reaches_ingest(topic));
         let to_ingest = match checked {
             Ok(to_ingest) => to_ingest,
-            Err(refused) => return self.refuse_publish(&publish, refused),
+            Err(refused) => return self.refuse_publish(&publish, refused).map(|()| None),
         };
-        self.throttle().await?;
+        if let Some(wait) = self.token_wait()? {
+            return Ok(Some(Pending::Token {
+                wait,
+                publish,
+                to_ingest,
+            }));
+        }
+        Ok(self.admit(publish, to_ingest))
+    }
+
+    /// Passes `publish` on if the ingest window has room for it (or it is
+    /// not bound for ingest); else it waits for room.
+    fn admit(&mut self, publish: Publish, to_ingest: bool) -> Option<Pending> {
         if to_ingest {
             let bytes = message_bytes(&publish.topic, &publish.payload);
             if !self.shared.window.try_admit(bytes) {
-                // What this session holds must reach ingest before it can
-                // make room.
-                self.flush_router().await?;
-                let window = self.shared.window.clone();
-                self.wait(window.admit(bytes)).await?;
+                return Some(Pending::Room { bytes, publish });
             }
         }
         self.to_router.push(Packet::Publish(publish, None));
-        Ok(())
+        None
+    }
+
+    /// Waits out what `handle` could not do at once, then does it.
+    async fn resume(&mut self, mut pending: Pending) -> Result<(), End> {
+        loop {
+            // What this session holds must reach ingest before room can
+            // open, and should not wait behind this publish either.
+            self.flush_router()?;
+            match pending {
+                Pending::Token {
+                    wait,
+                    publish,
+                    to_ingest,
+                } => {
+                    self.wait(tokio::time::sleep(wait)).await?;
+                    match self.admit(publish, to_ingest) {
+                        Some(next) => pending = next,
+                        None => return Ok(()),
+                    }
+                }
+                Pending::Room { bytes, publish } => {
+                    let window = self.shared.window.clone();
+                    self.wait(window.admit(bytes)).await?;
+                    self.to_router.push(Packet::Publish(publish, None));
+                    return Ok(());
+                }
+            }
+        }
     }
 
     /// Counts and reports a refused publish. QoS 1 is acknowledged (MQTT
@@ -344,11 +382,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// Waits for a token of the connection's rate; ends a connection that
-    /// has been throttled without pause for too long.
-    async fn throttle(&mut self) -> Result<(), End> {
+    /// Takes a token of the connection's rate: how long to wait for it, if
+    /// at all. Ends a connection throttled without pause for too long.
+    fn token_wait(&mut self) -> Result<Option<Duration>, End> {
         if self.bucket.is_unlimited() {
-            return Ok(());
+            return Ok(None);
         }
         let now = std::time::Instant::now();
         let wait = self.bucket.take(now);
@@ -357,7 +395,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Err(End::Flooding);
         }
         let Some(wait) = wait else {
-            return Ok(());
+            return Ok(None);
         };
         self.shared
             .metrics
@@ -370,8 +408,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             "rate_limited",
             "slowed to the device's message rate",
         );
-        self.flush_router().await?;
-        self.wait(tokio::time::sleep(wait)).await
+        Ok(Some(wait))
     }
 
     /// Awaits `future` unless the session is told to end first.
@@ -470,18 +507,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Hands what was read to the router: every packet into the link's
-    /// buffer, then one notification.
-    async fn flush_router(&mut self) -> Result<(), End> {
+    /// buffer, then one notification. (`LinkTx::send` never waits: it is
+    /// an async fn around a channel send, done on its first poll.)
+    fn flush_router(&mut self) -> Result<(), End> {
         let mut packets = std::mem::take(&mut self.to_router);
         let Some(last) = packets.pop() else {
             return Ok(());
         };
         self.tx.buffer().extend(packets);
-        self.tx
-            .send(last)
-            .await
-            .map(|_| ())
-            .map_err(|_| End::RouterClosed)
+        match self.tx.send(last).now_or_never() {
+            Some(Ok(_)) => Ok(()),
+            _ => Err(End::RouterClosed),
+        }
     }
 
     async fn write_out(&mut self) -> Result<(), End> {
@@ -537,7 +574,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Will (on an abnormal end), router disconnect, socket close.
-    async fn finish(mut self, end: End) {
+    async fn finish(&mut self, end: End) {
         self.shared
             .metrics
             .edge_disconnects
@@ -545,12 +582,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .inc();
         tracing::debug!(client = %self.admitted.client_id, reason = end.label(), "session ended");
         if !matches!(end, End::RouterClosed) {
-            // What a client sent before its DISCONNECT (often in the same
-            // read) still goes to the router; after any other end the
-            // rest of the batch is dropped.
-            if !matches!(end, End::ClientDisconnect) {
-                self.to_router.clear();
-            }
+            // What the client sent before the session ended (its DISCONNECT
+            // often comes in the same read) was admitted: it goes on.
             if end.fires_will() {
                 self.push_will();
             }
@@ -558,15 +591,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 reason_code: DisconnectReasonCode::NormalDisconnection,
             };
             self.to_router.push(Packet::Disconnect(disconnect, None));
-            let _ = self.flush_router().await;
+            let _ = self.flush_router();
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.shutdown()).await;
         let registry = &self.shared.registry;
         let key = &self.admitted.session_key;
         if !self.clean_session {
-            registry.persist_filters(key, self.filters);
+            registry.persist_filters(key, std::mem::take(&mut self.filters));
         }
-        registry.keep_bucket(key, self.bucket);
+        let spent = std::mem::replace(&mut self.bucket, TokenBucket::unlimited());
+        registry.keep_bucket(key, spent);
     }
 
     fn push_will(&mut self) {
@@ -581,6 +615,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let publish = Publish::new(will.topic, will.message, will.retain);
         self.to_router.push(Packet::Publish(publish, None));
     }
+}
+
+/// A publish `handle` could not pass on at once.
+enum Pending {
+    /// Over the connection's rate: its token comes in `wait`.
+    Token {
+        wait: Duration,
+        publish: Publish,
+        to_ingest: bool,
+    },
+    /// The ingest window has no room for its `bytes` yet.
+    Room { bytes: u64, publish: Publish },
+}
+
+/// The link's next notification: `None` once the router dropped the link.
+/// (Mapped here so the session's future keeps no `LinkError`, which is
+/// larger than everything else it holds.)
+async fn next_notification(rx: &mut LinkRx) -> Option<Option<Notification>> {
+    rx.next().await.ok()
 }
 
 /// A publish's QoS and packet id. rumqttd keeps both fields private; its

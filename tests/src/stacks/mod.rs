@@ -478,7 +478,7 @@ impl<'a> Device<'a> {
 
     /// Telemetry with `seq` and `key_presses`.
     pub fn telemetry(&self, seq: u64, key_presses: u64, qos: u8) -> Message {
-        let payload = json!({"ts": 1_700_000_000_000u64, "seq": seq, "key_presses": key_presses});
+        let payload = json!({"ts": crate::now_ms(), "seq": seq, "key_presses": key_presses});
         self.message(Channel::Telemetry, payload.to_string(), qos, false)
     }
 
