@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, installing what the tests need first.
-# The end-to-end tests start real hub processes and use mosquitto clients.
+# The end-to-end tests start real hub processes and use mosquitto clients
+# and paho-mqtt (Python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,15 @@ if ((${#missing[@]})); then
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The conformance tests drive paho-mqtt through tests/conformance/*.py.
+# paho-mqtt 2 (CallbackAPIVersion); a Debian-managed Python refuses a plain
+# pip install (PEP 668), hence the second try.
+if ! python3 -c 'from paho.mqtt.client import CallbackAPIVersion' 2>/dev/null; then
+    echo "installing paho-mqtt" >&2
+    python3 -m pip install --quiet 'paho-mqtt>=2,<3' 2>/dev/null ||
+        python3 -m pip install --quiet --break-system-packages 'paho-mqtt>=2,<3'
 fi
 
 # The end-to-end tests run the hub binary: build every binary first.

@@ -29,10 +29,6 @@ use hub::store::Store;
 use serde_json::json;
 use tests::{HubOptions, HubProcess};
 
-/// The hub binary's allocator, so the desk-alone figure is comparable.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const CONFIG: &str = r#"
 [schedule]
 clock = "fixed:2027-01-01T00:00:00+08:00"

@@ -239,6 +239,13 @@ impl Actions {
         }
     }
 
+    /// Writes the room counts and visits changed since the last call (with
+    /// ingest's twins, before a batch's fsync or at most every 100 ms).
+    pub fn flush_counts(&mut self) -> Result<(), StoreError> {
+        self.occupancy.flush()?;
+        self.counting.flush()
+    }
+
     /// Whether this batch wrote hub events that should be fsynced with it.
     pub fn take_needs_flush(&mut self) -> bool {
         std::mem::take(&mut self.needs_flush)

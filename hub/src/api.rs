@@ -37,10 +37,11 @@ use protocol::{DeviceKind, ENTRANCE_ROOM};
 use serde::{Deserialize, Serialize};
 
 use crate::bookings::Schedule;
-use crate::broker::{self, ControlAccess, Waker};
+use crate::broker::Waker;
 use crate::clock::unix_ms;
 use crate::commands::NewCommand;
 use crate::config::is_label;
+use crate::edge::Edge;
 use crate::ingest::Control;
 use crate::interlock::Alarm;
 use crate::metrics::Metrics;
@@ -63,7 +64,7 @@ pub struct ApiState {
     pub schedule: Arc<Schedule>,
     /// Key of resident credential hashes (`secrets::credential_hash`).
     pub credential_key: [u8; 32],
-    pub broker_control: ControlAccess,
+    pub edge: Arc<Edge>,
     pub admin_token_sha256: String,
     /// Which components are down (`/readyz`).
     pub supervisor: Supervisor,
@@ -303,16 +304,10 @@ async fn revoke(
         return Err(error(StatusCode::NOT_FOUND, format!("no device {id}")));
     }
     // Order matters: ingest drops the device's messages before its session
-    // is cut, and the auth handler already refuses it (store says revoked).
+    // is cut, and the edge already refuses it (store says revoked).
     send_control(&state, Control::Revoked(id.clone()));
     state.metrics.revocations.inc();
-    let session_closed = match broker::disconnect_device(&state.broker_control, &id).await {
-        Ok(()) => true,
-        Err(reason) => {
-            tracing::warn!(device = %id, reason, "could not take over the revoked device's session");
-            false
-        }
-    };
+    let session_closed = state.edge.disconnect_device(&id);
     tracing::info!(device = %id, session_closed, "device revoked");
     Ok(Json(Revoked {
         id,

@@ -42,23 +42,46 @@ pub struct Config {
 pub struct BrokerConfig {
     /// Public mTLS listener for devices.
     pub listen: SocketAddr,
-    /// DNS names (and IPs) in the broker's server certificate. Devices must
-    /// use one of the DNS names as TLS server name.
+    /// DNS names and IP addresses in the edge's server certificate: the
+    /// names devices dial the hub by.
     pub server_names: Vec<String>,
     /// Days an issued device certificate stays valid.
     pub device_cert_days: u32,
-    /// Largest MQTT packet the broker accepts, in bytes.
+    /// Largest MQTT packet the edge accepts, in bytes.
     pub max_packet_bytes: usize,
     pub max_connections: usize,
     /// In-memory log per subscription filter: segment size and count.
     pub segment_bytes: usize,
     pub segment_count: usize,
-    /// Time a client has after TCP connect to send its TLS ClientHello,
-    /// and the bound on every later handshake flight.
+    /// Bytes admitted towards ingest and not yet read by it; a client
+    /// waits (its socket is not read) while the window is full. At most
+    /// `(segment_count - 1) x segment_bytes`, so nothing is skipped.
+    pub ingest_window_bytes: usize,
+    /// One deadline for a connection's TLS handshake and CONNECT, and the
+    /// longest it waits for a place among the connections in handshake.
     pub handshake_timeout_ms: u64,
-    /// Handshakes in progress at once from one source address.
+    /// Connections in handshake at once from one source address.
     pub max_handshakes_per_ip: usize,
+    /// Connections in handshake at once in all.
+    pub max_handshakes: usize,
+    pub limits: LimitsConfig,
     pub plain: PlainListenerConfig,
+}
+
+/// What one connection may do, on both listeners.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Subscriptions one session may hold.
+    pub max_subscriptions: usize,
+    /// Publishes per second a connection may send (0 = no limit); faster
+    /// clients are slowed through TCP.
+    pub messages_per_second: u32,
+    /// Publishes a connection may send at once above its rate.
+    pub burst: u32,
+    /// A connection slowed without pause for this long is disconnected
+    /// (0 = never).
+    pub flood_disconnect_secs: u64,
 }
 
 /// Optional password-only MQTT listener for local tools (loopback only).
@@ -347,15 +370,29 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8883)),
-            server_names: vec!["localhost".into()],
+            server_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             device_cert_days: 365,
             max_packet_bytes: 64 * 1024,
             max_connections: 20_000,
-            segment_bytes: 16 * 1024 * 1024,
-            segment_count: 4,
-            handshake_timeout_ms: 2_000,
-            max_handshakes_per_ip: 64,
+            segment_bytes: 1024 * 1024,
+            segment_count: 3,
+            ingest_window_bytes: 1024 * 1024,
+            handshake_timeout_ms: 5_000,
+            max_handshakes_per_ip: 128,
+            max_handshakes: 1_024,
+            limits: LimitsConfig::default(),
             plain: PlainListenerConfig::default(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_subscriptions: 8,
+            messages_per_second: 100,
+            burst: 500,
+            flood_disconnect_secs: 30,
         }
     }
 }
@@ -513,9 +550,9 @@ duty = []
 [broker]
 # Public MQTT-over-mTLS listener for devices.
 listen = "0.0.0.0:8883"
-# Names in the broker's server certificate; devices use one as TLS server
-# name (the broker refuses an IP address as SNI).
-server_names = ["localhost"]
+# DNS names and IP addresses in the edge's server certificate: every name
+# devices dial the hub by.
+server_names = ["localhost", "127.0.0.1", "::1"]
 # Validity of an issued device certificate, in days.
 device_cert_days = 365
 # Largest MQTT packet accepted, in bytes.
@@ -523,13 +560,27 @@ max_packet_bytes = 65536
 max_connections = 20000
 # rumqttd keeps an in-memory log per subscription filter of
 # segment_bytes x segment_count; older messages are dropped by size.
-segment_bytes = 16777216
-segment_count = 4
-# A client must send its TLS ClientHello within this time after connecting,
-# and every later handshake flight within it too.
-handshake_timeout_ms = 2000
-# TLS handshakes in progress at once from one source address.
-max_handshakes_per_ip = 64
+segment_bytes = 1048576
+segment_count = 3
+# Bytes on their way to ingest at once; clients wait while it is full. At
+# most (segment_count - 1) x segment_bytes, so ingest never skips any.
+ingest_window_bytes = 1048576
+# One deadline for a connection's TLS handshake and CONNECT (and for its
+# wait for a place among the connections in handshake).
+handshake_timeout_ms = 5000
+# Connections in handshake at once: from one source address, and in all.
+max_handshakes_per_ip = 128
+max_handshakes = 1024
+
+[broker.limits]
+# Per connection, on both listeners.
+max_subscriptions = 8
+# Publishes per second (0 = no limit) and burst; a faster client is slowed
+# through TCP, and one slowed without pause for flood_disconnect_secs
+# (0 = never) is disconnected.
+messages_per_second = 100
+burst = 500
+flood_disconnect_secs = 30
 
 [broker.plain]
 # Password-only MQTT listener for local tools. Loopback only. Clients on it
@@ -664,11 +715,30 @@ impl Config {
         if self.broker.segment_bytes < 1024 {
             return invalid("broker.segment_bytes", "must be at least 1024");
         }
-        if self.broker.segment_count == 0 {
-            return invalid("broker.segment_count", "must be at least 1");
+        if self.broker.segment_count < 2 {
+            return invalid("broker.segment_count", "must be at least 2");
+        }
+        let log_bytes = (self.broker.segment_count - 1).saturating_mul(self.broker.segment_bytes);
+        if self.broker.ingest_window_bytes == 0 || self.broker.ingest_window_bytes > log_bytes {
+            return invalid(
+                "broker.ingest_window_bytes",
+                "must be between 1 and (segment_count - 1) x segment_bytes",
+            );
+        }
+        if self.broker.max_packet_bytes > self.broker.segment_bytes {
+            return invalid(
+                "broker.max_packet_bytes",
+                "must not be larger than broker.segment_bytes",
+            );
         }
         if self.broker.max_handshakes_per_ip == 0 {
             return invalid("broker.max_handshakes_per_ip", "must be at least 1");
+        }
+        if self.broker.max_handshakes == 0 {
+            return invalid("broker.max_handshakes", "must be at least 1");
+        }
+        if self.broker.limits.burst == 0 {
+            return invalid("broker.limits.burst", "must be at least 1");
         }
         if self.broker.device_cert_days == 0 {
             return invalid("broker.device_cert_days", "must be at least 1");
@@ -832,7 +902,11 @@ mod tests {
         };
         check("[api]\nlisten = \"nope\"\n", "api.listen");
         check("[broker]\nbogus = 1\n", "bogus");
-        check("[broker]\nsegment_count = 0\n", "broker.segment_count");
+        check("[broker]\nsegment_count = 1\n", "broker.segment_count");
+        check(
+            "[broker]\ningest_window_bytes = 99999999\n",
+            "broker.ingest_window_bytes",
+        );
         check(
             "[ingest]\nmax_ts_behind_secs = 0\n",
             "ingest.max_ts_behind_secs",

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::NaiveTime;
+use chrono::{NaiveDate, NaiveTime};
 use protocol::calendar::Calendar;
 use protocol::ENTRANCE_ROOM;
 
@@ -47,6 +47,8 @@ pub struct Counting {
     center_closes: NaiveTime,
     /// `(center, room)` → `ts` of the room's last counter message.
     last_ts: HashMap<(String, String), u64>,
+    /// Visits counted and not written yet, per center and local day.
+    unwritten: HashMap<(String, NaiveDate), u64>,
 }
 
 impl Counting {
@@ -71,7 +73,16 @@ impl Counting {
             closing,
             center_closes,
             last_ts: HashMap::new(),
+            unwritten: HashMap::new(),
         }
+    }
+
+    /// Adds the visits counted since the last flush to the stored days.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        for ((center, day), people) in std::mem::take(&mut self.unwritten) {
+            self.store.add_visits(&center, day, people)?;
+        }
+        Ok(())
     }
 
     fn closes(&self, center: &str, room: &str) -> Option<NaiveTime> {
@@ -113,10 +124,10 @@ impl Counting {
     }
 
     /// `people` came in through `center`'s entrance at device time `ts`.
-    fn count_visits(&self, center: &str, ts: DeviceTs, people: u64) -> Result<(), StoreError> {
+    fn count_visits(&mut self, center: &str, ts: DeviceTs, people: u64) -> Result<(), StoreError> {
         if people > 0 {
             let day = self.calendar.day(ts.ms());
-            self.store.add_visits(center, day, people)?;
+            *self.unwritten.entry((center.to_owned(), day)).or_default() += people;
             self.metrics
                 .visits
                 .with_label_values(&[center])

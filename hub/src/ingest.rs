@@ -35,6 +35,7 @@ use crate::broker::WAKE_TOPIC;
 use crate::clock::unix_ms;
 use crate::commit::GroupCommit;
 use crate::config::IngestConfig;
+use crate::edge::flow::{message_bytes, IngestWindow};
 use crate::input::{Input, InputError, Problem, TsWindow};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, StoredEvent};
@@ -43,6 +44,18 @@ use crate::twin::{Presence, Twin};
 /// How often silent devices are looked for: the bound on how late past
 /// 1.5× keepalive a device is marked offline.
 const LIVENESS_SWEEP: Duration = Duration::from_millis(250);
+
+/// Twins changed only by telemetry (nothing acknowledged, nothing to
+/// fsync) are written at most this often rather than after every batch:
+/// under load a batch is a few hundred messages of the same few devices,
+/// and rewriting their twins each time cost more than decoding them. A
+/// crash loses at most this much of their last values, which no device was
+/// promised.
+const TWIN_WRITE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long the link must be quiet before admissions that never arrived
+/// are written off (`IngestWindow::settle`).
+const WINDOW_SETTLE: Duration = Duration::from_secs(1);
 
 /// How often command resends, expiries and the interlock watchdog are
 /// checked.
@@ -204,6 +217,9 @@ pub struct Ingest {
     /// Arrival of the message being handled (reactions are timed from it).
     arrived: Instant,
     commit: GroupCommit,
+    window: Arc<IngestWindow>,
+    /// When dirty twins were last written.
+    twins_written: Instant,
 }
 
 /// What ingest talks through: the broker link it publishes on, the control
@@ -213,6 +229,8 @@ pub struct Wiring {
     pub control: Receiver<Control>,
     pub actions: Actions,
     pub commit: GroupCommit,
+    /// The edge's flow control: told what ingest has read.
+    pub window: Arc<IngestWindow>,
 }
 
 impl Ingest {
@@ -228,6 +246,7 @@ impl Ingest {
             control,
             actions,
             commit,
+            window,
         } = wiring;
         let revoked = store.revoked_ids()?.into_iter().collect();
         let log_limiter = LogLimiter::new(Duration::from_millis(config.rejection_log_interval_ms));
@@ -249,6 +268,8 @@ impl Ingest {
             actions,
             arrived: Instant::now(),
             commit,
+            window,
+            twins_written: Instant::now(),
         })
     }
 
@@ -311,11 +332,16 @@ impl Ingest {
             };
             match notification {
                 Notification::Forward(forward) if forward.publish.topic == WAKE_TOPIC => {}
-                Notification::Forward(forward) => batch.push(Incoming {
-                    topic: forward.publish.topic,
-                    payload: forward.publish.payload,
-                    arrived: Instant::now(),
-                }),
+                Notification::Forward(forward) => {
+                    let publish = forward.publish;
+                    self.window
+                        .consumed(message_bytes(&publish.topic, &publish.payload));
+                    batch.push(Incoming {
+                        topic: publish.topic,
+                        payload: publish.payload,
+                        arrived: Instant::now(),
+                    })
+                }
                 // Without `ready()` after `Unschedule` the router stops
                 // delivering to the link.
                 Notification::Unschedule => link_rx.ready()?,
@@ -325,6 +351,9 @@ impl Ingest {
                 _ => {}
             }
             deadline = Instant::now();
+        }
+        if batch.is_empty() {
+            self.window.settle(WINDOW_SETTLE);
         }
         Ok(batch)
     }
@@ -419,16 +448,19 @@ impl Ingest {
             self.handle_contained(message, &mut outbox)?;
             self.publish_reactions()?;
         }
-        // Twins first, so one fsync makes them durable with the events.
-        self.write_twins()?;
         for message in &batch {
             self.metrics
                 .ingest_latency
                 .observe(message.arrived.elapsed().as_secs_f64());
         }
         if outbox.holds_events | self.actions.take_needs_flush() {
+            // Twins first, so one fsync makes them durable with the events.
+            self.write_twins()?;
             self.commit.commit(outbox.messages);
             return Ok(());
+        }
+        if self.twins_written.elapsed() >= TWIN_WRITE_INTERVAL {
+            self.write_twins()?;
         }
         for (topic, payload) in outbox.messages {
             self.link_tx.publish(topic, payload)?;
@@ -750,7 +782,10 @@ impl Ingest {
         self.twins.get_mut(device).expect("twin loaded")
     }
 
+    /// Writes the twins, room counts and visits changed since last time.
     fn write_twins(&mut self) -> Result<(), IngestError> {
+        self.twins_written = Instant::now();
+        self.actions.flush_counts()?;
         if self.dirty.is_empty() {
             return Ok(());
         }

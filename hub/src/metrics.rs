@@ -20,9 +20,12 @@ pub struct Metrics {
     pub ingest_latency: Histogram,
     pub ingest_batch_size: Histogram,
     pub devices_online: IntGaugeVec,
-    pub connections: IntGauge,
+    pub connections: IntGaugeVec,
     pub connect_attempts: IntCounterVec,
     pub handshake_failures: IntCounterVec,
+    pub edge_refused: IntCounterVec,
+    pub edge_disconnects: IntCounterVec,
+    pub edge_throttled: IntCounterVec,
     pub store_size: IntGauge,
     pub twins: IntGauge,
     pub http_requests: HistogramVec,
@@ -83,7 +86,7 @@ impl Metrics {
             ingest_latency: Histogram::with_opts(
                 HistogramOpts::new(
                     "yizhan_ingest_latency_seconds",
-                    "From a message's arrival at the hub to its twin being written",
+                    "From a message's arrival at the hub to its twin being updated",
                 )
                 .buckets(fast_buckets()),
             )
@@ -98,20 +101,35 @@ impl Metrics {
                 "Devices online",
                 &["center", "kind"],
             ),
-            connections: IntGauge::new(
+            connections: gauge_vec(
                 "yizhan_mqtt_connections",
-                "TLS connections open through the device listener",
-            )
-            .expect("gauge"),
+                "MQTT connections open, in handshake or in session, by listener",
+                &["listener"],
+            ),
             connect_attempts: counter_vec(
                 "yizhan_mqtt_connect_attempts_total",
-                "MQTT CONNECT authentications, by listener and result",
+                "MQTT CONNECTs answered, by listener and result",
                 &["listener", "result"],
             ),
             handshake_failures: counter_vec(
-                "yizhan_tls_handshake_aborted_total",
-                "TLS connections dropped before their handshake finished, by cause",
-                &["cause"],
+                "yizhan_edge_handshake_failures_total",
+                "Connections closed before their session started (TLS or CONNECT), by reason",
+                &["listener", "reason"],
+            ),
+            edge_refused: counter_vec(
+                "yizhan_edge_refused_total",
+                "Publishes and subscriptions the edge refused, by reason",
+                &["listener", "reason"],
+            ),
+            edge_disconnects: counter_vec(
+                "yizhan_edge_disconnects_total",
+                "MQTT sessions ended, by reason",
+                &["listener", "reason"],
+            ),
+            edge_throttled: counter_vec(
+                "yizhan_edge_throttled_total",
+                "Publishes that waited for their connection's rate limit",
+                &["listener"],
             ),
             store_size: IntGauge::new("yizhan_store_size_bytes", "sled size on disk")
                 .expect("gauge"),
@@ -269,6 +287,9 @@ impl Metrics {
             Box::new(self.connections.clone()),
             Box::new(self.connect_attempts.clone()),
             Box::new(self.handshake_failures.clone()),
+            Box::new(self.edge_refused.clone()),
+            Box::new(self.edge_disconnects.clone()),
+            Box::new(self.edge_throttled.clone()),
             Box::new(self.store_size.clone()),
             Box::new(self.twins.clone()),
             Box::new(self.http_requests.clone()),

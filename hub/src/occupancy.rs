@@ -1,15 +1,16 @@
 //! Live room occupancy: how many people are in each room of each center
 //! now, and whether the room is saturated.
 //!
-//! One count per `(center, room)`, never below zero, written through
-//! `store` at every change (made durable by ingest's next fsync) and
+//! One count per `(center, room)`, never below zero, kept here at every
+//! change and written through `store` when ingest writes its twins (`flush`:
+//! before the fsync of a batch with events, else at most every 100 ms) and
 //! exported as `yizhan_room_occupancy{center,room}`. Gate `passage` events
 //! and counter deltas (`counting`) move it; the room `entrance` holds a
 //! center's headcount. A room with configured seats (its `capacity`) also
 //! has a ratio and a saturation alarm: raised at 90% of its seats, cleared
 //! below 80%. Owned by the ingest thread; gate access decisions read it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -74,6 +75,8 @@ pub struct Occupancy {
     seats: HashMap<String, HashMap<String, u64>>,
     /// center → room → count.
     rooms: HashMap<String, HashMap<String, RoomCount>>,
+    /// Rooms changed since the last `flush`.
+    unwritten: HashSet<(String, String)>,
 }
 
 impl Occupancy {
@@ -95,6 +98,7 @@ impl Occupancy {
             metrics,
             seats,
             rooms: HashMap::new(),
+            unwritten: HashSet::new(),
         };
         for (center, room, count) in store.occupancies()? {
             occupancy.export(&center, &room, count);
@@ -154,7 +158,7 @@ impl Occupancy {
             None => false,
         };
         let count = RoomCount { people, saturated };
-        self.store.put_occupancy(center, room, &count)?;
+        self.unwritten.insert((center.to_owned(), room.to_owned()));
         self.rooms
             .entry(center.to_string())
             .or_default()
@@ -170,6 +174,15 @@ impl Occupancy {
         }
         self.export(center, room, count);
         Ok(people)
+    }
+
+    /// Writes the rooms changed since the last flush.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        for (center, room) in std::mem::take(&mut self.unwritten) {
+            let count = self.count(&center, &room);
+            self.store.put_occupancy(&center, &room, &count)?;
+        }
+        Ok(())
     }
 
     fn seats_of(&self, center: &str, room: &str) -> Option<u64> {

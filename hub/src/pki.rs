@@ -1,7 +1,8 @@
 //! The hub's own certificate authority: created once in the data dir (key
-//! mode 0600), it signs the broker's server certificate at every start and a
-//! client certificate per provisioned device with Organization = device id —
-//! the Organization is what rumqttd's tenant check confines the device to.
+//! mode 0600), it signs the device edge's server certificate at every start
+//! (every configured DNS name and IP address) and a client certificate per
+//! provisioned device with Organization = device id — the identity the edge
+//! reads from the handshake and confines the device to.
 
 use std::fs;
 use std::io::Write;
@@ -24,14 +25,16 @@ pub enum PkiError {
     },
     #[error("certificate: {0}")]
     Rcgen(#[from] rcgen::Error),
+    #[error("CA certificate: {0}")]
+    Pem(String),
 }
 
-/// Paths of the files rumqttd's TLS listener reads.
-#[derive(Debug, Clone)]
-pub struct ServerTlsFiles {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
+/// The edge's TLS identity, in DER, and the CA devices' certificates are
+/// checked against.
+pub struct ServerIdentity {
+    pub ca: Vec<u8>,
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
 }
 
 /// A freshly issued device certificate.
@@ -43,8 +46,9 @@ pub struct IssuedCert {
 }
 
 pub struct Pki {
-    dir: PathBuf,
     ca_pem: String,
+    /// The CA certificate in DER.
+    issuer_der: Vec<u8>,
     issuer: Issuer<'static, KeyPair>,
 }
 
@@ -61,9 +65,10 @@ impl Pki {
         let ca_pem = read(&cert_path)?;
         let key = KeyPair::from_pem(&read(&key_path)?)?;
         let issuer = Issuer::from_ca_cert_pem(&ca_pem, key)?;
+        let issuer_der = pem_body(&ca_pem)?;
         Ok(Pki {
-            dir: dir.to_path_buf(),
             ca_pem,
+            issuer_der,
             issuer,
         })
     }
@@ -72,24 +77,20 @@ impl Pki {
         &self.ca_pem
     }
 
-    /// Signs a server certificate for `names` and writes it with the CA for
-    /// rumqttd. `names` must include the DNS names devices dial: rustls
-    /// refuses an IP address sent as SNI.
-    pub fn write_server_files(&self, names: &[String]) -> Result<ServerTlsFiles, PkiError> {
+    /// Signs a server certificate for `names`: each is a DNS name or, when
+    /// it parses as one, an IP address (devices may dial the hub by address).
+    pub fn server_identity(&self, names: &[String]) -> Result<ServerIdentity, PkiError> {
         let mut params = CertificateParams::new(names.to_vec())?;
         params.distinguished_name = name("yizhan-hub", None);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         set_validity(&mut params, 825);
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
-        let files = ServerTlsFiles {
-            ca: self.dir.join(CA_CERT),
-            cert: self.dir.join("server.pem"),
-            key: self.dir.join("server.key"),
-        };
-        write_file(&files.cert, cert.pem().as_bytes(), 0o644)?;
-        write_file(&files.key, key.serialize_pem().as_bytes(), 0o600)?;
-        Ok(files)
+        Ok(ServerIdentity {
+            ca: self.issuer_der.clone(),
+            cert: cert.der().to_vec(),
+            key: key.serialize_der(),
+        })
     }
 
     /// Issues a client certificate with CN = O = `device_id`.
@@ -121,6 +122,14 @@ fn create_ca(cert_path: &Path, key_path: &Path) -> Result<(), PkiError> {
     write_file(key_path, key.serialize_pem().as_bytes(), 0o600)?;
     write_file(cert_path, cert.pem().as_bytes(), 0o644)?;
     Ok(())
+}
+
+/// The DER inside a PEM certificate.
+fn pem_body(pem: &str) -> Result<Vec<u8>, PkiError> {
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .map(|der| der.to_vec())
+        .map_err(|error| PkiError::Pem(error.to_string()))
 }
 
 fn name(common_name: &str, organization: Option<&str>) -> DistinguishedName {

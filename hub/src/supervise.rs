@@ -45,9 +45,10 @@ pub mod component {
     pub const DESK: &str = "desk";
     pub const WEBHOOK: &str = "webhook";
     /// The public device port's accept loop.
-    pub const DEVICE_FRONT: &str = "device_front";
+    pub const EDGE_DEVICES: &str = "edge_devices";
+    pub const EDGE_TOOLS: &str = "edge_tools";
     pub const API: &str = "api";
-    pub const ALL: [&str; 6] = [INGEST, COMMIT, DESK, WEBHOOK, DEVICE_FRONT, API];
+    pub const ALL: [&str; 7] = [INGEST, COMMIT, DESK, WEBHOOK, EDGE_DEVICES, EDGE_TOOLS, API];
 }
 
 /// Test-only: `<component>:<panic|error>[:<after_ms>]` makes that component

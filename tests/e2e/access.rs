@@ -147,7 +147,14 @@ async fn gate_decisions_follow_each_rule_in_order() -> anyhow::Result<()> {
     assert_eq!(status, 200);
     check(ask(&mut gym, 10, json!(BOB)).await?, "open", "allowed");
 
-    let metrics = hub.metrics().await?;
+    // A decision is timed right after its answer is published: the device
+    // may read the answer before the last observation lands.
+    let metrics = eventually(Duration::from_secs(5), "nine decisions timed", || async {
+        let metrics = hub.metrics().await.ok()?;
+        let timed = sum_metric(&metrics, "yizhan_access_decision_seconds_count", "");
+        (timed == 9.0).then_some(metrics)
+    })
+    .await?;
     for (labels, count) in [
         ("outcome=\"open\",reason=\"allowed\"", 3.0),
         ("reason=\"unknown_resident\"", 1.0),

@@ -2,7 +2,11 @@
 //! ports with a temporary data dir (killed by PID however the test ends),
 //! an API client, and MQTT device clients over mTLS with issued
 //! certificates. mosquitto (`Mosquitto`) comes from device-sim's bench,
-//! which starts it the same way.
+//! which starts it the same way. `stacks` drives three client stacks
+//! through one interface; `raw_mqtt` writes packets by hand.
+
+pub mod raw_mqtt;
+pub mod stacks;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -397,6 +401,7 @@ pub enum DeviceEvent {
     Connected,
     Message { topic: String, payload: Vec<u8> },
     PubAck(u16),
+    SubAck(Vec<rumqttc::SubscribeReasonCode>),
     Error(String),
 }
 
@@ -544,6 +549,24 @@ impl TestDevice {
             .with_context(|| format!("no message on {topic}"))?
     }
 
+    /// Waits for the next SUBACK's return codes.
+    pub async fn next_suback(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Vec<rumqttc::SubscribeReasonCode>> {
+        let wait = async {
+            while let Some(event) = self.events.recv().await {
+                if let DeviceEvent::SubAck(codes) = event {
+                    return Ok(codes);
+                }
+            }
+            bail!("event loop ended")
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .context("no SUBACK")?
+    }
+
     /// Waits for the hub's next report on the device's `error` topic.
     pub async fn next_error(&mut self, timeout: Duration) -> Result<protocol::ErrorReport> {
         let topic = self.topic(Channel::Error);
@@ -649,6 +672,7 @@ async fn drive(mut eventloop: EventLoop, tx: mpsc::UnboundedSender<DeviceEvent>)
                 payload: p.payload.to_vec(),
             },
             Ok(Event::Incoming(Packet::PubAck(ack))) => DeviceEvent::PubAck(ack.pkid),
+            Ok(Event::Incoming(Packet::SubAck(ack))) => DeviceEvent::SubAck(ack.return_codes),
             Ok(_) => continue,
             Err(error) => {
                 let _ = tx.send(DeviceEvent::Error(error.to_string()));
@@ -749,7 +773,12 @@ pub struct SilentCut {
 
 impl SilentCut {
     pub async fn start(upstream_port: u16) -> Result<SilentCut> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        SilentCut::start_on("127.0.0.1", upstream_port).await
+    }
+
+    /// A relay listening on `ip` (any loopback address) instead.
+    pub async fn start_on(ip: &str, upstream_port: u16) -> Result<SilentCut> {
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await?;
         let port = listener.local_addr()?.port();
         let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = cut.clone();

@@ -23,7 +23,7 @@ pub struct Pacing {
 }
 
 /// How the connect phase went.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct ConnectReport {
     pub attempted: usize,
     pub connected: usize,

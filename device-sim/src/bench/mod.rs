@@ -124,6 +124,9 @@ pub struct Session {
     receiver: Receiver,
     /// The load connections that came up, with their telemetry topics.
     telemetry: Vec<(String, LoadConnection)>,
+    /// Every load connection's options and telemetry topic, by index
+    /// (for reconnecting them).
+    clients: Vec<(rumqttc::MqttOptions, String)>,
     /// The counting subscriber or the event publisher.
     helper: Option<LoadConnection>,
     events: Option<EventSource>,
@@ -149,29 +152,68 @@ impl Session {
             creds: provision(config).await?,
         };
         let (receiver, helper, events) = open_receiver(&identities, &counters).await?;
-        let clients = (0..identities.ids.len())
-            .map(|index| (identities.options(index), Role::Telemetry))
+        let clients: Vec<(rumqttc::MqttOptions, String)> = (0..identities.ids.len())
+            .map(|index| {
+                let topic = identities.topic(index, Channel::Telemetry);
+                (identities.options(index), topic)
+            })
             .collect();
-        let (telemetry, connect) = connect_all(clients, config.pacing, &counters).await;
-        if telemetry.is_empty() {
-            return Err(BenchError::NotConnected {
-                attempted: connect.attempted,
-                errors: connect.errors,
-            });
-        }
-        let telemetry = telemetry
-            .into_iter()
-            .map(|(index, c)| (identities.topic(index, Channel::Telemetry), c))
-            .collect();
-        Ok(Session {
+        let mut session = Session {
             config: config.clone(),
             counters,
             receiver,
-            telemetry,
+            telemetry: Vec::new(),
+            clients,
             helper,
             events,
-            connect,
-        })
+            connect: ConnectReport::default(),
+        };
+        session.connect = session.connect_telemetry(config.pacing).await;
+        if session.telemetry.is_empty() {
+            return Err(BenchError::NotConnected {
+                attempted: session.connect.attempted,
+                errors: session.connect.errors,
+            });
+        }
+        Ok(session)
+    }
+
+    /// Opens every load connection (paced); keeps those that came up.
+    async fn connect_telemetry(&mut self, pacing: Pacing) -> ConnectReport {
+        let clients = self
+            .clients
+            .iter()
+            .map(|(options, _)| (options.clone(), Role::Telemetry))
+            .collect();
+        let (up, report) = connect_all(clients, pacing, &self.counters).await;
+        self.telemetry = up
+            .into_iter()
+            .map(|(index, connection)| (self.clients[index].1.clone(), connection))
+            .collect();
+        report
+    }
+
+    /// Drops every load connection at once, without DISCONNECT (as a
+    /// network failure would), and opens them all again at once; `rounds`
+    /// times. The connect report of each round.
+    pub async fn reconnect_storm(&mut self, rounds: usize) -> Vec<ConnectReport> {
+        let mut reports = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let dropped: Vec<_> = std::mem::take(&mut self.telemetry)
+                .into_iter()
+                .map(|(_, connection)| {
+                    connection.stop.cancel();
+                    connection.task
+                })
+                .collect();
+            futures_join(dropped).await;
+            let all_at_once = Pacing {
+                concurrency: self.clients.len(),
+                timeout: self.config.pacing.timeout,
+            };
+            reports.push(self.connect_telemetry(all_at_once).await);
+        }
+        reports
     }
 
     pub fn connect_report(&self) -> ConnectReport {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use rumqttc::QoS;
 
-use super::connect::Pacing;
+use super::connect::{ConnectReport, Pacing};
 use super::connection::Broker;
 use super::load::{Load, Stop};
 use super::processes::{rss_bytes, HubChild, HubSettings, Mosquitto, ProcessError};
@@ -66,10 +66,13 @@ pub struct RunFigures {
     pub connect_seconds: f64,
     pub connect_errors: u64,
     pub not_connected: usize,
+    /// Every idle client dropped at once and reconnecting at once.
+    pub storm: Option<ConnectReport>,
     /// Hub only: provisioned devices over mTLS.
     pub devices_connect_seconds: Option<f64>,
     pub devices_connect_errors: Option<u64>,
     pub devices_rss_per_connection_bytes: Option<f64>,
+    pub devices_storm: Option<ConnectReport>,
     pub reports: Vec<BenchReport>,
 }
 
@@ -244,8 +247,9 @@ impl Target<'_> {
     ) -> Result<(), PeerError> {
         let idle_load = Self::load(config, QoS::AtMostOnce, None);
         let clients = self.config(config.idle_connections, idle_load, config.pacing);
-        let (report, rss) = self.idle(clients).await?;
+        let (report, rss, storm) = self.idle(clients).await?;
         figures.rss_per_connection_bytes = rss;
+        figures.storm = Some(storm);
         figures.connect_seconds = report.connect.seconds;
         figures.connect_errors = report.connect.errors;
         figures.not_connected = report.connect.attempted - report.connect.connected;
@@ -255,10 +259,11 @@ impl Target<'_> {
             devices.broker.host = "localhost".into();
             devices.broker.port = hub.device_port;
             devices.auth = Auth::Devices;
-            let (report, rss) = self.idle(devices).await?;
+            let (report, rss, storm) = self.idle(devices).await?;
             figures.devices_connect_seconds = Some(report.connect.seconds);
             figures.devices_connect_errors = Some(report.connect.errors);
             figures.devices_rss_per_connection_bytes = Some(rss);
+            figures.devices_storm = Some(storm);
             figures.reports.push(report);
         }
         Ok(())
@@ -297,9 +302,13 @@ impl Target<'_> {
     }
 
     /// Connects idle clients and reads the broker's memory before and
-    /// while they are connected; returns the report and bytes per
-    /// connection.
-    async fn idle(&self, mut config: BenchConfig) -> Result<(BenchReport, f64), PeerError> {
+    /// while they are connected, then drops them all at once and
+    /// reconnects them all at once; returns the report, bytes per
+    /// connection and how the reconnect went.
+    async fn idle(
+        &self,
+        mut config: BenchConfig,
+    ) -> Result<(BenchReport, f64, ConnectReport), PeerError> {
         config.idle = true;
         let name = self.name();
         super::provision(&config)
@@ -309,7 +318,7 @@ impl Target<'_> {
                 source,
             })?;
         let baseline = rss_bytes(self.pid()).ok_or(PeerError::Rss(name))?;
-        let session = Session::open(&config)
+        let mut session = Session::open(&config)
             .await
             .map_err(|source| PeerError::Bench {
                 broker: name,
@@ -318,6 +327,11 @@ impl Target<'_> {
         tokio::time::sleep(IDLE_SETTLE).await;
         let loaded = rss_bytes(self.pid()).ok_or(PeerError::Rss(name))?;
         let connected = session.connect_report().connected.max(1);
+        let storm = session.reconnect_storm(1).await.remove(0);
+        eprintln!(
+            "  {name} reconnect storm: {} of {} back in {:.2} s, {} connect errors",
+            storm.connected, storm.attempted, storm.seconds, storm.errors
+        );
         let report = session.close_idle().await;
         eprintln!("  {}", report.to_string().trim_end().replace('\n', "\n  "));
         let per_connection = loaded.saturating_sub(baseline) as f64 / connected as f64;
@@ -327,7 +341,7 @@ impl Target<'_> {
             loaded as f64 / 1e6,
             per_connection / 1024.0
         );
-        Ok((report, per_connection))
+        Ok((report, per_connection, storm))
     }
 }
 
@@ -390,14 +404,38 @@ pub fn table(result: &PeerResult, config: &PeerConfig) -> String {
             target: "0",
         },
         Row {
-            label: format!("{n} mTLS devices connected (s)"),
-            pick: |f| f.devices_connect_seconds,
+            label: format!("{n} clients dropped at once: all back (s)"),
+            pick: |f| f.storm.map(|s| s.seconds),
             decimals: 2,
             target: "≤ 10 s",
         },
         Row {
+            label: format!("{n} clients dropped at once: not back"),
+            pick: |f| f.storm.map(|s| (s.attempted - s.connected) as f64),
+            decimals: 0,
+            target: "0",
+        },
+        Row {
+            label: format!("{n} mTLS devices connected (s)"),
+            pick: |f| f.devices_connect_seconds,
+            decimals: 2,
+            target: "≤ 5 s at 5,000",
+        },
+        Row {
             label: format!("{n} mTLS devices: connect errors"),
             pick: |f| f.devices_connect_errors.map(|e| e as f64),
+            decimals: 0,
+            target: "0",
+        },
+        Row {
+            label: format!("{n} mTLS devices dropped at once: all back (s)"),
+            pick: |f| f.devices_storm.map(|s| s.seconds),
+            decimals: 2,
+            target: "≤ 10 s",
+        },
+        Row {
+            label: format!("{n} mTLS devices dropped at once: not back"),
+            pick: |f| f.devices_storm.map(|s| (s.attempted - s.connected) as f64),
             decimals: 0,
             target: "0",
         },

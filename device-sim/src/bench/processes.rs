@@ -159,6 +159,7 @@ impl HubChild {
         let text = format!(
             "data_dir = {data:?}\n\
              [broker]\nlisten = \"127.0.0.1:0\"\nmax_connections = {max}\n\
+             [broker.limits]\nmessages_per_second = 0\n\
              [broker.plain]\nenabled = true\nlisten = \"127.0.0.1:{plain_port}\"\n\
              users = [{{ username = {user:?}, password_hash = {hash:?} }}]\n\
              [api]\nlisten = \"127.0.0.1:0\"\n\

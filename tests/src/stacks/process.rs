@@ -1,0 +1,66 @@
+//! A client stack run as a child process: its stdout and stderr are read
+//! line by line and translated into `Event`s; `Exited` follows once both
+//! streams are closed.
+
+use std::process::Stdio;
+
+use anyhow::{Context, Result};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::{End, Event};
+
+/// Which stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Spawns `command`; `translate` turns each line into events (it may keep
+/// state: lines arrive one at a time, stdout's in order).
+pub fn spawn(
+    mut command: Command,
+    tx: UnboundedSender<Event>,
+    translate: impl FnMut(Stream, &str) -> Vec<Event> + Send + 'static,
+) -> Result<End> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("spawning {command:?}"))?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let stderr = child.stderr.take().context("stderr")?;
+    let translate = std::sync::Arc::new(std::sync::Mutex::new(translate));
+    tokio::spawn(async move {
+        tokio::join!(
+            pump(stdout, Stream::Stdout, translate.clone(), tx.clone()),
+            pump(stderr, Stream::Stderr, translate, tx.clone()),
+        );
+        let _ = tx.send(Event::Exited);
+    });
+    Ok(End::Process(child))
+}
+
+type Translate = std::sync::Arc<std::sync::Mutex<dyn FnMut(Stream, &str) -> Vec<Event> + Send>>;
+
+async fn pump(
+    stream: impl AsyncRead + Unpin,
+    which: Stream,
+    translate: Translate,
+    tx: UnboundedSender<Event>,
+) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let events = match translate.lock() {
+            Ok(mut translate) => translate(which, &line),
+            Err(_) => return,
+        };
+        for event in events {
+            let _ = tx.send(event);
+        }
+    }
+}
