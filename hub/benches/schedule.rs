@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use hub::bookings::{BookRequest, Booking, Due, Schedule, Status};
-use hub::schedule::Group;
+use hub::bookings::{BookRequest, Schedule};
+use hub::records::{Booking, Group, Milestone, Status};
 use hub::store::Store;
 use serde_json::json;
 use tests::{HubOptions, HubProcess};
@@ -262,8 +262,8 @@ fn naive_rate(count: usize) -> Result<f64> {
             unlocked: false,
         };
         let dues = [
-            (slot_start + 600_000, Due::Grace),
-            (slot_start + SLOT_MS, Due::End),
+            (slot_start + 600_000, Milestone::Grace),
+            (slot_start + SLOT_MS, Milestone::End),
         ];
         store.put_booking(&booking, &dues)?;
         store.flush()?;

@@ -5,8 +5,8 @@
 use std::time::Instant;
 
 use hub::config::Config;
-use hub::store::{DeviceRecord, Store};
-use hub::twin::Twin;
+use hub::records::{DeviceRecord, Twin};
+use hub::store::Store;
 use protocol::DeviceKind;
 
 fn main() -> anyhow::Result<()> {

@@ -26,7 +26,8 @@ use chrono_tz::Tz;
 
 use crate::bookings::Schedule;
 use crate::config::RoomConfig;
-use crate::store::{Resident, Store};
+use crate::records::Resident;
+use crate::store::Store;
 
 /// When a room is open, in local time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

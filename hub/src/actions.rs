@@ -23,11 +23,11 @@ use crate::commands::{expires_in, Commands, NewCommand};
 use crate::config::Config;
 use crate::counting::Counting;
 use crate::input::{CheckedTelemetry, Detail, DeviceTs, Flow, PianoSession, Reading, RobotReading};
-use crate::interlock::{Alarm, Interlock, Trip, TripReason, Verdict};
+use crate::interlock::{Interlock, Trip, Verdict};
 use crate::metrics::Metrics;
 use crate::occupancy::{Direction, Occupancy};
-use crate::store::{Store, StoreError, StoredEvent};
-use crate::twin::Twin;
+use crate::records::{Alarm, StoredEvent, TripReason, Twin};
+use crate::store::{Store, StoreError};
 use crate::usage::Usage;
 
 pub struct Actions {

@@ -43,13 +43,12 @@ use crate::commands::NewCommand;
 use crate::config::is_label;
 use crate::edge::Edge;
 use crate::ingest::Control;
-use crate::interlock::Alarm;
 use crate::metrics::Metrics;
 use crate::pki::Pki;
+use crate::records::{Alarm, DeviceRecord, Resident, StoredEvent, Twin};
 use crate::secrets;
-use crate::store::{DeviceRecord, Resident, ResidentConflict, Store, StoredEvent};
+use crate::store::{ResidentConflict, Store};
 use crate::supervise::{self, Supervisor};
-use crate::twin::Twin;
 
 /// Everything the handlers share.
 pub struct ApiState {

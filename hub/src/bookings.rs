@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDate;
 use protocol::api::{CommandOrigin, CommandRecord};
 use protocol::calendar::Calendar;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -26,9 +26,10 @@ use tokio_util::sync::CancellationToken;
 use crate::commands::NewCommand;
 use crate::config::{Config, ScheduleConfig};
 use crate::metrics::Metrics;
-use crate::schedule::{
-    self, Clock, Duty, Group, History, Refusal, Request, Resource, Roster, Slot, SlotLoad,
+use crate::records::{
+    Booking, Group, Milestone, Notification, Outage, OutageReason, SlotCount, SlotLoad, Status,
 };
+use crate::schedule::{self, Clock, Duty, History, Refusal, Request, Resource, Roster, Slot};
 use crate::store::{Store, StoreError};
 use crate::supervise::{self, component, InjectedFault, Supervisor};
 
@@ -38,180 +39,6 @@ const DAY_MS: u64 = 24 * 60 * MINUTE_MS;
 const LOCK_TTL_MS: u64 = 10 * MINUTE_MS;
 /// Most jobs applied before one fsync.
 const BATCH_MAX: usize = 1024;
-
-/// Where a booking stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Refused as full; may join the waitlist.
-    Offered,
-    Waitlisted,
-    Booked,
-    CheckedIn,
-    Cancelled,
-    NoShow,
-    /// Left on the waitlist when the slot ended.
-    Expired,
-}
-
-impl Status {
-    /// Takes one of the slot's places.
-    pub fn holds_place(self) -> bool {
-        matches!(self, Status::Booked | Status::CheckedIn)
-    }
-
-    /// Counts against the resident's quotas.
-    fn counts_for_quota(self) -> bool {
-        matches!(self, Status::Booked | Status::CheckedIn | Status::NoShow)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Offered => "offered",
-            Status::Waitlisted => "waitlisted",
-            Status::Booked => "booked",
-            Status::CheckedIn => "checked_in",
-            Status::Cancelled => "cancelled",
-            Status::NoShow => "no_show",
-            Status::Expired => "expired",
-        }
-    }
-}
-
-/// A booking (or a waitlist place, or the offer of one).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Booking {
-    pub id: String,
-    pub resource: String,
-    pub center: String,
-    pub kind: String,
-    /// Unix ms.
-    pub slot_start: u64,
-    pub slot_end: u64,
-    pub resident: String,
-    pub group: Group,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub child_birthdate: Option<NaiveDate>,
-    pub status: Status,
-    pub created_at: u64,
-    #[serde(default)]
-    pub waitlisted_at: Option<u64>,
-    #[serde(default)]
-    pub checked_in_at: Option<u64>,
-    /// `staff`, `device:<id>` or `gate:<id>`.
-    #[serde(default)]
-    pub checked_in_by: Option<String>,
-    #[serde(default)]
-    pub cancelled_at: Option<u64>,
-    /// Cancelled within `late_cancel_minutes` of the start.
-    #[serde(default)]
-    pub late_cancel: bool,
-    #[serde(default)]
-    pub reason: Option<String>,
-    /// The bound devices were commanded `unlock` for it.
-    #[serde(default)]
-    pub unlocked: bool,
-}
-
-/// One slot's places taken per group and its waitlist, kept by the store in
-/// step with every booking write (availability reads one record per slot).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SlotCount {
-    pub load: SlotLoad,
-    pub waitlist: u32,
-}
-
-impl SlotCount {
-    /// Counts (`add`) or uncounts a booking in `status` for `group`.
-    pub fn apply(&mut self, status: Status, group: Group, add: bool) {
-        match (status.holds_place(), status == Status::Waitlisted, add) {
-            (true, _, true) => self.load.add(group),
-            (true, _, false) => self.load.remove(group),
-            (_, true, true) => self.waitlist += 1,
-            (_, true, false) => self.waitlist = self.waitlist.saturating_sub(1),
-            _ => {}
-        }
-    }
-}
-
-/// What the slot and resident indexes keep of a booking.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct IndexEntry {
-    pub resource: String,
-    pub status: Status,
-    pub group: Group,
-    pub end: u64,
-    /// When it joined the waitlist (its order there).
-    pub waitlisted_at: Option<u64>,
-}
-
-impl IndexEntry {
-    pub fn of(booking: &Booking) -> IndexEntry {
-        IndexEntry {
-            resource: booking.resource.clone(),
-            status: booking.status,
-            group: booking.group,
-            end: booking.slot_end,
-            waitlisted_at: booking.waitlisted_at,
-        }
-    }
-}
-
-/// Work the clock brings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Due {
-    /// Slot start: unlock the bound devices.
-    Start,
-    /// Grace over: release a booking not checked in.
-    Grace,
-    /// Slot end: lock, expire the waitlist, count the seat time.
-    End,
-}
-
-impl Due {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Due::Start => "start",
-            Due::Grace => "grace",
-            Due::End => "end",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Due> {
-        [Due::Start, Due::Grace, Due::End]
-            .into_iter()
-            .find(|d| d.as_str() == text)
-    }
-}
-
-/// A message to a resident (listed by the API).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Notification {
-    pub id: String,
-    pub resident: String,
-    pub booking: String,
-    /// `promoted`, `released`, `cancelled`.
-    pub kind: String,
-    pub message: String,
-    pub at: u64,
-}
-
-/// Why a bound device is out of service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OutageReason {
-    Fault,
-    Offline,
-}
-
-/// A bound device out of service: `active` once it blocks slots (a fault at
-/// once, offline after `offline_block_minutes`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Outage {
-    pub since: u64,
-    pub reason: OutageReason,
-    pub active: bool,
-}
 
 /// What a bound device's health did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -950,18 +777,18 @@ impl Desk {
 
     /// Due times of a booked place: unlock at start (bound devices only),
     /// release at grace end, lock and count at the end.
-    fn dues_of_booked(&self, resource: &Resource, slot: Slot, now: u64) -> Vec<(u64, Due)> {
+    fn dues_of_booked(&self, resource: &Resource, slot: Slot, now: u64) -> Vec<(u64, Milestone)> {
         let mut dues = Vec::with_capacity(3);
         if !resource.config.devices.is_empty() {
-            dues.push((slot.start.max(now), Due::Start));
+            dues.push((slot.start.max(now), Milestone::Start));
         }
         let grace = self.config.grace_minutes * MINUTE_MS;
-        dues.push((slot.start.max(now) + grace, Due::Grace));
-        dues.push((slot.end, Due::End));
+        dues.push((slot.start.max(now) + grace, Milestone::Grace));
+        dues.push((slot.end, Milestone::End));
         dues
     }
 
-    fn put(&mut self, booking: &Booking, due: &[(u64, Due)]) -> Result<(), StoreError> {
+    fn put(&mut self, booking: &Booking, due: &[(u64, Milestone)]) -> Result<(), StoreError> {
         self.store.put_booking(booking, due)?;
         self.wrote = true;
         Ok(())
@@ -1084,7 +911,7 @@ impl Desk {
             .map_err(|refusal| DeskError::Refused(refusal, None))?;
         booking.status = Status::Waitlisted;
         booking.waitlisted_at = Some(now);
-        self.put(&booking, &[(slot.end, Due::End)])?;
+        self.put(&booking, &[(slot.end, Milestone::End)])?;
         self.count(&booking, "waitlisted");
         Ok(booking)
     }
@@ -1168,10 +995,10 @@ impl Desk {
             end: booking.slot_end,
         };
         booking.status = Status::Booked;
-        let dues: Vec<(u64, Due)> = self
+        let dues: Vec<(u64, Milestone)> = self
             .dues_of_booked(&resource, slot, now)
             .into_iter()
-            .filter(|(_, due)| *due != Due::End)
+            .filter(|(_, due)| *due != Milestone::End)
             .collect();
         self.put(&booking, &dues)?;
         self.count(&booking, "promoted");
@@ -1307,9 +1134,9 @@ impl Desk {
         for (at, due, id) in self.store.due_until(now)? {
             if let Some(booking) = self.store.booking(&id)? {
                 match due {
-                    Due::Start => self.slot_started(booking, now)?,
-                    Due::Grace => self.grace_over(booking, now)?,
-                    Due::End => self.slot_ended(booking, now)?,
+                    Milestone::Start => self.slot_started(booking, now)?,
+                    Milestone::Grace => self.grace_over(booking, now)?,
+                    Milestone::End => self.slot_ended(booking, now)?,
                 }
             }
             self.store.remove_due(at, due, &id)?;

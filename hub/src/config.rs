@@ -11,6 +11,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+pub use crate::records::{ResourceConfig, ShareConfig, SlotConfig};
+
 /// Environment variable that carries the admin token in plain text. It is
 /// hashed as soon as it is read and never written anywhere.
 pub const ADMIN_TOKEN_ENV: &str = "YIZHAN_ADMIN_TOKEN";
@@ -228,65 +230,6 @@ pub struct ScheduleConfig {
     pub webhook_retry_max_ms: u64,
 }
 
-/// A bookable resource. Give `slot_minutes` with opening hours (`hours =
-/// "24h"`, or `open` and `close`), or explicit `[[resources.slots]]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ResourceConfig {
-    pub id: String,
-    pub center: String,
-    /// piano, therapy, gym, class, childcare, seat, ...
-    pub kind: String,
-    pub room: String,
-    /// Devices commanded `unlock`/`lock` at slot start/end, whose events
-    /// check bookings in, and whose faults block slots.
-    #[serde(default)]
-    pub devices: Vec<String>,
-    /// Places per slot.
-    pub capacity: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slot_minutes: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hours: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub open: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub close: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub slots: Vec<SlotConfig>,
-    /// Days ahead a slot may be booked.
-    #[serde(default = "default_horizon_days")]
-    pub horizon_days: u32,
-    /// Price per slot, in yuan; must stay below `market_price`.
-    pub price: f64,
-    /// What the market charges for the same slot.
-    pub market_price: f64,
-    /// `[min, max]` age in months of the child at the slot (childcare).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub child_age_months: Option<[u32; 2]>,
-    /// Bookings per resident per local day / per week (Monday to Sunday).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub per_day: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub per_week: Option<u32>,
-    /// Bookings a resident may hold for slots not yet ended.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_active: Option<u32>,
-    /// Places held for a group until `release_before_minutes` before the slot.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub shares: Vec<ShareConfig>,
-    #[serde(default = "default_release_before_minutes")]
-    pub release_before_minutes: u32,
-}
-
-fn default_horizon_days() -> u32 {
-    7
-}
-
-fn default_release_before_minutes() -> u32 {
-    120
-}
-
 /// A manager on duty in a room from `start` to `end` (local `HH:MM`) on
 /// `days` (`mon`..`sun`; empty: every day). A slot of a resource in a room
 /// with duty entries is staffed when one shift covers it whole.
@@ -300,26 +243,6 @@ pub struct DutyConfig {
     pub days: Vec<String>,
     pub start: String,
     pub end: String,
-}
-
-/// Explicit slots: `start`-`end` (local `HH:MM`) on `days` (`mon`..`sun`;
-/// empty: every day).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SlotConfig {
-    #[serde(default)]
-    pub days: Vec<String>,
-    pub start: String,
-    pub end: String,
-}
-
-/// A share of each slot's places held for a group (`child`, `youth`,
-/// `adult`, `senior`), in percent of the capacity (rounded up).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShareConfig {
-    pub group: String,
-    pub percent: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -25,8 +25,8 @@ use crate::config::{Config, RoomConfig};
 use crate::input::{DeviceTs, Flow};
 use crate::metrics::Metrics;
 use crate::occupancy::Occupancy;
+use crate::records::Twin;
 use crate::store::{Store, StoreError};
-use crate::twin::Twin;
 
 /// When a configured room closes, or `None` for a 24-hour room.
 fn closing_time(room: &RoomConfig, center_closes: NaiveTime) -> Option<NaiveTime> {

@@ -38,8 +38,8 @@ use crate::config::IngestConfig;
 use crate::edge::flow::{message_bytes, IngestWindow};
 use crate::input::{Input, InputError, Problem, TsWindow};
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError, StoredEvent};
-use crate::twin::{Presence, Twin};
+use crate::records::{Presence, StoredEvent, Twin};
+use crate::store::{Store, StoreError};
 
 /// How often silent devices are looked for: the bound on how late past
 /// 1.5× keepalive a device is marked offline.
@@ -912,7 +912,7 @@ mod tests {
     }
 
     fn check_restore(cached: bool, dirty: bool, expect_cached: bool) {
-        let before = crate::twin::provisioned(DeviceKind::Counter);
+        let before = crate::records::twin::provisioned(DeviceKind::Counter);
         let mut twins = HashMap::new();
         let mut dirty_set = HashSet::new();
         if cached {
@@ -942,8 +942,10 @@ mod tests {
 
     #[test]
     fn a_panic_is_contained_and_the_state_restored() {
-        let mut twins =
-            HashMap::from([("d".to_string(), crate::twin::provisioned(DeviceKind::Gate))]);
+        let mut twins = HashMap::from([(
+            "d".to_string(),
+            crate::records::twin::provisioned(DeviceKind::Gate),
+        )]);
         let mut dirty = HashSet::from(["d".to_string()]);
         let snapshot = Snapshot::take(&twins, &dirty, "d");
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| {

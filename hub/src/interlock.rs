@@ -20,48 +20,15 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::InterlockConfig;
 use crate::input::RobotReading;
-
-/// Why a robot was stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TripReason {
-    OverTemperature,
-    Watchdog,
-    /// The session ran on past the end of its booked slot.
-    PastSlot,
-}
-
-impl TripReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TripReason::OverTemperature => "over_temperature",
-            TripReason::Watchdog => "watchdog",
-            TripReason::PastSlot => "past_slot",
-        }
-    }
-}
+use crate::records::TripReason;
 
 /// A trip: the reason and, for over-temperature, the reading.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Trip {
     pub reason: TripReason,
     pub temp_c: Option<f64>,
-}
-
-/// An unacknowledged interlock alarm, kept on the robot's twin.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Alarm {
-    pub reason: TripReason,
-    /// Unix ms of the trip.
-    pub at: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub temp_c: Option<f64>,
-    /// The `stop` command sent for it.
-    pub command: String,
 }
 
 /// What a robot's session event means for the interlock.

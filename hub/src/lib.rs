@@ -23,11 +23,11 @@ pub mod interlock;
 pub mod metrics;
 pub mod occupancy;
 pub mod pki;
+pub mod records;
 pub mod schedule;
 pub mod secrets;
 pub mod store;
 pub mod supervise;
-pub mod twin;
 pub mod usage;
 pub mod webhook;
 

@@ -13,10 +13,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::RoomConfig;
 use crate::metrics::Metrics;
+use crate::records::RoomCount;
 use crate::store::{Store, StoreError};
 
 /// Share of seats taken at which a room becomes saturated.
@@ -40,13 +39,6 @@ impl Direction {
             _ => None,
         }
     }
-}
-
-/// A room's live state, as stored.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoomCount {
-    pub people: u64,
-    pub saturated: bool,
 }
 
 /// People in a room after `entered` came in and `left` went out, starting

@@ -12,10 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, Weekday};
 use protocol::calendar::Calendar;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::access::{parse_hhmm, OpeningHours};
-use crate::config::{is_label, DutyConfig, ResourceConfig};
+use crate::config::{is_label, DutyConfig};
+use crate::records::{Group, ResourceConfig, SlotLoad};
 
 const MINUTE_MS: u64 = 60_000;
 const DAY_MS: u64 = 24 * 60 * MINUTE_MS;
@@ -67,37 +68,6 @@ impl Clock {
                 Ok(ms)
             }
         }
-    }
-}
-
-/// Who a place is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Group {
-    Child,
-    Youth,
-    Adult,
-    Senior,
-}
-
-impl Group {
-    pub const ALL: [Group; 4] = [Group::Child, Group::Youth, Group::Adult, Group::Senior];
-
-    pub fn parse(text: &str) -> Option<Group> {
-        Group::ALL.into_iter().find(|g| g.as_str() == text)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Group::Child => "child",
-            Group::Youth => "youth",
-            Group::Adult => "adult",
-            Group::Senior => "senior",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
     }
 }
 
@@ -462,40 +432,6 @@ fn opening_window(calendar: &Calendar, day: NaiveDate, hours: OpeningHours) -> (
     }
 }
 
-/// Active places (booked or checked in) of one slot, per group.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SlotLoad {
-    by_group: [u32; 4],
-}
-
-impl SlotLoad {
-    pub fn add(&mut self, group: Group) {
-        self.by_group[group.index()] += 1;
-    }
-
-    pub fn remove(&mut self, group: Group) {
-        let n = &mut self.by_group[group.index()];
-        *n = n.saturating_sub(1);
-    }
-
-    /// As stored: the places per group in `Group::ALL` order.
-    pub fn counts(&self) -> [u32; 4] {
-        self.by_group
-    }
-
-    pub fn from_counts(by_group: [u32; 4]) -> SlotLoad {
-        SlotLoad { by_group }
-    }
-
-    pub fn taken(&self) -> u32 {
-        self.by_group.iter().sum()
-    }
-
-    pub fn of(&self, group: Group) -> u32 {
-        self.by_group[group.index()]
-    }
-}
-
 /// Places free in a slot for `group` (any group: `None`), given the load
 /// and whether held shares still hold.
 pub fn free_places(resource: &Resource, load: &SlotLoad, group: Option<Group>, held: bool) -> u32 {
@@ -671,7 +607,7 @@ pub fn week_of(calendar: &Calendar, ms: u64) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ShareConfig, SlotConfig};
+    use crate::records::{ShareConfig, SlotConfig};
 
     fn config() -> ResourceConfig {
         ResourceConfig {

@@ -28,18 +28,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::NaiveDate;
 
-use crate::bookings::{Booking, Due, IndexEntry, Notification, Outage, SlotCount};
-use crate::config::ResourceConfig;
-use crate::occupancy::RoomCount;
-use crate::schedule::SlotLoad;
+use crate::records::booking::{decode_count, encode_count};
+use crate::records::{
+    Booking, DeviceRecord, IndexEntry, Milestone, Notification, Outage, Resident, ResourceConfig,
+    RoomCount, SlotCount, StoredEvent, Twin,
+};
 
 use protocol::api::CommandRecord;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
-
-use crate::twin::Twin;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -52,68 +51,6 @@ pub enum StoreError {
     },
     #[error("malformed key {0}")]
     BadKey(String),
-}
-
-/// What provisioning recorded about a device.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeviceRecord {
-    pub id: String,
-    pub center: String,
-    pub room: String,
-    pub kind: protocol::DeviceKind,
-    /// SHA-256 (hex) of the MQTT password.
-    pub password_sha256: String,
-    /// SHA-256 (hex) of the issued certificate (DER).
-    pub certificate_sha256: String,
-    pub not_after: u64,
-    pub provisioned_at: u64,
-}
-
-/// An event as stored, exactly once per `(device, id)`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredEvent {
-    pub device: String,
-    pub center: String,
-    pub kind: protocol::DeviceKind,
-    pub received_at: u64,
-    pub event: protocol::Event,
-}
-
-impl StoredEvent {
-    /// An event the hub raises about a device itself (an interlock trip, an
-    /// alarm acknowledged): id `hub-…`, seq 0, body `source: "hub"`.
-    pub fn from_hub(
-        twin: &Twin,
-        event_type: &str,
-        mut body: serde_json::Map<String, serde_json::Value>,
-        now_ms: u64,
-    ) -> StoredEvent {
-        body.insert("source".into(), "hub".into());
-        StoredEvent {
-            device: twin.id.clone(),
-            center: twin.center.clone(),
-            kind: twin.kind,
-            received_at: now_ms,
-            event: protocol::Event {
-                id: format!("hub-{now_ms:013x}{:08x}", rand::random::<u32>()),
-                ts: now_ms,
-                seq: 0,
-                event_type: event_type.to_string(),
-                body,
-            },
-        }
-    }
-}
-
-/// A resident who may pass gates. The credential is kept only as
-/// HMAC-SHA256 under the hub's own key (`secrets::credential_hash`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Resident {
-    pub id: String,
-    pub credential_hash: String,
-    pub group: Option<String>,
-    pub blocked: bool,
-    pub created_at: u64,
 }
 
 /// Why a resident could not be added.
@@ -553,7 +490,11 @@ impl Store {
     /// times in one atomic batch (not fsynced: the desk flushes once per
     /// batch of jobs). Reads the slot's count and the booking's previous
     /// entry outside the batch: only the booking desk writes bookings.
-    pub fn put_booking(&self, booking: &Booking, due: &[(u64, Due)]) -> Result<(), StoreError> {
+    pub fn put_booking(
+        &self,
+        booking: &Booking,
+        due: &[(u64, Milestone)],
+    ) -> Result<(), StoreError> {
         let slot_key = time_key(
             &tagged(SLOT, &booking.resource),
             booking.slot_start,
@@ -649,8 +590,8 @@ impl Store {
         time_range(&self.bookings, &tagged(RESIDENT, resident), from, to)
     }
 
-    /// Due items at or before `now`, oldest first, as `(at, what, id)`.
-    pub fn due_until(&self, now: u64) -> Result<Vec<(u64, Due, String)>, StoreError> {
+    /// Milestones at or before `now`, oldest first, as `(at, what, id)`.
+    pub fn due_until(&self, now: u64) -> Result<Vec<(u64, Milestone, String)>, StoreError> {
         let start = tagged(DUE, "");
         let end = tagged(DUE, &format!("{now:016x}\x01"));
         self.bookings
@@ -663,8 +604,8 @@ impl Store {
             .collect()
     }
 
-    /// Forgets a processed due item (not fsynced).
-    pub fn remove_due(&self, at: u64, what: Due, id: &str) -> Result<(), StoreError> {
+    /// Forgets a processed milestone (not fsynced).
+    pub fn remove_due(&self, at: u64, what: Milestone, id: &str) -> Result<(), StoreError> {
         self.bookings.remove(due_key(at, what, id))?;
         Ok(())
     }
@@ -828,29 +769,6 @@ fn time_range<T: DeserializeOwned>(
         .collect()
 }
 
-/// A slot count as stored: five big-endian u32 (places per group in
-/// `Group::ALL` order, then the waitlist).
-fn encode_count(count: &SlotCount) -> [u8; 20] {
-    let mut bytes = [0u8; 20];
-    let values = count.load.counts().into_iter().chain([count.waitlist]);
-    for (chunk, value) in bytes.chunks_exact_mut(4).zip(values) {
-        chunk.copy_from_slice(&value.to_be_bytes());
-    }
-    bytes
-}
-
-fn decode_count(bytes: &[u8]) -> SlotCount {
-    let mut values = bytes
-        .chunks_exact(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
-    let mut next = || values.next().unwrap_or(0);
-    let by_group = [next(), next(), next(), next()];
-    SlotCount {
-        load: SlotLoad::from_counts(by_group),
-        waitlist: next(),
-    }
-}
-
 /// Record kinds in the `bookings` tree, the first part of their keys.
 const BOOKING: &str = "b";
 const SLOT: &str = "s";
@@ -863,16 +781,16 @@ fn tagged(tag: &str, owner: &str) -> String {
     pair_key_text(tag, owner)
 }
 
-fn due_key(at: u64, what: Due, id: &str) -> Vec<u8> {
+fn due_key(at: u64, what: Milestone, id: &str) -> Vec<u8> {
     tagged(DUE, &format!("{at:016x}\0{}\0{id}", what.as_str())).into_bytes()
 }
 
-fn parse_due_key(key: &[u8]) -> Option<(u64, Due, String)> {
+fn parse_due_key(key: &[u8]) -> Option<(u64, Milestone, String)> {
     let text = std::str::from_utf8(key).ok()?;
     let text = text.strip_prefix(&tagged(DUE, ""))?;
     let mut parts = text.splitn(3, '\0');
     let at = u64::from_str_radix(parts.next()?, 16).ok()?;
-    let what = Due::parse(parts.next()?)?;
+    let what = Milestone::parse(parts.next()?)?;
     Some((at, what, parts.next()?.to_string()))
 }
 

@@ -20,9 +20,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{blocking, check_label, error, internal, json_body, Admin, ApiState, HttpError};
-use crate::bookings::{BookRequest, Booking, DeskError, SlotView};
-use crate::config::ResourceConfig;
-use crate::schedule::{Group, Refusal, Resource};
+use crate::bookings::{BookRequest, DeskError, SlotView};
+use crate::records::ResourceConfig;
+use crate::records::{Booking, Group};
+use crate::schedule::{Refusal, Resource};
 
 /// Longest window an availability or booking list answers at once.
 const MAX_WINDOW_MS: u64 = 31 * 24 * 3_600_000;
