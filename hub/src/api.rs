@@ -16,8 +16,7 @@ mod schedule;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -36,17 +35,16 @@ use protocol::calendar::Calendar;
 use protocol::{DeviceKind, ENTRANCE_ROOM};
 use serde::{Deserialize, Serialize};
 
-use crate::bookings::Schedule;
-use crate::broker::Waker;
+use crate::bookings::Bookings;
 use crate::clock::unix_ms;
 use crate::commands::NewCommand;
-use crate::config::is_label;
 use crate::edge::Edge;
-use crate::ingest::Control;
+use crate::ingest::{Control, Inbox};
 use crate::metrics::Metrics;
 use crate::pki::Pki;
 use crate::records::{Alarm, DeviceRecord, Resident, StoredEvent, Twin};
 use crate::secrets;
+use crate::settings::{is_label, Rooms};
 use crate::store::{ResidentConflict, Store};
 use crate::supervise::{self, Supervisor};
 
@@ -55,12 +53,10 @@ pub struct ApiState {
     pub store: Arc<Store>,
     pub pki: Arc<Pki>,
     pub metrics: Metrics,
-    /// std Mutex: held only to send, never across an await.
-    pub ingest_control: Mutex<Sender<Control>>,
-    /// Wakes ingest after a `Control` was sent.
-    pub waker: Arc<Waker>,
+    /// The way to hand work to ingest.
+    pub ingest: Arc<Inbox>,
     /// Resources and bookings.
-    pub schedule: Arc<Schedule>,
+    pub bookings: Arc<Bookings>,
     /// Key of resident credential hashes (`secrets::credential_hash`).
     pub credential_key: [u8; 32],
     pub edge: Arc<Edge>,
@@ -72,8 +68,8 @@ pub struct ApiState {
     pub ready: AtomicBool,
     /// The centers' calendar (visits per local day).
     pub calendar: Calendar,
-    /// Seats per `(center, room)` from `[[rooms]]`.
-    pub seats: HashMap<(String, String), u64>,
+    /// Rooms' seats from `[[rooms]]`.
+    pub rooms: Rooms,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -200,7 +196,7 @@ fn scrape(state: &ApiState) -> String {
     }
     let twins = i64::try_from(state.store.twin_count()).unwrap_or(i64::MAX);
     state.metrics.twins.set(twins);
-    if let Err(error) = state.schedule.refresh_gauges(&state.metrics) {
+    if let Err(error) = state.bookings.refresh_gauges(&state.metrics) {
         tracing::warn!(%error, "booking gauges not refreshed");
     }
     state.metrics.render()
@@ -268,7 +264,7 @@ fn provision_device(state: &ApiState, request: ProvisionRequest) -> Result<Provi
             format!("device {} already exists", record.id),
         ));
     }
-    send_control(state, Control::Provisioned(record.id.clone()));
+    state.ingest.send(Control::Provisioned(record.id.clone()));
     tracing::info!(device = %record.id, center = %record.center, kind = %record.kind, "device provisioned");
     let body = Provisioned {
         id: record.id.clone(),
@@ -304,7 +300,7 @@ async fn revoke(
     }
     // Order matters: ingest drops the device's messages before its session
     // is cut, and the edge already refuses it (store says revoked).
-    send_control(&state, Control::Revoked(id.clone()));
+    state.ingest.send(Control::Revoked(id.clone()));
     state.metrics.revocations.inc();
     let session_closed = state.edge.disconnect_device(&id);
     tracing::info!(device = %id, session_closed, "device revoked");
@@ -313,17 +309,6 @@ async fn revoke(
         revoked: true,
         session_closed,
     }))
-}
-
-fn send_control(state: &ApiState, control: Control) {
-    {
-        // invariant: the lock is only held to send.
-        let sender = state.ingest_control.lock().expect("control sender");
-        if sender.send(control).is_err() {
-            tracing::error!("ingest has stopped; control message lost");
-        }
-    }
-    state.waker.wake();
 }
 
 async fn get_device(
@@ -532,17 +517,16 @@ fn issue(
         serde_json::Value::Object(map) => serde_json::Value::Object(map),
         _ => return Err(unprocessable("`args` must be a JSON object")),
     };
-    let record = NewCommand {
+    let command = NewCommand {
         device: id,
         op: request.op,
         args,
         expires_at,
         origin: CommandOrigin::Api,
-    }
-    .into_record(now);
-    state.store.put_command(&record).map_err(internal)?;
+    };
+    let record = command.record(&state.store, now).map_err(internal)?;
     state.store.flush().map_err(internal)?;
-    send_control(state, Control::Command(record.clone()));
+    state.ingest.send(Control::Command(record.clone()));
     tracing::info!(device = %record.device, command = %record.id, op = %record.op, "command issued");
     Ok(record)
 }
@@ -611,7 +595,7 @@ async fn acknowledge_alarm(
             format!("device {id} has no unacknowledged alarm"),
         ));
     };
-    send_control(&state, Control::AcknowledgeAlarm(id.clone()));
+    state.ingest.send(Control::AcknowledgeAlarm(id.clone()));
     tracing::info!(device = %id, reason = alarm.reason.as_str(), "alarm acknowledgement accepted");
     Ok((StatusCode::ACCEPTED, Json(AlarmAcknowledged { id, alarm })))
 }
@@ -727,7 +711,7 @@ struct DayRangeQuery {
 }
 
 fn parse_day(field: &str, text: &str) -> Result<NaiveDate, HttpError> {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+    protocol::calendar::parse_date(text).map_err(|_| {
         error(
             StatusCode::BAD_REQUEST,
             format!("`{field}` must be a date as YYYY-MM-DD, got {text:?}"),
@@ -863,7 +847,7 @@ fn occupancy(state: &ApiState, center: String) -> Result<CenterOccupancy, HttpEr
             headcount = count.people;
             continue;
         }
-        let seats = state.seats.get(&(c, room.clone())).copied();
+        let seats = state.rooms.seats(&c, &room);
         rooms.push(RoomOccupancy {
             room,
             people: count.people,

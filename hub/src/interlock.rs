@@ -20,9 +20,9 @@
 
 use std::collections::HashMap;
 
-use crate::config::InterlockConfig;
 use crate::input::RobotReading;
 use crate::records::TripReason;
+use crate::settings::InterlockConfig;
 
 /// A trip: the reason and, for over-temperature, the reading.
 #[derive(Debug, Clone, Copy, PartialEq)]

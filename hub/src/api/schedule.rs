@@ -15,7 +15,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{DateTime, NaiveDate};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -23,7 +22,8 @@ use super::{blocking, check_label, error, internal, json_body, Admin, ApiState, 
 use crate::bookings::{BookRequest, DeskError, SlotView};
 use crate::records::ResourceConfig;
 use crate::records::{Booking, Group};
-use crate::schedule::{Refusal, Resource};
+use crate::schedule::Refusal;
+use crate::settings::Resource;
 
 /// Longest window an availability or booking list answers at once.
 const MAX_WINDOW_MS: u64 = 31 * 24 * 3_600_000;
@@ -43,7 +43,7 @@ pub fn routes() -> Router<Arc<ApiState>> {
 
 async fn list_resources(_: Admin, State(state): State<Arc<ApiState>>) -> Json<Value> {
     let resources: Vec<_> = state
-        .schedule
+        .bookings
         .resources
         .all()
         .iter()
@@ -78,7 +78,7 @@ async fn put_resource(
         Ok(config)
     })
     .await?;
-    state.schedule.resources.put(resource);
+    state.bookings.resources.put(resource);
     tracing::info!(resource = %id, "resource set through the API");
     Ok(Json(config))
 }
@@ -96,16 +96,14 @@ fn parse_instant(state: &ApiState, field: &str, value: &Value) -> Result<u64, Ht
     };
     match value {
         Value::Number(n) => n.as_u64().ok_or_else(bad),
-        Value::String(text) => {
-            if let Ok(ms) = text.parse::<u64>() {
-                return Ok(ms);
-            }
-            if let Ok(at) = DateTime::parse_from_rfc3339(text) {
-                return u64::try_from(at.timestamp_millis()).map_err(|_| bad());
-            }
-            let day = NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| bad())?;
-            Ok(state.schedule.calendar.midnight(day))
-        }
+        Value::String(text) => match text.parse::<u64>() {
+            Ok(ms) => Ok(ms),
+            Err(_) => state
+                .bookings
+                .calendar
+                .parse_instant(text)
+                .map_err(|_| bad()),
+        },
         _ => Err(bad()),
     }
 }
@@ -145,13 +143,13 @@ async fn availability(
 ) -> Result<Json<Value>, HttpError> {
     let query = query_of(query)?;
     let resource = state
-        .schedule
+        .bookings
         .resources
         .get(&id)
         .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no resource {id}")))?;
     let (from, to) = window(&state, &query)?;
     let slots: Vec<SlotView> = blocking(&state, move |state| {
-        let slots = state.schedule.availability(&resource, from, to);
+        let slots = state.bookings.availability(&resource, from, to);
         slots.map_err(internal)
     })
     .await?;
@@ -176,14 +174,14 @@ async fn book(
 ) -> Result<(StatusCode, Json<Booking>), Response> {
     let body = json_body(body).map_err(IntoResponse::into_response)?;
     let request = book_request(&state, body).map_err(IntoResponse::into_response)?;
-    let booking = state.schedule.book(request).await.map_err(desk_error)?;
+    let booking = state.bookings.book(request).await.map_err(desk_error)?;
     tracing::debug!(booking = %booking.id, resource = %booking.resource, "booked");
     Ok((StatusCode::CREATED, Json(booking)))
 }
 
 fn book_request(state: &ApiState, body: BookBody) -> Result<BookRequest, HttpError> {
     check_label("resident", &body.resident)?;
-    if state.schedule.resources.get(&body.resource).is_none() {
+    if state.bookings.resources.get(&body.resource).is_none() {
         return Err(error(
             StatusCode::NOT_FOUND,
             format!("no resource {}", body.resource),
@@ -198,7 +196,7 @@ fn book_request(state: &ApiState, body: BookBody) -> Result<BookRequest, HttpErr
     let child_birthdate = body
         .child_birthdate
         .map(|d| {
-            NaiveDate::parse_from_str(&d, "%Y-%m-%d").map_err(|_| {
+            protocol::calendar::parse_date(&d).map_err(|_| {
                 error(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "`child_birthdate` must be a date as YYYY-MM-DD",
@@ -248,7 +246,7 @@ async fn get_booking(
     Path(id): Path<String>,
 ) -> Result<Json<Booking>, HttpError> {
     blocking(&state, move |state| {
-        let booking = state.schedule.booking(&id).map_err(internal)?;
+        let booking = state.bookings.booking(&id).map_err(internal)?;
         booking.ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no booking {id}")))
     })
     .await
@@ -260,7 +258,7 @@ async fn cancel(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Booking>, Response> {
-    let booking = state.schedule.cancel(id).await.map_err(desk_error)?;
+    let booking = state.bookings.cancel(id).await.map_err(desk_error)?;
     Ok(Json(booking))
 }
 
@@ -269,7 +267,7 @@ async fn check_in(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Booking>, Response> {
-    let booking = state.schedule.check_in(id).await.map_err(desk_error)?;
+    let booking = state.bookings.check_in(id).await.map_err(desk_error)?;
     Ok(Json(booking))
 }
 
@@ -278,7 +276,7 @@ async fn join_waitlist(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Booking>, Response> {
-    let booking = state.schedule.join_waitlist(id).await.map_err(desk_error)?;
+    let booking = state.bookings.join_waitlist(id).await.map_err(desk_error)?;
     Ok(Json(booking))
 }
 
@@ -297,7 +295,7 @@ async fn list_bookings(
     let (from, to) = window(&state, &query)?;
     let bookings = blocking(&state, move |state| {
         let (resident, resource) = (query.resident.as_deref(), query.resource.as_deref());
-        let bookings = state.schedule.bookings(resident, resource, from, to);
+        let bookings = state.bookings.bookings(resident, resource, from, to);
         bookings.map_err(internal)
     })
     .await?;
@@ -320,19 +318,19 @@ async fn notifications(
     let Query(query) = query.map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
     let resident = query.resident;
     blocking(&state, move |state| {
-        let list = state.schedule.notifications(&resident).map_err(internal)?;
+        let list = state.bookings.notifications(&resident).map_err(internal)?;
         Ok(Json(json!({ "resident": resident, "notifications": list })))
     })
     .await
 }
 
 fn clock_view(state: &ApiState, now: u64) -> Json<Value> {
-    let local = state.schedule.calendar.local(now).to_rfc3339();
+    let local = state.bookings.calendar.local(now).to_rfc3339();
     Json(json!({ "now": now, "local": local }))
 }
 
 async fn clock(_: Admin, State(state): State<Arc<ApiState>>) -> Json<Value> {
-    clock_view(&state, state.schedule.clock.now_ms())
+    clock_view(&state, state.bookings.clock.now_ms())
 }
 
 #[derive(Deserialize)]
@@ -350,7 +348,7 @@ async fn move_clock(
     let body = json_body(body)?;
     let to = parse_instant(&state, "now", &body.now)?;
     let now = state
-        .schedule
+        .bookings
         .clock
         .advance_to(to)
         .map_err(|reason| error(StatusCode::CONFLICT, reason))?;

@@ -6,6 +6,8 @@
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
+use super::resource::ResourceConfig;
+
 /// Who a place is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -76,6 +78,21 @@ impl Status {
     }
 }
 
+/// One slot of a resource, in unix ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Slot {
+    pub start: u64,
+    pub end: u64,
+}
+
+/// Who a new booking is for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Booker {
+    pub resident: String,
+    pub group: Group,
+    pub child_birthdate: Option<NaiveDate>,
+}
+
 /// A booking (or a waitlist place, or the offer of one).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Booking {
@@ -109,6 +126,46 @@ pub struct Booking {
     /// The bound devices were commanded `unlock` for it.
     #[serde(default)]
     pub unlocked: bool,
+}
+
+impl Booking {
+    /// A place of `resource`'s `slot` booked for `who` at `now`, under `id`.
+    pub fn booked(
+        id: String,
+        resource: &ResourceConfig,
+        slot: Slot,
+        who: Booker,
+        now: u64,
+    ) -> Booking {
+        Booking {
+            id,
+            resource: resource.id.clone(),
+            center: resource.center.clone(),
+            kind: resource.kind.clone(),
+            slot_start: slot.start,
+            slot_end: slot.end,
+            resident: who.resident,
+            group: who.group,
+            child_birthdate: who.child_birthdate,
+            status: Status::Booked,
+            created_at: now,
+            waitlisted_at: None,
+            checked_in_at: None,
+            checked_in_by: None,
+            cancelled_at: None,
+            late_cancel: false,
+            reason: None,
+            unlocked: false,
+        }
+    }
+
+    /// The booking's slot.
+    pub fn slot(&self) -> Slot {
+        Slot {
+            start: self.slot_start,
+            end: self.slot_end,
+        }
+    }
 }
 
 /// One slot's places taken per group and its waitlist, kept by the store in

@@ -20,7 +20,9 @@ pub mod resource;
 pub mod room;
 pub mod twin;
 
-pub use booking::{Booking, Group, IndexEntry, Milestone, SlotCount, SlotLoad, Status};
+pub use booking::{
+    Booker, Booking, Group, IndexEntry, Milestone, Slot, SlotCount, SlotLoad, Status,
+};
 pub use device::{DeviceRecord, StoredEvent};
 pub use notice::{Notification, Outage, OutageReason};
 pub use resident::Resident;
