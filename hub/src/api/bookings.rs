@@ -1,11 +1,8 @@
-//! HTTP routes of the schedule: resources (listed, added or changed) and
-//! their availability, bookings,
-//! check-in, waitlists, notifications, and the schedule's clock (movable
-//! only when configured `fixed:`). Booking calls need the admin token for
-//! now; front-end and staff roles are a later step.
-//!
-//! Refusals carry the rule: 422 `{"error","rule"}`; a full slot is 409
-//! `{"error","offer":{booking},"waitlist":"/api/v1/bookings/<id>/waitlist"}`.
+//! Bookings: book, read, list, cancel, check in, join a waitlist, and a
+//! resident's notifications. Changes go to the booking desk and are
+//! answered once durable. Refusals carry the rule: 422 `{"error","rule"}`;
+//! a full slot is 409 `{"error","offer":{booking},"waitlist":
+//! "/api/v1/bookings/<id>/waitlist"}`.
 
 use std::sync::Arc;
 
@@ -18,142 +15,21 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{blocking, check_label, error, internal, json_body, Admin, ApiState, HttpError};
-use crate::bookings::{BookRequest, DeskError, SlotView};
-use crate::records::ResourceConfig;
+use super::{
+    blocking, check_label, error, internal, json_body, parse_instant, query_of, window, Admin,
+    ApiState, HttpError, WindowQuery,
+};
+use crate::bookings::{BookRequest, DeskError};
 use crate::records::{Booking, Group};
 use crate::schedule::Refusal;
-use crate::settings::Resource;
 
-/// Longest window an availability or booking list answers at once.
-const MAX_WINDOW_MS: u64 = 31 * 24 * 3_600_000;
-
-pub fn routes() -> Router<Arc<ApiState>> {
+pub(super) fn routes() -> Router<Arc<ApiState>> {
     Router::new()
-        .route("/api/v1/resources", get(list_resources))
-        .route("/api/v1/resources/{id}", axum::routing::put(put_resource))
-        .route("/api/v1/resources/{id}/availability", get(availability))
         .route("/api/v1/bookings", get(list_bookings).post(book))
         .route("/api/v1/bookings/{id}", get(get_booking).delete(cancel))
         .route("/api/v1/bookings/{id}/checkin", post(check_in))
         .route("/api/v1/bookings/{id}/waitlist", post(join_waitlist))
         .route("/api/v1/notifications", get(notifications))
-        .route("/api/v1/schedule/clock", get(clock).post(move_clock))
-}
-
-async fn list_resources(_: Admin, State(state): State<Arc<ApiState>>) -> Json<Value> {
-    let resources: Vec<_> = state
-        .bookings
-        .resources
-        .all()
-        .iter()
-        .map(|r| r.config.clone())
-        .collect();
-    Json(json!({ "resources": resources }))
-}
-
-/// Adds or changes a resource (admin): checked like a config entry, kept
-/// in the store (fsynced), in use at once and after restarts.
-async fn put_resource(
-    _: Admin,
-    State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-    body: Result<Json<ResourceConfig>, JsonRejection>,
-) -> Result<Json<ResourceConfig>, HttpError> {
-    let config = json_body(body)?;
-    if config.id != id {
-        return Err(error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("`id` {:?} differs from the path's {id:?}", config.id),
-        ));
-    }
-    let resource = Resource::from_config(&config).map_err(|(field, reason)| {
-        error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("invalid value for `{field}`: {reason}"),
-        )
-    })?;
-    let config = blocking(&state, move |state| {
-        state.store.put_resource(&config).map_err(internal)?;
-        Ok(config)
-    })
-    .await?;
-    state.bookings.resources.put(resource);
-    tracing::info!(resource = %id, "resource set through the API");
-    Ok(Json(config))
-}
-
-/// An instant given as RFC 3339 or unix ms; a bare date is its local
-/// midnight.
-fn parse_instant(state: &ApiState, field: &str, value: &Value) -> Result<u64, HttpError> {
-    let bad = || {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "`{field}` must be an RFC 3339 time, a date YYYY-MM-DD or unix ms, got {value}"
-            ),
-        )
-    };
-    match value {
-        Value::Number(n) => n.as_u64().ok_or_else(bad),
-        Value::String(text) => match text.parse::<u64>() {
-            Ok(ms) => Ok(ms),
-            Err(_) => state
-                .bookings
-                .calendar
-                .parse_instant(text)
-                .map_err(|_| bad()),
-        },
-        _ => Err(bad()),
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WindowQuery {
-    from: String,
-    to: String,
-    resident: Option<String>,
-    resource: Option<String>,
-}
-
-fn window(state: &ApiState, query: &WindowQuery) -> Result<(u64, u64), HttpError> {
-    let from = parse_instant(state, "from", &Value::String(query.from.clone()))?;
-    let to = parse_instant(state, "to", &Value::String(query.to.clone()))?;
-    if to <= from {
-        return Err(error(StatusCode::BAD_REQUEST, "`to` must be after `from`"));
-    }
-    if to - from > MAX_WINDOW_MS {
-        return Err(error(StatusCode::BAD_REQUEST, "at most 31 days at once"));
-    }
-    Ok((from, to))
-}
-
-fn query_of(query: Result<Query<WindowQuery>, QueryRejection>) -> Result<WindowQuery, HttpError> {
-    query
-        .map(|Query(q)| q)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))
-}
-
-async fn availability(
-    _: Admin,
-    State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-    query: Result<Query<WindowQuery>, QueryRejection>,
-) -> Result<Json<Value>, HttpError> {
-    let query = query_of(query)?;
-    let resource = state
-        .bookings
-        .resources
-        .get(&id)
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no resource {id}")))?;
-    let (from, to) = window(&state, &query)?;
-    let slots: Vec<SlotView> = blocking(&state, move |state| {
-        let slots = state.bookings.availability(&resource, from, to);
-        slots.map_err(internal)
-    })
-    .await?;
-    Ok(Json(json!({ "resource": id, "slots": slots })))
 }
 
 #[derive(Deserialize)]
@@ -315,43 +191,11 @@ async fn notifications(
     State(state): State<Arc<ApiState>>,
     query: Result<Query<ResidentQuery>, QueryRejection>,
 ) -> Result<Json<Value>, HttpError> {
-    let Query(query) = query.map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let query = query_of(query)?;
     let resident = query.resident;
     blocking(&state, move |state| {
         let list = state.bookings.notifications(&resident).map_err(internal)?;
         Ok(Json(json!({ "resident": resident, "notifications": list })))
     })
     .await
-}
-
-fn clock_view(state: &ApiState, now: u64) -> Json<Value> {
-    let local = state.bookings.calendar.local(now).to_rfc3339();
-    Json(json!({ "now": now, "local": local }))
-}
-
-async fn clock(_: Admin, State(state): State<Arc<ApiState>>) -> Json<Value> {
-    clock_view(&state, state.bookings.clock.now_ms())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ClockBody {
-    now: Value,
-}
-
-/// Moves a `fixed:` schedule clock forward (tests, demos).
-async fn move_clock(
-    _: Admin,
-    State(state): State<Arc<ApiState>>,
-    body: Result<Json<ClockBody>, JsonRejection>,
-) -> Result<Json<Value>, HttpError> {
-    let body = json_body(body)?;
-    let to = parse_instant(&state, "now", &body.now)?;
-    let now = state
-        .bookings
-        .clock
-        .advance_to(to)
-        .map_err(|reason| error(StatusCode::CONFLICT, reason))?;
-    tracing::info!(now, "schedule clock moved");
-    Ok(clock_view(&state, now))
 }
