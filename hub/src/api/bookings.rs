@@ -199,3 +199,57 @@ async fn notifications(
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The status and JSON body `desk_error` answers `error` with.
+    async fn answer(error: DeskError) -> (u16, Value) {
+        let response = desk_error(error);
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn refusals_are_422_naming_the_rule_and_a_full_slot_409_with_its_offer() {
+        let rule = Refusal::Rule {
+            rule: "quota_per_day",
+            reason: "at most 1 booking(s) a day".into(),
+        };
+        let (status, body) = answer(DeskError::Refused(rule, None)).await;
+        assert_eq!(
+            (status, body["rule"].as_str()),
+            (422, Some("quota_per_day"))
+        );
+        assert_eq!(body["error"], "at most 1 booking(s) a day");
+
+        let offer: Booking = serde_json::from_value(json!({
+            "id": "00000000000000ab", "resource": "yoga", "center": "c1", "kind": "class",
+            "slot_start": 1, "slot_end": 2, "resident": "r", "group": "adult",
+            "status": "offered", "created_at": 0
+        }))
+        .unwrap();
+        let full = Refusal::Full {
+            reason: "slot full".into(),
+        };
+        let (status, body) = answer(DeskError::Refused(full, Some(Box::new(offer)))).await;
+        assert_eq!(status, 409);
+        assert_eq!(body["offer"]["id"], "00000000000000ab");
+        assert_eq!(
+            body["waitlist"],
+            "/api/v1/bookings/00000000000000ab/waitlist"
+        );
+
+        let (status, _) = answer(DeskError::NoBooking("x".into())).await;
+        assert_eq!(status, 404);
+        let (status, body) = answer(DeskError::Conflict("closed for maintenance".into())).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (409, Some("closed for maintenance"))
+        );
+    }
+}

@@ -266,7 +266,7 @@ impl Desk {
             .ok_or_else(|| DeskError::NoResource(id.into()))
     }
 
-    fn book(&mut self, request: BookRequest, now: u64) -> Result<Booking, DeskError> {
+    pub(super) fn book(&mut self, request: BookRequest, now: u64) -> Result<Booking, DeskError> {
         let resource = self.resource(&request.resource)?.clone();
         let Some(slot) = resource.slot_at(&self.calendar, request.slot_start) else {
             return Err(DeskError::Refused(
@@ -401,7 +401,7 @@ impl Desk {
             .ok_or_else(|| DeskError::NoBooking(id.into()))
     }
 
-    fn cancel(&mut self, id: &str, now: u64) -> Result<Booking, DeskError> {
+    pub(super) fn cancel(&mut self, id: &str, now: u64) -> Result<Booking, DeskError> {
         let mut booking = self.existing(id)?;
         let was = booking.status;
         if !matches!(was, Status::Booked | Status::Waitlisted) {

@@ -23,6 +23,8 @@ mod desk;
 mod dues;
 mod outages;
 mod query;
+#[cfg(test)]
+mod tests;
 
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
