@@ -215,9 +215,7 @@ async fn desk_rate(settings: Settings) -> Result<f64> {
                         let request = BookRequest {
                             resource: "seats".into(),
                             slot_start: START_MS + SLOT_MS * (1 + i as u64 % SLOTS),
-                            resident: format!("r{i}"),
-                            group: Group::Adult,
-                            child_birthdate: None,
+                            who: booker(i),
                         };
                         schedule.book(request).await?;
                     }
@@ -250,12 +248,7 @@ fn naive_rate(count: usize) -> Result<f64> {
             start: slot_start,
             end: slot_start + SLOT_MS,
         };
-        let who = Booker {
-            resident: format!("r{i}"),
-            group: Group::Adult,
-            child_birthdate: None,
-        };
-        let booking = Booking::booked(format!("{i:021}"), &seats, slot, who, START_MS);
+        let booking = Booking::booked(format!("{i:021}"), &seats, slot, booker(i), START_MS);
         let dues = [
             (slot_start + 600_000, Milestone::Grace),
             (slot_start + SLOT_MS, Milestone::End),
@@ -264,6 +257,15 @@ fn naive_rate(count: usize) -> Result<f64> {
         store.flush()?;
     }
     Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The `i`-th resident, an adult.
+fn booker(i: usize) -> Booker {
+    Booker {
+        resident: format!("r{i}"),
+        group: Group::Adult,
+        child_birthdate: None,
+    }
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

@@ -398,37 +398,10 @@ pub fn milestones_of_booked(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::{ResourceConfig, ShareConfig, SlotConfig};
+    use crate::records::{ResourceConfig, ShareConfig};
 
-    /// Yoga on Monday, Wednesday and Friday 19:00-20:00, 10 places, at most
-    /// one booking a day and two a week.
     fn config() -> ResourceConfig {
-        ResourceConfig {
-            id: "yoga".into(),
-            center: "c1".into(),
-            kind: "class".into(),
-            room: "hall".into(),
-            devices: vec![],
-            capacity: 10,
-            slot_minutes: None,
-            hours: None,
-            open: None,
-            close: None,
-            slots: vec![SlotConfig {
-                days: vec!["mon".into(), "wed".into(), "fri".into()],
-                start: "19:00".into(),
-                end: "20:00".into(),
-            }],
-            horizon_days: 7,
-            price: 0.0,
-            market_price: 80.0,
-            child_age_months: None,
-            per_day: Some(1),
-            per_week: Some(2),
-            max_active: None,
-            shares: vec![],
-            release_before_minutes: 120,
-        }
+        crate::records::resource::yoga()
     }
 
     fn date(y: i32, m: u32, d: u32) -> NaiveDate {

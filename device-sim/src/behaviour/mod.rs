@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use protocol::{Command, CommandAck, DeviceKind, FieldValue};
-use rand::Rng;
+use rand::{Rng, RngCore};
 use serde_json::{Map, Value};
 
 use crate::crowd::{CenterCrowd, Crowd};
@@ -79,6 +79,13 @@ pub(super) enum Obeyed {
     Done(Option<EventDraft>),
 }
 
+impl Obeyed {
+    /// Obeyed by ending a session (`ended`, if one ran) for `reason`.
+    pub(super) fn ended(ended: Option<EventDraft>, reason: &str) -> Obeyed {
+        Obeyed::Done(ended.map(|e| e.with("reason", reason)))
+    }
+}
+
 /// People a counter reported in one telemetry message.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Flow {
@@ -126,6 +133,43 @@ pub(super) fn source(draft: EventDraft, cmd: Option<&str>) -> EventDraft {
         Some(id) => draft.with("source", "cmd").with("cmd", id),
         None => draft.with("source", "walk_in"),
     }
+}
+
+/// One minute of simulated time (or what is left of one, `span` < 1) from
+/// `t`, in `world`, with the run's randomness and tallies.
+pub(super) struct Minute<'a> {
+    pub world: &'a World,
+    pub t: u64,
+    pub span: f64,
+    pub rng: &'a mut dyn RngCore,
+    pub counters: &'a mut Counters,
+}
+
+/// A device whose state moves minute by minute (pianos, therapy robots).
+pub(super) trait ByMinute {
+    /// Advances one minute; the event it raised, if any.
+    fn minute(&mut self, now: Minute) -> Option<EventDraft>;
+}
+
+/// Advances `device` minute by minute through `[from, to)`.
+fn by_minute(
+    device: &mut impl ByMinute,
+    world: &World,
+    (from, to): (u64, u64),
+    rng: &mut impl Rng,
+    c: &mut Counters,
+) -> Vec<EventDraft> {
+    minutes(from, to)
+        .filter_map(|(t, span)| {
+            device.minute(Minute {
+                world,
+                t,
+                span,
+                rng: &mut *rng,
+                counters: &mut *c,
+            })
+        })
+        .collect()
 }
 
 /// One telemetry field.
@@ -182,8 +226,8 @@ impl Behaviour {
         c: &mut Counters,
     ) -> Vec<EventDraft> {
         match self {
-            Behaviour::Piano(p) => p.step(world, from, to, rng, c),
-            Behaviour::TherapyRobot(r) => r.step(world, from, to, rng, c),
+            Behaviour::Piano(p) => by_minute(p, world, (from, to), rng, c),
+            Behaviour::TherapyRobot(r) => by_minute(r, world, (from, to), rng, c),
             Behaviour::Gate(g) => g.step(world, center, from, to, c),
             Behaviour::Counter(counter) => {
                 counter.step(world, from, to);

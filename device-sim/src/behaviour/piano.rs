@@ -5,7 +5,7 @@ use protocol::{Command, FieldValue};
 use rand::Rng;
 use serde_json::Value;
 
-use super::{field, minutes, source, EventDraft, Obeyed, Session, World, MINUTE_MS};
+use super::{field, source, ByMinute, EventDraft, Minute, Obeyed, Session, MINUTE_MS};
 use crate::stats::Counters;
 
 /// Chance per minute of opening hours that an idle piano gets a walk-in.
@@ -43,34 +43,6 @@ impl Piano {
         })
     }
 
-    pub(super) fn step(
-        &mut self,
-        world: &World,
-        from: u64,
-        to: u64,
-        rng: &mut impl Rng,
-        c: &mut Counters,
-    ) -> Vec<EventDraft> {
-        let mut events = Vec::new();
-        for (t, span) in minutes(from, to) {
-            match &self.session {
-                Some(s) if s.ends_ms <= t => events.extend(self.end(t, None)),
-                Some(_) => {
-                    let keys = (rng.gen_range(KEYS_PER_MINUTE) as f64 * span) as u64;
-                    self.keys_since_report += keys;
-                    self.keys_in_session += keys;
-                }
-                None if world.is_open(t) && rng.gen_bool(P_PIANO_WALK_IN * span) => {
-                    let ends = t + rng.gen_range(20..60) * MINUTE_MS;
-                    events.extend(self.start(t, ends, None));
-                    c.sessions += 1;
-                }
-                None => {}
-            }
-        }
-        events
-    }
-
     pub(super) fn obey(&mut self, cmd: &Command, now: u64, c: &mut Counters) -> Obeyed {
         match cmd.op.as_str() {
             "unlock" => {
@@ -81,10 +53,7 @@ impl Piano {
                 Obeyed::Done(started)
             }
             "lock" => Obeyed::Done(self.end(now, Some(&cmd.id))),
-            "deny" => Obeyed::Done(
-                self.end(now, Some(&cmd.id))
-                    .map(|e| e.with("reason", "denied")),
-            ),
+            "deny" => Obeyed::ended(self.end(now, Some(&cmd.id)), "denied"),
             _ => Obeyed::UnknownOp,
         }
     }
@@ -101,5 +70,28 @@ impl Piano {
 
     pub(super) fn commit_report(&mut self) {
         self.keys_since_report = 0;
+    }
+}
+
+impl ByMinute for Piano {
+    /// A session ends when its time is up; a running one presses keys; an
+    /// idle piano in opening hours may get a walk-in.
+    fn minute(&mut self, now: Minute) -> Option<EventDraft> {
+        let (t, span) = (now.t, now.span);
+        match &self.session {
+            Some(s) if s.ends_ms <= t => self.end(t, None),
+            Some(_) => {
+                let keys = (now.rng.gen_range(KEYS_PER_MINUTE) as f64 * span) as u64;
+                self.keys_since_report += keys;
+                self.keys_in_session += keys;
+                None
+            }
+            None if now.world.is_open(t) && now.rng.gen_bool(P_PIANO_WALK_IN * span) => {
+                let ends = t + now.rng.gen_range(20..60) * MINUTE_MS;
+                now.counters.sessions += 1;
+                self.start(t, ends, None)
+            }
+            None => None,
+        }
     }
 }

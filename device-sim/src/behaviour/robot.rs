@@ -5,7 +5,7 @@
 use protocol::{Command, FieldValue};
 use rand::Rng;
 
-use super::{field, minutes, source, EventDraft, Obeyed, Session, World, MINUTE_MS};
+use super::{field, source, ByMinute, EventDraft, Minute, Obeyed, Session, MINUTE_MS};
 use crate::stats::Counters;
 
 /// Chance per minute of opening hours that an idle robot starts a session.
@@ -76,51 +76,16 @@ impl TherapyRobot {
         };
     }
 
-    pub(super) fn step(
-        &mut self,
-        world: &World,
-        from: u64,
-        to: u64,
-        rng: &mut impl Rng,
-        c: &mut Counters,
-    ) -> Vec<EventDraft> {
-        let mut events = Vec::new();
-        for (t, span) in minutes(from, to) {
-            match &self.session {
-                Some(s) if s.ends_ms <= t && !self.faulty => events.extend(self.end(t, None)),
-                Some(_) if self.temp_c >= FUSE_C => {
-                    events.extend(self.end(t, None).map(|e| e.with("reason", "fuse")));
-                }
-                None if world.is_open(t) && rng.gen_bool(P_ROBOT_SESSION * span) => {
-                    let faulty = rng.gen_bool(world.overheat_chance);
-                    let ends = t + rng.gen_range(20..=30) * MINUTE_MS;
-                    events.extend(self.start(t, ends, faulty));
-                    c.sessions += 1;
-                    c.faults_injected += u64::from(faulty);
-                }
-                _ => {}
-            }
-            self.drift_temperature(span);
-        }
-        events
-    }
-
     pub(super) fn obey(&mut self, cmd: &Command, now: u64, c: &mut Counters) -> Obeyed {
         match cmd.op.as_str() {
             "stop" => {
                 c.stops_received += 1;
-                Obeyed::Done(
-                    self.end(now, Some(&cmd.id))
-                        .map(|e| e.with("reason", "stop")),
-                )
+                Obeyed::ended(self.end(now, Some(&cmd.id)), "stop")
             }
             // A booked slot starts: the resident starts the session.
             "unlock" => Obeyed::Done(None),
             // The booked slot ended.
-            "lock" => Obeyed::Done(
-                self.end(now, Some(&cmd.id))
-                    .map(|e| e.with("reason", "lock")),
-            ),
+            "lock" => Obeyed::ended(self.end(now, Some(&cmd.id)), "lock"),
             _ => Obeyed::UnknownOp,
         }
     }
@@ -134,5 +99,28 @@ impl TherapyRobot {
             field("heating", FieldValue::Bool(self.heating)),
             field("session_active", FieldValue::Bool(self.session.is_some())),
         ]
+    }
+}
+
+impl ByMinute for TherapyRobot {
+    /// A session ends when its time is up (a faulty one runs on) or at the
+    /// fuse; an idle robot in opening hours may start one (faulty by
+    /// chance); the temperature drifts either way.
+    fn minute(&mut self, now: Minute) -> Option<EventDraft> {
+        let (t, span) = (now.t, now.span);
+        let event = match &self.session {
+            Some(s) if s.ends_ms <= t && !self.faulty => self.end(t, None),
+            Some(_) if self.temp_c >= FUSE_C => self.end(t, None).map(|e| e.with("reason", "fuse")),
+            None if now.world.is_open(t) && now.rng.gen_bool(P_ROBOT_SESSION * span) => {
+                let faulty = now.rng.gen_bool(now.world.overheat_chance);
+                let ends = t + now.rng.gen_range(20..=30) * MINUTE_MS;
+                now.counters.sessions += 1;
+                now.counters.faults_injected += u64::from(faulty);
+                self.start(t, ends, faulty)
+            }
+            _ => None,
+        };
+        self.drift_temperature(span);
+        event
     }
 }

@@ -20,7 +20,7 @@ use super::{
     ApiState, HttpError, WindowQuery,
 };
 use crate::bookings::{BookRequest, DeskError};
-use crate::records::{Booking, Group};
+use crate::records::{Booker, Booking, Group};
 use crate::schedule::Refusal;
 
 pub(super) fn routes() -> Router<Arc<ApiState>> {
@@ -85,9 +85,11 @@ fn book_request(state: &ApiState, body: BookBody) -> Result<BookRequest, HttpErr
     Ok(BookRequest {
         resource: body.resource,
         slot_start,
-        resident: body.resident,
-        group,
-        child_birthdate,
+        who: Booker {
+            resident: body.resident,
+            group,
+            child_birthdate,
+        },
     })
 }
 

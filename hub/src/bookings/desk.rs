@@ -288,19 +288,9 @@ impl Desk {
                 resource.config.id
             )));
         }
-        let attempt = Attempt {
-            slot,
-            group: request.group,
-            child_birthdate: request.child_birthdate,
-            now,
-        };
-        let history = self.history(&resource, &request.resident, slot, now)?;
+        let who = request.who;
+        let (attempt, history) = self.attempt(&resource, &who, slot, now)?;
         let load = self.load(&resource, slot)?;
-        let who = Booker {
-            resident: request.resident,
-            group: request.group,
-            child_birthdate: request.child_birthdate,
-        };
         // Unique across restarts (sled's id generator), whatever the clock
         // says: a fixed clock must not make two bookings collide.
         let id = format!("{:016x}", self.store.next_id()?);
@@ -366,6 +356,24 @@ impl Desk {
         let message = notice.message(booking, &self.calendar, &self.config);
         self.notify(booking, notice.kind(), message, now)?;
         Ok(())
+    }
+
+    /// An attempt by `who` at `slot` of `resource` now, and their standing
+    /// with the resource.
+    fn attempt(
+        &self,
+        resource: &Resource,
+        who: &Booker,
+        slot: Slot,
+        now: u64,
+    ) -> Result<(Attempt, History), StoreError> {
+        let attempt = Attempt {
+            slot,
+            group: who.group,
+            child_birthdate: who.child_birthdate,
+            now,
+        };
+        Ok((attempt, self.history(resource, &who.resident, slot, now)?))
     }
 
     /// The resident's standing with this resource around `slot`.
@@ -447,19 +455,12 @@ impl Desk {
             )));
         }
         let resource = self.resource(&booking.resource)?.clone();
-        let slot = booking.slot();
-        let attempt = Attempt {
-            slot,
-            group: booking.group,
-            child_birthdate: booking.child_birthdate,
-            now,
-        };
-        let history = self.history(&resource, &booking.resident, slot, now)?;
+        let (attempt, history) = self.attempt(&resource, &booking.booker(), booking.slot(), now)?;
         schedule::check_rules(&resource, &self.calendar, &attempt, &history)
             .map_err(|refusal| DeskError::Refused(refusal, None))?;
         booking.status = Status::Waitlisted;
         booking.waitlisted_at = Some(now);
-        self.put(&booking, &[(slot.end, Milestone::End)])?;
+        self.put(&booking, &[(booking.slot_end, Milestone::End)])?;
         self.count(&booking, "waitlisted");
         Ok(booking)
     }

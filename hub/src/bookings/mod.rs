@@ -29,14 +29,13 @@ mod tests;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
-use chrono::NaiveDate;
 use protocol::api::CommandRecord;
 use protocol::calendar::Calendar;
 use tokio::sync::oneshot;
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::records::{Booking, Group};
+use crate::records::{Booker, Booking};
 use crate::schedule::{Refusal, MINUTE_MS};
 use crate::settings::{Resource, Roster, Settings};
 use crate::store::{Store, StoreError};
@@ -59,9 +58,7 @@ pub enum Health {
 pub struct BookRequest {
     pub resource: String,
     pub slot_start: u64,
-    pub resident: String,
-    pub group: Group,
-    pub child_birthdate: Option<NaiveDate>,
+    pub who: Booker,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -11,62 +11,12 @@ use std::sync::{Arc, Mutex};
 
 use super::desk::Desk;
 use super::*;
-use crate::records::Status;
+use crate::records::{Booker, Group, Status};
+use chrono::NaiveDate;
 
-/// The end-to-end tests' resources, on Monday 2027-01-04 08:00 Shanghai.
-const CONFIG: &str = r#"
-[schedule]
-clock = "fixed:2027-01-04T08:00:00+08:00"
-
-[[resources]]
-id = "piano1"
-center = "c1"
-kind = "piano"
-room = "music"
-devices = ["piano1"]
-capacity = 1
-slot_minutes = 60
-open = "08:00"
-close = "22:00"
-price = 0.0
-market_price = 50.0
-
-[[resources]]
-id = "yoga"
-center = "c1"
-kind = "class"
-room = "hall"
-capacity = 3
-slots = [{ days = ["mon", "wed", "fri"], start = "19:00", end = "20:00" }]
-price = 0.0
-market_price = 80.0
-
-[[resources]]
-id = "childcare"
-center = "c1"
-kind = "childcare"
-room = "kids"
-capacity = 10
-slots = [{ start = "08:30", end = "12:00" }, { start = "14:00", end = "17:30" }]
-price = 30.0
-market_price = 60.0
-child_age_months = [18, 36]
-per_day = 1
-
-[[resources]]
-id = "seats"
-center = "c1"
-kind = "seat"
-room = "study"
-capacity = 5
-slot_minutes = 240
-open = "08:00"
-close = "20:00"
-price = 0.0
-market_price = 20.0
-shares = [{ group = "senior", percent = 20 }, { group = "child", percent = 20 }]
-release_before_minutes = 120
-"#;
+/// The end-to-end tests' hub: resources of every layout and rule, a clock
+/// standing at Monday 2027-01-04 08:00 Shanghai.
+const CONFIG: &str = include_str!("../../../tests/fixtures/schedule.toml");
 
 /// A desk and the read side over one temporary store.
 struct Harness {
@@ -138,9 +88,11 @@ impl Harness {
         let request = BookRequest {
             resource: resource.into(),
             slot_start: self.ms(at),
-            resident: resident.into(),
-            group,
-            child_birthdate,
+            who: Booker {
+                resident: resident.into(),
+                group,
+                child_birthdate,
+            },
         };
         let now = self.desk.clock.now_ms();
         self.desk.book(request, now)

@@ -159,6 +159,15 @@ impl Booking {
         }
     }
 
+    /// Who it is for.
+    pub fn booker(&self) -> Booker {
+        Booker {
+            resident: self.resident.clone(),
+            group: self.group,
+            child_birthdate: self.child_birthdate,
+        }
+    }
+
     /// The booking's slot.
     pub fn slot(&self) -> Slot {
         Slot {

@@ -180,11 +180,9 @@ pub struct RoomConfig {
     pub id: String,
     /// People allowed in at once.
     pub capacity: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `"24h"`, or none and `open` and `close`.
     pub hours: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub close: Option<String>,
 }
 

@@ -154,35 +154,10 @@ fn compile_layout(config: &ResourceConfig) -> Result<Layout, FieldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::{ShareConfig, SlotConfig};
+    use crate::records::ShareConfig;
 
     fn config() -> ResourceConfig {
-        ResourceConfig {
-            id: "yoga".into(),
-            center: "c1".into(),
-            kind: "class".into(),
-            room: "hall".into(),
-            devices: vec![],
-            capacity: 10,
-            slot_minutes: None,
-            hours: None,
-            open: None,
-            close: None,
-            slots: vec![SlotConfig {
-                days: vec!["mon".into(), "wed".into(), "fri".into()],
-                start: "19:00".into(),
-                end: "20:00".into(),
-            }],
-            horizon_days: 7,
-            price: 0.0,
-            market_price: 80.0,
-            child_age_months: None,
-            per_day: Some(1),
-            per_week: Some(2),
-            max_active: None,
-            shares: vec![],
-            release_before_minutes: 120,
-        }
+        crate::records::resource::yoga()
     }
 
     #[test]
