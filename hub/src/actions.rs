@@ -1,5 +1,9 @@
 //! What the hub does in answer to its devices: the glue between ingest and
-//! the command service, the safety interlock, gate access and occupancy.
+//! the command service, the safety interlock, gate access, occupancy and
+//! the bookings. The decisions are the rules' (`interlock`, `access`,
+//! `counting`); this module gathers their facts (for a gate: the resident
+//! by credential hash, whether they hold a booking now, the room's
+//! occupancy) and carries out what they decide.
 //!
 //! Ingest hands every accepted telemetry message, new event, command ack and
 //! presence change here, with the device's twin. Reactions (a `stop`, an

@@ -1,6 +1,6 @@
 //! Opening hours and local days over the centers' calendar (pure): whether
 //! a room is open at a time of day, when a resource open certain hours
-//! opens and closes for slots starting on a day, a instant's time of day,
+//! opens and closes for slots starting on a day, an instant's time of day,
 //! the week an instant falls in. The hours themselves are parsed once, in
 //! `settings::opening`.
 

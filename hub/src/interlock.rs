@@ -5,7 +5,7 @@
 //! `[interlock] max_temp_c`, or when a running session (from a
 //! `session_start` event, or telemetry `heating: true`, until `session_end`
 //! or `heating: false`) has sent no telemetry for `watchdog_ms`, or is still
-//! running when its booked slot ends (the schedule locks the robot). A trip
+//! running when its booked place ends (the desk says so). A trip
 //! raises an alarm on the robot's twin; until staff acknowledge it, every
 //! `session_start` the robot reports is answered with `stop` again.
 //!
