@@ -41,7 +41,7 @@ pub enum Verdict {
 
 /// What the interlock knows of one robot's session.
 #[derive(Debug, Clone, Copy, Default)]
-struct Session {
+struct RobotSession {
     running: bool,
     /// Unix ms of the last telemetry (or of the session's start).
     last_telemetry: u64,
@@ -49,7 +49,7 @@ struct Session {
 
 pub struct Interlock {
     config: InterlockConfig,
-    sessions: HashMap<String, Session>,
+    sessions: HashMap<String, RobotSession>,
 }
 
 impl Interlock {
@@ -135,9 +135,9 @@ impl Interlock {
         silent
     }
 
-    fn session(&mut self, device: &str) -> &mut Session {
+    fn session(&mut self, device: &str) -> &mut RobotSession {
         if !self.sessions.contains_key(device) {
-            self.sessions.insert(device.to_string(), Session::default());
+            self.sessions.insert(device.to_string(), RobotSession::default());
         }
         // invariant: inserted just above when missing.
         self.sessions.get_mut(device).expect("session")

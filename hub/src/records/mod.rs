@@ -28,4 +28,4 @@ pub use notice::{Notification, Outage, OutageReason};
 pub use resident::Resident;
 pub use resource::{ResourceConfig, ShareConfig, SlotConfig};
 pub use room::RoomCount;
-pub use twin::{Alarm, Presence, Reading, TripReason, Twin};
+pub use twin::{Alarm, LastValue, Presence, TripReason, Twin};

@@ -12,7 +12,7 @@ use super::device::DeviceRecord;
 
 /// Last reported value of one telemetry field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Reading {
+pub struct LastValue {
     pub value: FieldValue,
     pub ts: u64,
 }
@@ -66,7 +66,7 @@ pub struct Twin {
     pub connected_since: Option<u64>,
     pub last_seen: Option<u64>,
     pub keepalive_secs: Option<u16>,
-    pub fields: BTreeMap<String, Reading>,
+    pub fields: BTreeMap<String, LastValue>,
     pub messages: u64,
     pub rejections: u64,
     pub last_telemetry_seq: Option<u64>,
@@ -162,7 +162,7 @@ impl Twin {
     pub fn apply_telemetry(&mut self, telemetry: &Telemetry) -> u64 {
         let gap = seq_gap(&mut self.last_telemetry_seq, telemetry.seq);
         for (name, value) in &telemetry.fields {
-            let reading = Reading {
+            let reading = LastValue {
                 value: value.clone(),
                 ts: telemetry.ts,
             };
