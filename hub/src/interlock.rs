@@ -137,7 +137,8 @@ impl Interlock {
 
     fn session(&mut self, device: &str) -> &mut RobotSession {
         if !self.sessions.contains_key(device) {
-            self.sessions.insert(device.to_string(), RobotSession::default());
+            self.sessions
+                .insert(device.to_string(), RobotSession::default());
         }
         // invariant: inserted just above when missing.
         self.sessions.get_mut(device).expect("session")

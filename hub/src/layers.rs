@@ -151,6 +151,7 @@ fn no_module_imports_from_a_layer_above_it() {
 #[test]
 fn the_layers_are_read_from_lib_rs_bottom_first() {
     let lib_rs = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs"))
+        // invariant: lib.rs is next to this file.
         .expect("lib.rs");
     let names: Vec<String> = layers(&lib_rs).into_iter().map(|(name, _)| name).collect();
     assert_eq!(
