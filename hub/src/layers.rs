@@ -1,6 +1,6 @@
 //! The layering check (a test, run by `./scripts/test.sh` and so by CI):
-//! every module imports only from its own layer or below, and only `store`
-//! touches sled.
+//! every module imports only from its own layer or below, only `store`
+//! touches sled, and the rules (pure) do not reach the store either.
 //!
 //! The layers are the groups of `pub mod` lines in `lib.rs`, bottom to
 //! top, each under a `// Name: …` comment; a new module must be declared in
@@ -127,6 +127,9 @@ fn violations(src: &Path) -> Vec<String> {
             match layer_of.get(&imported) {
                 Some((layer, name)) if *layer > own => found.push(format!(
                     "{shown}: `{module}` ({own_name}) imports `{imported}` ({name}), a layer above"
+                )),
+                Some(_) if own_name == "Rules" && imported == "store" => found.push(format!(
+                    "{shown}: `{module}` is a rule, pure: it takes facts, it does not read the store"
                 )),
                 Some(_) => {}
                 None => found.push(format!("{shown}: `crate::{imported}` is in no layer")),
