@@ -9,6 +9,7 @@
 pub mod behaviour;
 pub mod bench;
 pub mod crowd;
+pub mod demo;
 pub mod device;
 pub mod fleet;
 pub mod mqtt;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use device_sim::crowd::Profile;
+use device_sim::demo::{random_token, run_demo, DemoOptions};
 use device_sim::simtime::{parse_start, Calendar};
 use device_sim::{run_fleet, DeviceMix, FleetConfig, GroundTruth};
 use tokio_util::sync::CancellationToken;
@@ -32,6 +33,39 @@ enum Command {
     /// The same loads at mosquitto and at the hub (both started here),
     /// median of several runs, a side-by-side table with ratios.
     PeerBench(bench_cli::PeerArgs),
+    /// Start the hub binary on its embedded defaults and run simulated
+    /// centers against it (the README's first command).
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Simulated centers (18 devices each).
+    #[arg(long, default_value_t = 2)]
+    centers: usize,
+    /// Where the simulated devices keep their issued credentials.
+    #[arg(long, default_value = "./data/sim-devices")]
+    device_dir: PathBuf,
+    /// Simulated seconds per real second (60: an hour of the centers'
+    /// day per minute, so visits and sessions show at once).
+    #[arg(long, default_value_t = 60.0)]
+    speed: f64,
+    /// The hub's data dir (its store, CA, `demo.toml`).
+    #[arg(long, default_value = "./data")]
+    data_dir: PathBuf,
+    /// The hub's HTTP API address (default: the hub's, 127.0.0.1:8080).
+    #[arg(long)]
+    api_listen: Option<String>,
+    /// The hub's device (mTLS) address (default: the hub's, 0.0.0.0:8883).
+    #[arg(long)]
+    mqtt_listen: Option<String>,
+    /// The `hub` binary. Default: the one next to this program, built
+    /// first (`cargo build -p hub`) when this runs under `cargo run`.
+    #[arg(long)]
+    hub: Option<PathBuf>,
+    /// The hub's admin token; a fresh one when unset.
+    #[arg(long, env = "YIZHAN_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Args)]
@@ -155,7 +189,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     // The load modes log only trouble: their output is the report.
     let default_filter = match cli.command {
-        Command::Run(_) => "info",
+        Command::Run(_) | Command::Demo(_) => "info",
         Command::Bench(_) | Command::PeerBench(_) => "warn",
     };
     tracing_subscriber::fmt()
@@ -168,6 +202,7 @@ async fn main() -> ExitCode {
         Command::Run(args) => run(args).await,
         Command::Bench(args) => bench_cli::bench(args).await,
         Command::PeerBench(args) => bench_cli::peer_bench(args).await,
+        Command::Demo(args) => demo(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -190,6 +225,51 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         write_json(&truth, &path)?;
     }
     Ok(())
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let options = DemoOptions {
+        hub: hub_binary(args.hub)?,
+        data_dir: args.data_dir,
+        api_listen: args.api_listen,
+        mqtt_listen: args.mqtt_listen,
+        centers: args.centers,
+        device_dir: args.device_dir,
+        speed: args.speed,
+        admin_token: args.token.unwrap_or_else(random_token),
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    run_demo(options, shutdown).await.context("demo failed")
+}
+
+/// The `hub` binary to start: `explicit`, else the one built next to this
+/// program. Under `cargo run` (which sets `CARGO`) it is built first, in
+/// this program's profile, so the demo runs the hub of this source tree.
+fn hub_binary(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = explicit {
+        return Ok(path);
+    }
+    let exe = std::env::current_exe().context("locating device-sim")?;
+    let dir = exe.parent().context("device-sim's directory")?;
+    if let Ok(cargo) = std::env::var("CARGO") {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let mut build = std::process::Command::new(cargo);
+        build.args(["build", "-p", "hub", "--manifest-path"]);
+        build.arg(&manifest);
+        if dir.file_name().is_some_and(|name| name == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().context("running cargo build -p hub")?;
+        anyhow::ensure!(status.success(), "cargo build -p hub failed: {status}");
+    }
+    let hub = dir.join("hub");
+    anyhow::ensure!(
+        hub.exists(),
+        "no hub binary next to device-sim ({}): build it (`cargo build --release -p hub`) or give --hub",
+        hub.display()
+    );
+    Ok(hub)
 }
 
 fn write_json(truth: &GroundTruth, path: &Path) -> anyhow::Result<()> {

@@ -8,7 +8,6 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, NaiveDate};
 pub use protocol::calendar::{Calendar, DEFAULT_TZ};
 
 /// Simulated Unix milliseconds, `speed` times as fast as real time.
@@ -49,20 +48,15 @@ impl SimClock {
 }
 
 /// Parses a start given as an RFC 3339 instant or a local date (midnight
-/// in `calendar`'s zone).
+/// in `calendar`'s zone), as the hub reads such times.
 pub fn parse_start(text: &str, calendar: &Calendar) -> Result<u64, String> {
-    if let Ok(instant) = DateTime::parse_from_rfc3339(text) {
-        return u64::try_from(instant.timestamp_millis())
-            .map_err(|_| format!("`{text}` is before 1970"));
-    }
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .map(|day| calendar.midnight(day))
-        .map_err(|_| format!("`{text}` is neither an RFC 3339 time nor a YYYY-MM-DD date"))
+    calendar.parse_instant(text).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::NaiveDate;
 
     fn date(y: i32, m: u32, d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(y, m, d).unwrap()

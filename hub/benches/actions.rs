@@ -36,7 +36,7 @@ use tests::{
 };
 use tokio::sync::mpsc;
 
-use device_sim::bench::processes::Mosquitto as MosquittoProcess;
+use tests::Mosquitto as MosquittoProcess;
 
 #[derive(Clone, Copy)]
 struct Settings {

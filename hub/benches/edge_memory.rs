@@ -18,9 +18,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use hub::broker;
-use hub::config::BrokerConfig;
 use hub::edge::tls::server_config;
 use hub::pki::Pki;
+use hub::settings::BrokerConfig;
 use rumqttd::protocol::{Filter, Packet, QoS, RetainForwardRule, Subscribe};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};

@@ -13,7 +13,7 @@
 //! Peer, measured in the same run: the naive durable write, one sled
 //! transaction + fsync per booking, serially, in this process (no HTTP, no
 //! rules) — what the desk's group commit is for. And, to split the cost,
-//! the desk alone: the same bookings through `Schedule::book` in this
+//! the desk alone: the same bookings through `Bookings::book` in this
 //! process (rules, group commit, no HTTP) on a store seeded alike.
 //!
 //! `cargo bench -p hub --bench schedule -- [seed] [book] [queries] [runs] [in_flight]`
@@ -23,8 +23,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use hub::bookings::{BookRequest, Booking, Due, Schedule, Status};
-use hub::schedule::Group;
+use hub::bookings::{BookRequest, Bookings};
+use hub::records::{Booker, Booking, Group, Milestone, Slot};
+use hub::settings::Settings as HubSettings;
 use hub::store::Store;
 use serde_json::json;
 use tests::{HubOptions, HubProcess};
@@ -179,19 +180,20 @@ async fn availability(hub: &HubProcess, queries: usize) -> Result<(f64, f64)> {
 }
 
 /// The desk alone: `settings.seed` bookings, then `settings.book` more
-/// timed, `in_flight` at once, through `Schedule::book` in this process.
+/// timed, `in_flight` at once, through `Bookings::book` in this process.
 async fn desk_rate(settings: Settings) -> Result<f64> {
     let dir = tempfile::tempdir()?;
-    let mut config: hub::config::Config = toml::from_str(CONFIG)?;
+    let mut config: hub::settings::Config = toml::from_str(CONFIG)?;
     config.data_dir = dir.path().to_path_buf();
+    let hub_settings = HubSettings::parse(config)?;
     let store = Arc::new(Store::open(&dir.path().join("db"))?);
     let stop = tokio_util::sync::CancellationToken::new();
     let metrics = hub::metrics::Metrics::new();
     let supervisor = hub::supervise::Supervisor::new(stop.clone(), &metrics, None);
-    let (schedule, desk) = Schedule::start(
+    let (schedule, desk) = Bookings::start(
         store,
         metrics,
-        &config,
+        &hub_settings,
         Box::new(|_| {}),
         Arc::new(tokio::sync::Notify::new()),
         &supervisor,
@@ -213,9 +215,7 @@ async fn desk_rate(settings: Settings) -> Result<f64> {
                         let request = BookRequest {
                             resource: "seats".into(),
                             slot_start: START_MS + SLOT_MS * (1 + i as u64 % SLOTS),
-                            resident: format!("r{i}"),
-                            group: Group::Adult,
-                            child_birthdate: None,
+                            who: booker(i),
                         };
                         schedule.book(request).await?;
                     }
@@ -236,39 +236,36 @@ async fn desk_rate(settings: Settings) -> Result<f64> {
 
 /// The peer: one transaction + fsync per booking, serially.
 fn naive_rate(count: usize) -> Result<f64> {
+    let seats = HubSettings::parse(toml::from_str(CONFIG)?)?.resources[0]
+        .config
+        .clone();
     let dir = tempfile::tempdir()?;
     let store = Store::open(dir.path())?;
     let started = Instant::now();
     for i in 0..count {
         let slot_start = START_MS + SLOT_MS * (1 + i as u64 % SLOTS);
-        let booking = Booking {
-            id: format!("{i:021}"),
-            resource: "seats".into(),
-            center: "c1".into(),
-            kind: "seat".into(),
-            slot_start,
-            slot_end: slot_start + SLOT_MS,
-            resident: format!("r{i}"),
-            group: Group::Adult,
-            child_birthdate: None,
-            status: Status::Booked,
-            created_at: START_MS,
-            waitlisted_at: None,
-            checked_in_at: None,
-            checked_in_by: None,
-            cancelled_at: None,
-            late_cancel: false,
-            reason: None,
-            unlocked: false,
+        let slot = Slot {
+            start: slot_start,
+            end: slot_start + SLOT_MS,
         };
+        let booking = Booking::booked(format!("{i:021}"), &seats, slot, booker(i), START_MS);
         let dues = [
-            (slot_start + 600_000, Due::Grace),
-            (slot_start + SLOT_MS, Due::End),
+            (slot_start + 600_000, Milestone::Grace),
+            (slot_start + SLOT_MS, Milestone::End),
         ];
         store.put_booking(&booking, &dues)?;
         store.flush()?;
     }
     Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The `i`-th resident, an adult.
+fn booker(i: usize) -> Booker {
+    Booker {
+        resident: format!("r{i}"),
+        group: Group::Adult,
+        child_birthdate: None,
+    }
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

@@ -4,9 +4,9 @@
 
 use std::time::Instant;
 
-use hub::config::Config;
-use hub::store::{DeviceRecord, Store};
-use hub::twin::Twin;
+use hub::records::{DeviceRecord, Twin};
+use hub::settings::{Config, Settings};
+use hub::store::Store;
 use protocol::DeviceKind;
 
 fn main() -> anyhow::Result<()> {
@@ -31,7 +31,7 @@ fn main() -> anyhow::Result<()> {
     config.api.listen = "127.0.0.1:0".parse()?;
     config.api.admin_token_sha256 = hub::secrets::sha256_hex("bench-token-0123456789");
     let start = Instant::now();
-    let hub = runtime.block_on(hub::Hub::start(config))?;
+    let hub = runtime.block_on(hub::Hub::start(Settings::parse(config)?))?;
     let ready = start.elapsed();
     println!("ready with {twins} twins in {:.3} s", ready.as_secs_f64());
     runtime.block_on(hub.run_until(async {}))?;

@@ -13,86 +13,16 @@
 //!    only for a resident holding a booking of it now (from `grace_minutes`
 //!    before the slot to its end, on the schedule's clock).
 //!
-//! An open gate checks the resident's booking in (`Schedule::gate_passage`).
-//! Credentials are looked up by keyed hash only (`secrets::credential_hash`):
-//! `input` hashes a request's credential before the event is stored, so the
-//! clear credential never gets here and is never logged.
+//! Pure: the facts come in as values (`AccessFacts`). `actions` looks the
+//! resident up by the keyed hash of the credential (`input` hashed it before
+//! the event was stored, so the clear credential never gets this far), asks
+//! the booking desk whether they hold a booking now, reads the room's
+//! occupancy, and checks the resident's booking in once the gate opens.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use chrono::NaiveTime;
 
-use chrono::{NaiveTime, Timelike};
-use chrono_tz::Tz;
-
-use crate::bookings::Schedule;
-use crate::config::RoomConfig;
-use crate::store::{Resident, Store};
-
-/// When a room is open, in local time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpeningHours {
-    /// Day and night (the 24-hour gym).
-    Always,
-    /// From `open` (inclusive) to `close` (exclusive); `close` before `open`
-    /// spans midnight.
-    Between { open: NaiveTime, close: NaiveTime },
-}
-
-impl OpeningHours {
-    /// Reads a room entry's hours; an error names the field and the reason.
-    pub fn from_config(room: &RoomConfig) -> Result<OpeningHours, (&'static str, String)> {
-        OpeningHours::parse(room.hours.as_deref(), &room.open, &room.close)
-    }
-
-    /// Reads `hours` or `open` and `close`; an error names the field.
-    pub fn parse(
-        hours: Option<&str>,
-        open: &Option<String>,
-        close: &Option<String>,
-    ) -> Result<OpeningHours, (&'static str, String)> {
-        match (hours, open, close) {
-            (Some("24h"), None, None) => Ok(OpeningHours::Always),
-            (Some(other), None, None) => Err((
-                "hours",
-                format!("{other:?}: the only value is \"24h\"; otherwise give open and close"),
-            )),
-            (Some(_), _, _) => Err(("hours", "give either hours or open and close".into())),
-            (None, Some(open), Some(close)) => {
-                let open = parse_hhmm(open).map_err(|e| ("open", e))?;
-                let close = parse_hhmm(close).map_err(|e| ("close", e))?;
-                if open == close {
-                    return Err(("close", "equals open; use hours = \"24h\"".into()));
-                }
-                Ok(OpeningHours::Between { open, close })
-            }
-            (None, None, _) => Err((
-                "hours",
-                "missing: give hours = \"24h\" or open and close".into(),
-            )),
-            (None, Some(_), None) => Err(("close", "missing (open is given)".into())),
-        }
-    }
-
-    pub fn is_open(self, local: NaiveTime) -> bool {
-        match self {
-            OpeningHours::Always => true,
-            OpeningHours::Between { open, close } if open < close => local >= open && local < close,
-            OpeningHours::Between { open, close } => local >= open || local < close,
-        }
-    }
-}
-
-pub fn parse_hhmm(text: &str) -> Result<NaiveTime, String> {
-    NaiveTime::parse_from_str(text, "%H:%M")
-        .map_err(|_| format!("{text:?} is not a time of day as HH:MM"))
-}
-
-/// A room's rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RoomRules {
-    pub capacity: u64,
-    pub hours: OpeningHours,
-}
+use crate::records::Resident;
+use crate::settings::RoomRules;
 
 /// Why a gate stays shut. `as_str` is the `reason` in the deny command's
 /// args and in `yizhan_access_decisions_total`.
@@ -130,7 +60,7 @@ impl DenyReason {
 
 /// Everything a decision looks at.
 #[derive(Debug, Clone, Copy)]
-pub struct Request<'a> {
+pub struct AccessFacts<'a> {
     pub resident: Option<&'a Resident>,
     pub room: Option<&'a RoomRules>,
     pub local_time: NaiveTime,
@@ -162,18 +92,18 @@ const RULES: [Rule; 6] = [
 ];
 
 impl Rule {
-    fn check(self, request: &Request) -> Result<(), DenyReason> {
+    fn check(self, facts: &AccessFacts) -> Result<(), DenyReason> {
         let pass = match self {
-            Rule::Registered => request.resident.is_some(),
-            Rule::NotBlocked => request.resident.is_some_and(|r| !r.blocked),
-            Rule::RoomKnown => request.room.is_some(),
-            Rule::OpeningHours => request
+            Rule::Registered => facts.resident.is_some(),
+            Rule::NotBlocked => facts.resident.is_some_and(|r| !r.blocked),
+            Rule::RoomKnown => facts.room.is_some(),
+            Rule::OpeningHours => facts
                 .room
-                .is_some_and(|room| room.hours.is_open(request.local_time)),
-            Rule::Capacity => request
+                .is_some_and(|room| room.hours.is_open(facts.local_time)),
+            Rule::Capacity => facts
                 .room
-                .is_some_and(|room| request.occupancy < room.capacity),
-            Rule::Booking => request.booking != Some(false),
+                .is_some_and(|room| facts.occupancy < room.capacity),
+            Rule::Booking => facts.booking != Some(false),
         };
         pass.then_some(()).ok_or(match self {
             Rule::Registered => DenyReason::UnknownResident,
@@ -188,98 +118,14 @@ impl Rule {
 
 /// The pure decision: `Ok` opens the gate, `Err` names the first rule that
 /// failed.
-pub fn decide(request: &Request) -> Result<(), DenyReason> {
-    RULES.iter().try_for_each(|rule| rule.check(request))
-}
-
-/// The gate side of the hub: rooms and the time zone.
-pub struct Access {
-    store: Arc<Store>,
-    time_zone: Tz,
-    /// center → room → rules.
-    rooms: HashMap<String, HashMap<String, RoomRules>>,
-    /// Bookings, for gates bound to a bookable resource.
-    schedule: Option<Arc<Schedule>>,
-}
-
-impl Access {
-    /// Builds from validated config (`Config::validate` ran).
-    pub fn new(store: Arc<Store>, time_zone: Tz, rooms: &[RoomConfig]) -> Access {
-        let mut by_center: HashMap<String, HashMap<String, RoomRules>> = HashMap::new();
-        for room in rooms {
-            // invariant: validated at config load; a bad entry never gets here.
-            let hours = OpeningHours::from_config(room).unwrap_or(OpeningHours::Always);
-            let rules = RoomRules {
-                capacity: u64::from(room.capacity),
-                hours,
-            };
-            by_center
-                .entry(room.center.clone())
-                .or_default()
-                .insert(room.id.clone(), rules);
-        }
-        Access {
-            time_zone,
-            rooms: by_center,
-            store,
-            schedule: None,
-        }
-    }
-
-    /// Gates bound to bookable resources open for booked residents only.
-    pub fn set_schedule(&mut self, schedule: Arc<Schedule>) {
-        self.schedule = Some(schedule);
-    }
-
-    /// Decides a request at `gate` for the room `(center, room)` holding
-    /// `occupancy` people, at unix ms `now_ms`. `credential_hash` is the
-    /// keyed hash of the request's credential, `None` when it carried none.
-    /// `Ok` names the resident let in.
-    pub fn decide(
-        &self,
-        gate: &str,
-        (center, room): (&str, &str),
-        credential_hash: Option<&str>,
-        occupancy: u64,
-        now_ms: u64,
-    ) -> Result<String, DenyReason> {
-        let hash = credential_hash.ok_or(DenyReason::BadRequest)?;
-        let resident = self.store.resident_by_credential(hash).map_err(|error| {
-            tracing::error!(%error, "resident lookup failed; denying");
-            DenyReason::HubError
-        })?;
-        let booking = match (&self.schedule, &resident) {
-            (Some(schedule), Some(resident)) => schedule
-                .holds_booking_now(gate, &resident.id)
-                .map_err(|error| {
-                    tracing::error!(%error, "booking lookup failed; denying");
-                    DenyReason::HubError
-                })?,
-            _ => None,
-        };
-        let request = Request {
-            resident: resident.as_ref(),
-            room: self.rooms.get(center).and_then(|rooms| rooms.get(room)),
-            local_time: self.local_time(now_ms),
-            occupancy,
-            booking,
-        };
-        decide(&request)?;
-        Ok(resident.map(|r| r.id).unwrap_or_default())
-    }
-
-    fn local_time(&self, now_ms: u64) -> NaiveTime {
-        let utc = chrono::DateTime::from_timestamp_millis(now_ms as i64).unwrap_or_default();
-        let local = utc.with_timezone(&self.time_zone);
-        // Minute resolution is what opening hours are written in.
-        NaiveTime::from_hms_opt(local.hour(), local.minute(), local.second())
-            .unwrap_or(NaiveTime::MIN)
-    }
+pub fn decide(facts: &AccessFacts) -> Result<(), DenyReason> {
+    RULES.iter().try_for_each(|rule| rule.check(facts))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::{parse_hhmm, OpeningHours};
 
     fn time(text: &str) -> NaiveTime {
         parse_hhmm(text).unwrap()
@@ -317,14 +163,14 @@ mod tests {
         booking: Option<bool>,
         expect: Result<(), DenyReason>,
     ) {
-        let request = Request {
+        let facts = AccessFacts {
             resident,
             room,
             local_time: time(at),
             occupancy,
             booking,
         };
-        assert_eq!(decide(&request), expect, "{request:?}");
+        assert_eq!(decide(&facts), expect, "{facts:?}");
     }
 
     #[test]
@@ -389,42 +235,5 @@ mod tests {
             unbooked,
             Err(DenyReason::Full),
         );
-    }
-
-    #[test]
-    fn hours_may_span_midnight() {
-        let night = OpeningHours::Between {
-            open: time("20:00"),
-            close: time("02:00"),
-        };
-        assert!(night.is_open(time("23:59")));
-        assert!(night.is_open(time("01:59")));
-        assert!(!night.is_open(time("02:00")));
-        assert!(!night.is_open(time("12:00")));
-    }
-
-    fn room_config(hours: Option<&str>, open: Option<&str>, close: Option<&str>) -> RoomConfig {
-        RoomConfig {
-            center: "c".into(),
-            id: "r".into(),
-            capacity: 1,
-            hours: hours.map(Into::into),
-            open: open.map(Into::into),
-            close: close.map(Into::into),
-        }
-    }
-
-    #[test]
-    fn bad_hours_name_their_field() {
-        let field = |h, o, c| OpeningHours::from_config(&room_config(h, o, c)).map_err(|e| e.0);
-        assert_eq!(field(Some("24h"), None, None), Ok(OpeningHours::Always));
-        assert!(field(None, Some("07:00"), Some("22:00")).is_ok());
-        assert_eq!(field(Some("allday"), None, None), Err("hours"));
-        assert_eq!(field(Some("24h"), Some("07:00"), None), Err("hours"));
-        assert_eq!(field(None, None, None), Err("hours"));
-        assert_eq!(field(None, Some("7am"), Some("22:00")), Err("open"));
-        assert_eq!(field(None, Some("07:00"), Some("24:00")), Err("close"));
-        assert_eq!(field(None, Some("07:00"), None), Err("close"));
-        assert_eq!(field(None, Some("07:00"), Some("07:00")), Err("close"));
     }
 }

@@ -1,5 +1,9 @@
 //! What the hub does in answer to its devices: the glue between ingest and
-//! the command service, the safety interlock, gate access and occupancy.
+//! the command service, the safety interlock, gate access, occupancy and
+//! the bookings. The decisions are the rules' (`interlock`, `access`,
+//! `counting`); this module gathers their facts (for a gate: the resident
+//! by credential hash, whether they hold a booking now, the room's
+//! occupancy) and carries out what they decide.
 //!
 //! Ingest hands every accepted telemetry message, new event, command ack and
 //! presence change here, with the device's twin. Reactions (a `stop`, an
@@ -17,25 +21,28 @@ use protocol::calendar::Calendar;
 use protocol::{CommandAck, DeviceKind, Event};
 use serde_json::{json, Value};
 
-use crate::access::Access;
-use crate::bookings::{Health, Schedule};
+use crate::access::{self, AccessFacts, DenyReason};
+use crate::bookings::{Bookings, Health};
 use crate::commands::{expires_in, Commands, NewCommand};
-use crate::config::Config;
-use crate::counting::Counting;
+use crate::counting::Direction;
+use crate::hours::time_of_day;
 use crate::input::{CheckedTelemetry, Detail, DeviceTs, Flow, PianoSession, Reading, RobotReading};
-use crate::interlock::{Alarm, Interlock, Trip, TripReason, Verdict};
+use crate::interlock::{Interlock, Trip, Verdict};
 use crate::metrics::Metrics;
-use crate::occupancy::{Direction, Occupancy};
-use crate::store::{Store, StoreError, StoredEvent};
-use crate::twin::Twin;
+use crate::occupancy::{Counters, Occupancy};
+use crate::records::{Alarm, StoredEvent, TripReason, Twin};
+use crate::settings::{Rooms, Settings};
+use crate::store::{Store, StoreError};
 use crate::usage::Usage;
 
 pub struct Actions {
     commands: Commands,
     interlock: Interlock,
-    access: Access,
+    /// Rooms behind gates (access decisions).
+    rooms: Rooms,
+    calendar: Calendar,
     occupancy: Occupancy,
-    counting: Counting,
+    counters: Counters,
     usage: Usage,
     store: Arc<Store>,
     metrics: Metrics,
@@ -45,43 +52,40 @@ pub struct Actions {
     reactions: Vec<(Histogram, Instant)>,
     /// Something was written that should be fsynced with this batch.
     needs_flush: bool,
-    /// The booking desk: device check-ins.
-    schedule: Option<Arc<Schedule>>,
+    /// The booking desk: device check-ins, bookings at gates, outages.
+    bookings: Option<Arc<Bookings>>,
 }
 
 impl Actions {
     pub fn new(
         store: Arc<Store>,
         metrics: Metrics,
-        config: &Config,
+        settings: &Settings,
     ) -> Result<Actions, StoreError> {
+        let calendar = settings.calendar;
+        let rooms = settings.rooms.clone();
         Ok(Actions {
-            commands: Commands::load(store.clone(), metrics.clone(), config.commands.clone())?,
-            interlock: Interlock::new(config.interlock.clone()),
-            access: Access::new(store.clone(), config.time_zone(), &config.rooms),
-            occupancy: Occupancy::load(store.clone(), metrics.clone(), &config.rooms)?,
-            counting: Counting::new(store.clone(), metrics.clone(), config),
-            usage: Usage::new(
-                store.clone(),
-                metrics.clone(),
-                Calendar {
-                    tz: config.time_zone(),
-                },
-            ),
+            commands: Commands::load(store.clone(), metrics.clone(), settings.commands.clone())?,
+            interlock: Interlock::new(settings.interlock.clone()),
+            occupancy: Occupancy::load(store.clone(), metrics.clone(), rooms.clone())?,
+            counters: Counters::new(store.clone(), metrics.clone(), calendar, rooms.clone()),
+            usage: Usage::new(store.clone(), metrics.clone(), calendar),
+            rooms,
+            calendar,
             store,
             metrics,
-            stop_ttl: Duration::from_secs(config.interlock.stop_ttl_secs),
-            answer_ttl: Duration::from_millis(config.access.answer_ttl_ms),
+            stop_ttl: Duration::from_secs(settings.interlock.stop_ttl_secs),
+            answer_ttl: settings.gate_answer_ttl,
             reactions: Vec::new(),
             needs_flush: false,
-            schedule: None,
+            bookings: None,
         })
     }
 
-    /// Ties device events to bookings (check-ins).
-    pub fn set_schedule(&mut self, schedule: Arc<Schedule>) {
-        self.access.set_schedule(schedule.clone());
-        self.schedule = Some(schedule);
+    /// Ties device events to bookings: check-ins, gates bound to bookable
+    /// resources, outages.
+    pub fn set_bookings(&mut self, bookings: Arc<Bookings>) {
+        self.bookings = Some(bookings);
     }
 
     /// Accepted telemetry: the interlock watches therapy robots, counters
@@ -102,7 +106,7 @@ impl Actions {
 
     fn count(&mut self, twin: &Twin, flow: Flow, ts: DeviceTs) {
         if let Err(error) = self
-            .counting
+            .counters
             .on_counter(&mut self.occupancy, twin, flow, ts)
         {
             tracing::warn!(device = %twin.id, %error, "counter message not counted");
@@ -169,15 +173,15 @@ impl Actions {
 
     pub fn device_online(&mut self, device: &str, now_ms: u64) {
         self.commands.device_online(device, now_ms);
-        if let Some(schedule) = &self.schedule {
-            schedule.device_health(device, Health::Online);
+        if let Some(bookings) = &self.bookings {
+            bookings.device_health(device, Health::Online);
         }
     }
 
     pub fn device_offline(&mut self, device: &str) {
         self.commands.device_offline(device);
-        if let Some(schedule) = &self.schedule {
-            schedule.device_health(device, Health::Offline);
+        if let Some(bookings) = &self.bookings {
+            bookings.device_health(device, Health::Offline);
         }
     }
 
@@ -198,10 +202,10 @@ impl Actions {
         }
     }
 
-    /// A booking's slot on this device ended (the schedule locks it): a
+    /// A booked place on this device is over (the desk locks it): a
     /// therapy robot still in session is stopped and alarmed. Returns
     /// whether the twin changed.
-    pub fn slot_ended(&mut self, twin: &mut Twin, online: bool, now_ms: u64) -> bool {
+    pub fn place_ended(&mut self, twin: &mut Twin, online: bool, now_ms: u64) -> bool {
         let running = twin.kind == DeviceKind::TherapyRobot
             && twin.alarm.is_none()
             && self.interlock.slot_ended(&twin.id);
@@ -243,7 +247,7 @@ impl Actions {
     /// ingest's twins, before a batch's fsync or at most every 100 ms).
     pub fn flush_counts(&mut self) -> Result<(), StoreError> {
         self.occupancy.flush()?;
-        self.counting.flush()
+        self.counters.flush()
     }
 
     /// Whether this batch wrote hub events that should be fsynced with it.
@@ -309,18 +313,11 @@ impl Actions {
         arrived: Instant,
         now_ms: u64,
     ) {
-        let occupancy = self.occupancy.people(&twin.center, &twin.room);
-        let decision = self.access.decide(
-            &twin.id,
-            (&twin.center, &twin.room),
-            credential_hash,
-            occupancy,
-            now_ms,
-        );
+        let decision = self.gate_decision(twin, credential_hash, now_ms);
         let (op, reason) = match decision {
             Ok(resident) => {
-                if let Some(schedule) = &self.schedule {
-                    schedule.gate_passage(&resident, &twin.id);
+                if let Some(bookings) = &self.bookings {
+                    bookings.gate_passage(&resident, &twin.id);
                 }
                 ("open", "allowed")
             }
@@ -342,6 +339,41 @@ impl Actions {
         self.reaction(self.metrics.access_latency.clone(), arrived);
     }
 
+    /// Gathers the facts of a request at gate `twin` and decides it (the
+    /// `access` rules). `credential_hash` is the keyed hash of the
+    /// request's credential, `None` when it carried none. `Ok` names the
+    /// resident let in.
+    fn gate_decision(
+        &self,
+        twin: &Twin,
+        credential_hash: Option<&str>,
+        now_ms: u64,
+    ) -> Result<String, DenyReason> {
+        let hash = credential_hash.ok_or(DenyReason::BadRequest)?;
+        let resident = self.store.resident_by_credential(hash).map_err(|error| {
+            tracing::error!(%error, "resident lookup failed; denying");
+            DenyReason::HubError
+        })?;
+        let booking = match (&self.bookings, &resident) {
+            (Some(bookings), Some(resident)) => bookings
+                .holds_booking_now(&twin.id, &resident.id)
+                .map_err(|error| {
+                    tracing::error!(%error, "booking lookup failed; denying");
+                    DenyReason::HubError
+                })?,
+            _ => None,
+        };
+        let facts = AccessFacts {
+            resident: resident.as_ref(),
+            room: self.rooms.get(&twin.center, &twin.room),
+            local_time: time_of_day(&self.calendar, now_ms),
+            occupancy: self.occupancy.people(&twin.center, &twin.room),
+            booking,
+        };
+        access::decide(&facts)?;
+        Ok(resident.map(|r| r.id).unwrap_or_default())
+    }
+
     fn passage(&mut self, twin: &Twin, event: &Event) {
         let direction = event.body.get("direction").and_then(Value::as_str);
         let Some(direction) = direction.and_then(Direction::parse) else {
@@ -361,18 +393,18 @@ impl Actions {
             "fault_cleared" => Health::FaultCleared,
             _ => return,
         };
-        if let Some(schedule) = &self.schedule {
-            schedule.device_health(&twin.id, change);
+        if let Some(bookings) = &self.bookings {
+            bookings.device_health(&twin.id, change);
         }
     }
 
     /// A `session_start` naming a booking checks it in.
     fn booking_check_in(&self, twin: &Twin, event: &Event) {
         let booking = event.body.get("booking").and_then(Value::as_str);
-        if let (Some(schedule), "session_start", Some(booking)) =
-            (&self.schedule, event.event_type.as_str(), booking)
+        if let (Some(bookings), "session_start", Some(booking)) =
+            (&self.bookings, event.event_type.as_str(), booking)
         {
-            schedule.device_check_in(booking, &twin.id);
+            bookings.device_check_in(booking, &twin.id);
         }
     }
 
@@ -390,10 +422,10 @@ impl Actions {
             return;
         };
         let walk_in = event.body.get("source").and_then(Value::as_str) == Some("walk_in");
-        let Some(schedule) = self.schedule.as_ref().filter(|_| walk_in) else {
+        let Some(bookings) = self.bookings.as_ref().filter(|_| walk_in) else {
             return;
         };
-        match schedule.walk_in_conflict(&twin.id, *minutes) {
+        match bookings.walk_in_conflict(&twin.id, *minutes) {
             Ok(false) => {}
             Ok(true) => {
                 let command = NewCommand {

@@ -20,8 +20,8 @@ use protocol::api::{CommandOrigin, CommandRecord, CommandStatus};
 use protocol::{topic, Channel, CommandAck};
 use serde_json::Value;
 
-use crate::config::CommandsConfig;
 use crate::metrics::Metrics;
+use crate::settings::CommandsConfig;
 use crate::store::{Store, StoreError};
 
 /// How long after `expires_at` a sent command may still be answered: the
@@ -70,9 +70,20 @@ impl NewCommand {
     }
 }
 
+impl NewCommand {
+    /// Records it `pending` through the store (not fsynced: the caller
+    /// fsyncs before it hands the record to ingest, so a command is durable
+    /// before anything may publish it).
+    pub fn record(self, store: &Store, now_ms: u64) -> Result<CommandRecord, StoreError> {
+        let record = self.into_record(now_ms);
+        store.put_command(&record)?;
+        Ok(record)
+    }
+}
+
 /// What an open command needs now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Due {
+pub enum NextStep {
     /// Publish it (first time or resend).
     Send,
     /// Its time is up: record it expired.
@@ -83,21 +94,26 @@ pub enum Due {
 /// The pure rule: what an open command needs at `now_ms`. `resend_at` is
 /// when the next resend is due (`None`: not sent since the device came
 /// online).
-pub fn due(record: &CommandRecord, now_ms: u64, online: bool, resend_at: Option<u64>) -> Due {
+pub fn next_step(
+    record: &CommandRecord,
+    now_ms: u64,
+    online: bool,
+    resend_at: Option<u64>,
+) -> NextStep {
     let deadline = match record.status {
         CommandStatus::Sent => record.expires_at + ACK_GRACE_MS,
         _ => record.expires_at,
     };
     if now_ms > deadline {
-        return Due::Expire;
+        return NextStep::Expire;
     }
     // Never publish after expiry, even inside the ack grace.
     if !online || now_ms > record.expires_at {
-        return Due::Wait;
+        return NextStep::Wait;
     }
     match resend_at {
-        Some(at) if now_ms < at => Due::Wait,
-        _ => Due::Send,
+        Some(at) if now_ms < at => NextStep::Wait,
+        _ => NextStep::Send,
     }
 }
 
@@ -261,7 +277,7 @@ impl Commands {
             return;
         };
         for open in list.iter_mut() {
-            if due(&open.record, now_ms, true, open.resend_at) != Due::Send {
+            if next_step(&open.record, now_ms, true, open.resend_at) != NextStep::Send {
                 continue;
             }
             let record = &mut open.record;
@@ -285,7 +301,7 @@ impl Commands {
         };
         let (late, keep): (Vec<Open>, Vec<Open>) = std::mem::take(list)
             .into_iter()
-            .partition(|o| due(&o.record, now_ms, false, o.resend_at) == Due::Expire);
+            .partition(|o| next_step(&o.record, now_ms, false, o.resend_at) == NextStep::Expire);
         if keep.is_empty() {
             self.open.remove(device);
         } else {
@@ -346,9 +362,9 @@ mod tests {
         now: u64,
         online: bool,
         resend_at: Option<u64>,
-        expect: Due,
+        expect: NextStep,
     ) {
-        let got = due(&record(status, 1_000), now, online, resend_at);
+        let got = next_step(&record(status, 1_000), now, online, resend_at);
         assert_eq!(
             got, expect,
             "{status:?} at {now}, online {online}, resend {resend_at:?}"
@@ -358,16 +374,16 @@ mod tests {
     #[test]
     fn commands_are_sent_only_before_expiry_and_expire_after_it() {
         use CommandStatus::*;
-        check_due(Pending, 10, true, None, Due::Send);
-        check_due(Pending, 10, false, None, Due::Wait);
-        check_due(Pending, 1_000, true, None, Due::Send); // at expiry: still valid
-        check_due(Pending, 1_001, true, None, Due::Expire); // never sent: expired at once
-        check_due(Sent, 500, true, Some(600), Due::Wait);
-        check_due(Sent, 600, true, Some(600), Due::Send);
-        check_due(Sent, 1_001, true, Some(600), Due::Wait); // in the ack grace: no resend
-        check_due(Sent, 1_000 + ACK_GRACE_MS, true, None, Due::Wait);
-        check_due(Sent, 1_001 + ACK_GRACE_MS, true, None, Due::Expire);
-        check_due(Sent, 1_001 + ACK_GRACE_MS, false, None, Due::Expire);
+        check_due(Pending, 10, true, None, NextStep::Send);
+        check_due(Pending, 10, false, None, NextStep::Wait);
+        check_due(Pending, 1_000, true, None, NextStep::Send); // at expiry: still valid
+        check_due(Pending, 1_001, true, None, NextStep::Expire); // never sent: expired at once
+        check_due(Sent, 500, true, Some(600), NextStep::Wait);
+        check_due(Sent, 600, true, Some(600), NextStep::Send);
+        check_due(Sent, 1_001, true, Some(600), NextStep::Wait); // in the ack grace: no resend
+        check_due(Sent, 1_000 + ACK_GRACE_MS, true, None, NextStep::Wait);
+        check_due(Sent, 1_001 + ACK_GRACE_MS, true, None, NextStep::Expire);
+        check_due(Sent, 1_001 + ACK_GRACE_MS, false, None, NextStep::Expire);
     }
 
     #[test]

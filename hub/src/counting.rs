@@ -1,161 +1,153 @@
-//! Counting people: people-counter telemetry (`{"in":n,"out":n}`, people
-//! through the counter's door since its last message) into live room
-//! occupancy and a center's visits per local day.
-//!
-//! A counter provisioned in room `entrance` counts the center: its `in` are
-//! the center's visits (filed under the local day of the message's `ts`, in
-//! the centers' time zone) and its occupancy is the center's headcount.
-//! Other counters count their room. At the room's closing time (its
-//! `[[rooms]]` hours, else `counting.closes`) everyone has left: the first
-//! message after it starts the room from zero. A 24-hour room is counted by
-//! its gates' passages only, so its counters do not move its occupancy (an
-//! entrance counter still counts visits). The deltas and the `ts` arrive
-//! checked (`input::Flow`, `input::DeviceTs`). Owned by the ingest thread,
-//! through `actions`.
+//! Counting people (pure): which way someone went through a door, the
+//! people in a room after a flow (never below zero), when a room's seats
+//! are saturated (raised at 90%, cleared below 80%), when a room closes
+//! (its `[[rooms]]` hours, else `[counting] closes`; a 24-hour room never)
+//! and whether it closed between two counter messages (then everyone has
+//! left and its count starts from zero). `occupancy` keeps the counts
+//! these rules move.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
-use chrono::{NaiveDate, NaiveTime};
+use chrono::NaiveTime;
 use protocol::calendar::Calendar;
-use protocol::ENTRANCE_ROOM;
 
-use crate::access::OpeningHours;
-use crate::config::{Config, RoomConfig};
-use crate::input::{DeviceTs, Flow};
-use crate::metrics::Metrics;
-use crate::occupancy::Occupancy;
-use crate::store::{Store, StoreError};
-use crate::twin::Twin;
+use crate::settings::{OpeningHours, Rooms};
 
-/// When a configured room closes, or `None` for a 24-hour room.
-fn closing_time(room: &RoomConfig, center_closes: NaiveTime) -> Option<NaiveTime> {
-    match OpeningHours::from_config(room) {
-        Ok(OpeningHours::Always) => None,
-        Ok(OpeningHours::Between { close, .. }) => Some(close),
-        // invariant: config validation refused bad hours.
-        Err(_) => Some(center_closes),
+/// Share of seats taken at which a room becomes saturated.
+pub const SATURATION_RAISE: f64 = 0.9;
+/// Share of seats below which a saturated room is clear again.
+pub const SATURATION_CLEAR: f64 = 0.8;
+
+/// Which way someone went through a door.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    In,
+    Out,
+}
+
+impl Direction {
+    /// `"in"` or `"out"`, as in a `passage` event.
+    pub fn parse(text: &str) -> Option<Direction> {
+        match text {
+            "in" => Some(Direction::In),
+            "out" => Some(Direction::Out),
+            _ => None,
+        }
     }
 }
 
-pub struct Counting {
-    store: Arc<Store>,
-    metrics: Metrics,
-    calendar: Calendar,
-    /// center → room → closing time (`None`: open around the clock).
-    closing: HashMap<String, HashMap<String, Option<NaiveTime>>>,
-    center_closes: NaiveTime,
-    /// `(center, room)` → `ts` of the room's last counter message.
-    last_ts: HashMap<(String, String), u64>,
-    /// Visits counted and not written yet, per center and local day.
-    unwritten: HashMap<(String, NaiveDate), u64>,
+/// People in a room after `entered` came in and `left` went out, starting
+/// from `people`. More leaving than were counted inside (a missed entry)
+/// floors at zero rather than going negative.
+pub fn after_flow(people: u64, entered: u64, left: u64) -> u64 {
+    people.saturating_add(entered).saturating_sub(left)
 }
 
-impl Counting {
-    /// Builds from validated config.
-    pub fn new(store: Arc<Store>, metrics: Metrics, config: &Config) -> Counting {
-        // invariant: validated at config load.
-        let center_closes =
-            NaiveTime::parse_from_str(&config.counting.closes, "%H:%M").unwrap_or(NaiveTime::MIN);
-        let mut closing: HashMap<String, HashMap<String, Option<NaiveTime>>> = HashMap::new();
-        for room in &config.rooms {
-            closing
-                .entry(room.center.clone())
-                .or_default()
-                .insert(room.id.clone(), closing_time(room, center_closes));
-        }
-        Counting {
-            store,
-            metrics,
-            calendar: Calendar {
-                tz: config.time_zone(),
-            },
-            closing,
-            center_closes,
-            last_ts: HashMap::new(),
-            unwritten: HashMap::new(),
-        }
+/// Whether a room holding `people` of `seats` is saturated, given whether
+/// it was: raised at [`SATURATION_RAISE`], cleared below
+/// [`SATURATION_CLEAR`], unchanged in between.
+pub fn saturated_after(was: bool, people: u64, seats: u64) -> bool {
+    let share = people as f64 / seats.max(1) as f64;
+    if was {
+        share >= SATURATION_CLEAR
+    } else {
+        share >= SATURATION_RAISE
     }
+}
 
-    /// Adds the visits counted since the last flush to the stored days.
-    pub fn flush(&mut self) -> Result<(), StoreError> {
-        for ((center, day), people) in std::mem::take(&mut self.unwritten) {
-            self.store.add_visits(&center, day, people)?;
-        }
-        Ok(())
+/// When `(center, room)` closes, or `None` for a 24-hour room.
+pub fn closing_time(rooms: &Rooms, center: &str, room: &str) -> Option<NaiveTime> {
+    match rooms.get(center, room).map(|rules| rules.hours) {
+        Some(OpeningHours::Always) => None,
+        Some(OpeningHours::Between { close, .. }) => Some(close),
+        None => Some(rooms.default_close),
     }
+}
 
-    fn closes(&self, center: &str, room: &str) -> Option<NaiveTime> {
-        self.closing
-            .get(center)
-            .and_then(|rooms| rooms.get(room))
-            .copied()
-            .unwrap_or(Some(self.center_closes))
-    }
-
-    /// Applies one counter message from `twin`: `flow` people at `ts`.
-    pub fn on_counter(
-        &mut self,
-        occupancy: &mut Occupancy,
-        twin: &Twin,
-        flow: Flow,
-        ts: DeviceTs,
-    ) -> Result<(), StoreError> {
-        let (center, room) = (twin.center.as_str(), twin.room.as_str());
-        if room == ENTRANCE_ROOM {
-            self.count_visits(center, ts, flow.entered)?;
-        }
-        let Some(close) = self.closes(center, room) else {
-            return Ok(());
-        };
-        let key = (center.to_owned(), room.to_owned());
-        let closed_since_last = self
-            .last_ts
-            .insert(key, ts.ms())
-            .is_some_and(|last| last < self.calendar.last_closing(ts.ms(), close));
-        if closed_since_last && occupancy.people(center, room) > 0 {
-            occupancy.reset(center, room)?;
-        }
-        if flow == Flow::default() {
-            return Ok(());
-        }
-        occupancy.apply(center, room, flow.entered, flow.left)?;
-        Ok(())
-    }
-
-    /// `people` came in through `center`'s entrance at device time `ts`.
-    fn count_visits(&mut self, center: &str, ts: DeviceTs, people: u64) -> Result<(), StoreError> {
-        if people > 0 {
-            let day = self.calendar.day(ts.ms());
-            *self.unwritten.entry((center.to_owned(), day)).or_default() += people;
-            self.metrics
-                .visits
-                .with_label_values(&[center])
-                .inc_by(people);
-        }
-        Ok(())
-    }
+/// Whether a room closing at `close` closed after a message at `last_ts`
+/// and at or before one at `ts`.
+pub fn closed_between(calendar: &Calendar, last_ts: u64, ts: u64, close: NaiveTime) -> bool {
+    last_ts < calendar.last_closing(ts, close)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::RoomConfig;
+
+    #[test]
+    fn occupancy_never_goes_below_zero() {
+        assert_eq!(after_flow(0, 0, 1), 0);
+        assert_eq!(after_flow(2, 1, 0), 3);
+        assert_eq!(after_flow(3, 2, 4), 1);
+        assert_eq!(after_flow(1, 0, 5), 0);
+        assert_eq!(after_flow(u64::MAX, 1, 0), u64::MAX);
+    }
+
+    #[test]
+    fn saturation_is_raised_at_90_percent_and_cleared_below_80() {
+        assert!(!saturated_after(false, 17, 20));
+        assert!(saturated_after(false, 18, 20));
+        assert!(saturated_after(true, 16, 20), "still saturated at 80%");
+        assert!(!saturated_after(true, 15, 20));
+        assert!(
+            saturated_after(false, 1, 0),
+            "a room without seats is full at once"
+        );
+    }
+
+    #[test]
+    fn directions_parse_from_passage_events() {
+        assert_eq!(Direction::parse("in"), Some(Direction::In));
+        assert_eq!(Direction::parse("out"), Some(Direction::Out));
+        assert_eq!(Direction::parse("sideways"), None);
+    }
 
     #[test]
     fn configured_rooms_close_by_their_hours() {
         let center = NaiveTime::from_hms_opt(21, 30, 0).unwrap();
-        let room = |hours: Option<&str>, close: Option<&str>| RoomConfig {
+        let room = |id: &str, hours: Option<&str>, close: Option<&str>| RoomConfig {
             center: "c".into(),
-            id: "r".into(),
+            id: id.into(),
             capacity: 10,
             hours: hours.map(Into::into),
             open: close.map(|_| "08:00".into()),
             close: close.map(Into::into),
         };
-        assert_eq!(closing_time(&room(Some("24h"), None), center), None);
+        let rooms = Rooms::parse(
+            &[
+                room("gym", Some("24h"), None),
+                room("r", None, Some("20:00")),
+            ],
+            center,
+        )
+        .unwrap();
+        assert_eq!(closing_time(&rooms, "c", "gym"), None);
         assert_eq!(
-            closing_time(&room(None, Some("20:00")), center),
+            closing_time(&rooms, "c", "r"),
             NaiveTime::from_hms_opt(20, 0, 0)
         );
+        assert_eq!(closing_time(&rooms, "c", "hall"), Some(center), "no entry");
+    }
+
+    #[test]
+    fn a_room_closed_between_two_messages_across_its_closing_time() {
+        let cal = Calendar::default();
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 28).unwrap();
+        let close = NaiveTime::from_hms_opt(21, 30, 0).unwrap();
+        let closing = cal.at(day, close);
+        let hour = 3_600_000;
+        for (last, now, expect) in [
+            (closing - hour, closing - 1, false),
+            (closing - hour, closing, true),
+            (closing - 1, closing + hour, true),
+            (closing, closing + hour, false),
+            (closing + hour, closing + 12 * hour, false),
+            (closing - 24 * hour - 1, closing - hour, true),
+        ] {
+            assert_eq!(
+                closed_between(&cal, last, now, close),
+                expect,
+                "{last} → {now}"
+            );
+        }
     }
 }

@@ -15,13 +15,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prometheus::IntCounter;
-use protocol::api::CommandOrigin;
 use protocol::{
     topic, Birth, Channel, CommandAck, DeviceKind, ErrorReport, Event, EventAck, Telemetry,
     TelemetryError, Topic,
@@ -31,15 +30,15 @@ use rumqttd::Notification;
 use tokio_util::sync::CancellationToken;
 
 use crate::actions::Actions;
-use crate::broker::WAKE_TOPIC;
+use crate::broker::window::{message_bytes, IngestWindow};
+use crate::broker::{Waker, WAKE_TOPIC};
 use crate::clock::unix_ms;
 use crate::commit::GroupCommit;
-use crate::config::IngestConfig;
-use crate::edge::flow::{message_bytes, IngestWindow};
 use crate::input::{Input, InputError, Problem, TsWindow};
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError, StoredEvent};
-use crate::twin::{Presence, Twin};
+use crate::records::{Presence, StoredEvent, Twin};
+use crate::settings::IngestConfig;
+use crate::store::{Store, StoreError};
 
 /// How often silent devices are looked for: the bound on how late past
 /// 1.5× keepalive a device is marked offline.
@@ -61,17 +60,43 @@ const WINDOW_SETTLE: Duration = Duration::from_secs(1);
 /// checked.
 const ACTIONS_TICK: Duration = Duration::from_millis(50);
 
-/// Changes made outside ingest that its cache must learn.
+/// Changes made outside ingest that its cache must learn, and work handed
+/// to it: typed messages, never recognised by their strings.
 #[derive(Debug, Clone)]
 pub enum Control {
     /// The device is cut off: drop everything it sends from now on.
     Revoked(String),
     /// The device was (re)provisioned: reload its twin.
     Provisioned(String),
-    /// A command issued through the API, already recorded `pending`.
+    /// A command already recorded `pending` and fsynced (issued through the
+    /// API, or by the booking desk): ingest publishes it.
     Command(protocol::api::CommandRecord),
     /// Staff acknowledged the device's interlock alarm.
     AcknowledgeAlarm(String),
+    /// A booked place on the device is over (from the booking desk, just
+    /// before its `lock`): a therapy robot still in session is stopped.
+    PlaceEnded(String),
+}
+
+/// The way into the ingest thread from elsewhere (the API, the booking
+/// desk): a `Control` message, then a wake-up so ingest reads it at once.
+pub struct Inbox {
+    control: Sender<Control>,
+    waker: Arc<Waker>,
+}
+
+impl Inbox {
+    pub fn new(control: Sender<Control>, waker: Arc<Waker>) -> Inbox {
+        Inbox { control, waker }
+    }
+
+    /// Sends `control` and wakes ingest.
+    pub fn send(&self, control: Control) {
+        if self.control.send(control).is_err() {
+            tracing::error!("ingest has stopped; control message lost");
+        }
+        self.waker.wake();
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -375,12 +400,10 @@ impl Ingest {
                 }
                 Control::Command(record) => {
                     let online = self.online.contains(&record.device);
-                    if record.origin == CommandOrigin::Schedule && record.op == "lock" {
-                        self.slot_ended(&record.device, online);
-                    }
                     self.actions.adopt_command(record, online, unix_ms());
                 }
                 Control::AcknowledgeAlarm(id) => self.acknowledge_alarm(&id),
+                Control::PlaceEnded(device) => self.place_ended(&device),
             }
         }
     }
@@ -391,9 +414,10 @@ impl Ingest {
         });
     }
 
-    fn slot_ended(&mut self, device: &str, online: bool) {
+    fn place_ended(&mut self, device: &str) {
+        let online = self.online.contains(device);
         self.with_twin(device, |actions, twin| {
-            actions.slot_ended(twin, online, unix_ms())
+            actions.place_ended(twin, online, unix_ms())
         });
     }
 
@@ -912,7 +936,7 @@ mod tests {
     }
 
     fn check_restore(cached: bool, dirty: bool, expect_cached: bool) {
-        let before = crate::twin::provisioned(DeviceKind::Counter);
+        let before = crate::records::twin::provisioned(DeviceKind::Counter);
         let mut twins = HashMap::new();
         let mut dirty_set = HashSet::new();
         if cached {
@@ -942,8 +966,10 @@ mod tests {
 
     #[test]
     fn a_panic_is_contained_and_the_state_restored() {
-        let mut twins =
-            HashMap::from([("d".to_string(), crate::twin::provisioned(DeviceKind::Gate))]);
+        let mut twins = HashMap::from([(
+            "d".to_string(),
+            crate::records::twin::provisioned(DeviceKind::Gate),
+        )]);
         let mut dirty = HashSet::from(["d".to_string()]);
         let snapshot = Snapshot::take(&twins, &dirty, "d");
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| {

@@ -26,9 +26,9 @@ use protocol::limits::{
 use protocol::{DeviceKind, Event, FieldValue, Telemetry};
 use serde_json::{Map, Value};
 
-use crate::config::IngestConfig;
+use crate::records::Twin;
 use crate::secrets;
-use crate::twin::Twin;
+use crate::settings::IngestConfig;
 
 /// Why a device's message does not hold up.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -545,7 +545,7 @@ mod tests {
     fn twin(kind: DeviceKind, session_since: Option<u64>) -> Twin {
         Twin {
             session_since,
-            ..crate::twin::provisioned(kind)
+            ..crate::records::twin::provisioned(kind)
         }
     }
 

@@ -5,7 +5,7 @@
 //! `[interlock] max_temp_c`, or when a running session (from a
 //! `session_start` event, or telemetry `heating: true`, until `session_end`
 //! or `heating: false`) has sent no telemetry for `watchdog_ms`, or is still
-//! running when its booked slot ends (the schedule locks the robot). A trip
+//! running when its booked place ends (the desk says so). A trip
 //! raises an alarm on the robot's twin; until staff acknowledge it, every
 //! `session_start` the robot reports is answered with `stop` again.
 //!
@@ -20,48 +20,15 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
-
-use crate::config::InterlockConfig;
 use crate::input::RobotReading;
-
-/// Why a robot was stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TripReason {
-    OverTemperature,
-    Watchdog,
-    /// The session ran on past the end of its booked slot.
-    PastSlot,
-}
-
-impl TripReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TripReason::OverTemperature => "over_temperature",
-            TripReason::Watchdog => "watchdog",
-            TripReason::PastSlot => "past_slot",
-        }
-    }
-}
+use crate::records::TripReason;
+use crate::settings::InterlockConfig;
 
 /// A trip: the reason and, for over-temperature, the reading.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Trip {
     pub reason: TripReason,
     pub temp_c: Option<f64>,
-}
-
-/// An unacknowledged interlock alarm, kept on the robot's twin.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Alarm {
-    pub reason: TripReason,
-    /// Unix ms of the trip.
-    pub at: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub temp_c: Option<f64>,
-    /// The `stop` command sent for it.
-    pub command: String,
 }
 
 /// What a robot's session event means for the interlock.
@@ -74,7 +41,7 @@ pub enum Verdict {
 
 /// What the interlock knows of one robot's session.
 #[derive(Debug, Clone, Copy, Default)]
-struct Session {
+struct RobotSession {
     running: bool,
     /// Unix ms of the last telemetry (or of the session's start).
     last_telemetry: u64,
@@ -82,7 +49,7 @@ struct Session {
 
 pub struct Interlock {
     config: InterlockConfig,
-    sessions: HashMap<String, Session>,
+    sessions: HashMap<String, RobotSession>,
 }
 
 impl Interlock {
@@ -168,9 +135,10 @@ impl Interlock {
         silent
     }
 
-    fn session(&mut self, device: &str) -> &mut Session {
+    fn session(&mut self, device: &str) -> &mut RobotSession {
         if !self.sessions.contains_key(device) {
-            self.sessions.insert(device.to_string(), Session::default());
+            self.sessions
+                .insert(device.to_string(), RobotSession::default());
         }
         // invariant: inserted just above when missing.
         self.sessions.get_mut(device).expect("session")

@@ -6,30 +6,45 @@
 //! shutdown future or a component going down, stops ingest (which writes
 //! twins and fsyncs) and returns. See ARCHITECTURE.md for the map.
 
-pub mod access;
-pub mod actions;
-pub mod api;
-pub mod bookings;
-pub mod broker;
+// The modules by layer, bottom to top; each imports only from its own
+// layer or below (ARCHITECTURE.md draws them; the test in `layers.rs`
+// keeps them so).
+
+// Support: no domain knowledge.
 pub mod clock;
-pub mod commands;
-pub mod commit;
-pub mod config;
+pub mod metrics;
+pub mod pki;
+pub mod secrets;
+pub mod supervise;
+// Records: the stored types.
+pub mod records;
+// Store: sled.
+pub mod store;
+// Settings: the configuration parsed once.
+pub mod settings;
+// Rules: pure decisions.
+pub mod access;
 pub mod counting;
-pub mod edge;
-pub mod ingest;
+pub mod hours;
 pub mod input;
 pub mod interlock;
-pub mod metrics;
-pub mod occupancy;
-pub mod pki;
 pub mod schedule;
-pub mod secrets;
-pub mod store;
-pub mod supervise;
-pub mod twin;
+// Services: threads and the state they own.
+pub mod actions;
+pub mod bookings;
+pub mod broker;
+pub mod commands;
+pub mod commit;
+pub mod ingest;
+pub mod occupancy;
 pub mod usage;
 pub mod webhook;
+// Top: the edge and the API.
+pub mod api;
+pub mod edge;
+
+#[cfg(test)]
+mod layers;
 
 /// jemalloc, for every binary built on this library (the hub, its benches
 /// and tests measure what ships). The booking desk, sled and the API
@@ -43,16 +58,17 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
-use crate::ingest::{Ingest, IngestError};
+use crate::bookings::{Bookings, ToIngest};
+use crate::ingest::{Control, Inbox, Ingest, IngestError};
 use crate::metrics::Metrics;
 use crate::pki::Pki;
+use crate::settings::Settings;
 use crate::store::Store;
 use crate::supervise::{component, Down, Supervisor};
 
@@ -100,44 +116,44 @@ pub struct Hub {
 
 impl Hub {
     /// Starts every part; returns once the ports are bound and ingest runs.
-    pub async fn start(config: Config) -> Result<Hub, HubError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| HubError::DataDir {
-            path: config.data_dir.clone(),
+    pub async fn start(settings: Settings) -> Result<Hub, HubError> {
+        std::fs::create_dir_all(&settings.data_dir).map_err(|source| HubError::DataDir {
+            path: settings.data_dir.clone(),
             source,
         })?;
-        let _ = std::fs::remove_file(config.data_dir.join(ENDPOINTS_FILE));
-        let store = Arc::new(Store::open(&config.data_dir.join("db"))?);
+        let _ = std::fs::remove_file(settings.data_dir.join(ENDPOINTS_FILE));
+        let store = Arc::new(Store::open(&settings.data_dir.join("db"))?);
         let epoch = store.next_boot_epoch()?;
-        let admin_token_sha256 = resolve_admin_token(&config, &store)?;
-        let pki = Arc::new(Pki::load_or_create(&config.data_dir)?);
-        let identity = pki.server_identity(&config.broker.server_names)?;
+        let admin_token_sha256 = resolve_admin_token(&settings, &store)?;
+        let pki = Arc::new(Pki::load_or_create(&settings.data_dir)?);
+        let identity = pki.server_identity(&settings.broker.server_names)?;
         let metrics = Metrics::new();
         let fault = supervise::FaultPlan::from_env()?;
         let supervisor = Supervisor::new(CancellationToken::new(), &metrics, fault);
         let stop = supervisor.stop_token();
 
-        let broker = broker::start(&config.broker)?;
-        let window = edge::flow::IngestWindow::new(config.broker.ingest_window_bytes as u64);
+        let broker = broker::start(&settings.broker)?;
+        let window = broker::window::IngestWindow::new(settings.broker.ingest_window_bytes as u64);
         let (control_tx, control_rx) = std::sync::mpsc::channel();
-        let waker = Arc::new(broker.waker);
+        let inbox = Arc::new(Inbox::new(control_tx, Arc::new(broker.waker)));
         let outbox = Arc::new(tokio::sync::Notify::new());
-        let (schedule, desk) = bookings::Schedule::start(
+        let (bookings, desk) = Bookings::start(
             store.clone(),
             metrics.clone(),
-            &config,
-            hand_over(control_tx.clone(), waker.clone()),
+            &settings,
+            hand_over(inbox.clone()),
             outbox.clone(),
             &supervisor,
         )
         .map_err(HubError::Thread)?;
-        let mut actions = actions::Actions::new(store.clone(), metrics.clone(), &config)?;
-        actions.set_schedule(schedule.clone());
+        let mut actions = actions::Actions::new(store.clone(), metrics.clone(), &settings)?;
+        actions.set_bookings(bookings.clone());
         let commit = commit::GroupCommit::start(store.clone(), broker.commit_link, &supervisor)
             .map_err(HubError::Thread)?;
         let mut ingest = Ingest::new(
             store.clone(),
             metrics.clone(),
-            config.ingest.clone(),
+            settings.ingest.clone(),
             epoch,
             ingest::Wiring {
                 link_tx: broker.link_tx,
@@ -155,18 +171,18 @@ impl Hub {
             .spawn_thread(component::INGEST, move || ingest.run(link_rx, ingest_stop))
             .map_err(HubError::Thread)?;
 
-        if !config.schedule.webhook_url.is_empty() {
+        if !settings.schedule.webhook_url.is_empty() {
             let deliver = webhook::deliver(
                 store.clone(),
                 metrics.clone(),
-                config.schedule.clone(),
+                settings.schedule.clone(),
                 outbox,
                 stop.clone(),
             );
             supervisor.spawn_task(component::WEBHOOK, deliver);
         }
         let (edge, acceptors) = edge::Edge::start(
-            &config.broker,
+            &settings.broker,
             edge::EdgeParts {
                 identity,
                 links: broker.links,
@@ -187,33 +203,26 @@ impl Hub {
             store: store.clone(),
             pki,
             metrics,
-            ingest_control: Mutex::new(control_tx),
-            waker,
-            schedule,
+            ingest: inbox,
+            bookings,
             credential_key: store.credential_key()?,
             edge,
             admin_token_sha256,
             supervisor: supervisor.clone(),
             epoch,
-            device_cert_days: config.broker.device_cert_days,
+            device_cert_days: settings.broker.device_cert_days,
             ready: AtomicBool::new(false),
-            calendar: protocol::calendar::Calendar {
-                tz: config.time_zone(),
-            },
-            seats: config
-                .rooms
-                .iter()
-                .map(|r| ((r.center.clone(), r.id.clone()), u64::from(r.capacity)))
-                .collect(),
+            calendar: settings.calendar,
+            rooms: settings.rooms.clone(),
         });
-        let api_listener = bind(config.api.listen).await?;
-        let api_addr = local_addr(&api_listener, config.api.listen)?;
+        let api_listener = bind(settings.api.listen).await?;
+        let api_addr = local_addr(&api_listener, settings.api.listen)?;
         let app = api::router(state.clone());
         let api_supervisor = supervisor.clone();
         let serve = axum::serve(api_listener, app)
             .with_graceful_shutdown(async move { api_supervisor.api_may_stop().await });
         supervisor.spawn_task(component::API, serve.into_future());
-        write_endpoints(&config.data_dir, api_addr, device_addr)?;
+        write_endpoints(&settings.data_dir, api_addr, device_addr)?;
         state.ready.store(true, Ordering::Relaxed);
         tracing::info!(%api_addr, %device_addr, epoch, "hub started");
         Ok(Hub {
@@ -282,35 +291,32 @@ async fn flush_last(store: Arc<Store>) -> Result<(), HubError> {
 }
 
 /// Runs a hub until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), HubError> {
-    Hub::start(config).await?.run_until(shutdown).await
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), HubError> {
+    Hub::start(settings).await?.run_until(shutdown).await
 }
 
-/// How the booking desk hands its commands to ingest: a `Control` message,
-/// then a wake-up.
-fn hand_over(
-    control: std::sync::mpsc::Sender<ingest::Control>,
-    waker: Arc<broker::Waker>,
-) -> bookings::HandOver {
-    Box::new(move |record| {
-        if control.send(ingest::Control::Command(record)).is_err() {
-            tracing::error!("ingest has stopped; booking command lost");
-        }
-        waker.wake();
+/// How the booking desk hands its commands and events to ingest: through
+/// ingest's inbox, like the API's.
+fn hand_over(inbox: Arc<Inbox>) -> bookings::HandOver {
+    Box::new(move |message| {
+        inbox.send(match message {
+            ToIngest::Command(record) => Control::Command(record),
+            ToIngest::PlaceEnded { device } => Control::PlaceEnded(device),
+        })
     })
 }
 
 /// The admin token's hash: from the config, else from `YIZHAN_ADMIN_TOKEN`,
 /// else the one generated at an earlier start, else a new one printed once.
-fn resolve_admin_token(config: &Config, store: &Store) -> Result<String, HubError> {
-    if !config.api.admin_token_sha256.is_empty() {
-        return Ok(config.api.admin_token_sha256.to_lowercase());
+fn resolve_admin_token(settings: &Settings, store: &Store) -> Result<String, HubError> {
+    if !settings.api.admin_token_sha256.is_empty() {
+        return Ok(settings.api.admin_token_sha256.to_lowercase());
     }
-    if let Ok(token) = std::env::var(config::ADMIN_TOKEN_ENV) {
+    if let Ok(token) = std::env::var(crate::settings::ADMIN_TOKEN_ENV) {
         if token.trim().len() < 16 {
             return Err(HubError::AdminToken(format!(
                 "{} must be at least 16 characters",
-                config::ADMIN_TOKEN_ENV
+                crate::settings::ADMIN_TOKEN_ENV
             )));
         }
         return Ok(secrets::sha256_hex(token.trim()));

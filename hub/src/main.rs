@@ -1,5 +1,7 @@
-//! The `hub` binary: parses arguments, loads the configuration, sets up
-//! tracing and runs the library until SIGINT or SIGTERM.
+//! The `hub` binary: parses arguments, loads and parses the configuration
+//! (exit 2 naming the field when it is invalid), sets up tracing and runs
+//! the library until SIGINT or SIGTERM. The simulated center of the
+//! README's first command is `device-sim demo`, which starts this binary.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use hub::config::{Config, LogFormat, DEFAULT_CONFIG_TOML};
+use hub::settings::{Config, LogFormat, Settings, DEFAULT_CONFIG_TOML};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -37,19 +39,6 @@ struct Cli {
 enum Command {
     /// Run the hub (the default).
     Run,
-    /// Run the hub with a simulated center of devices connecting over mTLS.
-    Demo {
-        /// Simulated centers (18 devices each).
-        #[arg(long, default_value_t = 2)]
-        centers: usize,
-        /// Where the simulated devices keep their issued credentials.
-        #[arg(long, default_value = "./data/sim-devices")]
-        device_dir: PathBuf,
-        /// Simulated seconds per real second (60: an hour of the centers'
-        /// day per minute, so visits and sessions show at once).
-        #[arg(long, default_value_t = 60.0)]
-        speed: f64,
-    },
     /// Print the complete, commented default configuration.
     PrintDefaultConfig,
     /// Read a password on stdin and print its Argon2 hash (for broker.plain.users).
@@ -65,28 +54,21 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::HashPassword => return report(hash_password()),
-        Command::Run | Command::Demo { .. } => {}
+        Command::Run => {}
     }
-    let config = match load_config(&cli) {
-        Ok(config) => config,
+    let settings = match load_settings(&cli) {
+        Ok(settings) => settings,
         Err(error) => {
             eprintln!("hub: invalid configuration: {error}");
             return ExitCode::from(2);
         }
     };
-    init_tracing(&config);
+    init_tracing(&settings);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => return report(Err(error.into())),
     };
-    let result = match command {
-        Command::Demo {
-            centers,
-            device_dir,
-            speed,
-        } => runtime.block_on(demo(config, *centers, device_dir.clone(), *speed)),
-        _ => runtime.block_on(run(config)),
-    };
+    let result = runtime.block_on(run(settings));
     // rumqttd's listener threads never stop; do not wait for them.
     runtime.shutdown_timeout(Duration::from_millis(500));
     report(result)
@@ -109,7 +91,9 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+/// The file and `YIZHAN_*` variables, the command line's overrides, then
+/// every value parsed once.
+fn load_settings(cli: &Cli) -> anyhow::Result<Settings> {
     let mut config = Config::load(cli.config.as_deref())?;
     if let Some(dir) = &cli.data_dir {
         config.data_dir = dir.clone();
@@ -120,14 +104,13 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     if let Some(addr) = cli.api_listen {
         config.api.listen = addr;
     }
-    config.validate()?;
-    Ok(config)
+    Ok(Settings::parse(config)?)
 }
 
-fn init_tracing(config: &Config) {
+fn init_tracing(settings: &Settings) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let filter = tracing_subscriber::EnvFilter::new(&config.log.filter);
+    let filter = tracing_subscriber::EnvFilter::new(&settings.log.filter);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -138,100 +121,20 @@ fn init_tracing(config: &Config) {
     let no_router_spans = tracing_subscriber::filter::filter_fn(|metadata| {
         !(metadata.is_span() && metadata.target().starts_with("rumqttd"))
     });
-    match config.log.format {
+    match settings.log.format {
         LogFormat::Json => builder.json().finish().with(no_router_spans).init(),
         LogFormat::Text => builder.finish().with(no_router_spans).init(),
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(settings: Settings) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     tokio::spawn(cancel_on_signal(stop.clone()));
-    let hub = hub::Hub::start(config).await?;
+    let hub = hub::Hub::start(settings).await?;
     bound_shutdown(&hub);
     hub.run_until(stop.cancelled_owned())
         .await
         .context("hub failed")
-}
-
-/// The rooms of the simulated centers: the 24-hour gym behind the gates and
-/// the seated rooms, open in the centers' hours.
-fn simulated_rooms(centers: usize) -> Vec<hub::config::RoomConfig> {
-    let profile = device_sim::crowd::Profile::default();
-    let hhmm = |t: chrono::NaiveTime| t.format("%H:%M").to_string();
-    device_sim::plan::default_center_names(centers)
-        .into_iter()
-        .flat_map(|center| {
-            let gym = hub::config::RoomConfig {
-                center: center.clone(),
-                id: "gym".into(),
-                capacity: device_sim::crowd::GYM_CAPACITY,
-                hours: Some("24h".into()),
-                open: None,
-                close: None,
-            };
-            let seated = profile
-                .rooms
-                .iter()
-                .map(move |room| hub::config::RoomConfig {
-                    center: center.clone(),
-                    id: room.name.clone(),
-                    capacity: room.seats,
-                    hours: None,
-                    open: Some(hhmm(profile.opens)),
-                    close: Some(hhmm(profile.closes)),
-                });
-            std::iter::once(gym).chain(seated.collect::<Vec<_>>())
-        })
-        .collect()
-}
-
-/// The hub plus a simulated center whose devices provision themselves
-/// through the API and connect over mTLS.
-async fn demo(
-    mut config: Config,
-    centers: usize,
-    device_dir: PathBuf,
-    speed: f64,
-) -> anyhow::Result<()> {
-    let token = std::env::var(hub::config::ADMIN_TOKEN_ENV)
-        .unwrap_or_else(|_| hub::secrets::random_secret());
-    config.api.admin_token_sha256 = hub::secrets::sha256_hex(&token);
-    config.ingest = config.ingest.for_simulated_clocks();
-    if config.rooms.is_empty() {
-        config.rooms = simulated_rooms(centers);
-    }
-    if config.rooms.is_empty() {
-        config.rooms = simulated_rooms(centers);
-    }
-    let stop = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(stop.clone()));
-    let hub = hub::Hub::start(config).await?;
-    bound_shutdown(&hub);
-    let api = format!("http://{}", hub.api_addr());
-    println!("Demo hub running. Admin token: {token}");
-    println!("  curl -H 'Authorization: Bearer {token}' {api}/api/v1/devices");
-    println!("  curl -H 'Authorization: Bearer {token}' {api}/metrics");
-    let fleet = device_sim::FleetConfig {
-        api_url: api,
-        admin_token: token,
-        mqtt_host: "localhost".into(),
-        mqtt_port: hub.device_addr().port(),
-        centers,
-        cert_dir: device_dir,
-        speed,
-        ..device_sim::FleetConfig::default()
-    };
-    let fleet_stop = stop.child_token();
-    let fleet = tokio::spawn(device_sim::run_fleet(fleet, fleet_stop));
-    let hub_stop = stop.clone();
-    hub.run_until(async move {
-        hub_stop.cancelled().await;
-        // Let the simulated devices say goodbye before the hub stops.
-        let _ = tokio::time::timeout(Duration::from_secs(2), fleet).await;
-    })
-    .await
-    .context("hub failed")
 }
 
 /// Once the hub stops for any reason (a signal, a component going down),

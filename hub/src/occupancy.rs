@@ -1,80 +1,45 @@
-//! Live room occupancy: how many people are in each room of each center
-//! now, and whether the room is saturated.
+//! Live room occupancy and visits: how many people are in each room of
+//! each center now, and how many came through each center's entrance per
+//! local day.
 //!
-//! One count per `(center, room)`, never below zero, kept here at every
-//! change and written through `store` when ingest writes its twins (`flush`:
-//! before the fsync of a batch with events, else at most every 100 ms) and
-//! exported as `yizhan_room_occupancy{center,room}`. Gate `passage` events
-//! and counter deltas (`counting`) move it; the room `entrance` holds a
-//! center's headcount. A room with configured seats (its `capacity`) also
-//! has a ratio and a saturation alarm: raised at 90% of its seats, cleared
-//! below 80%. Owned by the ingest thread; gate access decisions read it.
+//! One count per `(center, room)`, moved by gate `passage` events and
+//! counter deltas by the `counting` rules, never below zero, kept here at
+//! every change and written through `store` when ingest writes its twins
+//! (`flush`: before the fsync of a batch with events, else at most every
+//! 100 ms) and exported as `yizhan_room_occupancy{center,room}`; a room
+//! with configured seats also has a ratio and a saturation alarm. A
+//! counter provisioned in room `entrance` counts the center: its `in` are
+//! the center's visits (filed under the local day of the message's `ts`)
+//! and its occupancy is the center's headcount. At a room's closing time
+//! everyone has left: the first counter message after it starts the room
+//! from zero. A 24-hour room is counted by its gates' passages only, so
+//! its counters do not move its occupancy (an entrance counter still counts
+//! visits). The deltas and the `ts` arrive checked (`input::Flow`,
+//! `input::DeviceTs`). Owned by the ingest thread, through `actions`; gate
+//! access decisions read it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use chrono::NaiveDate;
+use protocol::calendar::Calendar;
+use protocol::ENTRANCE_ROOM;
 
-use crate::config::RoomConfig;
+use crate::counting::{after_flow, closed_between, closing_time, saturated_after, Direction};
+use crate::input::{DeviceTs, Flow};
 use crate::metrics::Metrics;
+use crate::records::{RoomCount, Twin};
+use crate::settings::Rooms;
 use crate::store::{Store, StoreError};
 
-/// Share of seats taken at which a room becomes saturated.
-pub const SATURATION_RAISE: f64 = 0.9;
-/// Share of seats below which a saturated room is clear again.
-pub const SATURATION_CLEAR: f64 = 0.8;
-
-/// Which way someone went through a door.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    In,
-    Out,
-}
-
-impl Direction {
-    /// `"in"` or `"out"`, as in a `passage` event.
-    pub fn parse(text: &str) -> Option<Direction> {
-        match text {
-            "in" => Some(Direction::In),
-            "out" => Some(Direction::Out),
-            _ => None,
-        }
-    }
-}
-
-/// A room's live state, as stored.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoomCount {
-    pub people: u64,
-    pub saturated: bool,
-}
-
-/// People in a room after `entered` came in and `left` went out, starting
-/// from `people`. More leaving than were counted inside (a missed entry)
-/// floors at zero rather than going negative.
-pub fn after_flow(people: u64, entered: u64, left: u64) -> u64 {
-    people.saturating_add(entered).saturating_sub(left)
-}
-
-/// Whether a room holding `people` of `seats` is saturated, given whether
-/// it was: raised at [`SATURATION_RAISE`], cleared below
-/// [`SATURATION_CLEAR`], unchanged in between.
-pub fn saturated_after(was: bool, people: u64, seats: u64) -> bool {
-    let share = people as f64 / seats.max(1) as f64;
-    if was {
-        share >= SATURATION_CLEAR
-    } else {
-        share >= SATURATION_RAISE
-    }
-}
-
+/// Every room's live count.
 pub struct Occupancy {
     store: Arc<Store>,
     metrics: Metrics,
-    /// center → room → seats, for rooms with a configured capacity.
-    seats: HashMap<String, HashMap<String, u64>>,
+    /// Seats of the configured rooms.
+    rooms: Rooms,
     /// center → room → count.
-    rooms: HashMap<String, HashMap<String, RoomCount>>,
+    counts: HashMap<String, HashMap<String, RoomCount>>,
     /// Rooms changed since the last `flush`.
     unwritten: HashSet<(String, String)>,
 }
@@ -84,26 +49,19 @@ impl Occupancy {
     pub fn load(
         store: Arc<Store>,
         metrics: Metrics,
-        rooms: &[RoomConfig],
+        rooms: Rooms,
     ) -> Result<Occupancy, StoreError> {
-        let mut seats: HashMap<String, HashMap<String, u64>> = HashMap::new();
-        for room in rooms {
-            seats
-                .entry(room.center.clone())
-                .or_default()
-                .insert(room.id.clone(), u64::from(room.capacity));
-        }
         let mut occupancy = Occupancy {
             store: store.clone(),
             metrics,
-            seats,
-            rooms: HashMap::new(),
+            rooms,
+            counts: HashMap::new(),
             unwritten: HashSet::new(),
         };
         for (center, room, count) in store.occupancies()? {
             occupancy.export(&center, &room, count);
             occupancy
-                .rooms
+                .counts
                 .entry(center)
                 .or_default()
                 .insert(room, count);
@@ -117,7 +75,7 @@ impl Occupancy {
     }
 
     fn count(&self, center: &str, room: &str) -> RoomCount {
-        self.rooms
+        self.counts
             .get(center)
             .and_then(|rooms| rooms.get(room))
             .copied()
@@ -159,7 +117,7 @@ impl Occupancy {
         };
         let count = RoomCount { people, saturated };
         self.unwritten.insert((center.to_owned(), room.to_owned()));
-        self.rooms
+        self.counts
             .entry(center.to_string())
             .or_default()
             .insert(room.to_string(), count);
@@ -186,10 +144,7 @@ impl Occupancy {
     }
 
     fn seats_of(&self, center: &str, room: &str) -> Option<u64> {
-        self.seats
-            .get(center)
-            .and_then(|rooms| rooms.get(room))
-            .copied()
+        self.rooms.seats(center, room)
     }
 
     fn export(&self, center: &str, room: &str, count: RoomCount) {
@@ -211,35 +166,80 @@ impl Occupancy {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// People counters' messages: they move rooms' occupancy and count the
+/// centers' visits.
+pub struct Counters {
+    store: Arc<Store>,
+    metrics: Metrics,
+    calendar: Calendar,
+    /// Rooms' closing times.
+    rooms: Rooms,
+    /// `(center, room)` → `ts` of the room's last counter message.
+    last_ts: HashMap<(String, String), u64>,
+    /// Visits counted and not written yet, per center and local day.
+    unwritten: HashMap<(String, NaiveDate), u64>,
+}
 
-    #[test]
-    fn occupancy_never_goes_below_zero() {
-        assert_eq!(after_flow(0, 0, 1), 0);
-        assert_eq!(after_flow(2, 1, 0), 3);
-        assert_eq!(after_flow(3, 2, 4), 1);
-        assert_eq!(after_flow(1, 0, 5), 0);
-        assert_eq!(after_flow(u64::MAX, 1, 0), u64::MAX);
+impl Counters {
+    pub fn new(store: Arc<Store>, metrics: Metrics, calendar: Calendar, rooms: Rooms) -> Counters {
+        Counters {
+            store,
+            metrics,
+            calendar,
+            rooms,
+            last_ts: HashMap::new(),
+            unwritten: HashMap::new(),
+        }
     }
 
-    #[test]
-    fn saturation_is_raised_at_90_percent_and_cleared_below_80() {
-        assert!(!saturated_after(false, 17, 20));
-        assert!(saturated_after(false, 18, 20));
-        assert!(saturated_after(true, 16, 20), "still saturated at 80%");
-        assert!(!saturated_after(true, 15, 20));
-        assert!(
-            saturated_after(false, 1, 0),
-            "a room without seats is full at once"
-        );
+    /// Adds the visits counted since the last flush to the stored days.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        for ((center, day), people) in std::mem::take(&mut self.unwritten) {
+            self.store.add_visits(&center, day, people)?;
+        }
+        Ok(())
     }
 
-    #[test]
-    fn directions_parse_from_passage_events() {
-        assert_eq!(Direction::parse("in"), Some(Direction::In));
-        assert_eq!(Direction::parse("out"), Some(Direction::Out));
-        assert_eq!(Direction::parse("sideways"), None);
+    /// Applies one counter message from `twin`: `flow` people at `ts`.
+    pub fn on_counter(
+        &mut self,
+        occupancy: &mut Occupancy,
+        twin: &Twin,
+        flow: Flow,
+        ts: DeviceTs,
+    ) -> Result<(), StoreError> {
+        let (center, room) = (twin.center.as_str(), twin.room.as_str());
+        if room == ENTRANCE_ROOM {
+            self.count_visits(center, ts, flow.entered)?;
+        }
+        let Some(close) = closing_time(&self.rooms, center, room) else {
+            return Ok(());
+        };
+        let key = (center.to_owned(), room.to_owned());
+        let closed_since_last = self
+            .last_ts
+            .insert(key, ts.ms())
+            .is_some_and(|last| closed_between(&self.calendar, last, ts.ms(), close));
+        if closed_since_last && occupancy.people(center, room) > 0 {
+            occupancy.reset(center, room)?;
+        }
+        if flow == Flow::default() {
+            return Ok(());
+        }
+        occupancy.apply(center, room, flow.entered, flow.left)?;
+        Ok(())
+    }
+
+    /// `people` came in through `center`'s entrance at device time `ts`.
+    fn count_visits(&mut self, center: &str, ts: DeviceTs, people: u64) -> Result<(), StoreError> {
+        if people > 0 {
+            let day = self.calendar.day(ts.ms());
+            *self.unwritten.entry((center.to_owned(), day)).or_default() += people;
+            self.metrics
+                .visits
+                .with_label_values(&[center])
+                .inc_by(people);
+        }
+        Ok(())
     }
 }

@@ -1,190 +1,28 @@
-//! Time-slot scheduling rules (pure): the scheduling clock, a resource's
-//! slots in the center's time zone, and whether a booking may be taken.
+//! Scheduling rules (pure): where a resource's slots fall in the centers'
+//! time zone, who is on duty for a slot, and whether a booking may be
+//! taken.
 //!
-//! A request is checked against an ordered rule list; the first failing
+//! An attempt is checked against an ordered rule list; the first failing
 //! rule names the refusal (422 with `rule`), and a slot without a free place
 //! for the resident's group is `Full` (409, waitlist offered). Places held
 //! for a group (fair shares) count as taken for the other groups until
-//! `release_before_minutes` before the slot. The desk (`bookings.rs`) owns
-//! the writes; this module only decides.
+//! `release_before_minutes` before the slot. The facts come in as values:
+//! the resident's `History` (built here from their index entries), the
+//! slot's load, the times of their strikes. The desk (`bookings`) reads
+//! them, owns the writes and asks here; this module only decides.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, Weekday};
+use chrono::{Datelike, NaiveDate};
 use protocol::calendar::Calendar;
-use serde::{Deserialize, Serialize};
 
-use crate::access::{parse_hhmm, OpeningHours};
-use crate::config::{is_label, DutyConfig, ResourceConfig};
+use crate::hours::{opening_window, week_of};
+use crate::records::{Group, IndexEntry, Milestone, Slot, SlotLoad, Status};
+use crate::settings::{Layout, Resource, Roster, ScheduleConfig, Shift};
 
-const MINUTE_MS: u64 = 60_000;
-const DAY_MS: u64 = 24 * 60 * MINUTE_MS;
+pub const MINUTE_MS: u64 = 60_000;
+pub const DAY_MS: u64 = 24 * 60 * MINUTE_MS;
 
-/// The clock the schedule runs on: the system's, or one standing still at a
-/// configured instant that only moves when told (tests, demos).
-#[derive(Debug)]
-pub enum Clock {
-    System,
-    Fixed(AtomicU64),
-}
-
-impl Clock {
-    /// `system` or `fixed:<RFC 3339>`.
-    pub fn parse(text: &str) -> Result<Clock, String> {
-        if text == "system" {
-            return Ok(Clock::System);
-        }
-        let Some(instant) = text.strip_prefix("fixed:") else {
-            return Err(format!(
-                "{text:?}: give \"system\" or \"fixed:<RFC 3339 time>\""
-            ));
-        };
-        let at = DateTime::parse_from_rfc3339(instant)
-            .map_err(|e| format!("{instant:?} is not an RFC 3339 time: {e}"))?;
-        Ok(Clock::Fixed(AtomicU64::new(
-            at.timestamp_millis().max(0) as u64
-        )))
-    }
-
-    /// Now, in unix ms.
-    pub fn now_ms(&self) -> u64 {
-        match self {
-            Clock::System => crate::clock::unix_ms(),
-            Clock::Fixed(at) => at.load(Ordering::SeqCst),
-        }
-    }
-
-    /// Moves a fixed clock forward to `ms`. A system clock cannot be moved;
-    /// nor can any clock go back.
-    pub fn advance_to(&self, ms: u64) -> Result<u64, &'static str> {
-        match self {
-            Clock::System => Err("the schedule runs on the system clock"),
-            Clock::Fixed(at) => {
-                let previous = at.fetch_max(ms, Ordering::SeqCst);
-                if ms < previous {
-                    return Err("the clock never goes back");
-                }
-                Ok(ms)
-            }
-        }
-    }
-}
-
-/// Who a place is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Group {
-    Child,
-    Youth,
-    Adult,
-    Senior,
-}
-
-impl Group {
-    pub const ALL: [Group; 4] = [Group::Child, Group::Youth, Group::Adult, Group::Senior];
-
-    pub fn parse(text: &str) -> Option<Group> {
-        Group::ALL.into_iter().find(|g| g.as_str() == text)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Group::Child => "child",
-            Group::Youth => "youth",
-            Group::Adult => "adult",
-            Group::Senior => "senior",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// One slot of a resource, in unix ms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Slot {
-    pub start: u64,
-    pub end: u64,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Layout {
-    /// Back-to-back slots of `minutes` while the resource is open.
-    Every { hours: OpeningHours, minutes: u32 },
-    /// Explicit slots on some weekdays.
-    Listed(Vec<ListedSlot>),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-struct ListedSlot {
-    days: Vec<Weekday>,
-    start: NaiveTime,
-    end: NaiveTime,
-}
-
-/// A resource, checked and compiled from its config entry.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Resource {
-    pub config: ResourceConfig,
-    layout: Layout,
-    /// Places held per group (rounded up from the percent).
-    held: Vec<(Group, u32)>,
-}
-
-type FieldError = (String, String);
-
-fn field_error(field: &str, reason: impl Into<String>) -> FieldError {
-    (field.to_string(), reason.into())
-}
-
+/// Where a resource's slots fall.
 impl Resource {
-    /// Checks an entry; an error names the field (relative to the entry).
-    pub fn from_config(config: &ResourceConfig) -> Result<Resource, FieldError> {
-        for (field, value) in [
-            ("id", &config.id),
-            ("center", &config.center),
-            ("kind", &config.kind),
-            ("room", &config.room),
-        ] {
-            if !is_label(value) {
-                return Err(field_error(field, "1-64 letters, digits, '-' or '_'"));
-            }
-        }
-        if config
-            .devices
-            .iter()
-            .any(|d| !protocol::is_valid_device_id(d))
-        {
-            return Err(field_error(
-                "devices",
-                "device ids are 1-48 ASCII letters or digits",
-            ));
-        }
-        if config.capacity == 0 {
-            return Err(field_error("capacity", "must be at least 1"));
-        }
-        if config.horizon_days == 0 {
-            return Err(field_error("horizon_days", "must be at least 1"));
-        }
-        check_prices(config)?;
-        if let Some([min, max]) = config.child_age_months {
-            if min > max {
-                return Err(field_error(
-                    "child_age_months",
-                    "[min, max] with min <= max",
-                ));
-            }
-        }
-        let held = compile_shares(config)?;
-        let layout = compile_layout(config)?;
-        Ok(Resource {
-            config: config.clone(),
-            layout,
-            held,
-        })
-    }
-
     /// The resource's slots on local `day` (slots starting that day).
     pub fn slots_on(&self, calendar: &Calendar, day: NaiveDate) -> Vec<Slot> {
         match &self.layout {
@@ -202,7 +40,7 @@ impl Resource {
             }
             Layout::Listed(slots) => slots
                 .iter()
-                .filter(|s| s.days.is_empty() || s.days.contains(&day.weekday()))
+                .filter(|s| s.on(day.weekday()))
                 .map(|s| Slot {
                     start: calendar.at(day, s.start),
                     end: calendar.at(day, s.end),
@@ -252,149 +90,10 @@ impl Resource {
         slots
     }
 
-    /// Places held for `group` in a slot (before release).
-    pub fn held_for(&self, group: Group) -> u32 {
-        self.held
-            .iter()
-            .find(|(g, _)| *g == group)
-            .map_or(0, |(_, n)| *n)
-    }
-
     /// Whether held places still hold at `now` for a slot starting `start`.
     pub fn shares_hold(&self, start: u64, now: u64) -> bool {
         !self.held.is_empty()
             && now + u64::from(self.config.release_before_minutes) * MINUTE_MS < start
-    }
-}
-
-fn check_prices(config: &ResourceConfig) -> Result<(), FieldError> {
-    if !config.market_price.is_finite() || config.market_price <= 0.0 {
-        return Err(field_error("market_price", "must be a price above 0"));
-    }
-    if !config.price.is_finite() || config.price < 0.0 {
-        return Err(field_error("price", "must be a price of 0 or more"));
-    }
-    if config.price >= config.market_price {
-        return Err(field_error(
-            "price",
-            format!(
-                "{} is not below the market price {}: the centers stay below market",
-                config.price, config.market_price
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn compile_shares(config: &ResourceConfig) -> Result<Vec<(Group, u32)>, FieldError> {
-    let mut held = Vec::new();
-    for share in &config.shares {
-        let group = Group::parse(&share.group)
-            .ok_or_else(|| field_error("shares", format!("unknown group {:?}", share.group)))?;
-        if held.iter().any(|(g, _)| *g == group) {
-            return Err(field_error(
-                "shares",
-                format!("group {:?} twice", share.group),
-            ));
-        }
-        held.push((group, (config.capacity * share.percent).div_ceil(100)));
-    }
-    if held.iter().map(|(_, n)| n).sum::<u32>() > config.capacity {
-        return Err(field_error("shares", "the held places exceed the capacity"));
-    }
-    Ok(held)
-}
-
-fn compile_layout(config: &ResourceConfig) -> Result<Layout, FieldError> {
-    match (config.slot_minutes, config.slots.is_empty()) {
-        (Some(_), false) => Err(field_error("slots", "give slot_minutes or slots, not both")),
-        (None, true) => Err(field_error(
-            "slot_minutes",
-            "missing: give slot_minutes or slots",
-        )),
-        (Some(0), true) => Err(field_error("slot_minutes", "must be at least 1")),
-        (Some(minutes), true) => {
-            let hours = OpeningHours::parse(config.hours.as_deref(), &config.open, &config.close)
-                .map_err(|(field, reason)| field_error(field, reason))?;
-            Ok(Layout::Every { hours, minutes })
-        }
-        (None, false) => config
-            .slots
-            .iter()
-            .enumerate()
-            .map(|(i, slot)| {
-                let at = |field: &str, reason: String| {
-                    field_error(&format!("slots[{i}].{field}"), reason)
-                };
-                let (days, start, end) = day_window(&slot.days, &slot.start, &slot.end)
-                    .map_err(|(field, reason)| at(field, reason))?;
-                Ok(ListedSlot { days, start, end })
-            })
-            .collect::<Result<_, _>>()
-            .map(Layout::Listed),
-    }
-}
-
-/// Weekdays and a same-day `start`-`end` window, checked.
-fn day_window(
-    days: &[String],
-    start: &str,
-    end: &str,
-) -> Result<(Vec<Weekday>, NaiveTime, NaiveTime), (&'static str, String)> {
-    let start = parse_hhmm(start).map_err(|e| ("start", e))?;
-    let end = parse_hhmm(end).map_err(|e| ("end", e))?;
-    if end <= start {
-        return Err(("end", "must be after start (same day)".into()));
-    }
-    let days = days
-        .iter()
-        .map(|d| {
-            d.parse::<Weekday>()
-                .map_err(|_| ("days", format!("{d:?} is not mon..sun")))
-        })
-        .collect::<Result<_, _>>()?;
-    Ok((days, start, end))
-}
-
-/// A manager's duty shift in a room.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Shift {
-    pub center: String,
-    pub room: String,
-    pub manager: String,
-    days: Vec<Weekday>,
-    start: NaiveTime,
-    end: NaiveTime,
-}
-
-impl Shift {
-    pub fn from_config(config: &DutyConfig) -> Result<Shift, FieldError> {
-        for (field, value) in [
-            ("center", &config.center),
-            ("room", &config.room),
-            ("manager", &config.manager),
-        ] {
-            if !is_label(value) {
-                return Err(field_error(field, "1-64 letters, digits, '-' or '_'"));
-            }
-        }
-        let (days, start, end) = day_window(&config.days, &config.start, &config.end)
-            .map_err(|(field, reason)| field_error(field, reason))?;
-        Ok(Shift {
-            center: config.center.clone(),
-            room: config.room.clone(),
-            manager: config.manager.clone(),
-            days,
-            start,
-            end,
-        })
-    }
-
-    fn covers(&self, calendar: &Calendar, slot: Slot) -> bool {
-        let day = calendar.day(slot.start);
-        (self.days.is_empty() || self.days.contains(&day.weekday()))
-            && calendar.at(day, self.start) <= slot.start
-            && slot.end <= calendar.at(day, self.end)
     }
 }
 
@@ -407,24 +106,15 @@ pub enum Duty {
     Unstaffed,
 }
 
-/// The duty roster of every room.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Roster {
-    shifts: Vec<Shift>,
+/// Whether `shift` covers `slot` whole.
+fn covers(shift: &Shift, calendar: &Calendar, slot: Slot) -> bool {
+    let day = calendar.day(slot.start);
+    shift.window.on(day.weekday())
+        && calendar.at(day, shift.window.start) <= slot.start
+        && slot.end <= calendar.at(day, shift.window.end)
 }
 
 impl Roster {
-    /// From validated config entries.
-    pub fn from_config(duty: &[DutyConfig]) -> Roster {
-        Roster {
-            // invariant: `Config::validate` checked every entry.
-            shifts: duty
-                .iter()
-                .filter_map(|d| Shift::from_config(d).ok())
-                .collect(),
-        }
-    }
-
     /// The manager on duty for `slot` of `resource`; shifts covering a slot
     /// take turns by the slot's start minute, so duty spreads evenly.
     pub fn duty(&self, calendar: &Calendar, resource: &Resource, slot: Slot) -> Duty {
@@ -437,62 +127,12 @@ impl Roster {
         if room.is_empty() {
             return Duty::NoRoster;
         }
-        let covering: Vec<&&Shift> = room.iter().filter(|s| s.covers(calendar, slot)).collect();
+        let covering: Vec<&&Shift> = room.iter().filter(|s| covers(s, calendar, slot)).collect();
         if covering.is_empty() {
             return Duty::Unstaffed;
         }
         let turn = (slot.start / MINUTE_MS) as usize % covering.len();
         Duty::OnDuty(covering[turn].manager.clone())
-    }
-}
-
-/// When a resource open `hours` opens and closes for slots starting on `day`.
-fn opening_window(calendar: &Calendar, day: NaiveDate, hours: OpeningHours) -> (u64, u64) {
-    match hours {
-        OpeningHours::Always => (calendar.midnight(day), calendar.midnight(day) + DAY_MS),
-        OpeningHours::Between { open, close } => {
-            let start = calendar.at(day, open);
-            let close_day = if close > open {
-                day
-            } else {
-                day.succ_opt().unwrap_or(day)
-            };
-            (start, calendar.at(close_day, close))
-        }
-    }
-}
-
-/// Active places (booked or checked in) of one slot, per group.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SlotLoad {
-    by_group: [u32; 4],
-}
-
-impl SlotLoad {
-    pub fn add(&mut self, group: Group) {
-        self.by_group[group.index()] += 1;
-    }
-
-    pub fn remove(&mut self, group: Group) {
-        let n = &mut self.by_group[group.index()];
-        *n = n.saturating_sub(1);
-    }
-
-    /// As stored: the places per group in `Group::ALL` order.
-    pub fn counts(&self) -> [u32; 4] {
-        self.by_group
-    }
-
-    pub fn from_counts(by_group: [u32; 4]) -> SlotLoad {
-        SlotLoad { by_group }
-    }
-
-    pub fn taken(&self) -> u32 {
-        self.by_group.iter().sum()
-    }
-
-    pub fn of(&self, group: Group) -> u32 {
-        self.by_group[group.index()]
     }
 }
 
@@ -528,9 +168,9 @@ pub struct History {
     pub blocked_until: Option<u64>,
 }
 
-/// A booking request, as the rules see it.
+/// An attempt to book a place, as the rules see it.
 #[derive(Debug, Clone, Copy)]
-pub struct Request {
+pub struct Attempt {
     pub slot: Slot,
     pub group: Group,
     pub child_birthdate: Option<NaiveDate>,
@@ -553,21 +193,21 @@ fn broken(rule: &'static str, reason: impl Into<String>) -> Refusal {
     }
 }
 
-/// Checks a request against the rules in order, then the places.
+/// Checks an attempt against the rules in order, then the places.
 pub fn decide(
     resource: &Resource,
     calendar: &Calendar,
-    request: &Request,
+    attempt: &Attempt,
     history: &History,
     load: &SlotLoad,
 ) -> Result<(), Refusal> {
-    check_rules(resource, calendar, request, history)?;
-    let held = resource.shares_hold(request.slot.start, request.now);
-    if free_places(resource, load, Some(request.group), held) == 0 {
+    check_rules(resource, calendar, attempt, history)?;
+    let held = resource.shares_hold(attempt.slot.start, attempt.now);
+    if free_places(resource, load, Some(attempt.group), held) == 0 {
         let reason = if held && free_places(resource, load, None, false) > 0 {
             format!(
                 "slot full for group {}: the free places are held for other groups until {} min before the start",
-                request.group.as_str(),
+                attempt.group.as_str(),
                 resource.config.release_before_minutes
             )
         } else {
@@ -582,20 +222,20 @@ pub fn decide(
 pub fn check_rules(
     resource: &Resource,
     calendar: &Calendar,
-    request: &Request,
+    attempt: &Attempt,
     history: &History,
 ) -> Result<(), Refusal> {
     let config = &resource.config;
-    if request.now >= request.slot.start {
+    if attempt.now >= attempt.slot.start {
         return Err(broken("slot_started", "the slot has started or is over"));
     }
-    if request.slot.start > request.now + u64::from(config.horizon_days) * DAY_MS {
+    if attempt.slot.start > attempt.now + u64::from(config.horizon_days) * DAY_MS {
         return Err(broken(
             "horizon",
             format!("slots open for booking {} days ahead", config.horizon_days),
         ));
     }
-    if let Some(until) = history.blocked_until.filter(|u| *u > request.now) {
+    if let Some(until) = history.blocked_until.filter(|u| *u > attempt.now) {
         return Err(broken(
             "strikes",
             format!(
@@ -605,7 +245,7 @@ pub fn check_rules(
         ));
     }
     if let Some([min, max]) = config.child_age_months {
-        check_child_age(calendar, request, min, max)?;
+        check_child_age(calendar, attempt, min, max)?;
     }
     if history.holds_slot {
         return Err(broken(
@@ -628,17 +268,17 @@ pub fn check_rules(
 
 fn check_child_age(
     calendar: &Calendar,
-    request: &Request,
+    attempt: &Attempt,
     min: u32,
     max: u32,
 ) -> Result<(), Refusal> {
-    let Some(birth) = request.child_birthdate else {
+    let Some(birth) = attempt.child_birthdate else {
         return Err(broken(
             "child_age",
             "`child_birthdate` is required for this resource",
         ));
     };
-    let on = calendar.day(request.slot.start);
+    let on = calendar.day(attempt.slot.start);
     let months = age_in_months(birth, on);
     if months < i64::from(min) || months > i64::from(max) {
         return Err(broken(
@@ -660,51 +300,115 @@ pub fn age_in_months(birth: NaiveDate, on: NaiveDate) -> i64 {
     }
 }
 
-/// The local Monday midnight starting the week of `ms`, and the next one.
-pub fn week_of(calendar: &Calendar, ms: u64) -> (u64, u64) {
-    let day = calendar.day(ms);
-    let monday = day - chrono::Duration::days(i64::from(day.weekday().num_days_from_monday()));
-    let start = calendar.midnight(monday);
-    (start, calendar.midnight(monday + chrono::Duration::days(7)))
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Rule { rule, reason } => write!(f, "rule {rule}: {reason}"),
+            Refusal::Full { reason } => f.write_str(reason),
+        }
+    }
+}
+
+/// From when a resident's bookings count for `History` of an attempt at
+/// `slot` at `now`: the slot's week, or the day before now if earlier.
+pub fn history_from(calendar: &Calendar, slot: Slot, now: u64) -> u64 {
+    week_of(calendar, slot.start)
+        .0
+        .min(now.saturating_sub(DAY_MS))
+}
+
+/// The resident's standing with `resource` around `slot`, from the index
+/// entries `(slot start, entry)` of their bookings starting at or after
+/// `history_from`, and until when strikes block them.
+pub fn history_of<'a>(
+    calendar: &Calendar,
+    resource: &str,
+    entries: impl IntoIterator<Item = (u64, &'a IndexEntry)>,
+    slot: Slot,
+    now: u64,
+    blocked_until: Option<u64>,
+) -> History {
+    let (week_start, week_end) = week_of(calendar, slot.start);
+    let day = calendar.day(slot.start);
+    let mut history = History {
+        blocked_until,
+        ..History::default()
+    };
+    for (start, entry) in entries {
+        if entry.resource != resource {
+            continue;
+        }
+        if entry.status.counts_for_quota() {
+            history.on_day += u32::from(calendar.day(start) == day);
+            history.in_week += u32::from(start >= week_start && start < week_end);
+        }
+        history.active += u32::from(entry.status == Status::Booked && entry.end > now);
+        history.holds_slot |= start == slot.start
+            && (entry.status.holds_place() || entry.status == Status::Waitlisted);
+    }
+    history
+}
+
+/// From when strikes count at `now`.
+pub fn strikes_from(now: u64, rules: &ScheduleConfig) -> u64 {
+    now.saturating_sub(rules.strike_days * DAY_MS)
+}
+
+/// Until when repeated no-shows block new bookings, given the times of the
+/// resident's strikes since `strikes_from` (oldest first): `block_days`
+/// after the last one once there are `strikes_to_block`.
+pub fn blocked_by_strikes(strikes: &[u64], rules: &ScheduleConfig) -> Option<u64> {
+    let blocked = strikes.len() >= rules.strikes_to_block as usize;
+    strikes
+        .last()
+        .filter(|_| blocked)
+        .map(|last| last + rules.block_days * DAY_MS)
+}
+
+/// Whether cancelling a place starting at `slot_start` at `now` is late.
+pub fn is_late_cancel(now: u64, slot_start: u64, rules: &ScheduleConfig) -> bool {
+    now + rules.late_cancel_minutes * MINUTE_MS >= slot_start
+}
+
+/// When a booked place of `slot` can be checked in: from `grace_minutes`
+/// before its start to its end.
+pub fn check_in_window(slot: Slot, rules: &ScheduleConfig) -> (u64, u64) {
+    let opens = slot.start.saturating_sub(rules.grace_minutes * MINUTE_MS);
+    (opens, slot.end)
+}
+
+/// The milestones of a place booked at `now`: unlock at the start (bound
+/// devices only), release at the grace end, lock and count at the end.
+pub fn milestones_of_booked(
+    resource: &Resource,
+    slot: Slot,
+    now: u64,
+    rules: &ScheduleConfig,
+) -> Vec<(u64, Milestone)> {
+    let mut milestones = Vec::with_capacity(3);
+    if !resource.config.devices.is_empty() {
+        milestones.push((slot.start.max(now), Milestone::Start));
+    }
+    let grace = rules.grace_minutes * MINUTE_MS;
+    milestones.push((slot.start.max(now) + grace, Milestone::Grace));
+    milestones.push((slot.end, Milestone::End));
+    milestones
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ShareConfig, SlotConfig};
+    use crate::records::{ResourceConfig, ShareConfig};
 
     fn config() -> ResourceConfig {
-        ResourceConfig {
-            id: "yoga".into(),
-            center: "c1".into(),
-            kind: "class".into(),
-            room: "hall".into(),
-            devices: vec![],
-            capacity: 10,
-            slot_minutes: None,
-            hours: None,
-            open: None,
-            close: None,
-            slots: vec![SlotConfig {
-                days: vec!["mon".into(), "wed".into(), "fri".into()],
-                start: "19:00".into(),
-                end: "20:00".into(),
-            }],
-            horizon_days: 7,
-            price: 0.0,
-            market_price: 80.0,
-            child_age_months: None,
-            per_day: Some(1),
-            per_week: Some(2),
-            max_active: None,
-            shares: vec![],
-            release_before_minutes: 120,
-        }
+        crate::records::resource::yoga()
     }
 
     fn date(y: i32, m: u32, d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(y, m, d).unwrap()
     }
+
+    const HOUR_MS: u64 = 60 * MINUTE_MS;
 
     #[test]
     fn listed_slots_fall_on_their_weekdays_in_local_time() {
@@ -760,32 +464,22 @@ mod tests {
     }
 
     #[test]
-    fn a_price_not_below_market_is_refused_naming_the_field() {
-        let mut dear = config();
-        dear.price = 80.0;
-        assert_eq!(Resource::from_config(&dear).unwrap_err().0, "price");
-        let mut both = config();
-        both.slot_minutes = Some(30);
-        assert_eq!(Resource::from_config(&both).unwrap_err().0, "slots");
-    }
-
-    #[test]
     fn rules_are_checked_in_order_and_named() {
         let cal = Calendar::default();
         let mut childcare = config();
         childcare.child_age_months = Some([18, 36]);
         let resource = Resource::from_config(&childcare).unwrap();
         let slot = resource.slots_on(&cal, date(2027, 1, 4))[0];
-        let request = Request {
+        let attempt = Attempt {
             slot,
             group: Group::Child,
             child_birthdate: Some(date(2026, 1, 1)),
             now: slot.start - DAY_MS,
         };
-        let rule = |request: &Request, history: &History| match decide(
+        let rule = |attempt: &Attempt, history: &History| match decide(
             &resource,
             &cal,
-            request,
+            attempt,
             history,
             &SlotLoad::default(),
         ) {
@@ -794,33 +488,33 @@ mod tests {
             Ok(()) => "ok",
         };
         assert_eq!(
-            rule(&request, &History::default()),
+            rule(&attempt, &History::default()),
             "child_age",
             "12 months old"
         );
-        let request = Request {
+        let attempt = Attempt {
             child_birthdate: Some(date(2025, 1, 4)),
-            ..request
+            ..attempt
         };
-        assert_eq!(rule(&request, &History::default()), "ok", "24 months old");
+        assert_eq!(rule(&attempt, &History::default()), "ok", "24 months old");
         let busy = History {
             on_day: 1,
             ..History::default()
         };
-        assert_eq!(rule(&request, &busy), "quota_per_day");
+        assert_eq!(rule(&attempt, &busy), "quota_per_day");
         let week = History {
             in_week: 2,
             ..History::default()
         };
-        assert_eq!(rule(&request, &week), "quota_per_week");
-        let late = Request {
+        assert_eq!(rule(&attempt, &week), "quota_per_week");
+        let late = Attempt {
             now: slot.start,
-            ..request
+            ..attempt
         };
         assert_eq!(rule(&late, &History::default()), "slot_started");
-        let early = Request {
+        let early = Attempt {
             now: slot.start - 8 * DAY_MS,
-            ..request
+            ..attempt
         };
         assert_eq!(rule(&early, &History::default()), "horizon");
     }
@@ -852,5 +546,432 @@ mod tests {
     fn months_of_age_count_whole_months() {
         assert_eq!(age_in_months(date(2025, 1, 15), date(2026, 7, 15)), 18);
         assert_eq!(age_in_months(date(2025, 1, 15), date(2026, 7, 14)), 17);
+    }
+    /// The Monday 2027-01-04 19:00 yoga slot of `resource`.
+    fn monday_slot(cal: &Calendar, resource: &Resource) -> Slot {
+        resource.slots_on(cal, date(2027, 1, 4))[0]
+    }
+
+    /// The rule an attempt at the Monday slot, `before_ms` before it, with
+    /// `history` and an empty slot breaks ("ok" when none, "full" when the
+    /// slot is full).
+    fn rule_of(
+        resource: &Resource,
+        before_ms: u64,
+        history: History,
+        birth: Option<NaiveDate>,
+    ) -> &'static str {
+        let cal = Calendar::default();
+        let slot = monday_slot(&cal, resource);
+        let attempt = Attempt {
+            slot,
+            group: Group::Adult,
+            child_birthdate: birth,
+            now: slot.start.saturating_sub(before_ms),
+        };
+        match decide(resource, &cal, &attempt, &history, &SlotLoad::default()) {
+            Err(Refusal::Rule { rule, .. }) => rule,
+            Err(Refusal::Full { .. }) => "full",
+            Ok(()) => "ok",
+        }
+    }
+
+    #[test]
+    fn quotas_count_per_day_per_week_and_at_once() {
+        let mut limited = config();
+        limited.max_active = Some(3);
+        let yoga = Resource::from_config(&limited).unwrap();
+        let history = |on_day, in_week, active| History {
+            on_day,
+            in_week,
+            active,
+            ..History::default()
+        };
+        for (on_day, in_week, active, expect) in [
+            (0, 0, 0, "ok"),
+            (0, 1, 2, "ok"),
+            (1, 1, 0, "quota_per_day"),
+            (0, 2, 0, "quota_per_week"),
+            (0, 1, 3, "max_active"),
+            (1, 2, 3, "quota_per_day"),
+            (0, 2, 3, "quota_per_week"),
+        ] {
+            let got = rule_of(&yoga, HOUR_MS, history(on_day, in_week, active), None);
+            assert_eq!(
+                got, expect,
+                "{on_day} today, {in_week} this week, {active} active"
+            );
+        }
+        let unlimited = Resource::from_config(&ResourceConfig {
+            per_day: None,
+            per_week: None,
+            ..config()
+        })
+        .unwrap();
+        assert_eq!(rule_of(&unlimited, HOUR_MS, history(5, 9, 9), None), "ok");
+    }
+
+    #[test]
+    fn the_horizon_and_the_start_bound_when_a_slot_may_be_booked() {
+        let yoga = Resource::from_config(&config()).unwrap();
+        for (before_ms, expect) in [
+            (8 * DAY_MS, "horizon"),
+            (7 * DAY_MS + 1, "horizon"),
+            (7 * DAY_MS, "ok"),
+            (HOUR_MS, "ok"),
+            (1, "ok"),
+            (0, "slot_started"),
+        ] {
+            assert_eq!(
+                rule_of(&yoga, before_ms, History::default(), None),
+                expect,
+                "{before_ms} ms before"
+            );
+        }
+    }
+
+    #[test]
+    fn a_child_must_be_within_the_ages_on_the_slot_day() {
+        let childcare = Resource::from_config(&ResourceConfig {
+            child_age_months: Some([18, 36]),
+            ..config()
+        })
+        .unwrap();
+        // The slot is on 2027-01-04.
+        for (birth, expect) in [
+            (None, "child_age"),
+            (Some(date(2026, 1, 1)), "child_age"),
+            (Some(date(2025, 7, 5)), "child_age"),
+            (Some(date(2025, 7, 4)), "ok"),
+            (Some(date(2024, 1, 4)), "ok"),
+            (Some(date(2023, 12, 5)), "ok"),
+            (Some(date(2023, 12, 4)), "child_age"),
+        ] {
+            assert_eq!(
+                rule_of(&childcare, HOUR_MS, History::default(), birth),
+                expect,
+                "{birth:?}"
+            );
+        }
+        let yoga = Resource::from_config(&config()).unwrap();
+        assert_eq!(
+            rule_of(&yoga, HOUR_MS, History::default(), None),
+            "ok",
+            "no age rule"
+        );
+    }
+
+    #[test]
+    fn the_first_failing_rule_in_order_names_the_refusal() {
+        let childcare = Resource::from_config(&ResourceConfig {
+            child_age_months: Some([18, 36]),
+            ..config()
+        })
+        .unwrap();
+        let blocked = Some(u64::MAX);
+        let everything = History {
+            on_day: 9,
+            in_week: 9,
+            active: 9,
+            holds_slot: true,
+            blocked_until: blocked,
+        };
+        for (before_ms, history, expect) in [
+            (0, everything, "slot_started"),
+            (8 * DAY_MS, everything, "horizon"),
+            (HOUR_MS, everything, "strikes"),
+            (
+                HOUR_MS,
+                History {
+                    blocked_until: None,
+                    ..everything
+                },
+                "child_age",
+            ),
+        ] {
+            assert_eq!(rule_of(&childcare, before_ms, history, None), expect);
+        }
+        let yoga = Resource::from_config(&config()).unwrap();
+        let holds = History {
+            blocked_until: None,
+            ..everything
+        };
+        assert_eq!(rule_of(&yoga, HOUR_MS, holds, None), "one_per_slot");
+    }
+
+    #[test]
+    fn held_shares_leave_free_places_by_group_until_release() {
+        let mut seats = config();
+        seats.capacity = 5;
+        seats.shares = vec![
+            ShareConfig {
+                group: "senior".into(),
+                percent: 20,
+            },
+            ShareConfig {
+                group: "child".into(),
+                percent: 20,
+            },
+        ];
+        let resource = Resource::from_config(&seats).unwrap();
+        let load = |adults: u32, seniors: u32| {
+            let mut load = SlotLoad::default();
+            (0..adults).for_each(|_| load.add(Group::Adult));
+            (0..seniors).for_each(|_| load.add(Group::Senior));
+            load
+        };
+        // (adults, seniors booked, group asking, shares hold, free places)
+        for (adults, seniors, group, held, expect) in [
+            (0, 0, Some(Group::Adult), true, 3),
+            (3, 0, Some(Group::Adult), true, 0),
+            (3, 0, Some(Group::Senior), true, 1),
+            (3, 0, Some(Group::Child), true, 1),
+            (3, 1, Some(Group::Senior), true, 0),
+            (3, 1, Some(Group::Child), true, 1),
+            (3, 1, None, true, 0),
+            (3, 1, Some(Group::Adult), false, 1),
+            (3, 0, None, false, 2),
+            (5, 0, Some(Group::Senior), true, 0),
+        ] {
+            let got = free_places(&resource, &load(adults, seniors), group, held);
+            assert_eq!(
+                got, expect,
+                "{adults} adults, {seniors} seniors, {group:?}, held {held}"
+            );
+        }
+        let start = 10 * HOUR_MS;
+        for (now, expect) in [
+            (start - 3 * HOUR_MS, true),
+            (start - 2 * HOUR_MS - 1, true),
+            (start - 2 * HOUR_MS, false),
+            (start, false),
+        ] {
+            assert_eq!(resource.shares_hold(start, now), expect, "{now}");
+        }
+        let none = Resource::from_config(&config()).unwrap();
+        assert!(!none.shares_hold(start, 0), "no shares, nothing held");
+    }
+
+    #[test]
+    fn a_full_slot_says_whether_places_are_held_for_others() {
+        let cal = Calendar::default();
+        let mut seats = config();
+        seats.capacity = 2;
+        seats.shares = vec![ShareConfig {
+            group: "senior".into(),
+            percent: 50,
+        }];
+        let resource = Resource::from_config(&seats).unwrap();
+        let slot = monday_slot(&cal, &resource);
+        let mut load = SlotLoad::default();
+        load.add(Group::Adult);
+        let attempt = |group, now| Attempt {
+            slot,
+            group,
+            child_birthdate: None,
+            now,
+        };
+        let full = |group, now, load: &SlotLoad| match decide(
+            &resource,
+            &cal,
+            &attempt(group, now),
+            &History::default(),
+            load,
+        ) {
+            Err(Refusal::Full { reason }) => reason,
+            other => format!("{other:?}"),
+        };
+        let early = slot.start - 3 * HOUR_MS;
+        assert!(full(Group::Adult, early, &load).contains("held for other groups"));
+        assert_eq!(
+            decide(
+                &resource,
+                &cal,
+                &attempt(Group::Senior, early),
+                &History::default(),
+                &load
+            ),
+            Ok(())
+        );
+        load.add(Group::Senior);
+        assert_eq!(full(Group::Senior, early, &load), "slot full");
+    }
+
+    fn entry(resource: &str, status: Status, end: u64) -> IndexEntry {
+        IndexEntry {
+            resource: resource.into(),
+            status,
+            group: Group::Adult,
+            end,
+            waitlisted_at: None,
+        }
+    }
+
+    #[test]
+    fn history_counts_the_residents_bookings_of_the_resource() {
+        let cal = Calendar::default();
+        let yoga = Resource::from_config(&config()).unwrap();
+        let slot = monday_slot(&cal, &yoga);
+        let now = slot.start - DAY_MS;
+        let wednesday = slot.start + 2 * DAY_MS;
+        let next_monday = slot.start + 7 * DAY_MS;
+        let morning = slot.start - 10 * HOUR_MS;
+        // (slot start, entry, expected (on_day, in_week, active, holds_slot))
+        for (start, entry, expect) in [
+            (
+                morning,
+                entry("yoga", Status::Booked, morning + HOUR_MS),
+                (1, 1, 1, false),
+            ),
+            (
+                morning,
+                entry("yoga", Status::NoShow, morning + HOUR_MS),
+                (1, 1, 0, false),
+            ),
+            (
+                morning,
+                entry("yoga", Status::CheckedIn, morning + HOUR_MS),
+                (1, 1, 0, false),
+            ),
+            (
+                morning,
+                entry("yoga", Status::Cancelled, morning + HOUR_MS),
+                (0, 0, 0, false),
+            ),
+            (
+                morning,
+                entry("gym", Status::Booked, morning + HOUR_MS),
+                (0, 0, 0, false),
+            ),
+            (
+                wednesday,
+                entry("yoga", Status::Booked, wednesday + HOUR_MS),
+                (0, 1, 1, false),
+            ),
+            (
+                next_monday,
+                entry("yoga", Status::Booked, next_monday + HOUR_MS),
+                (0, 0, 1, false),
+            ),
+            (
+                slot.start,
+                entry("yoga", Status::Booked, slot.end),
+                (1, 1, 1, true),
+            ),
+            (
+                slot.start,
+                entry("yoga", Status::Waitlisted, slot.end),
+                (0, 0, 0, true),
+            ),
+            (
+                slot.start,
+                entry("yoga", Status::Offered, slot.end),
+                (0, 0, 0, false),
+            ),
+            (
+                now - HOUR_MS,
+                entry("yoga", Status::Booked, now - 1),
+                (0, 0, 0, false),
+            ),
+        ] {
+            let got = history_of(&cal, "yoga", [(start, &entry)], slot, now, None);
+            let got = (got.on_day, got.in_week, got.active, got.holds_slot);
+            assert_eq!(got, expect, "{:?} at {start}", entry.status);
+        }
+        assert_eq!(
+            history_from(&cal, slot, now),
+            now - DAY_MS,
+            "the day before now"
+        );
+        let friday = Slot {
+            start: slot.start + 4 * DAY_MS,
+            end: slot.end + 4 * DAY_MS,
+        };
+        assert_eq!(
+            history_from(&cal, friday, friday.start - DAY_MS),
+            cal.midnight(date(2027, 1, 4)),
+            "the slot's Monday"
+        );
+    }
+
+    fn rules() -> ScheduleConfig {
+        ScheduleConfig::default()
+    }
+
+    #[test]
+    fn strikes_block_after_three_in_90_days_for_14_days() {
+        let rules = rules();
+        assert_eq!(
+            (rules.strikes_to_block, rules.strike_days, rules.block_days),
+            (3, 90, 14)
+        );
+        let day = |d: u64| d * DAY_MS;
+        for (strikes, expect) in [
+            (vec![], None),
+            (vec![day(1)], None),
+            (vec![day(1), day(2)], None),
+            (vec![day(1), day(2), day(3)], Some(day(17))),
+            (vec![day(1), day(2), day(3), day(40)], Some(day(54))),
+        ] {
+            assert_eq!(blocked_by_strikes(&strikes, &rules), expect, "{strikes:?}");
+        }
+        assert_eq!(strikes_from(day(100), &rules), day(10));
+        assert_eq!(strikes_from(day(1), &rules), 0);
+    }
+
+    #[test]
+    fn a_cancel_within_the_hour_before_the_start_is_late() {
+        let rules = rules();
+        assert_eq!(rules.late_cancel_minutes, 60);
+        let start = 10 * HOUR_MS;
+        for (now, expect) in [
+            (start - 2 * HOUR_MS, false),
+            (start - HOUR_MS - 1, false),
+            (start - HOUR_MS, true),
+            (start - 30 * MINUTE_MS, true),
+            (start + 1, true),
+        ] {
+            assert_eq!(
+                is_late_cancel(now, start, &rules),
+                expect,
+                "{} min before",
+                (start as i64 - now as i64) / 60_000
+            );
+        }
+    }
+
+    #[test]
+    fn a_booked_place_has_its_milestones_and_check_in_window() {
+        let rules = rules();
+        let mut piano = config();
+        let slot = Slot {
+            start: 10 * HOUR_MS,
+            end: 11 * HOUR_MS,
+        };
+        let grace = 10 * MINUTE_MS;
+        let unbound = Resource::from_config(&piano).unwrap();
+        assert_eq!(
+            milestones_of_booked(&unbound, slot, 0, &rules),
+            [
+                (slot.start + grace, Milestone::Grace),
+                (slot.end, Milestone::End)
+            ]
+        );
+        piano.devices = vec!["piano1".into()];
+        let bound = Resource::from_config(&piano).unwrap();
+        let late = slot.start + 5 * MINUTE_MS;
+        assert_eq!(
+            milestones_of_booked(&bound, slot, late, &rules),
+            [
+                (late, Milestone::Start),
+                (late + grace, Milestone::Grace),
+                (slot.end, Milestone::End)
+            ],
+            "booked after the start: unlocked at once, grace from then"
+        );
+        assert_eq!(
+            check_in_window(slot, &rules),
+            (slot.start - grace, slot.end)
+        );
     }
 }

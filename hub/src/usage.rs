@@ -18,8 +18,8 @@ use protocol::calendar::Calendar;
 
 use crate::input::{PianoSession, Previous, SessionSpan};
 use crate::metrics::Metrics;
+use crate::records::Twin;
 use crate::store::{Store, StoreError};
-use crate::twin::Twin;
 
 pub struct Usage {
     store: Arc<Store>,

@@ -15,9 +15,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::bookings::Notification;
-use crate::config::ScheduleConfig;
 use crate::metrics::Metrics;
+use crate::records::Notification;
+use crate::settings::ScheduleConfig;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]

@@ -3,12 +3,39 @@
 //!
 //! Part of the contract: the hub files what it counts (visits, passages)
 //! under the local day of the device's `ts`, and the simulator splits its
-//! reports at local midnights the same way.
+//! reports at local midnights the same way. Times written by people (the
+//! API's query parameters, the simulator's `--start`, the hub's `fixed:`
+//! clock) are read here too, the same way everywhere.
 
 use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeZone, Weekday};
 use chrono_tz::Tz;
 
 use crate::limits::MAX_TS_MS;
+
+/// Why a written time was not understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeError {
+    #[error("`{0}` is not an RFC 3339 time")]
+    NotRfc3339(String),
+    #[error("`{0}` is before 1970")]
+    BeforeEpoch(String),
+    #[error("`{0}` is neither an RFC 3339 time nor a YYYY-MM-DD date")]
+    NotInstant(String),
+    #[error("`{0}` is not a date as YYYY-MM-DD")]
+    NotDate(String),
+}
+
+/// Unix ms of an RFC 3339 time (`2027-01-04T08:00:00+08:00`).
+pub fn parse_rfc3339(text: &str) -> Result<u64, TimeError> {
+    let instant =
+        DateTime::parse_from_rfc3339(text).map_err(|_| TimeError::NotRfc3339(text.into()))?;
+    u64::try_from(instant.timestamp_millis()).map_err(|_| TimeError::BeforeEpoch(text.into()))
+}
+
+/// A date written `YYYY-MM-DD`.
+pub fn parse_date(text: &str) -> Result<NaiveDate, TimeError> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| TimeError::NotDate(text.into()))
+}
 
 /// The centers' time zone unless configured otherwise.
 pub const DEFAULT_TZ: Tz = chrono_tz::Asia::Shanghai;
@@ -36,6 +63,17 @@ impl Calendar {
         DateTime::from_timestamp_millis(ms)
             .unwrap_or_default()
             .with_timezone(&self.tz)
+    }
+
+    /// Unix ms of an instant written as an RFC 3339 time or as a local date
+    /// `YYYY-MM-DD` (its midnight in this calendar's zone).
+    pub fn parse_instant(&self, text: &str) -> Result<u64, TimeError> {
+        match parse_rfc3339(text) {
+            Err(TimeError::NotRfc3339(_)) => parse_date(text)
+                .map(|day| self.midnight(day))
+                .map_err(|_| TimeError::NotInstant(text.into())),
+            parsed => parsed,
+        }
     }
 
     /// The local date of `ms`.
@@ -158,6 +196,34 @@ mod tests {
             assert!(cal.last_closing(ms, close) <= ms);
         }
         assert_eq!(cal.day(0), date(1970, 1, 1));
+    }
+
+    #[test]
+    fn written_instants_are_rfc_3339_times_or_local_midnights() {
+        let cal = Calendar::default();
+        let midnight = cal.midnight(date(2026, 11, 28));
+        for (text, expect) in [
+            ("2026-11-28", Ok(midnight)),
+            ("2026-11-27T16:00:00Z", Ok(midnight)),
+            ("2026-11-28T00:00:00+08:00", Ok(midnight)),
+            (
+                "1969-12-31T23:59:59Z",
+                Err(TimeError::BeforeEpoch("1969-12-31T23:59:59Z".into())),
+            ),
+            ("yesterday", Err(TimeError::NotInstant("yesterday".into()))),
+            (
+                "2026-13-01",
+                Err(TimeError::NotInstant("2026-13-01".into())),
+            ),
+        ] {
+            assert_eq!(cal.parse_instant(text), expect, "{text}");
+        }
+        assert_eq!(
+            parse_rfc3339("2026-11-28"),
+            Err(TimeError::NotRfc3339("2026-11-28".into()))
+        );
+        assert_eq!(parse_date("2026-11-28"), Ok(date(2026, 11, 28)));
+        assert!(parse_date("28.11.2026").is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod bench;
 mod commands;
 mod conformance;
 mod counting;
+mod demo;
 mod devices;
 mod edge_load;
 mod fleet;

@@ -186,7 +186,7 @@ impl HubChild {
             child,
             data,
         };
-        let endpoints = hub.endpoints().await?;
+        let endpoints = endpoints(hub.data.path(), &mut hub.child).await?;
         hub.api_url = format!("http://{}", endpoints.api);
         hub.device_port = endpoints.mqtt.port();
         wait_listening(&mut hub.child, plain_port, "the hub's tools listener")?;
@@ -200,32 +200,6 @@ impl HubChild {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data.path().join("hub.log")).unwrap_or_default()
     }
-
-    /// The addresses the hub writes to `data_dir/endpoints.json` once it
-    /// is ready.
-    async fn endpoints(&mut self) -> Result<Endpoints, ProcessError> {
-        let path = self.data.path().join("endpoints.json");
-        let started = Instant::now();
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&path) {
-                return serde_json::from_str(&text)
-                    .map_err(|e| ProcessError::Start(format!("{}: {e}", path.display())));
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(ProcessError::Start(format!(
-                    "the hub exited ({status}):\n{}",
-                    self.log()
-                )));
-            }
-            if started.elapsed() > START_TIMEOUT {
-                return Err(ProcessError::Start(format!(
-                    "the hub did not start:\n{}",
-                    self.log()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
 }
 
 impl Drop for HubChild {
@@ -235,10 +209,40 @@ impl Drop for HubChild {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct Endpoints {
-    api: std::net::SocketAddr,
-    mqtt: std::net::SocketAddr,
+/// The addresses a hub bound, as it writes them to
+/// `data_dir/endpoints.json` once it is ready.
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+pub struct Endpoints {
+    pub api: std::net::SocketAddr,
+    pub mqtt: std::net::SocketAddr,
+}
+
+/// Waits for the hub `child` running on `data_dir` to be ready and reads
+/// the addresses it bound; fails with its log (`data_dir/hub.log`, if it
+/// writes one) when it exits or takes too long.
+pub async fn endpoints(data_dir: &Path, child: &mut Child) -> Result<Endpoints, ProcessError> {
+    let path = data_dir.join("endpoints.json");
+    let log = || std::fs::read_to_string(data_dir.join("hub.log")).unwrap_or_default();
+    let started = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            return serde_json::from_str(&text)
+                .map_err(|e| ProcessError::Start(format!("{}: {e}", path.display())));
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(ProcessError::Start(format!(
+                "the hub exited ({status}):\n{}",
+                log()
+            )));
+        }
+        if started.elapsed() > START_TIMEOUT {
+            return Err(ProcessError::Start(format!(
+                "the hub did not start:\n{}",
+                log()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The Argon2 hash `hub hash-password` prints for `password`.

@@ -18,8 +18,8 @@ use rumqttd::protocol::{ConnectReturnCode, Login};
 
 use super::policy::Scope;
 use super::tls::PeerDevice;
-use crate::config::BrokerConfig;
 use crate::secrets;
+use crate::settings::BrokerConfig;
 use crate::store::Store;
 
 /// Longest client id a tool may use.
@@ -211,7 +211,7 @@ impl ToolUsers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::PlainUser;
+    use crate::settings::PlainUser;
 
     #[test]
     fn a_tool_password_is_checked_once_then_remembered_and_a_wrong_one_never() {

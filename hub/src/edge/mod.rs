@@ -11,7 +11,8 @@
 //! - `auth`: who may connect on each listener
 //! - `session`: one session's loop, socket ⇄ link
 //! - `policy`: what a session may publish and subscribe to
-//! - `flow`: the ingest window and per-connection rate limits
+//! - `flow`: per-connection rate limits (the ingest window is
+//!   `broker::window`'s)
 //! - `framing`: packets off and onto the socket with idle-free buffers
 //! - `registry`: live sessions by client id
 
@@ -35,15 +36,15 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::window::IngestWindow;
 use crate::broker::LinkFactory;
-use crate::config::BrokerConfig;
 use crate::metrics::Metrics;
 use crate::pki::ServerIdentity;
+use crate::settings::BrokerConfig;
 use crate::store::Store;
 use crate::supervise::component;
 use accept::{HandshakeGate, Security};
 use auth::ToolUsers;
-use flow::IngestWindow;
 use registry::{Kick, Registry};
 
 #[derive(Debug, thiserror::Error)]

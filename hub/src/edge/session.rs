@@ -29,12 +29,13 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::auth::Admitted;
-use super::flow::{message_bytes, FloodWatch, TokenBucket};
+use super::flow::{FloodWatch, TokenBucket};
 use super::framing::{read_packets, write_packets, FrameError, Framer};
 use super::policy::{self, Refused, Scope};
 use super::registry::{Claim, Kick};
 use super::{Listener, Shared};
 use crate::broker;
+use crate::broker::window::message_bytes;
 
 /// Longest a write to a client may take before the connection is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);

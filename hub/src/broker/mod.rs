@@ -9,7 +9,10 @@
 //! The hub's links: ingest's (reads every uplink channel, publishes to
 //! devices), the `Waker` (only publishes to `WAKE_TOPIC`, which wakes the
 //! ingest thread from its wait on the first) and the group-commit thread's
-//! (publishes event acks once their batch is durable).
+//! (publishes event acks once their batch is durable). And the ingest
+//! window (`window`): what the edge may let through towards ingest.
+
+pub mod window;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +22,7 @@ use rumqttd::{Notification, Router, RouterConfig};
 
 use protocol::Channel;
 
-use crate::config::BrokerConfig;
+use crate::settings::BrokerConfig;
 
 /// Client id of the in-process link. Tools may not use it (or any id
 /// starting with `__`): taking it over would kill ingest.

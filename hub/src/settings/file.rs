@@ -1,5 +1,6 @@
-//! The hub's configuration: one serde tree, loaded from a TOML file plus
-//! `YIZHAN_*` environment overrides, validated before anything starts.
+//! The configuration file's shape: one serde tree, loaded from a TOML file
+//! plus `YIZHAN_*` environment overrides. Unchecked text and numbers:
+//! `Settings::parse` turns it into typed values before anything starts.
 //!
 //! `DEFAULT_CONFIG_TOML` is the commented file `hub print-default-config`
 //! prints; a unit test keeps it equal to `Config::default()`.
@@ -10,6 +11,10 @@ use std::path::{Path, PathBuf};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+
+pub use crate::records::{ResourceConfig, ShareConfig, SlotConfig};
+
+use super::ConfigError;
 
 /// Environment variable that carries the admin token in plain text. It is
 /// hashed as soon as it is read and never written anywhere.
@@ -124,17 +129,8 @@ pub struct IngestConfig {
 impl IngestConfig {
     /// A `ts` window holding every instant the calendar does (10,000 years
     /// either way), for devices on a simulated clock (`device-sim --start`,
-    /// `--speed`), which runs ahead of or behind the hub's.
+    /// `--speed`, `device-sim demo`), which runs ahead of or behind the hub's.
     pub const SIMULATED_CLOCK_WINDOW_SECS: u64 = 10_000 * 365 * 86_400;
-
-    /// This config with the `ts` window opened for simulated clocks.
-    pub fn for_simulated_clocks(self) -> IngestConfig {
-        IngestConfig {
-            max_ts_behind_secs: Self::SIMULATED_CLOCK_WINDOW_SECS,
-            max_ts_ahead_secs: Self::SIMULATED_CLOCK_WINDOW_SECS,
-            ..self
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,11 +180,9 @@ pub struct RoomConfig {
     pub id: String,
     /// People allowed in at once.
     pub capacity: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `"24h"`, or none and `open` and `close`.
     pub hours: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub close: Option<String>,
 }
 
@@ -228,65 +222,6 @@ pub struct ScheduleConfig {
     pub webhook_retry_max_ms: u64,
 }
 
-/// A bookable resource. Give `slot_minutes` with opening hours (`hours =
-/// "24h"`, or `open` and `close`), or explicit `[[resources.slots]]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ResourceConfig {
-    pub id: String,
-    pub center: String,
-    /// piano, therapy, gym, class, childcare, seat, ...
-    pub kind: String,
-    pub room: String,
-    /// Devices commanded `unlock`/`lock` at slot start/end, whose events
-    /// check bookings in, and whose faults block slots.
-    #[serde(default)]
-    pub devices: Vec<String>,
-    /// Places per slot.
-    pub capacity: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slot_minutes: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hours: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub open: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub close: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub slots: Vec<SlotConfig>,
-    /// Days ahead a slot may be booked.
-    #[serde(default = "default_horizon_days")]
-    pub horizon_days: u32,
-    /// Price per slot, in yuan; must stay below `market_price`.
-    pub price: f64,
-    /// What the market charges for the same slot.
-    pub market_price: f64,
-    /// `[min, max]` age in months of the child at the slot (childcare).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub child_age_months: Option<[u32; 2]>,
-    /// Bookings per resident per local day / per week (Monday to Sunday).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub per_day: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub per_week: Option<u32>,
-    /// Bookings a resident may hold for slots not yet ended.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_active: Option<u32>,
-    /// Places held for a group until `release_before_minutes` before the slot.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub shares: Vec<ShareConfig>,
-    #[serde(default = "default_release_before_minutes")]
-    pub release_before_minutes: u32,
-}
-
-fn default_horizon_days() -> u32 {
-    7
-}
-
-fn default_release_before_minutes() -> u32 {
-    120
-}
-
 /// A manager on duty in a room from `start` to `end` (local `HH:MM`) on
 /// `days` (`mon`..`sun`; empty: every day). A slot of a resource in a room
 /// with duty entries is staffed when one shift covers it whole.
@@ -300,26 +235,6 @@ pub struct DutyConfig {
     pub days: Vec<String>,
     pub start: String,
     pub end: String,
-}
-
-/// Explicit slots: `start`-`end` (local `HH:MM`) on `days` (`mon`..`sun`;
-/// empty: every day).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SlotConfig {
-    #[serde(default)]
-    pub days: Vec<String>,
-    pub start: String,
-    pub end: String,
-}
-
-/// A share of each slot's places held for a group (`child`, `youth`,
-/// `adult`, `senior`), in percent of the capacity (rounded up).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShareConfig {
-    pub group: String,
-    pub percent: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -677,16 +592,9 @@ format = "text"
 filter = "info,rumqttd=warn"
 "#;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{0}")]
-    Load(#[from] Box<figment::Error>),
-    #[error("invalid value for `{field}`: {reason}")]
-    Invalid { field: String, reason: String },
-}
-
 impl Config {
     /// Loads defaults, then `file` (if given), then `YIZHAN_*` variables.
+    /// Unchecked: `Settings::parse` checks and parses the result.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
@@ -697,189 +605,9 @@ impl Config {
                 .split("__")
                 .ignore(&["admin_token", "config", "test_fault"]);
         let config: Config = figment.merge(env).extract().map_err(Box::new)?;
-        config.validate()?;
         Ok(config)
     }
-
-    /// Checks what serde cannot.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field: &str, reason: &str| {
-            Err(ConfigError::Invalid {
-                field: field.to_string(),
-                reason: reason.to_string(),
-            })
-        };
-        if self.broker.server_names.is_empty() {
-            return invalid("broker.server_names", "at least one name is required");
-        }
-        if self.broker.segment_bytes < 1024 {
-            return invalid("broker.segment_bytes", "must be at least 1024");
-        }
-        if self.broker.segment_count < 2 {
-            return invalid("broker.segment_count", "must be at least 2");
-        }
-        let log_bytes = (self.broker.segment_count - 1).saturating_mul(self.broker.segment_bytes);
-        if self.broker.ingest_window_bytes == 0 || self.broker.ingest_window_bytes > log_bytes {
-            return invalid(
-                "broker.ingest_window_bytes",
-                "must be between 1 and (segment_count - 1) x segment_bytes",
-            );
-        }
-        if self.broker.max_packet_bytes > self.broker.segment_bytes {
-            return invalid(
-                "broker.max_packet_bytes",
-                "must not be larger than broker.segment_bytes",
-            );
-        }
-        if self.broker.max_handshakes_per_ip == 0 {
-            return invalid("broker.max_handshakes_per_ip", "must be at least 1");
-        }
-        if self.broker.max_handshakes == 0 {
-            return invalid("broker.max_handshakes", "must be at least 1");
-        }
-        if self.broker.limits.burst == 0 {
-            return invalid("broker.limits.burst", "must be at least 1");
-        }
-        if self.broker.device_cert_days == 0 {
-            return invalid("broker.device_cert_days", "must be at least 1");
-        }
-        if self.broker.plain.enabled && !self.broker.plain.listen.ip().is_loopback() {
-            return invalid(
-                "broker.plain.listen",
-                "the plain listener binds loopback only",
-            );
-        }
-        if self.ingest.batch_max == 0 {
-            return invalid("ingest.batch_max", "must be at least 1");
-        }
-        if self.ingest.default_keepalive_secs == 0 {
-            return invalid("ingest.default_keepalive_secs", "must be at least 1");
-        }
-        if self.ingest.max_ts_behind_secs == 0 {
-            return invalid("ingest.max_ts_behind_secs", "must be at least 1");
-        }
-        let hash = &self.api.admin_token_sha256;
-        if !hash.is_empty() && (hash.len() != 64 || hex::decode(hash).is_err()) {
-            return invalid("api.admin_token_sha256", "must be 64 hex digits");
-        }
-        if self.commands.retry_initial_ms == 0 {
-            return invalid("commands.retry_initial_ms", "must be at least 1");
-        }
-        if self.commands.retry_max_ms < self.commands.retry_initial_ms {
-            return invalid(
-                "commands.retry_max_ms",
-                "must be at least commands.retry_initial_ms",
-            );
-        }
-        if !self.interlock.max_temp_c.is_finite() {
-            return invalid("interlock.max_temp_c", "must be a finite number");
-        }
-        if self.interlock.watchdog_ms == 0 {
-            return invalid("interlock.watchdog_ms", "must be at least 1");
-        }
-        if self.interlock.stop_ttl_secs == 0 {
-            return invalid("interlock.stop_ttl_secs", "must be at least 1");
-        }
-        if self.access.answer_ttl_ms == 0 {
-            return invalid("access.answer_ttl_ms", "must be at least 1");
-        }
-        if self.access.time_zone.parse::<chrono_tz::Tz>().is_err() {
-            return invalid("access.time_zone", "not an IANA time zone name");
-        }
-        if chrono::NaiveTime::parse_from_str(&self.counting.closes, "%H:%M").is_err() {
-            return invalid("counting.closes", "not a time of day as HH:MM");
-        }
-        self.validate_rooms()?;
-        if let Err(reason) = crate::schedule::Clock::parse(&self.schedule.clock) {
-            return invalid("schedule.clock", &reason);
-        }
-        if self.schedule.tick_ms == 0 {
-            return invalid("schedule.tick_ms", "must be at least 1");
-        }
-        let webhook = &self.schedule.webhook_url;
-        if !webhook.is_empty() && !webhook.starts_with("http://") {
-            return invalid("schedule.webhook_url", "must start with http://");
-        }
-        if self.schedule.webhook_retry_ms == 0 {
-            return invalid("schedule.webhook_retry_ms", "must be at least 1");
-        }
-        if self.schedule.webhook_retry_max_ms < self.schedule.webhook_retry_ms {
-            return invalid(
-                "schedule.webhook_retry_max_ms",
-                "must be at least schedule.webhook_retry_ms",
-            );
-        }
-        if self.schedule.strikes_to_block == 0 {
-            return invalid("schedule.strikes_to_block", "must be at least 1");
-        }
-        for (index, duty) in self.duty.iter().enumerate() {
-            crate::schedule::Shift::from_config(duty).map_err(|(field, reason)| {
-                ConfigError::Invalid {
-                    field: format!("duty[{index}].{field}"),
-                    reason,
-                }
-            })?;
-        }
-        let mut seen = std::collections::HashSet::new();
-        for (index, resource) in self.resources.iter().enumerate() {
-            crate::schedule::Resource::from_config(resource).map_err(|(field, reason)| {
-                ConfigError::Invalid {
-                    field: format!("resources[{index}].{field}"),
-                    reason,
-                }
-            })?;
-            if !seen.insert(&resource.id) {
-                return Err(ConfigError::Invalid {
-                    field: format!("resources[{index}].id"),
-                    reason: "another resource has this id".into(),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// The centers' time zone (validated at load).
-    pub fn time_zone(&self) -> chrono_tz::Tz {
-        self.access
-            .time_zone
-            .parse()
-            .unwrap_or(chrono_tz::Asia::Shanghai)
-    }
-
-    fn validate_rooms(&self) -> Result<(), ConfigError> {
-        let mut seen = std::collections::HashSet::new();
-        for (index, room) in self.rooms.iter().enumerate() {
-            let invalid = |field: &str, reason: String| ConfigError::Invalid {
-                field: format!("rooms[{index}].{field}"),
-                reason,
-            };
-            for (field, value) in [("center", &room.center), ("id", &room.id)] {
-                if !is_label(value) {
-                    return Err(invalid(field, "1-64 letters, digits, '-' or '_'".into()));
-                }
-            }
-            if room.capacity == 0 {
-                return Err(invalid("capacity", "must be at least 1".into()));
-            }
-            crate::access::OpeningHours::from_config(room)
-                .map_err(|(field, reason)| invalid(field, reason))?;
-            if !seen.insert((&room.center, &room.id)) {
-                return Err(invalid("id", "another entry has this center and id".into()));
-            }
-        }
-        Ok(())
-    }
 }
-
-/// A center, room or similar label: 1–64 letters, digits, `-` or `_`.
-pub fn is_label(value: &str) -> bool {
-    !value.is_empty()
-        && value.len() <= 64
-        && value
-            .chars()
-            .all(|c| c.is_alphanumeric() || "-_".contains(c))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -888,57 +616,5 @@ mod tests {
     fn printed_default_file_equals_the_defaults() {
         let parsed: Config = toml::from_str(DEFAULT_CONFIG_TOML).unwrap();
         assert_eq!(parsed, Config::default());
-    }
-
-    #[test]
-    fn unknown_and_invalid_fields_are_named() {
-        let dir = std::env::temp_dir().join(format!("yizhan-cfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let check = |text: &str, needle: &str| {
-            let path = dir.join("c.toml");
-            std::fs::write(&path, text).unwrap();
-            let err = Config::load(Some(&path)).unwrap_err().to_string();
-            assert!(err.contains(needle), "{err:?} should name {needle:?}");
-        };
-        check("[api]\nlisten = \"nope\"\n", "api.listen");
-        check("[broker]\nbogus = 1\n", "bogus");
-        check("[broker]\nsegment_count = 1\n", "broker.segment_count");
-        check(
-            "[broker]\ningest_window_bytes = 99999999\n",
-            "broker.ingest_window_bytes",
-        );
-        check(
-            "[ingest]\nmax_ts_behind_secs = 0\n",
-            "ingest.max_ts_behind_secs",
-        );
-        check(
-            "[broker.plain]\nenabled = true\nlisten = \"0.0.0.0:1883\"\n",
-            "broker.plain.listen",
-        );
-        let gym = "[[rooms]]\ncenter = \"c\"\nid = \"gym\"\ncapacity = 4\n";
-        check(&format!("{gym}hours = \"24h\"\n{gym}"), "rooms[1].hours");
-        check(
-            &format!("{gym}open = \"25:00\"\nclose = \"22:00\"\n"),
-            "rooms[0].open",
-        );
-        check(&format!("{gym}hours = \"all day\"\n"), "rooms[0].hours");
-        check(
-            "[[rooms]]\ncenter = \"c\"\nid = \"gym\"\ncapacity = 0\nhours = \"24h\"\n",
-            "rooms[0].capacity",
-        );
-        check(
-            "[access]\ntime_zone = \"Mars/Olympus\"\n",
-            "access.time_zone",
-        );
-        let piano = "[[resources]]\nid = \"p1\"\ncenter = \"c\"\nkind = \"piano\"\nroom = \"music\"\ncapacity = 1\nslot_minutes = 60\nhours = \"24h\"\nmarket_price = 50.0\n";
-        check(&format!("{piano}price = 50.0\n"), "resources[0].price");
-        check(
-            &format!("{piano}price = 0.0\nshares = [{{ group = \"aliens\", percent = 10 }}]\n"),
-            "resources[0].shares",
-        );
-        check(
-            "[schedule]\nclock = \"fixed:yesterday\"\n",
-            "schedule.clock",
-        );
     }
 }

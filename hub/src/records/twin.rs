@@ -1,20 +1,52 @@
 //! A device's twin: what the hub knows of one device (kind, center, room,
-//! presence, last values) and the pure rules that update it from contract
-//! messages. No I/O here; `ingest` decides when twins are read and written.
+//! presence, last values, an unacknowledged interlock alarm) and the pure
+//! rules that update it from contract messages, which need nothing but the
+//! contract. No I/O here; `ingest` decides when twins are read and written.
 
 use std::collections::BTreeMap;
 
 use protocol::{Birth, DeviceKind, FieldValue, Telemetry};
 use serde::{Deserialize, Serialize};
 
-use crate::interlock::Alarm;
-use crate::store::DeviceRecord;
+use super::device::DeviceRecord;
 
 /// Last reported value of one telemetry field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Reading {
+pub struct LastValue {
     pub value: FieldValue,
     pub ts: u64,
+}
+
+/// Why a robot was stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TripReason {
+    OverTemperature,
+    Watchdog,
+    /// The session ran on past the end of its booked slot.
+    PastSlot,
+}
+
+impl TripReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TripReason::OverTemperature => "over_temperature",
+            TripReason::Watchdog => "watchdog",
+            TripReason::PastSlot => "past_slot",
+        }
+    }
+}
+
+/// An unacknowledged interlock alarm, kept on the robot's twin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alarm {
+    pub reason: TripReason,
+    /// Unix ms of the trip.
+    pub at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temp_c: Option<f64>,
+    /// The `stop` command sent for it.
+    pub command: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,7 +66,7 @@ pub struct Twin {
     pub connected_since: Option<u64>,
     pub last_seen: Option<u64>,
     pub keepalive_secs: Option<u16>,
-    pub fields: BTreeMap<String, Reading>,
+    pub fields: BTreeMap<String, LastValue>,
     pub messages: u64,
     pub rejections: u64,
     pub last_telemetry_seq: Option<u64>,
@@ -130,7 +162,7 @@ impl Twin {
     pub fn apply_telemetry(&mut self, telemetry: &Telemetry) -> u64 {
         let gap = seq_gap(&mut self.last_telemetry_seq, telemetry.seq);
         for (name, value) in &telemetry.fields {
-            let reading = Reading {
+            let reading = LastValue {
                 value: value.clone(),
                 ts: telemetry.ts,
             };

@@ -1,0 +1,191 @@
+//! What a center's counters and pianos counted: headcount and rooms'
+//! occupancy, visits per local day, piano minutes per local day.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{Datelike, NaiveDate};
+use protocol::api::{
+    CenterOccupancy, CenterPianoUsage, CenterVisits, DayVisits, PianoDay, RoomOccupancy,
+};
+use protocol::ENTRANCE_ROOM;
+use serde::Deserialize;
+
+use super::{blocking, check_label, error, internal, query_of, Admin, ApiState, HttpError};
+use crate::clock::unix_ms;
+
+pub(super) fn routes() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/api/v1/centers/{id}/occupancy", get(center_occupancy))
+        .route("/api/v1/centers/{id}/visits", get(center_visits))
+        .route("/api/v1/centers/{id}/pianos", get(center_pianos))
+}
+
+/// Longest range of days a center query answers at once.
+const MAX_RANGE_DAYS: i64 = 366;
+
+#[derive(Debug, Deserialize)]
+struct DayRangeQuery {
+    from: String,
+    to: String,
+}
+
+fn parse_day(field: &str, text: &str) -> Result<NaiveDate, HttpError> {
+    protocol::calendar::parse_date(text).map_err(|_| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("`{field}` must be a date as YYYY-MM-DD, got {text:?}"),
+        )
+    })
+}
+
+/// Visits of `center` on every day from `from` to `to`.
+fn visits_between(
+    state: &ApiState,
+    center: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<CenterVisits, HttpError> {
+    let counted: HashMap<NaiveDate, u64> = state
+        .store
+        .visits(center, from, to)
+        .map_err(internal)?
+        .into_iter()
+        .collect();
+    let days: Vec<DayVisits> = from
+        .iter_days()
+        .take_while(|day| *day <= to)
+        .map(|day| DayVisits {
+            day: day.to_string(),
+            visits: counted.get(&day).copied().unwrap_or(0),
+        })
+        .collect();
+    Ok(CenterVisits {
+        center: center.to_owned(),
+        from: from.to_string(),
+        to: to.to_string(),
+        total: days.iter().map(|d| d.visits).sum(),
+        days,
+    })
+}
+
+async fn center_visits(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    Path(center): Path<String>,
+    query: Result<Query<DayRangeQuery>, QueryRejection>,
+) -> Result<Json<CenterVisits>, HttpError> {
+    check_label("center", &center)?;
+    let (from, to) = day_range(query)?;
+    blocking(&state, move |state| {
+        visits_between(state, &center, from, to)
+    })
+    .await
+    .map(Json)
+}
+
+/// The days of a `?from=YYYY-MM-DD&to=YYYY-MM-DD` query (both included).
+fn day_range(
+    query: Result<Query<DayRangeQuery>, QueryRejection>,
+) -> Result<(NaiveDate, NaiveDate), HttpError> {
+    let query = query_of(query)?;
+    let (from, to) = (parse_day("from", &query.from)?, parse_day("to", &query.to)?);
+    if to < from {
+        return Err(error(StatusCode::BAD_REQUEST, "`to` is before `from`"));
+    }
+    if (to - from).num_days() >= MAX_RANGE_DAYS {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("at most {MAX_RANGE_DAYS} days at once"),
+        ));
+    }
+    Ok((from, to))
+}
+
+async fn center_pianos(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    Path(center): Path<String>,
+    query: Result<Query<DayRangeQuery>, QueryRejection>,
+) -> Result<Json<CenterPianoUsage>, HttpError> {
+    check_label("center", &center)?;
+    let (from, to) = day_range(query)?;
+    blocking(&state, move |state| piano_usage(state, center, from, to))
+        .await
+        .map(Json)
+}
+
+fn piano_usage(
+    state: &ApiState,
+    center: String,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<CenterPianoUsage, HttpError> {
+    let usage: Vec<PianoDay> = state
+        .store
+        .usage(&center, from, to)
+        .map_err(internal)?
+        .into_iter()
+        .map(|(day, piano, ms)| PianoDay {
+            day: day.to_string(),
+            piano,
+            minutes: ms as f64 / 60_000.0,
+        })
+        .collect();
+    Ok(CenterPianoUsage {
+        center,
+        from: from.to_string(),
+        to: to.to_string(),
+        total_minutes: usage.iter().map(|u| u.minutes).sum(),
+        usage,
+    })
+}
+
+async fn center_occupancy(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    Path(center): Path<String>,
+) -> Result<Json<CenterOccupancy>, HttpError> {
+    check_label("center", &center)?;
+    blocking(&state, move |state| occupancy(state, center))
+        .await
+        .map(Json)
+}
+
+/// Headcount, visits today and this month, and the rooms of `center`.
+fn occupancy(state: &ApiState, center: String) -> Result<CenterOccupancy, HttpError> {
+    let today = state.calendar.day(unix_ms());
+    let first_of_month = today.with_day(1).unwrap_or(today);
+    let month = visits_between(state, &center, first_of_month, today)?;
+    let mut headcount = 0;
+    let mut rooms = Vec::new();
+    for (c, room, count) in state.store.occupancies().map_err(internal)? {
+        if c != center {
+            continue;
+        }
+        if room == ENTRANCE_ROOM {
+            headcount = count.people;
+            continue;
+        }
+        let seats = state.rooms.seats(&c, &room);
+        rooms.push(RoomOccupancy {
+            room,
+            people: count.people,
+            seats,
+            ratio: seats.map(|s| count.people as f64 / s.max(1) as f64),
+            saturated: count.saturated,
+        });
+    }
+    Ok(CenterOccupancy {
+        center,
+        headcount,
+        visits_today: month.days.last().map(|d| d.visits).unwrap_or(0),
+        visits_this_month: month.total,
+        rooms,
+    })
+}

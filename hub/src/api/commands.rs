@@ -1,0 +1,187 @@
+//! Commands to a device through the API (recorded `pending` and fsynced,
+//! then handed to ingest), their records, and staff acknowledging a
+//! therapy robot's interlock alarm.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use protocol::api::{CommandOrigin, CommandRecord, CommandRequest};
+use serde::Serialize;
+
+use super::devices::known_device;
+use super::{blocking, error, internal, json_body, unprocessable, Admin, ApiState, HttpError};
+use crate::clock::unix_ms;
+use crate::commands::NewCommand;
+use crate::ingest::Control;
+use crate::records::Alarm;
+
+pub(super) fn routes() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route(
+            "/api/v1/devices/{id}/commands",
+            get(list_commands).post(issue_command),
+        )
+        .route("/api/v1/devices/{id}/commands/{cid}", get(get_command))
+        .route("/api/v1/devices/{id}/alarm/ack", post(acknowledge_alarm))
+}
+
+/// Longest time a command issued through the API may stay deliverable.
+const MAX_COMMAND_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
+const MAX_OP_LEN: usize = 32;
+
+/// `expires_at` of a command request, checked.
+fn command_expiry(request: &CommandRequest, now_ms: u64) -> Result<u64, HttpError> {
+    let expires_at = match (request.expires_in_ms, request.expires_at) {
+        (Some(ttl), None) if ttl > 0 => now_ms.saturating_add(ttl),
+        (Some(_), None) => return Err(unprocessable("`expires_in_ms` must be at least 1")),
+        (None, Some(at)) if at > now_ms => at,
+        (None, Some(_)) => return Err(unprocessable("`expires_at` is in the past")),
+        _ => {
+            return Err(unprocessable(
+                "give exactly one of `expires_in_ms` and `expires_at`",
+            ))
+        }
+    };
+    if expires_at - now_ms > MAX_COMMAND_TTL_MS {
+        return Err(unprocessable(
+            "a command may stay deliverable at most 7 days",
+        ));
+    }
+    Ok(expires_at)
+}
+
+fn check_op(op: &str) -> Result<(), HttpError> {
+    let ok = !op.is_empty()
+        && op.len() <= MAX_OP_LEN
+        && op
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(unprocessable(format!(
+            "`op` must be 1-{MAX_OP_LEN} lowercase ASCII letters, digits or '_'"
+        )))
+    }
+}
+
+/// Records a command `pending` (fsynced) and hands it to ingest, which
+/// publishes it when the device is online. 202: the outcome comes later.
+async fn issue_command(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    body: Result<Json<CommandRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<CommandRecord>), HttpError> {
+    let request = json_body(body)?;
+    let record = blocking(&state, move |state| issue(state, id, request)).await?;
+    Ok((StatusCode::ACCEPTED, Json(record)))
+}
+
+/// Checks and records a command (fsynced), then hands it to ingest.
+fn issue(
+    state: &ApiState,
+    id: String,
+    request: CommandRequest,
+) -> Result<CommandRecord, HttpError> {
+    known_device(state, &id)?;
+    if state.store.is_revoked(&id).map_err(internal)? {
+        return Err(error(
+            StatusCode::CONFLICT,
+            format!("device {id} is revoked"),
+        ));
+    }
+    check_op(&request.op)?;
+    let now = unix_ms();
+    let expires_at = command_expiry(&request, now)?;
+    let args = match request.args {
+        serde_json::Value::Null => serde_json::json!({}),
+        serde_json::Value::Object(map) => serde_json::Value::Object(map),
+        _ => return Err(unprocessable("`args` must be a JSON object")),
+    };
+    let command = NewCommand {
+        device: id,
+        op: request.op,
+        args,
+        expires_at,
+        origin: CommandOrigin::Api,
+    };
+    let record = command.record(&state.store, now).map_err(internal)?;
+    state.store.flush().map_err(internal)?;
+    state.ingest.send(Control::Command(record.clone()));
+    tracing::info!(device = %record.device, command = %record.id, op = %record.op, "command issued");
+    Ok(record)
+}
+
+async fn get_command(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    Path((id, cid)): Path<(String, String)>,
+) -> Result<Json<CommandRecord>, HttpError> {
+    blocking(&state, move |state| {
+        let record = state.store.command(&id, &cid).map_err(internal)?;
+        record.ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no command {cid} for {id}")))
+    })
+    .await
+    .map(Json)
+}
+
+#[derive(Serialize)]
+struct CommandList {
+    device: String,
+    count: usize,
+    commands: Vec<CommandRecord>,
+}
+
+/// Every command of one device, oldest first.
+async fn list_commands(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Json<CommandList>, HttpError> {
+    blocking(&state, move |state| {
+        known_device(state, &id)?;
+        let commands = state.store.commands_of(&id).map_err(internal)?;
+        Ok(CommandList {
+            device: id,
+            count: commands.len(),
+            commands,
+        })
+    })
+    .await
+    .map(Json)
+}
+
+#[derive(Serialize)]
+struct AlarmAcknowledged {
+    id: String,
+    alarm: Alarm,
+}
+
+/// Staff acknowledge a robot's interlock alarm; from then on it may start
+/// sessions again. 202: ingest clears the alarm on the twin moments later.
+async fn acknowledge_alarm(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<AlarmAcknowledged>), HttpError> {
+    let key = id.clone();
+    let twin = blocking(&state, move |state| {
+        state.store.twin(&key).map_err(internal)
+    })
+    .await?;
+    let twin = twin.ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no device {id}")))?;
+    let Some(alarm) = twin.alarm else {
+        return Err(error(
+            StatusCode::CONFLICT,
+            format!("device {id} has no unacknowledged alarm"),
+        ));
+    };
+    state.ingest.send(Control::AcknowledgeAlarm(id.clone()));
+    tracing::info!(device = %id, reason = alarm.reason.as_str(), "alarm acknowledgement accepted");
+    Ok((StatusCode::ACCEPTED, Json(AlarmAcknowledged { id, alarm })))
+}

@@ -1,0 +1,249 @@
+//! Devices: provisioning (certificate, record, twin), revocation, twins
+//! (one, or paged lists) and their stored events.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use protocol::api::{ProvisionRequest, Provisioned};
+use protocol::DeviceKind;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    blocking, check_label, error, internal, json_body, query_of, Admin, ApiState, HttpError,
+};
+use crate::clock::unix_ms;
+use crate::ingest::Control;
+use crate::records::{DeviceRecord, StoredEvent, Twin};
+use crate::secrets;
+
+pub(super) fn routes() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/api/v1/devices", get(list_devices).post(provision))
+        .route("/api/v1/devices/{id}", get(get_device).delete(revoke))
+        .route("/api/v1/devices/{id}/events", get(device_events))
+}
+
+async fn provision(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    body: Result<Json<ProvisionRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<Provisioned>), HttpError> {
+    let request = json_body(body)?;
+    let provisioned = blocking(&state, move |state| provision_device(state, request)).await?;
+    Ok((StatusCode::CREATED, Json(provisioned)))
+}
+
+/// Issues the certificate, records the device (fsynced) and tells ingest.
+fn provision_device(state: &ApiState, request: ProvisionRequest) -> Result<Provisioned, HttpError> {
+    if !protocol::is_valid_device_id(&request.id) {
+        return Err(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "`id` must be 1-48 ASCII letters or digits",
+        ));
+    }
+    check_label("center", &request.center)?;
+    check_label("room", &request.room)?;
+    let issued = state
+        .pki
+        .issue_device(&request.id, state.device_cert_days)
+        .map_err(internal)?;
+    let password = secrets::random_secret();
+    let record = DeviceRecord {
+        id: request.id.clone(),
+        center: request.center,
+        room: request.room,
+        kind: request.kind,
+        password_sha256: secrets::sha256_hex(&password),
+        certificate_sha256: issued.certificate_sha256,
+        not_after: issued.not_after_ms,
+        provisioned_at: unix_ms(),
+    };
+    let twin = Twin::provisioned(&record);
+    if !state.store.provision(&record, &twin).map_err(internal)? {
+        return Err(error(
+            StatusCode::CONFLICT,
+            format!("device {} already exists", record.id),
+        ));
+    }
+    state.ingest.send(Control::Provisioned(record.id.clone()));
+    tracing::info!(device = %record.id, center = %record.center, kind = %record.kind, "device provisioned");
+    let body = Provisioned {
+        id: record.id.clone(),
+        certificate: issued.certificate_pem,
+        private_key: issued.private_key_pem,
+        ca_certificate: state.pki.ca_pem().to_string(),
+        mqtt_username: record.id,
+        mqtt_password: password,
+        not_after: record.not_after,
+    };
+    Ok(body)
+}
+
+#[derive(Serialize)]
+struct Revoked {
+    id: String,
+    revoked: bool,
+    session_closed: bool,
+}
+
+async fn revoke(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Revoked>, HttpError> {
+    let key = id.clone();
+    let revoked = blocking(&state, move |state| {
+        state.store.revoke(&key, unix_ms()).map_err(internal)
+    })
+    .await?;
+    if !revoked {
+        return Err(error(StatusCode::NOT_FOUND, format!("no device {id}")));
+    }
+    // Order matters: ingest drops the device's messages before its session
+    // is cut, and the edge already refuses it (store says revoked).
+    state.ingest.send(Control::Revoked(id.clone()));
+    state.metrics.revocations.inc();
+    let session_closed = state.edge.disconnect_device(&id);
+    tracing::info!(device = %id, session_closed, "device revoked");
+    Ok(Json(Revoked {
+        id,
+        revoked: true,
+        session_closed,
+    }))
+}
+
+async fn get_device(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Json<DeviceView>, HttpError> {
+    blocking(&state, move |state| device_view(state, &id))
+        .await
+        .map(Json)
+}
+
+fn device_view(state: &ApiState, id: &str) -> Result<DeviceView, HttpError> {
+    let twin = state.store.twin(id).map_err(internal)?;
+    let twin = twin.ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no device {id}")))?;
+    let revoked = state.store.is_revoked(id).map_err(internal)?;
+    let mut twin = twin.view(state.epoch);
+    // A revoked device's session is cut before the API answers; ingest
+    // writes the twin offline moments later.
+    twin.online &= !revoked;
+    Ok(DeviceView { twin, revoked })
+}
+
+/// A twin as the API shows it.
+#[derive(Serialize)]
+pub struct DeviceView {
+    #[serde(flatten)]
+    twin: Twin,
+    revoked: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    center: Option<String>,
+    kind: Option<String>,
+    online: Option<bool>,
+    /// Only ids after this one (paging).
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+const MAX_LIST: usize = 10_000;
+
+#[derive(Serialize)]
+struct DeviceList {
+    devices: Vec<Twin>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    next: Option<String>,
+}
+
+async fn list_devices(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<DeviceList>, HttpError> {
+    let query = query_of(query)?;
+    let kind = match &query.kind {
+        Some(kind) => Some(
+            DeviceKind::parse(kind)
+                .ok_or_else(|| error(StatusCode::BAD_REQUEST, format!("unknown kind {kind:?}")))?,
+        ),
+        None => None,
+    };
+    let limit = query.limit.unwrap_or(1_000).clamp(1, MAX_LIST);
+    blocking(&state, move |state| list_twins(state, &query, kind, limit))
+        .await
+        .map(Json)
+}
+
+/// The twins `query` selects, `limit` at most, in id order (a full scan).
+fn list_twins(
+    state: &ApiState,
+    query: &ListQuery,
+    kind: Option<DeviceKind>,
+    limit: usize,
+) -> Result<DeviceList, HttpError> {
+    let mut devices = Vec::new();
+    let mut next = None;
+    for twin in state.store.twins() {
+        let twin = twin.map_err(internal)?.view(state.epoch);
+        if query
+            .after
+            .as_ref()
+            .is_some_and(|after| twin.id.as_str() <= after.as_str())
+            || query.center.as_ref().is_some_and(|c| *c != twin.center)
+            || kind.is_some_and(|k| k != twin.kind)
+            || query.online.is_some_and(|o| o != twin.online)
+        {
+            continue;
+        }
+        if devices.len() == limit {
+            next = devices.last().map(|t: &Twin| t.id.clone());
+            break;
+        }
+        devices.push(twin);
+    }
+    Ok(DeviceList { devices, next })
+}
+
+#[derive(Serialize)]
+struct EventList {
+    device: String,
+    count: usize,
+    events: Vec<StoredEvent>,
+}
+
+/// Events stored for one device, each `(device, id)` once.
+async fn device_events(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Json<EventList>, HttpError> {
+    blocking(&state, move |state| {
+        known_device(state, &id)?;
+        let events = state.store.events_of(&id).map_err(internal)?;
+        Ok(EventList {
+            device: id,
+            count: events.len(),
+            events,
+        })
+    })
+    .await
+    .map(Json)
+}
+
+pub(super) fn known_device(state: &ApiState, id: &str) -> Result<DeviceRecord, HttpError> {
+    state
+        .store
+        .device(id)
+        .map_err(internal)?
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no device {id}")))
+}

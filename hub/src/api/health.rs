@@ -1,0 +1,63 @@
+//! Liveness, readiness (which components are down) and the Prometheus
+//! metrics.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+
+use super::{blocking, error, Admin, ApiState, HttpError};
+use crate::supervise;
+
+pub(super) fn routes() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// 200 once started; 503 while starting, and for good once a supervised
+/// component is down (the body names it; the process exits moments later).
+async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
+    let down = state.supervisor.down();
+    if !down.is_empty() {
+        let body = serde_json::json!({
+            "error": format!("components down: {}", supervise::describe(&down)),
+            "down": down,
+        });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
+    if state.ready.load(Ordering::Relaxed) {
+        "ready".into_response()
+    } else {
+        error(StatusCode::SERVICE_UNAVAILABLE, "starting").into_response()
+    }
+}
+
+async fn metrics(_: Admin, State(state): State<Arc<ApiState>>) -> Result<Response, HttpError> {
+    let text = blocking(&state, |state| Ok(scrape(state))).await?;
+    let content_type = [(
+        axum::http::header::CONTENT_TYPE,
+        "text/plain; version=0.0.4",
+    )];
+    Ok((content_type, text).into_response())
+}
+
+/// Refreshes the gauges read from the store (its size, the booking
+/// gauges' bounded range scans) and renders every metric. The twin count
+/// is kept in memory.
+fn scrape(state: &ApiState) -> String {
+    if let Ok(size) = state.store.size_on_disk() {
+        state.metrics.store_size.set(size as i64);
+    }
+    let twins = i64::try_from(state.store.twin_count()).unwrap_or(i64::MAX);
+    state.metrics.twins.set(twins);
+    if let Err(error) = state.bookings.refresh_gauges(&state.metrics) {
+        tracing::warn!(%error, "booking gauges not refreshed");
+    }
+    state.metrics.render()
+}

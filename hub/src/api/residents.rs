@@ -1,0 +1,128 @@
+//! Residents who may pass gates: registering one (its credential kept only
+//! as a keyed hash), reading one, blocking and unblocking.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use protocol::api::{ResidentRequest, ResidentView};
+
+use super::{
+    blocking, check_label, error, internal, json_body, unprocessable, Admin, ApiState, HttpError,
+};
+use crate::clock::unix_ms;
+use crate::records::Resident;
+use crate::secrets;
+use crate::store::ResidentConflict;
+
+pub(super) fn routes() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/api/v1/residents", post(add_resident))
+        .route("/api/v1/residents/{id}", get(get_resident))
+        .route("/api/v1/residents/{id}/block", post(block_resident))
+        .route("/api/v1/residents/{id}/unblock", post(unblock_resident))
+}
+
+const MAX_CREDENTIAL_LEN: usize = 512;
+
+fn resident_view(resident: Resident) -> ResidentView {
+    ResidentView {
+        id: resident.id,
+        group: resident.group,
+        blocked: resident.blocked,
+        created_at: resident.created_at,
+    }
+}
+
+/// Registers a resident; the credential is kept only as a keyed hash.
+async fn add_resident(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    body: Result<Json<ResidentRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<ResidentView>), HttpError> {
+    let request = json_body(body)?;
+    let resident = blocking(&state, move |state| register(state, request)).await?;
+    Ok((StatusCode::CREATED, Json(resident_view(resident))))
+}
+
+/// Checks and records a resident (fsynced).
+fn register(state: &ApiState, request: ResidentRequest) -> Result<Resident, HttpError> {
+    check_label("id", &request.id)?;
+    if let Some(group) = &request.group {
+        check_label("group", group)?;
+    }
+    if request.credential.is_empty() || request.credential.len() > MAX_CREDENTIAL_LEN {
+        return Err(unprocessable(format!(
+            "`credential` must be 1-{MAX_CREDENTIAL_LEN} bytes"
+        )));
+    }
+    let resident = Resident {
+        credential_hash: secrets::credential_hash(&state.credential_key, &request.credential),
+        id: request.id,
+        group: request.group,
+        blocked: false,
+        created_at: unix_ms(),
+    };
+    match state.store.add_resident(&resident).map_err(internal)? {
+        Ok(()) => {}
+        Err(ResidentConflict::IdTaken) => {
+            return Err(error(
+                StatusCode::CONFLICT,
+                format!("resident {} already exists", resident.id),
+            ))
+        }
+        Err(ResidentConflict::CredentialTaken) => {
+            return Err(error(
+                StatusCode::CONFLICT,
+                "this credential belongs to another resident",
+            ))
+        }
+    }
+    tracing::info!(resident = %resident.id, "resident registered");
+    Ok(resident)
+}
+
+async fn get_resident(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Json<ResidentView>, HttpError> {
+    blocking(&state, move |state| {
+        let resident = state.store.resident(&id).map_err(internal)?;
+        resident
+            .map(resident_view)
+            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no resident {id}")))
+    })
+    .await
+    .map(Json)
+}
+
+async fn block_resident(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Json<ResidentView>, HttpError> {
+    blocking(&state, move |state| set_blocked(state, &id, true)).await
+}
+
+async fn unblock_resident(
+    _: Admin,
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Json<ResidentView>, HttpError> {
+    blocking(&state, move |state| set_blocked(state, &id, false)).await
+}
+
+fn set_blocked(state: &ApiState, id: &str, blocked: bool) -> Result<Json<ResidentView>, HttpError> {
+    let resident = state
+        .store
+        .set_resident_blocked(id, blocked)
+        .map_err(internal)?;
+    let resident =
+        resident.ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no resident {id}")))?;
+    tracing::info!(resident = %id, blocked, "resident access changed");
+    Ok(Json(resident_view(resident)))
+}

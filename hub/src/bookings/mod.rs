@@ -1,0 +1,250 @@
+//! Bookings: the one owner of booking writes (the desk), and what the rest
+//! of the hub asks of it (`Bookings`).
+//!
+//! Every change — a booking, a cancellation, a check-in, joining a waitlist,
+//! a bound device's health, and the milestones the clock brings (slot start
+//! → `unlock`, grace end → no-show release and waitlist promotion, slot end
+//! → `lock`) — is a job on one channel, applied in order by the desk
+//! thread. Capacity checks therefore see every earlier booking, and no two
+//! requests can take the last place. The desk applies the jobs it has at
+//! once, fsyncs once, and only then answers them (a 201 is durable) and
+//! hands its commands and events to ingest (`ToIngest`). Reads
+//! (availability, lists) go to the store directly. The rules it applies are
+//! `schedule`'s.
+//!
+//! - `catalog`: the bookable resources, shared by the API and the desk
+//! - `query`: the read side (availability, lists, gauges, what ingest asks)
+//! - `desk`: the desk thread and its jobs
+//! - `dues`: the clock's milestones, and commanding bound devices
+//! - `outages`: bound devices out of service block slots
+
+mod catalog;
+mod desk;
+mod dues;
+mod outages;
+mod query;
+#[cfg(test)]
+mod tests;
+
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use protocol::api::CommandRecord;
+use protocol::calendar::Calendar;
+use tokio::sync::oneshot;
+
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::records::{Booker, Booking};
+use crate::schedule::{Refusal, MINUTE_MS};
+use crate::settings::{Resource, Roster, Settings};
+use crate::store::{Store, StoreError};
+use crate::supervise::{component, InjectedFault, Supervisor};
+
+pub use catalog::Catalog;
+pub use query::SlotView;
+
+/// What a bound device's health did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Fault,
+    FaultCleared,
+    Offline,
+    Online,
+}
+
+/// A booking request, checked for shape by the API.
+#[derive(Debug, Clone)]
+pub struct BookRequest {
+    pub resource: String,
+    pub slot_start: u64,
+    pub who: Booker,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeskError {
+    #[error("no resource {0}")]
+    NoResource(String),
+    #[error("no booking {0}")]
+    NoBooking(String),
+    #[error("{0}")]
+    Refused(Refusal, Option<Box<Booking>>),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("the booking desk has stopped")]
+    Stopped,
+}
+
+/// Why the desk thread ended before shutdown: a store error ends it once
+/// the batch is answered (see `supervise` on why it is not retried).
+#[derive(Debug, thiserror::Error)]
+pub enum DeskFailure {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Fault(#[from] InjectedFault),
+}
+
+/// Who checks a booking in.
+#[derive(Debug, Clone)]
+pub enum CheckInBy {
+    Staff,
+    /// A bound device's event naming the booking (a piano `session_start`).
+    Device(String),
+}
+
+/// What the desk hands to ingest once the batch that made it is durable.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToIngest {
+    /// A command recorded `pending` for a bound device (`unlock`, `lock`):
+    /// ingest publishes it.
+    Command(CommandRecord),
+    /// A booked place on `device` is over (its slot ended, it was released
+    /// or cancelled); its `lock` follows. A therapy robot still in session
+    /// is stopped.
+    PlaceEnded { device: String },
+}
+
+/// Hands what the desk made durable to ingest.
+pub type HandOver = Box<dyn Fn(ToIngest) + Send>;
+
+type Reply = oneshot::Sender<Result<Booking, DeskError>>;
+
+/// One change, applied in order by the desk thread.
+enum Job {
+    Book(BookRequest, Reply),
+    Cancel(String, Reply),
+    Waitlist(String, Reply),
+    CheckIn(String, CheckInBy, Option<Reply>),
+    /// A resident passed a gate: checks in their booking of a resource the
+    /// gate is bound to, inside its slot.
+    Passage {
+        resident: String,
+        gate: String,
+    },
+    Health(String, Health),
+}
+
+/// What the API and ingest ask of the bookings.
+pub struct Bookings {
+    pub resources: Arc<Catalog>,
+    pub calendar: Calendar,
+    pub clock: Arc<Clock>,
+    pub roster: Roster,
+    store: Arc<Store>,
+    jobs: Sender<Job>,
+    /// Check-in opens this long before a slot (and the grace after it).
+    grace_ms: u64,
+    walk_in_minutes: u64,
+    lookahead_ms: u64,
+}
+
+impl Bookings {
+    /// Builds the catalog and starts the desk thread (supervised).
+    pub fn start(
+        store: Arc<Store>,
+        metrics: Metrics,
+        settings: &Settings,
+        hand_over: HandOver,
+        outbox: Arc<tokio::sync::Notify>,
+        supervisor: &Supervisor,
+    ) -> std::io::Result<(Arc<Bookings>, std::thread::JoinHandle<()>)> {
+        let resources = Arc::new(Catalog::default());
+        for resource in &settings.resources {
+            resources.put(resource.clone());
+        }
+        let stored = store.stored_resources().unwrap_or_else(|error| {
+            tracing::error!(%error, "resources added through the API could not be read");
+            Vec::new()
+        });
+        // Stored entries were checked when the API took them; they replace
+        // a config entry of the same id.
+        for entry in &stored {
+            match Resource::from_config(entry) {
+                Ok(resource) => resources.put(resource),
+                Err((field, reason)) => {
+                    tracing::error!(resource = %entry.id, field, reason, "a stored resource is invalid; left out")
+                }
+            }
+        }
+        let (jobs, rx) = std::sync::mpsc::channel();
+        let desk = desk::Desk::new(
+            store.clone(),
+            metrics,
+            resources.clone(),
+            settings,
+            hand_over,
+            outbox,
+        );
+        let stop = supervisor.stop_token();
+        let thread = supervisor.spawn_thread(component::DESK, move || desk.run(rx, stop))?;
+        let bookings = Bookings {
+            resources,
+            calendar: settings.calendar,
+            clock: settings.clock.clone(),
+            store,
+            jobs,
+            roster: settings.roster.clone(),
+            grace_ms: settings.schedule.grace_minutes * MINUTE_MS,
+            walk_in_minutes: settings.schedule.walk_in_minutes,
+            lookahead_ms: settings.schedule.outage_lookahead_minutes * MINUTE_MS,
+        };
+        Ok((Arc::new(bookings), thread))
+    }
+
+    async fn ask(&self, job: impl FnOnce(Reply) -> Job) -> Result<Booking, DeskError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs.send(job(tx)).map_err(|_| DeskError::Stopped)?;
+        rx.await.map_err(|_| DeskError::Stopped)?
+    }
+
+    /// Books a place: `Ok` once the booking is durable.
+    pub async fn book(&self, request: BookRequest) -> Result<Booking, DeskError> {
+        self.ask(|reply| Job::Book(request, reply)).await
+    }
+
+    pub async fn cancel(&self, id: String) -> Result<Booking, DeskError> {
+        self.ask(|reply| Job::Cancel(id, reply)).await
+    }
+
+    pub async fn join_waitlist(&self, id: String) -> Result<Booking, DeskError> {
+        self.ask(|reply| Job::Waitlist(id, reply)).await
+    }
+
+    pub async fn check_in(&self, id: String) -> Result<Booking, DeskError> {
+        self.ask(|reply| Job::CheckIn(id, CheckInBy::Staff, Some(reply)))
+            .await
+    }
+
+    /// A bound device says the booking's resident is here (from ingest:
+    /// never waits).
+    pub fn device_check_in(&self, booking: &str, device: &str) {
+        let job = Job::CheckIn(booking.into(), CheckInBy::Device(device.into()), None);
+        if self.jobs.send(job).is_err() {
+            tracing::warn!("the booking desk has stopped; device check-in lost");
+        }
+    }
+
+    /// A resident passed `gate` (from ingest: never waits).
+    pub fn gate_passage(&self, resident: &str, gate: &str) {
+        let job = Job::Passage {
+            resident: resident.into(),
+            gate: gate.into(),
+        };
+        if self.jobs.send(job).is_err() {
+            tracing::warn!("the booking desk has stopped; gate check-in lost");
+        }
+    }
+
+    /// A bound device's health changed (from ingest: never waits).
+    pub fn device_health(&self, device: &str, change: Health) {
+        if self.resources.bound_to(device).is_empty() {
+            return;
+        }
+        if self.jobs.send(Job::Health(device.into(), change)).is_err() {
+            tracing::warn!("the booking desk has stopped; device health change lost");
+        }
+    }
+}

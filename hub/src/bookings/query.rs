@@ -1,0 +1,239 @@
+//! The read side of bookings: availability, lists, notifications, the
+//! booking gauges, and what ingest asks (does a resident hold a booking at
+//! this gate now, would a walk-in run into one). Reads go to the store
+//! directly, never through the desk.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::outages::blocked_until;
+use super::Bookings;
+use crate::metrics::Metrics;
+use crate::records::{Booking, Group, Notification, SlotCount, Status};
+use crate::schedule::{free_places, Duty, DAY_MS, MINUTE_MS};
+use crate::settings::Resource;
+use crate::store::StoreError;
+
+/// One slot as availability shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotView {
+    pub start: u64,
+    pub end: u64,
+    /// Local start, RFC 3339.
+    pub local_start: String,
+    pub capacity: u32,
+    pub booked: u32,
+    /// Free for anyone (held shares excluded while they hold).
+    pub free: u32,
+    /// Places still held per group.
+    pub held: BTreeMap<&'static str, u32>,
+    pub waitlist: u32,
+    /// Closed for maintenance (a bound device is out of service).
+    pub blocked: bool,
+    /// The manager on duty, when the room keeps a roster.
+    pub manager: Option<String>,
+    /// The room keeps a roster and nobody is on duty.
+    pub unstaffed: bool,
+}
+
+impl Bookings {
+    /// `None` when `gate` guards no bookable resource; else whether
+    /// `resident` holds a booking of one now (from the grace before its
+    /// start to its end).
+    pub fn holds_booking_now(
+        &self,
+        gate: &str,
+        resident: &str,
+    ) -> Result<Option<bool>, StoreError> {
+        let bound = self.resources_bound_to(gate);
+        if bound.is_empty() {
+            return Ok(None);
+        }
+        let now = self.clock.now_ms();
+        let entries = self.store.resident_entries(
+            resident,
+            now.saturating_sub(DAY_MS),
+            now + self.grace_ms + 1,
+        )?;
+        Ok(Some(entries.iter().any(|(_, _, entry)| {
+            entry.status.holds_place() && entry.end > now && bound.contains(&entry.resource)
+        })))
+    }
+
+    /// Whether a walk-in session of `minutes` (default
+    /// `schedule.walk_in_minutes`) starting now on `device` would run into
+    /// a booked slot of a resource it is bound to.
+    pub fn walk_in_conflict(&self, device: &str, minutes: Option<u64>) -> Result<bool, StoreError> {
+        let now = self.clock.now_ms();
+        let until = now + minutes.unwrap_or(self.walk_in_minutes) * MINUTE_MS;
+        for resource in self.resources_bound_to(device) {
+            let entries = self
+                .store
+                .slot_entries(&resource, now.saturating_sub(DAY_MS), until)?;
+            if entries
+                .iter()
+                .any(|(_, _, entry)| entry.status.holds_place() && entry.end > now)
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn resources_bound_to(&self, device: &str) -> Vec<String> {
+        self.resources
+            .bound_to(device)
+            .iter()
+            .map(|r| r.config.id.clone())
+            .collect()
+    }
+
+    pub fn booking(&self, id: &str) -> Result<Option<Booking>, StoreError> {
+        self.store.booking(id)
+    }
+
+    /// Free capacity per slot of `resource` starting in `[from, to)`.
+    pub fn availability(
+        &self,
+        resource: &Resource,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<SlotView>, StoreError> {
+        let now = self.clock.now_ms();
+        let blocked = blocked_until(&self.store, resource, now, self.lookahead_ms)?;
+        let by_slot: BTreeMap<u64, SlotCount> = self
+            .store
+            .slot_counts(&resource.config.id, from, to)?
+            .into_iter()
+            .collect();
+        let views = resource
+            .slots_between(&self.calendar, from, to)
+            .into_iter()
+            .map(|slot| {
+                let SlotCount { load, waitlist } =
+                    by_slot.get(&slot.start).copied().unwrap_or_default();
+                let holds = resource.shares_hold(slot.start, now);
+                let blocked = blocked.is_some_and(|until| slot.start <= until);
+                let duty = self.roster.duty(&self.calendar, resource, slot);
+                let held = Group::ALL
+                    .into_iter()
+                    .filter(|g| holds && resource.held_for(*g) > 0)
+                    .map(|g| (g.as_str(), resource.held_for(g).saturating_sub(load.of(g))))
+                    .collect();
+                SlotView {
+                    start: slot.start,
+                    end: slot.end,
+                    local_start: self.calendar.local(slot.start).to_rfc3339(),
+                    capacity: resource.config.capacity,
+                    booked: load.taken(),
+                    free: if blocked {
+                        0
+                    } else {
+                        free_places(resource, &load, None, holds)
+                    },
+                    blocked,
+                    manager: match &duty {
+                        Duty::OnDuty(manager) => Some(manager.clone()),
+                        _ => None,
+                    },
+                    unstaffed: duty == Duty::Unstaffed,
+                    held,
+                    waitlist,
+                }
+            })
+            .collect();
+        Ok(views)
+    }
+
+    /// Sets the gauges computed on demand: unstaffed slots and people on
+    /// waitlists from now to each resource's horizon, and today's seat time
+    /// available and booked.
+    pub fn refresh_gauges(&self, metrics: &Metrics) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
+        let today = self.calendar.day(now);
+        let (midnight, next) = (
+            self.calendar.midnight(today),
+            self.calendar.next_midnight(now),
+        );
+        metrics.booking_slots_unstaffed.reset();
+        metrics.booking_waitlist.reset();
+        metrics.booking_day_seat_seconds.reset();
+        for resource in self.resources.all() {
+            let config = &resource.config;
+            let labels = [config.center.as_str(), config.kind.as_str()];
+            let horizon = now + u64::from(config.horizon_days) * DAY_MS;
+            let unstaffed = resource
+                .slots_between(&self.calendar, now, horizon)
+                .into_iter()
+                .filter(|slot| {
+                    self.roster.duty(&self.calendar, &resource, *slot) == Duty::Unstaffed
+                })
+                .count();
+            metrics
+                .booking_slots_unstaffed
+                .with_label_values(&labels)
+                .add(unstaffed as i64);
+            let waiting: u32 = self
+                .store
+                .slot_counts(&config.id, now.saturating_sub(DAY_MS), horizon + 1)?
+                .iter()
+                .map(|(_, count)| count.waitlist)
+                .sum();
+            metrics
+                .booking_waitlist
+                .with_label_values(&labels)
+                .add(i64::from(waiting));
+            let seconds = |slot_start: u64, slot_end: u64| (slot_end - slot_start) as f64 / 1000.0;
+            let slots = resource.slots_between(&self.calendar, midnight, next);
+            let available: f64 = slots
+                .iter()
+                .map(|s| seconds(s.start, s.end) * f64::from(config.capacity))
+                .sum();
+            let booked: f64 = self
+                .store
+                .slot_counts(&config.id, midnight, next)?
+                .iter()
+                .filter_map(|(start, count)| {
+                    let slot = slots.iter().find(|s| s.start == *start)?;
+                    Some(seconds(slot.start, slot.end) * f64::from(count.load.taken()))
+                })
+                .sum();
+            for (state, value) in [("available", available), ("booked", booked)] {
+                let gauge = metrics
+                    .booking_day_seat_seconds
+                    .with_label_values(&[labels[0], labels[1], state]);
+                gauge.set(gauge.get() + value);
+            }
+        }
+        Ok(())
+    }
+
+    /// Bookings of a resident or a resource with slots starting in
+    /// `[from, to)` (offers that never joined a waitlist left out).
+    pub fn bookings(
+        &self,
+        resident: Option<&str>,
+        resource: Option<&str>,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Booking>, StoreError> {
+        let entries = match (resident, resource) {
+            (Some(resident), _) => self.store.resident_entries(resident, from, to)?,
+            (None, Some(resource)) => self.store.slot_entries(resource, from, to)?,
+            (None, None) => Vec::new(),
+        };
+        let mut bookings = Vec::new();
+        for (_, id, entry) in entries {
+            if resource.is_some_and(|r| r != entry.resource) || entry.status == Status::Offered {
+                continue;
+            }
+            bookings.extend(self.store.booking(&id)?);
+        }
+        Ok(bookings)
+    }
+
+    pub fn notifications(&self, resident: &str) -> Result<Vec<Notification>, StoreError> {
+        self.store.notifications_of(resident)
+    }
+}

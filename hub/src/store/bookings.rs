@@ -1,0 +1,177 @@
+//! Bookings: one tree `bookings`, so a booking and everything kept in step
+//! with it is one atomic batch — `b\0id` (the booking),
+//! `s\0resource\0start\0id` and `r\0resident\0start\0id` (index entries),
+//! `c\0resource\0start\0` (places per group and waitlist of the slot),
+//! `d\0at\0what\0id` (milestones: slot starts, grace ends and slot ends to
+//! process); and `strikes` (`resident\0at\0booking` → booking id).
+
+use super::codec::{decode, get_json, pair_key_text, time_key, time_range, to_json};
+use super::{Store, StoreError};
+use crate::records::booking::{decode_count, encode_count};
+use crate::records::{Booking, IndexEntry, Milestone, SlotCount};
+
+impl Store {
+    /// Writes a booking, its two index entries, its slot's count and its due
+    /// times in one atomic batch (not fsynced: the desk flushes once per
+    /// batch of jobs). Reads the slot's count and the booking's previous
+    /// entry outside the batch: only the booking desk writes bookings.
+    pub fn put_booking(
+        &self,
+        booking: &Booking,
+        due: &[(u64, Milestone)],
+    ) -> Result<(), StoreError> {
+        let slot_key = time_key(
+            &tagged(SLOT, &booking.resource),
+            booking.slot_start,
+            &booking.id,
+        );
+        let count_key = time_key(&tagged(COUNT, &booking.resource), booking.slot_start, "");
+        let resident_key = time_key(
+            &tagged(RESIDENT, &booking.resident),
+            booking.slot_start,
+            &booking.id,
+        );
+        let mut count = self
+            .bookings
+            .get(&count_key)?
+            .map(|v| decode_count(&v))
+            .unwrap_or_default();
+        if let Some(old) = self.bookings.get(&slot_key)? {
+            let old: IndexEntry = decode(&slot_key, &old)?;
+            count.apply(old.status, old.group, false);
+        }
+        count.apply(booking.status, booking.group, true);
+        let entry = to_json(&IndexEntry::of(booking));
+        let mut batch = sled::Batch::default();
+        batch.insert(count_key, &encode_count(&count)[..]);
+        batch.insert(tagged(BOOKING, &booking.id).as_bytes(), to_json(booking));
+        batch.insert(slot_key, entry.as_slice());
+        batch.insert(resident_key, entry);
+        for (at, what) in due {
+            batch.insert(due_key(*at, *what, &booking.id), &[][..]);
+        }
+        self.bookings.apply_batch(batch)?;
+        Ok(())
+    }
+
+    pub fn booking(&self, id: &str) -> Result<Option<Booking>, StoreError> {
+        get_json(&self.bookings, &tagged(BOOKING, id))
+    }
+
+    /// The count of `resource`'s slot starting at `start`.
+    pub fn slot_count(&self, resource: &str, start: u64) -> Result<SlotCount, StoreError> {
+        let key = time_key(&tagged(COUNT, resource), start, "");
+        Ok(self
+            .bookings
+            .get(key)?
+            .map(|v| decode_count(&v))
+            .unwrap_or_default())
+    }
+
+    /// Counts of `resource`'s slots starting in `[from, to)`, in start
+    /// order (slots never booked left out).
+    pub fn slot_counts(
+        &self,
+        resource: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, SlotCount)>, StoreError> {
+        let owner = tagged(COUNT, resource);
+        let (start, end) = (time_key(&owner, from, ""), time_key(&owner, to, ""));
+        let prefix = owner.len() + 1;
+        self.bookings
+            .range(start..end)
+            .map(|entry| {
+                let (key, value) = entry?;
+                let at = key
+                    .get(prefix..prefix + 16)
+                    .and_then(|hex| std::str::from_utf8(hex).ok())
+                    .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+                    .ok_or_else(|| StoreError::BadKey(format!("slot count {key:?}")))?;
+                Ok((at, decode_count(&value)))
+            })
+            .collect()
+    }
+
+    /// Index entries of `resource`'s bookings with slots starting in
+    /// `[from, to)`, as `(start, booking id, entry)` in start order.
+    pub fn slot_entries(
+        &self,
+        resource: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, String, IndexEntry)>, StoreError> {
+        time_range(&self.bookings, &tagged(SLOT, resource), from, to)
+    }
+
+    /// Index entries of `resident`'s bookings with slots starting in
+    /// `[from, to)`.
+    pub fn resident_entries(
+        &self,
+        resident: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, String, IndexEntry)>, StoreError> {
+        time_range(&self.bookings, &tagged(RESIDENT, resident), from, to)
+    }
+
+    /// Milestones at or before `now`, oldest first, as `(at, what, id)`.
+    pub fn due_until(&self, now: u64) -> Result<Vec<(u64, Milestone, String)>, StoreError> {
+        let start = tagged(DUE, "");
+        let end = tagged(DUE, &format!("{now:016x}\x01"));
+        self.bookings
+            .range(start.as_bytes()..end.as_bytes())
+            .keys()
+            .map(|key| {
+                let key = key?;
+                parse_due_key(&key).ok_or_else(|| StoreError::BadKey(format!("due {key:?}")))
+            })
+            .collect()
+    }
+
+    /// Forgets a processed milestone (not fsynced).
+    pub fn remove_due(&self, at: u64, what: Milestone, id: &str) -> Result<(), StoreError> {
+        self.bookings.remove(due_key(at, what, id))?;
+        Ok(())
+    }
+
+    /// Records a no-show strike (not fsynced).
+    pub fn add_strike(&self, resident: &str, at: u64, booking: &str) -> Result<(), StoreError> {
+        self.strikes
+            .insert(time_key(resident, at, booking), to_json(&booking))?;
+        Ok(())
+    }
+
+    /// Times of `resident`'s strikes at or after `since`.
+    pub fn strikes_since(&self, resident: &str, since: u64) -> Result<Vec<u64>, StoreError> {
+        Ok(time_range(&self.strikes, resident, since, u64::MAX)?
+            .into_iter()
+            .map(|(at, _, _): (u64, String, serde::de::IgnoredAny)| at)
+            .collect())
+    }
+}
+
+/// Record kinds in the `bookings` tree, the first part of their keys.
+const BOOKING: &str = "b";
+const SLOT: &str = "s";
+const RESIDENT: &str = "r";
+const COUNT: &str = "c";
+const DUE: &str = "d";
+
+/// `tag\0owner`: one kind of record of one owner in the `bookings` tree.
+fn tagged(tag: &str, owner: &str) -> String {
+    pair_key_text(tag, owner)
+}
+
+fn due_key(at: u64, what: Milestone, id: &str) -> Vec<u8> {
+    tagged(DUE, &format!("{at:016x}\0{}\0{id}", what.as_str())).into_bytes()
+}
+
+fn parse_due_key(key: &[u8]) -> Option<(u64, Milestone, String)> {
+    let text = std::str::from_utf8(key).ok()?;
+    let text = text.strip_prefix(&tagged(DUE, ""))?;
+    let mut parts = text.splitn(3, '\0');
+    let at = u64::from_str_radix(parts.next()?, 16).ok()?;
+    let what = Milestone::parse(parts.next()?)?;
+    Some((at, what, parts.next()?.to_string()))
+}

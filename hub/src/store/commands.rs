@@ -1,0 +1,50 @@
+//! Command records and the index of the open ones.
+
+use protocol::api::CommandRecord;
+
+use super::codec::{decode, pair_key, scan_json, to_json};
+use super::{Store, StoreError};
+
+impl Store {
+    /// Writes a command record (not fsynced) and keeps the open-commands
+    /// index in step: a superset of the open ones at any crash point.
+    pub fn put_command(&self, record: &CommandRecord) -> Result<(), StoreError> {
+        let key = pair_key(&record.device, &record.id);
+        if record.status.is_final() {
+            self.commands.insert(&key, to_json(record))?;
+            self.open_commands.remove(&key)?;
+        } else {
+            self.open_commands.insert(&key, &[])?;
+            self.commands.insert(&key, to_json(record))?;
+        }
+        Ok(())
+    }
+
+    pub fn command(&self, device: &str, id: &str) -> Result<Option<CommandRecord>, StoreError> {
+        let key = pair_key(device, id);
+        self.commands
+            .get(&key)?
+            .map(|value| decode(&key, &value))
+            .transpose()
+    }
+
+    /// Commands of one device, oldest first (ids sort by issue time).
+    pub fn commands_of(&self, device: &str) -> Result<Vec<CommandRecord>, StoreError> {
+        scan_json(&self.commands, &pair_key(device, ""))
+    }
+
+    /// Every command without an outcome yet.
+    pub fn open_commands(&self) -> Result<Vec<CommandRecord>, StoreError> {
+        let mut open = Vec::new();
+        for key in self.open_commands.iter().keys() {
+            let key = key?;
+            if let Some(value) = self.commands.get(&key)? {
+                let record: CommandRecord = decode(&key, &value)?;
+                if !record.status.is_final() {
+                    open.push(record);
+                }
+            }
+        }
+        Ok(open)
+    }
+}

@@ -1,0 +1,98 @@
+//! Devices: provisioning records, revocations and twins.
+
+use std::sync::atomic::Ordering;
+
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use super::codec::{decode, decode_u64, get_json, to_json};
+use super::meta::TWIN_COUNT_KEY;
+use super::{Store, StoreError};
+use crate::records::{DeviceRecord, Twin};
+
+impl Store {
+    /// Records a provisioned device and its initial twin, replacing a revoked
+    /// one, in one transaction with the twin count. Returns false (and
+    /// writes nothing) when the id is live. Fsyncs.
+    pub fn provision(&self, record: &DeviceRecord, twin: &Twin) -> Result<bool, StoreError> {
+        let key = record.id.as_bytes();
+        let (record, twin) = (to_json(record), to_json(twin));
+        let trees = (&self.devices, &self.twins, &self.revoked, &self.meta);
+        let outcome = trees.transaction(|(devices, twins, revoked, meta)| {
+            if devices.get(key)?.is_some() && revoked.get(key)?.is_none() {
+                return Err(ConflictableTransactionError::Abort(()));
+            }
+            devices.insert(key, record.as_slice())?;
+            let new_twin = twins.insert(key, twin.as_slice())?.is_none();
+            revoked.remove(key)?;
+            if new_twin {
+                let count = meta.get(TWIN_COUNT_KEY)?.map_or(0, |v| decode_u64(&v));
+                meta.insert(TWIN_COUNT_KEY, (count + 1).to_be_bytes().to_vec())?;
+            }
+            Ok(new_twin)
+        });
+        let new_twin = match outcome {
+            Ok(new_twin) => new_twin,
+            Err(TransactionError::Abort(())) => return Ok(false),
+            Err(TransactionError::Storage(error)) => return Err(error.into()),
+        };
+        if new_twin {
+            self.twin_count.fetch_add(1, Ordering::Relaxed);
+        }
+        self.db.flush()?;
+        Ok(true)
+    }
+
+    pub fn device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        get_json(&self.devices, id)
+    }
+
+    /// Marks a device revoked. Returns false when it was never provisioned.
+    pub fn revoke(&self, id: &str, at: u64) -> Result<bool, StoreError> {
+        if !self.devices.contains_key(id)? {
+            return Ok(false);
+        }
+        self.revoked.insert(id, &at.to_be_bytes())?;
+        self.db.flush()?;
+        Ok(true)
+    }
+
+    pub fn is_revoked(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.revoked.contains_key(id)?)
+    }
+
+    pub fn revoked_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.revoked
+            .iter()
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?).into_owned()))
+            .collect()
+    }
+
+    pub fn twin(&self, id: &str) -> Result<Option<Twin>, StoreError> {
+        get_json(&self.twins, id)
+    }
+
+    /// Writes twins in one atomic batch (not fsynced: see `flush`). Only
+    /// twins `provision` created: the twin count does not change here.
+    pub fn put_twins<'a>(&self, twins: impl Iterator<Item = &'a Twin>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for twin in twins {
+            batch.insert(twin.id.as_bytes(), to_json(twin));
+        }
+        self.twins.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Every twin, in id order.
+    pub fn twins(&self) -> impl Iterator<Item = Result<Twin, StoreError>> + '_ {
+        self.twins.iter().map(|entry| {
+            let (key, value) = entry?;
+            decode(&key, &value)
+        })
+    }
+
+    pub fn twin_count(&self) -> u64 {
+        self.twin_count.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,234 @@
+//! Durable state: the only module that touches sled, one submodule per
+//! area, each an `impl Store` over its trees.
+//!
+//! - `devices`: `devices` (provisioning records), `revoked` (ids cut off),
+//!   `twins` (device twins, counted in `meta` with every new one)
+//! - `events`: `events` (each `(device, event id)` once)
+//! - `commands`: `commands` (every command record, keyed `device\0id`) and
+//!   `open_commands` (the keys of commands without an outcome yet, so a
+//!   restart reloads only those)
+//! - `people`: `residents`, `credentials` (keyed credential hash → resident id)
+//! - `counts`: `occupancy` (live people per `center\0room`), `visits`
+//!   (people through a center's entrance per local day,
+//!   `center\0YYYY-MM-DD`), `usage` (milliseconds a piano played per local
+//!   day, `center\0YYYY-MM-DD\0piano`)
+//! - `bookings`: one tree `bookings`, so a booking and everything kept in
+//!   step with it is one atomic batch, and `strikes`
+//! - `notices`: `notifications` (`resident\0at id`), `outbox` (notification
+//!   id → notification, until the webhook took it)
+//! - `catalog`: `resources` (resources added or changed through the API, id
+//!   → entry), `outages` (bound device → outage)
+//! - `meta`: boot epoch, generated admin-token hash, the credential-hashing
+//!   key, the number of twins
+//! - `codec`: key layouts and the JSON values
+//!
+//! `flush` fsyncs; the ingest loop calls it once per batch holding events
+//! before it acknowledges them, the booking desk once per batch of jobs.
+
+mod bookings;
+mod catalog;
+mod codec;
+mod commands;
+mod counts;
+mod devices;
+mod events;
+mod meta;
+mod notices;
+mod people;
+
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+
+use meta::stored_twin_count;
+pub use people::ResidentConflict;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("corrupt record under key {key:?}: {source}")]
+    Corrupt {
+        key: String,
+        source: serde_json::Error,
+    },
+    #[error("malformed key {0}")]
+    BadKey(String),
+}
+
+pub struct Store {
+    db: sled::Db,
+    devices: sled::Tree,
+    revoked: sled::Tree,
+    twins: sled::Tree,
+    events: sled::Tree,
+    commands: sled::Tree,
+    open_commands: sled::Tree,
+    residents: sled::Tree,
+    credentials: sled::Tree,
+    occupancy: sled::Tree,
+    visits: sled::Tree,
+    usage: sled::Tree,
+    bookings: sled::Tree,
+    strikes: sled::Tree,
+    notifications: sled::Tree,
+    outbox: sled::Tree,
+    outages: sled::Tree,
+    resources: sled::Tree,
+    meta: sled::Tree,
+    /// Twins stored (as in `meta`), for `/metrics` without a scan.
+    twin_count: AtomicU64,
+}
+
+impl Store {
+    /// Opens (or creates) the database under `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(256 * 1024 * 1024)
+            .flush_every_ms(Some(200))
+            .open()?;
+        let (twins, meta) = (db.open_tree("twins")?, db.open_tree("meta")?);
+        let twin_count = AtomicU64::new(stored_twin_count(&twins, &meta)?);
+        Ok(Store {
+            devices: db.open_tree("devices")?,
+            revoked: db.open_tree("revoked")?,
+            twins,
+            events: db.open_tree("events")?,
+            commands: db.open_tree("commands")?,
+            open_commands: db.open_tree("open_commands")?,
+            residents: db.open_tree("residents")?,
+            credentials: db.open_tree("credentials")?,
+            occupancy: db.open_tree("occupancy")?,
+            visits: db.open_tree("visits")?,
+            usage: db.open_tree("usage")?,
+            bookings: db.open_tree("bookings")?,
+            strikes: db.open_tree("strikes")?,
+            notifications: db.open_tree("notifications")?,
+            outbox: db.open_tree("outbox")?,
+            outages: db.open_tree("outages")?,
+            resources: db.open_tree("resources")?,
+            meta,
+            twin_count,
+            db,
+        })
+    }
+
+    /// A fresh id, increasing across restarts (notification order).
+    pub fn next_id(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()?)
+    }
+
+    /// Fsyncs everything written so far. Returns the bytes flushed.
+    pub fn flush(&self) -> Result<usize, StoreError> {
+        Ok(self.db.flush()?)
+    }
+
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{DeviceRecord, StoredEvent, Twin};
+    use protocol::DeviceKind;
+
+    fn record(id: &str) -> DeviceRecord {
+        DeviceRecord {
+            id: id.into(),
+            center: "c1".into(),
+            room: "r1".into(),
+            kind: DeviceKind::Piano,
+            password_sha256: "00".into(),
+            certificate_sha256: "11".into(),
+            not_after: 0,
+            provisioned_at: 0,
+        }
+    }
+
+    /// Opens `dir` again in this process: sled's background flusher of the
+    /// dropped handle may still hold the file lock for a moment.
+    fn reopen(dir: &Path) -> Store {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match Store::open(dir) {
+                Ok(store) => return store,
+                Err(error) if std::time::Instant::now() < deadline => {
+                    tracing::debug!(%error, "store still locked");
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(error) => panic!("reopening the store: {error}"),
+            }
+        }
+    }
+
+    #[test]
+    fn events_are_stored_once_and_state_survives_reopen() {
+        let dir = tempdir();
+        {
+            let store = Store::open(&dir).unwrap();
+            assert_eq!(store.next_boot_epoch().unwrap(), 1);
+            let twin = Twin::provisioned(&record("d1"));
+            assert!(store.provision(&record("d1"), &twin).unwrap());
+            assert!(!store.provision(&record("d1"), &twin).unwrap());
+            let event = StoredEvent {
+                device: "d1".into(),
+                center: "c1".into(),
+                kind: DeviceKind::Piano,
+                received_at: 5,
+                event: serde_json::from_str(r#"{"id":"e1","ts":1,"seq":1,"type":"x"}"#).unwrap(),
+            };
+            assert!(store.insert_event_once(&event).unwrap());
+            assert!(!store.insert_event_once(&event).unwrap());
+            store.flush().unwrap();
+        }
+        let store = reopen(&dir);
+        assert_eq!(store.next_boot_epoch().unwrap(), 2);
+        assert_eq!(store.events_of("d1").unwrap().len(), 1);
+        assert_eq!(store.twin("d1").unwrap().unwrap().kind, DeviceKind::Piano);
+        assert!(store.revoke("d1", 9).unwrap());
+        assert!(store.is_revoked("d1").unwrap());
+        assert!(!store.revoke("nobody", 9).unwrap());
+        let twin = Twin::provisioned(&record("d1"));
+        assert!(
+            store.provision(&record("d1"), &twin).unwrap(),
+            "a revoked id can be provisioned again"
+        );
+        assert!(!store.is_revoked("d1").unwrap());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_twin_count_is_kept_with_new_twins_and_survives_reopen() {
+        let dir = tempdir();
+        {
+            let store = Store::open(&dir).unwrap();
+            for id in ["d1", "d2"] {
+                let twin = Twin::provisioned(&record(id));
+                assert!(store.provision(&record(id), &twin).unwrap());
+            }
+            let twin = Twin::provisioned(&record("d1"));
+            assert!(!store.provision(&record("d1"), &twin).unwrap(), "live id");
+            assert!(store.revoke("d1", 9).unwrap());
+            assert!(
+                store.provision(&record("d1"), &twin).unwrap(),
+                "reprovisioned"
+            );
+            assert_eq!(store.twin_count(), 2);
+            store.flush().unwrap();
+        }
+        assert_eq!(reopen(&dir).twin_count(), 2);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    fn tempdir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "yizhan-store-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

@@ -1,0 +1,335 @@
+//! A real hub process on free loopback ports with a temporary data dir,
+//! killed (SIGKILL) on drop however the test ends, with an API client.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use protocol::api::{ProvisionRequest, Provisioned};
+use protocol::DeviceKind;
+use serde_json::Value;
+
+use crate::{eventually, sum_metric, ADMIN_TOKEN};
+
+/// Hub config for devices on a simulated clock (`device-sim --start`,
+/// `--speed`, or fixed dates in a test): a `ts` window holding the whole
+/// calendar (`hub::config::IngestConfig::SIMULATED_CLOCK_WINDOW_SECS`).
+pub const SIMULATED_CLOCKS: &str =
+    "[ingest]\nmax_ts_behind_secs = 315360000000\nmax_ts_ahead_secs = 315360000000\n";
+
+/// Path of a workspace binary built next to this test binary.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    // invariant: a test binary lives in target/<profile>/deps/.
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (`cargo build --workspace --bins`)",
+        path.display()
+    );
+    path
+}
+
+/// Options for starting a hub.
+#[derive(Clone, Default)]
+pub struct HubOptions {
+    /// Extra TOML appended to the generated config file.
+    pub extra_config: String,
+    /// Fixed device port (for restarts); 0 picks a free one.
+    pub mqtt_port: u16,
+    pub api_port: u16,
+    /// Extra environment variables of the hub process.
+    pub env: Vec<(String, String)>,
+}
+
+impl HubOptions {
+    /// A hub whose devices run on a simulated clock.
+    pub fn simulated_clocks() -> HubOptions {
+        HubOptions {
+            extra_config: SIMULATED_CLOCKS.into(),
+            ..HubOptions::default()
+        }
+    }
+
+    /// A hub whose loopback tools listener is on `port` with one user.
+    pub fn with_tools_listener(port: u16, username: &str, password: &str) -> Result<HubOptions> {
+        let hash = device_sim::bench::processes::hash_password(&workspace_binary("hub"), password)?;
+        Ok(HubOptions {
+            extra_config: format!(
+                "[broker.plain]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n\
+                 users = [{{ username = {username:?}, password_hash = {hash:?} }}]\n"
+            ),
+            ..HubOptions::default()
+        })
+    }
+}
+
+/// A hub process. Killed (SIGKILL) on drop; its data dir is removed.
+pub struct HubProcess {
+    child: Option<Child>,
+    data: tempfile::TempDir,
+    options: HubOptions,
+    pub api: String,
+    pub mqtt_port: u16,
+    http: reqwest::Client,
+}
+
+impl HubProcess {
+    pub async fn start(options: HubOptions) -> Result<HubProcess> {
+        let data = tempfile::tempdir()?;
+        let mut hub = HubProcess {
+            child: None,
+            data,
+            options,
+            api: String::new(),
+            mqtt_port: 0,
+            http: reqwest::Client::new(),
+        };
+        hub.spawn().await?;
+        Ok(hub)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    async fn spawn(&mut self) -> Result<()> {
+        let config = self.data.path().join("hub.toml");
+        let text = format!(
+            "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:{}\"\n[api]\nlisten = \"127.0.0.1:{}\"\n{}\n",
+            self.data.path().display().to_string(),
+            self.options.mqtt_port,
+            self.options.api_port,
+            self.options.extra_config
+        );
+        std::fs::write(&config, text)?;
+        let endpoints = self.data.path().join("endpoints.json");
+        let _ = std::fs::remove_file(&endpoints);
+        let log = std::fs::File::create(self.data.path().join("hub.log"))?;
+        let child = Command::new(workspace_binary("hub"))
+            .arg("--config")
+            .arg(&config)
+            .env("YIZHAN_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("YIZHAN_LOG__FILTER", "info,rumqttd=warn")
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawning the hub")?;
+        self.child = Some(child);
+        let start = Instant::now();
+        let text = loop {
+            if let Ok(text) = std::fs::read_to_string(&endpoints) {
+                break text;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || start.elapsed() > Duration::from_secs(20) {
+                bail!("the hub did not start ({exited:?}):\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let value: Value = serde_json::from_str(&text)?;
+        self.api = format!("http://{}", value["api"].as_str().context("api address")?);
+        let mqtt: std::net::SocketAddr = value["mqtt"].as_str().context("mqtt address")?.parse()?;
+        self.mqtt_port = mqtt.port();
+        let ready = format!("{}/readyz", self.api);
+        let http = self.http.clone();
+        eventually(Duration::from_secs(10), "/readyz", || {
+            let (http, ready) = (http.clone(), ready.clone());
+            async move {
+                http.get(ready)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The hub's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("hub.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// SIGKILL, no goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM; returns the exit status and how long the exit took.
+    pub fn terminate(&mut self) -> Result<(std::process::ExitStatus, Duration)> {
+        let mut child = self.child.take().context("hub not running")?;
+        let start = Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM failed");
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok((status, start.elapsed()));
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                bail!("hub did not exit within 10 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `signal` (e.g. `USR1`) to the hub process.
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -{signal} failed");
+        Ok(())
+    }
+
+    /// Waits for the hub to exit by itself; its status and how long the
+    /// wait took.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Result<(ExitStatus, Duration)> {
+        let start = Instant::now();
+        loop {
+            let child = self.child.as_mut().context("hub not running")?;
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok((status, start.elapsed()));
+            }
+            if start.elapsed() > timeout {
+                bail!("the hub still runs after {timeout:?}:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The options the next `restart` uses.
+    pub fn options_mut(&mut self) -> &mut HubOptions {
+        &mut self.options
+    }
+
+    /// Starts the hub again on the same data dir and the same ports.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.kill9();
+        self.options.mqtt_port = self.mqtt_port;
+        self.options.api_port = self.api.rsplit(':').next().context("api port")?.parse()?;
+        self.spawn().await
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .get(format!("{}{path}", self.api))
+            .bearer_auth(ADMIN_TOKEN)
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.api))
+            .bearer_auth(ADMIN_TOKEN)
+    }
+
+    pub fn put(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .put(format!("{}{path}", self.api))
+            .bearer_auth(ADMIN_TOKEN)
+    }
+
+    pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .delete(format!("{}{path}", self.api))
+            .bearer_auth(ADMIN_TOKEN)
+    }
+
+    /// Provisions a device in `center1`/`room1` through the API.
+    pub async fn provision(&self, id: &str, kind: DeviceKind) -> Result<Provisioned> {
+        self.provision_in(id, kind, "center1", "room1").await
+    }
+
+    /// Provisions a device in a given center and room.
+    pub async fn provision_in(
+        &self,
+        id: &str,
+        kind: DeviceKind,
+        center: &str,
+        room: &str,
+    ) -> Result<Provisioned> {
+        let request = ProvisionRequest {
+            id: id.into(),
+            center: center.into(),
+            room: room.into(),
+            kind,
+        };
+        let response = self.post("/api/v1/devices").json(&request).send().await?;
+        anyhow::ensure!(
+            response.status() == 201,
+            "provision {id}: {}",
+            response.status()
+        );
+        Ok(response.json().await?)
+    }
+
+    pub async fn twin(&self, id: &str) -> Result<Value> {
+        let response = self.get(&format!("/api/v1/devices/{id}")).send().await?;
+        anyhow::ensure!(response.status() == 200, "twin {id}: {}", response.status());
+        Ok(response.json().await?)
+    }
+
+    /// POSTs `body` to `path` and returns (status, JSON body).
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
+        let response = self.post(path).json(body).send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// GETs `path` and returns its JSON body (fails on a non-2xx status).
+    pub async fn get_json(&self, path: &str) -> Result<Value> {
+        self.get_as(path).await
+    }
+
+    /// GET `path` (admin token) and decode a successful answer as `T`.
+    pub async fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let response = self.get(path).send().await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "GET {path}: {}",
+            response.status()
+        );
+        Ok(response.json().await?)
+    }
+
+    /// `/metrics` as text.
+    pub async fn metrics(&self) -> Result<String> {
+        Ok(self
+            .get("/metrics")
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?)
+    }
+
+    /// Sum of a metric family's samples whose labels contain `labels`.
+    pub async fn metric(&self, name: &str, labels: &str) -> Result<f64> {
+        Ok(sum_metric(&self.metrics().await?, name, labels))
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
