@@ -68,10 +68,12 @@ rss_kb() { awk '/VmRSS/ { print $2 }' "/proc/$hub_pid/status"; }
 cpu_start=$(cpu)
 t_start=$(date +%s.%N)
 peak=0
-for _ in $(seq 1 "$((window / 5))"); do
+echo "RSS at the start: $(($(rss_kb) / 1024)) MB" >&2
+for tick in $(seq 1 "$((window / 5))"); do
     sleep 5
     rss=$(rss_kb)
     [ "$rss" -gt "$peak" ] && peak=$rss
+    [ $((tick % 12)) -eq 0 ] && echo "RSS after $((tick * 5)) s: $((rss / 1024)) MB" >&2
 done
 cpu_end=$(cpu)
 t_end=$(date +%s.%N)
