@@ -36,7 +36,9 @@ struct Run {
 }
 
 fn main() -> Result<()> {
-    let mut args = std::env::args().skip(1).filter_map(|a| a.parse::<u64>().ok());
+    let mut args = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse::<u64>().ok());
     let runs = args.next().unwrap_or(3);
     let seconds = args.next().unwrap_or(10);
     let runtime = tokio::runtime::Runtime::new()?;
@@ -83,8 +85,7 @@ async fn one_run(phase: Duration) -> Result<Run> {
         calm.push(TestDevice::online(&creds, hub.mqtt_port, DeviceKind::Gate).await?);
     }
     let flooder_creds = hub.provision("flooder", DeviceKind::Counter).await?;
-    let flooder =
-        TestDevice::online(&flooder_creds, hub.mqtt_port, DeviceKind::Counter).await?;
+    let flooder = TestDevice::online(&flooder_creds, hub.mqtt_port, DeviceKind::Counter).await?;
 
     let (calm, idle) = round_trips(calm, phase, 0).await?;
     let flooding = tokio::spawn(flood(flooder, phase));
@@ -119,9 +120,16 @@ async fn round_trips(
                 seq += 1;
                 let sent = Instant::now();
                 device
-                    .event(&format!("e{seq}"), seq, "passage", json!({"direction": "in"}))
+                    .event(
+                        &format!("e{seq}"),
+                        seq,
+                        "passage",
+                        json!({"direction": "in"}),
+                    )
                     .await?;
-                device.message_on(&ack_topic, Duration::from_secs(10)).await?;
+                device
+                    .message_on(&ack_topic, Duration::from_secs(10))
+                    .await?;
                 times.record(sent.elapsed().as_micros() as u64)?;
                 tokio::time::sleep(pause.saturating_sub(sent.elapsed())).await;
             }

@@ -55,6 +55,15 @@ mod layers;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options (its `malloc_conf`): memory freed is given back to
+/// the system within a second, by a background thread, instead of being
+/// kept for ten (and then kept in RSS as MADV_FREE pages until the kernel
+/// wants them). A district of 1,818 devices measured 248 MB right after
+/// its devices connected with the defaults, 198 MB with these.
+#[export_name = "_rjem_malloc_conf"]
+pub static JEMALLOC_OPTIONS: &[u8] =
+    b"background_thread:true,max_background_threads:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -188,7 +188,12 @@ fn downlink_segments() -> HashMap<String, rumqttd::SegmentConfig> {
         .collect()
 }
 
-const DOWNLINK_SEGMENT_BYTES: usize = 16 * 1024;
+/// rumqttd counts a segment's size in topic and payload bytes, but each
+/// message costs ~250 B of bookkeeping on top: a full 16 KiB segment of
+/// event acks held ~65 KB, and every device's three downlink logs fill up
+/// over time. A full 4 KiB segment is ~45 acks or commands, enough for a
+/// device that reconnects (open commands are resent by the hub anyway).
+const DOWNLINK_SEGMENT_BYTES: usize = 4 * 1024;
 
 #[cfg(test)]
 mod tests {

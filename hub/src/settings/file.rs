@@ -289,9 +289,9 @@ impl Default for BrokerConfig {
             device_cert_days: 365,
             max_packet_bytes: 64 * 1024,
             max_connections: 20_000,
-            segment_bytes: 1024 * 1024,
-            segment_count: 3,
-            ingest_window_bytes: 1024 * 1024,
+            segment_bytes: 256 * 1024,
+            segment_count: 4,
+            ingest_window_bytes: 512 * 1024,
             handshake_timeout_ms: 5_000,
             max_handshakes_per_ip: 128,
             max_handshakes: 1_024,
@@ -475,11 +475,11 @@ max_packet_bytes = 65536
 max_connections = 20000
 # rumqttd keeps an in-memory log per subscription filter of
 # segment_bytes x segment_count; older messages are dropped by size.
-segment_bytes = 1048576
-segment_count = 3
+segment_bytes = 262144
+segment_count = 4
 # Bytes on their way to ingest at once; clients wait while it is full. At
 # most (segment_count - 1) x segment_bytes, so ingest never skips any.
-ingest_window_bytes = 1048576
+ingest_window_bytes = 524288
 # One deadline for a connection's TLS handshake and CONNECT (and for its
 # wait for a place among the connections in handshake).
 handshake_timeout_ms = 5000
