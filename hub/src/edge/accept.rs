@@ -96,6 +96,38 @@ pub async fn serve(
     }
 }
 
+/// A client stream over TCP: its socket, for socket options.
+pub trait OverTcp {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl OverTcp for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl OverTcp for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+/// Acknowledges what arrives at once instead of after the delayed-ACK
+/// timer (up to 40 ms). Most device stacks leave Nagle on: a device's next
+/// small publish waits for the ACK of its last one, so a delayed ACK would
+/// hold, say, an overheating robot's reading — and its `stop` — for that
+/// long. Linux drops the flag on its own, so it is set again after every
+/// read.
+pub fn quickack(stream: &TcpStream) {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = SockRef::from(stream).set_tcp_quickack(true);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = stream;
+}
+
 fn configure(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
     // Clients with keepalive 0 are never timed out by MQTT; a dead peer is
@@ -162,7 +194,7 @@ impl Connection {
         permit: InHandshake,
     ) -> Result<(), &'static str>
     where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + OverTcp,
     {
         let establishing = connect::establish(
             stream,

@@ -10,6 +10,7 @@ use rumqttd::protocol::{ConnAck, ConnectReturnCode, LastWill, Login, Packet};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
+use super::accept::OverTcp;
 use super::auth::{self, Admitted, Denied};
 use super::framing::{read_packets, write_packets, FrameError, Framer};
 use super::policy;
@@ -58,7 +59,7 @@ struct Connect {
 
 /// Reads and checks the CONNECT on `stream`; on success the session, and
 /// the packets the client sent right after its CONNECT.
-pub async fn establish<S: AsyncRead + AsyncWrite + Unpin>(
+pub async fn establish<S: AsyncRead + AsyncWrite + Unpin + OverTcp>(
     mut stream: S,
     shared: &Arc<Shared>,
     listener: &Arc<Listener>,

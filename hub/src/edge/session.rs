@@ -28,6 +28,7 @@ use rumqttd::Notification;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
+use super::accept::{quickack, OverTcp};
 use super::auth::Admitted;
 use super::flow::{FloodWatch, TokenBucket};
 use super::framing::{read_packets, write_packets, FrameError, Framer};
@@ -133,7 +134,7 @@ pub struct Session<S> {
     to_client: Vec<Packet>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + OverTcp> Session<S> {
     pub fn new(parts: Parts<S>, shared: Arc<Shared>, listener: Arc<Listener>) -> Session<S> {
         let limits = &shared.limits;
         let silence_limit = (parts.keepalive_secs > 0)
@@ -206,6 +207,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     if let Err(error) = read {
                         return End::Frame(error);
                     }
+                    quickack(self.stream.tcp());
                     let batch = std::mem::take(&mut packets);
                     if let Err(end) = self.handle_all(batch).await {
                         return end;
