@@ -245,7 +245,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
 
 /// The `hub` binary to start: `explicit`, else the one built next to this
 /// program. Under `cargo run` (which sets `CARGO`) it is built first, in
-/// this program's profile, so the demo runs the hub of this source tree.
+/// this program's profile, so the demo runs the hub of this source tree —
+/// together with device-sim, as the README's command and the benchmark
+/// scripts build them: cargo unifies dependency features per selection, so
+/// building the hub alone would rebuild shared crates each time.
 fn hub_binary(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(path) = explicit {
         return Ok(path);
@@ -255,7 +258,7 @@ fn hub_binary(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Ok(cargo) = std::env::var("CARGO") {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
         let mut build = std::process::Command::new(cargo);
-        build.args(["build", "-p", "hub", "--manifest-path"]);
+        build.args(["build", "-p", "hub", "-p", "device-sim", "--manifest-path"]);
         build.arg(&manifest);
         if dir.file_name().is_some_and(|name| name == "release") {
             build.arg("--release");
