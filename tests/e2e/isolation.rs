@@ -98,7 +98,7 @@ async fn a_revoked_device_is_cut_off_and_cannot_reconnect() -> anyhow::Result<()
     assert_eq!(twin["online"], json!(false), "{twin}\n{}", hub.log());
     assert_eq!(twin["fields"]["temp_c"]["value"], json!(40.0));
     let refused = hub
-        .metric("yizhan_mqtt_connect_attempts_total", "result=\"refused\"")
+        .metric("yizhan_mqtt_connect_attempts_total", "outcome=\"refused\"")
         .await?;
     assert!(refused >= 1.0);
     Ok(())
