@@ -106,6 +106,8 @@ pub enum HubError {
     },
     #[error("thread: {0}")]
     Thread(std::io::Error),
+    #[error("bookings: {0}")]
+    Bookings(#[from] bookings::StartError),
     #[error("{0}")]
     Supervise(#[from] supervise::SuperviseError),
     #[error("components down: {}", supervise::describe(.0))]
@@ -138,6 +140,9 @@ impl Hub {
         let metrics = Metrics::new();
         let census = Arc::new(gauges::Census::load(&store, metrics.clone())?);
         census.hub_certificates(pki.ca_not_after_ms()?, identity.not_after_ms);
+        metrics
+            .webhook_outbox
+            .set(i64::try_from(store.outbox_len()).unwrap_or(i64::MAX));
         let fault = supervise::FaultPlan::from_env()?;
         let supervisor = Supervisor::new(CancellationToken::new(), &metrics, fault);
         let stop = supervisor.stop_token();
@@ -154,8 +159,7 @@ impl Hub {
             hand_over(inbox.clone()),
             outbox.clone(),
             &supervisor,
-        )
-        .map_err(HubError::Thread)?;
+        )?;
         let mut actions = actions::Actions::new(store.clone(), metrics.clone(), &settings)?;
         actions.set_bookings(bookings.clone());
         let commit = commit::GroupCommit::start(store.clone(), broker.commit_link, &supervisor)
