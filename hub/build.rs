@@ -1,13 +1,15 @@
 //! Build script: the git commit the hub is built from, for `hub --version`
-//! and `yizhan_build_info{commit}` (`YIZHAN_COMMIT`); `unknown` when the
-//! source is not a git checkout or git is missing.
+//! and `yizhan_build_info{commit}`, as `HUB_BUILD_COMMIT` (not `YIZHAN_…`:
+//! cargo also sets it when it runs tests, and the configuration reads every
+//! `YIZHAN_*` variable); `unknown` when the source is not a git checkout or
+//! git is missing.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
     let commit = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
-    println!("cargo:rustc-env=YIZHAN_COMMIT={commit}");
+    println!("cargo:rustc-env=HUB_BUILD_COMMIT={commit}");
     // Rebuilt when HEAD moves: HEAD itself (a checkout), the branch it
     // names (a commit) and packed refs. Without git: when this file changes.
     println!("cargo:rerun-if-changed=build.rs");

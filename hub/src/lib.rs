@@ -31,6 +31,7 @@ pub mod interlock;
 pub mod schedule;
 // Services: threads and the state they own.
 pub mod actions;
+pub mod activity;
 pub mod bookings;
 pub mod broker;
 pub mod commands;
@@ -39,6 +40,7 @@ pub mod gauges;
 pub mod ingest;
 pub mod occupancy;
 pub mod usage;
+pub mod visits;
 pub mod webhook;
 // Top: the edge and the API.
 pub mod api;

@@ -40,7 +40,7 @@ struct Cli {
 }
 
 /// `hub --version`: the version and the commit it was built from.
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("YIZHAN_COMMIT"), ")");
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("HUB_BUILD_COMMIT"), ")");
 
 #[derive(Subcommand)]
 enum Command {

@@ -69,7 +69,7 @@ pub struct Metrics {
 /// The hub's version (`Cargo.toml`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The git commit the hub was built from, `unknown` without git (build.rs).
-pub const COMMIT: &str = env!("YIZHAN_COMMIT");
+pub const COMMIT: &str = env!("HUB_BUILD_COMMIT");
 
 impl Default for Metrics {
     fn default() -> Self {
