@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, installing what the tests need first.
-# The end-to-end tests start real hub processes and use mosquitto clients
-# and paho-mqtt (Python).
+# The end-to-end tests start real hub processes and use mosquitto clients,
+# paho-mqtt (Python) and promtool (Debian's prometheus package).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
 command -v mosquitto >/dev/null || missing+=(mosquitto)
+command -v promtool >/dev/null || missing+=(prometheus)
 if ((${#missing[@]})); then
     echo "installing ${missing[*]}" >&2
     SUDO=""

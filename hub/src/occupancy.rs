@@ -246,10 +246,11 @@ impl Counters {
 
     /// `people` came in through `center`'s entrance at device time `ts`.
     fn count_visits(&mut self, center: &str, ts: DeviceTs, people: u64) -> Result<(), StoreError> {
+        let day = self.calendar.day(ts.ms());
+        // Also at 0: the center's series exist from its first message.
+        self.visit_gauges.counted(center, day, people);
         if people > 0 {
-            let day = self.calendar.day(ts.ms());
             *self.unwritten.entry((center.to_owned(), day)).or_default() += people;
-            self.visit_gauges.counted(center, day, people);
             self.metrics
                 .visits
                 .with_label_values(&[center])

@@ -14,6 +14,8 @@ mod fleet;
 mod interlock;
 mod isolation;
 mod lifecycle;
+mod metrics_series;
+mod operations;
 mod pianos;
 mod resilience;
 mod schedule;
