@@ -183,7 +183,9 @@ impl Activity {
                     .with_label_values(&[&twin.center, twin.kind.as_str()]);
             }
             DeviceKind::Piano => {
-                self.metrics.pianos_in_use.with_label_values(&[&twin.center]);
+                self.metrics
+                    .pianos_in_use
+                    .with_label_values(&[&twin.center]);
             }
             _ => {}
         }

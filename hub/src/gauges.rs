@@ -41,7 +41,9 @@ impl Census {
     /// The CA's and the edge's server certificate's expiry (unix ms).
     pub fn hub_certificates(&self, ca_not_after_ms: u64, server_not_after_ms: u64) {
         let gauge = &self.metrics.certificate_expiry;
-        gauge.with_label_values(&["ca"]).set(seconds(ca_not_after_ms));
+        gauge
+            .with_label_values(&["ca"])
+            .set(seconds(ca_not_after_ms));
         gauge
             .with_label_values(&["server"])
             .set(seconds(server_not_after_ms));
@@ -148,7 +150,8 @@ mod tests {
                 .get()
         };
         let earliest = || {
-            let line = "yizhan_certificate_expiry_timestamp_seconds{certificate=\"device_earliest\"} ";
+            let line =
+                "yizhan_certificate_expiry_timestamp_seconds{certificate=\"device_earliest\"} ";
             let text = metrics.render();
             text.lines()
                 .find_map(|l| l.strip_prefix(line))

@@ -13,8 +13,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hub::settings::{Config, ConfigError, LogFormat, Settings, DEFAULT_CONFIG_TOML};
-use tracing_subscriber::EnvFilter;
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
@@ -40,7 +40,12 @@ struct Cli {
 }
 
 /// `hub --version`: the version and the commit it was built from.
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("HUB_BUILD_COMMIT"), ")");
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("HUB_BUILD_COMMIT"),
+    ")"
+);
 
 #[derive(Subcommand)]
 enum Command {

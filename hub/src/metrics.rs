@@ -341,7 +341,10 @@ impl Metrics {
             registry,
         };
         metrics.register_all();
-        metrics.build_info.with_label_values(&[VERSION, COMMIT]).set(1);
+        metrics
+            .build_info
+            .with_label_values(&[VERSION, COMMIT])
+            .set(1);
         metrics
     }
 

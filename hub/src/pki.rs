@@ -207,7 +207,10 @@ mod tests {
         let again = Pki::load_or_create(&dir).unwrap();
         assert_eq!(first.ca_pem(), again.ca_pem());
         let ten_years_ms = 3650 * 86_400_000;
-        let expires_in = again.ca_not_after_ms().unwrap().abs_diff(unix_ms(SystemTime::now()));
+        let expires_in = again
+            .ca_not_after_ms()
+            .unwrap()
+            .abs_diff(unix_ms(SystemTime::now()));
         assert!(expires_in.abs_diff(ten_years_ms) < 60_000, "{expires_in}");
         let mode = fs::metadata(dir.join(CA_KEY)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);

@@ -40,7 +40,12 @@ impl VisitGauges {
             days: HashMap::new(),
         };
         for (center, day, visits) in store.visits_from(first_of_month(today))? {
-            *gauges.days.entry(center).or_default().entry(day).or_default() += visits;
+            *gauges
+                .days
+                .entry(center)
+                .or_default()
+                .entry(day)
+                .or_default() += visits;
         }
         gauges.show_all();
         Ok(gauges)
@@ -133,6 +138,10 @@ mod tests {
         gauges.counted("c1", day("2027-02-01"), 2);
         assert_eq!((shown("day"), shown("month")), (3, 8), "tomorrow not yet");
         gauges.turn(ms("2027-02-01T00:00:01+08:00"));
-        assert_eq!((shown("day"), shown("month")), (2, 2), "a new day and month");
+        assert_eq!(
+            (shown("day"), shown("month")),
+            (2, 2),
+            "a new day and month"
+        );
     }
 }

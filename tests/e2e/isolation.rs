@@ -100,7 +100,10 @@ async fn a_revoked_device_is_cut_off_and_cannot_reconnect() -> anyhow::Result<()
     assert_eq!(again.status(), 200, "revoking twice is harmless");
     let metrics = hub.metrics().await?;
     assert_eq!(sum_metric(&metrics, "yizhan_devices", robots), 0.0);
-    assert_eq!(sum_metric(&metrics, "yizhan_device_revocations_total", ""), 1.0);
+    assert_eq!(
+        sum_metric(&metrics, "yizhan_device_revocations_total", ""),
+        1.0
+    );
     assert!(!metrics.contains(earliest), "no live device certificate");
     device.disconnected(Duration::from_secs(2)).await?;
 

@@ -150,18 +150,32 @@ async fn ten_thousand_devices_in_a_hundred_centers_stay_under_the_series_bound()
         let (channel, body) = report(spec);
         let client = &connection.client;
         client
-            .publish(for_device(&spec.id, Channel::Birth), QoS::AtLeastOnce, false, birth.to_string())
+            .publish(
+                for_device(&spec.id, Channel::Birth),
+                QoS::AtLeastOnce,
+                false,
+                birth.to_string(),
+            )
             .await?;
         client
-            .publish(for_device(&spec.id, channel), QoS::AtLeastOnce, false, body.to_string())
+            .publish(
+                for_device(&spec.id, channel),
+                QoS::AtLeastOnce,
+                false,
+                body.to_string(),
+            )
             .await?;
     }
-    eventually(Duration::from_secs(60), "every device online and heard twice", || async {
-        let exposition = hub.metrics().await.ok()?;
-        let online = sum_metric(&exposition, "yizhan_devices_online", "");
-        let received = sum_metric(&exposition, "yizhan_messages_received_total", "");
-        (online == 10_000.0 && received >= 20_000.0).then_some(())
-    })
+    eventually(
+        Duration::from_secs(60),
+        "every device online and heard twice",
+        || async {
+            let exposition = hub.metrics().await.ok()?;
+            let online = sum_metric(&exposition, "yizhan_devices_online", "");
+            let received = sum_metric(&exposition, "yizhan_messages_received_total", "");
+            (online == 10_000.0 && received >= 20_000.0).then_some(())
+        },
+    )
     .await?;
     let exposition = hub.metrics().await?;
     let count = series(&exposition);
@@ -181,7 +195,10 @@ async fn ten_thousand_devices_in_a_hundred_centers_stay_under_the_series_bound()
     );
     let values = label_values(&exposition);
     let device_in_a_label = specs.iter().find(|spec| values.contains(spec.id.as_str()));
-    assert!(device_in_a_label.is_none(), "{device_in_a_label:?} in a label");
+    assert!(
+        device_in_a_label.is_none(),
+        "{device_in_a_label:?} in a label"
+    );
     for (_, connection) in connections {
         connection.stop.cancel();
     }

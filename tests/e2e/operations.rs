@@ -88,8 +88,7 @@ fn scraped_families(exposition: &str) -> BTreeMap<String, String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_busy_hubs_scrape_passes_promtool_and_holds_only_the_catalogs_families() -> Result<()>
-{
+async fn a_busy_hubs_scrape_passes_promtool_and_holds_only_the_catalogs_families() -> Result<()> {
     let hub = HubProcess::start(HubOptions {
         token_files: true,
         ..HubOptions::simulated_clocks()
@@ -126,12 +125,17 @@ async fn a_busy_hubs_scrape_passes_promtool_and_holds_only_the_catalogs_families
         assert!(scraped.contains_key(name), "{name} missing from the scrape");
     }
     let devices = run.truth["devices"].as_array().map_or(0, Vec::len);
-    assert_eq!(sum_metric(&exposition, "yizhan_devices", ""), devices as f64);
+    assert_eq!(
+        sum_metric(&exposition, "yizhan_devices", ""),
+        devices as f64
+    );
     // The API reads the stored days (written within 250 ms), the gauge
     // memory: the same numbers once ingest wrote its counts.
-    eventually(Duration::from_secs(5), "visits as the API shows them", || async {
-        visits_agree(&hub).await.ok().filter(|agree| *agree)
-    })
+    eventually(
+        Duration::from_secs(5),
+        "visits as the API shows them",
+        || async { visits_agree(&hub).await.ok().filter(|agree| *agree) },
+    )
     .await?;
 
     // `hub --version` names the commit `yizhan_build_info` carries.
@@ -171,7 +175,13 @@ async fn visits_agree(hub: &HubProcess) -> Result<bool> {
 fn fill(template: &str) -> String {
     template
         .split('/')
-        .map(|segment| if segment.starts_with('{') { "x1" } else { segment })
+        .map(|segment| {
+            if segment.starts_with('{') {
+                "x1"
+            } else {
+                segment
+            }
+        })
         .collect::<Vec<_>>()
         .join("/")
 }
@@ -243,18 +253,34 @@ fn check_config_prints_the_merged_configuration_with_secrets_masked() -> Result<
         printed.contains("listen = \"127.0.0.1:9191\""),
         "the variable overrides the file:\n{printed}"
     );
-    assert!(printed.contains("metrics_token_sha256 = \"<masked>\""), "{printed}");
-    assert!(printed.contains("password_hash = \"<masked>\""), "{printed}");
-    assert!(printed.contains("admin_token_sha256 = \"\""), "unset: {printed}");
-    assert!(!printed.contains(token) && !printed.contains("argon2"), "{printed}");
+    assert!(
+        printed.contains("metrics_token_sha256 = \"<masked>\""),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("password_hash = \"<masked>\""),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("admin_token_sha256 = \"\""),
+        "unset: {printed}"
+    );
+    assert!(
+        !printed.contains(token) && !printed.contains("argon2"),
+        "{printed}"
+    );
     Ok(())
 }
+
+/// A configuration file, environment variables, and the field the error
+/// must name.
+type BadConfig = (&'static str, &'static [(&'static str, &'static str)], &'static str);
 
 #[test]
 fn check_config_names_the_bad_field_and_exits_2() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("hub.toml");
-    let cases: [(&str, &[(&str, &str)], &str); 5] = [
+    let cases: [BadConfig; 5] = [
         ("[broker]\nsegment_count = 1\n", &[], "broker.segment_count"),
         ("[api]\nbogus = 1\n", &[], "bogus"),
         ("", &[("YIZHAN_INGEST__BATCH_MAX", "0")], "ingest.batch_max"),

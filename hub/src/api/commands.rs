@@ -11,8 +11,8 @@ use axum::Json;
 use protocol::api::{CommandOrigin, CommandRecord, CommandRequest};
 use serde::Serialize;
 
-use super::routing::{get, post, Routes};
 use super::devices::known_device;
+use super::routing::{get, post, Routes};
 use super::{blocking, error, internal, json_body, unprocessable, Admin, ApiState, HttpError};
 use crate::clock::unix_ms;
 use crate::commands::NewCommand;

@@ -103,9 +103,7 @@ async fn revoke(
     })
     .await?;
     match revocation {
-        Revocation::Unknown => {
-            return Err(error(StatusCode::NOT_FOUND, format!("no device {id}")))
-        }
+        Revocation::Unknown => return Err(error(StatusCode::NOT_FOUND, format!("no device {id}"))),
         Revocation::Revoked(record) => {
             state.census.revoked(&record);
             state.metrics.revocations.inc();

@@ -31,8 +31,12 @@ pub(super) struct Routes {
 impl Routes {
     pub(super) fn route(mut self, path: &'static str, methods: Methods) -> Routes {
         self.router = self.router.route(path, methods.router);
-        self.endpoints
-            .extend(methods.names.into_iter().map(|method| Endpoint { method, path }));
+        self.endpoints.extend(
+            methods
+                .names
+                .into_iter()
+                .map(|method| Endpoint { method, path }),
+        );
         self
     }
 

@@ -90,7 +90,8 @@ impl Desk {
             return;
         }
         let holds = |status: Option<Status>| status.is_some_and(Status::holds_place);
-        let places = f64::from(u8::from(holds(Some(booking.status)))) - f64::from(u8::from(holds(was)));
+        let places =
+            f64::from(u8::from(holds(Some(booking.status)))) - f64::from(u8::from(holds(was)));
         if places != 0.0 {
             let gauge = self
                 .metrics
@@ -130,7 +131,9 @@ impl Desk {
             gauge
                 .with_label_values(&[center, kind, "available"])
                 .add(available);
-            gauge.with_label_values(&[center, kind, "booked"]).add(booked);
+            gauge
+                .with_label_values(&[center, kind, "booked"])
+                .add(booked);
         }
         Ok(())
     }
@@ -145,7 +148,9 @@ impl Desk {
             let unstaffed = resource
                 .slots_between(&self.calendar, now, horizon)
                 .into_iter()
-                .filter(|slot| self.roster.duty(&self.calendar, &resource, *slot) == Duty::Unstaffed)
+                .filter(|slot| {
+                    self.roster.duty(&self.calendar, &resource, *slot) == Duty::Unstaffed
+                })
                 .count();
             gauge
                 .with_label_values(&labels(&resource))
@@ -156,7 +161,10 @@ impl Desk {
 
 /// A resource's `center` and `kind` labels.
 fn labels(resource: &Resource) -> [&str; 2] {
-    [resource.config.center.as_str(), resource.config.kind.as_str()]
+    [
+        resource.config.center.as_str(),
+        resource.config.kind.as_str(),
+    ]
 }
 
 fn seconds(start: u64, end: u64) -> f64 {

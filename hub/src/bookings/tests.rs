@@ -255,7 +255,10 @@ fn the_booking_gauges_follow_the_desk_and_match_a_count_from_the_store() {
     let gauges = |h: &Harness| {
         let metrics = &h.desk.metrics;
         (
-            metrics.booking_waitlist.with_label_values(&["c1", "piano"]).get(),
+            metrics
+                .booking_waitlist
+                .with_label_values(&["c1", "piano"])
+                .get(),
             metrics
                 .booking_day_seat_seconds
                 .with_label_values(&["c1", "piano", "booked"])
@@ -285,5 +288,8 @@ fn the_booking_gauges_follow_the_desk_and_match_a_count_from_the_store() {
         .booking_slots_unstaffed
         .with_label_values(&["c1", "table"])
         .get();
-    assert_eq!(unstaffed, 2, "Monday 10:00 and 11:00 at the ping-pong table");
+    assert_eq!(
+        unstaffed, 2,
+        "Monday 10:00 and 11:00 at the ping-pong table"
+    );
 }

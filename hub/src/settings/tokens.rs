@@ -45,7 +45,10 @@ const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
 /// Fills `api`'s empty token hashes from the environment (`env` looks a
 /// variable up). Fails naming the variable: both forms set, a file that
 /// cannot be read, a token shorter than `MIN_TOKEN_CHARS`.
-pub fn from_env(api: &mut ApiConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+pub fn from_env(
+    api: &mut ApiConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
     for (vars, hash) in [
         (ADMIN_TOKEN, &mut api.admin_token_sha256),
         (METRICS_TOKEN, &mut api.metrics_token_sha256),
@@ -60,7 +63,10 @@ pub fn from_env(api: &mut ApiConfig, env: &dyn Fn(&str) -> Option<String>) -> Re
 }
 
 /// The token `vars` name, if either variable is set.
-fn token(vars: TokenVars, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<String>, ConfigError> {
+fn token(
+    vars: TokenVars,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<String>, ConfigError> {
     let (token, from) = match (env(vars.plain), env(vars.file)) {
         (None, None) => return Ok(None),
         (Some(_), Some(_)) => {
@@ -84,20 +90,28 @@ fn token(vars: TokenVars, env: &dyn Fn(&str) -> Option<String>) -> Result<Option
 
 /// The text of the token file `path` (named by variable `var`); a leading
 /// `$CREDENTIALS_DIRECTORY` is the systemd credentials directory.
-fn read_file(var: &str, path: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+fn read_file(
+    var: &str,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
     let path = match path
         .strip_prefix("$CREDENTIALS_DIRECTORY")
         .or_else(|| path.strip_prefix("${CREDENTIALS_DIRECTORY}"))
     {
         Some(rest) => {
             let dir = env(CREDENTIALS_DIRECTORY).ok_or_else(|| {
-                invalid(var, format!("{path} names {CREDENTIALS_DIRECTORY}, which is not set"))
+                invalid(
+                    var,
+                    format!("{path} names {CREDENTIALS_DIRECTORY}, which is not set"),
+                )
             })?;
             format!("{dir}{rest}")
         }
         None => path.to_string(),
     };
-    std::fs::read_to_string(&path).map_err(|error| invalid(var, format!("cannot read {path}: {error}")))
+    std::fs::read_to_string(&path)
+        .map_err(|error| invalid(var, format!("cannot read {path}: {error}")))
 }
 
 fn invalid(field: &str, reason: String) -> ConfigError {
@@ -131,14 +145,20 @@ mod tests {
         std::fs::write(&file, "scrape-only-token-0123\n").unwrap();
         let file = file.to_str().unwrap();
         let admin = "admin-token-0123456789";
-        let (a, m) = resolve(&[("YIZHAN_ADMIN_TOKEN", admin), ("YIZHAN_METRICS_TOKEN_FILE", file)])
-            .unwrap();
+        let (a, m) = resolve(&[
+            ("YIZHAN_ADMIN_TOKEN", admin),
+            ("YIZHAN_METRICS_TOKEN_FILE", file),
+        ])
+        .unwrap();
         assert_eq!(a, secrets::sha256_hex(admin));
         assert_eq!(m, secrets::sha256_hex("scrape-only-token-0123"));
         let credentials = dir.path().to_str().unwrap();
         let (_, m) = resolve(&[
             ("CREDENTIALS_DIRECTORY", credentials),
-            ("YIZHAN_METRICS_TOKEN_FILE", "$CREDENTIALS_DIRECTORY/metrics_token"),
+            (
+                "YIZHAN_METRICS_TOKEN_FILE",
+                "$CREDENTIALS_DIRECTORY/metrics_token",
+            ),
         ])
         .unwrap();
         assert_eq!(m, secrets::sha256_hex("scrape-only-token-0123"));
@@ -164,7 +184,10 @@ mod tests {
             "`YIZHAN_METRICS_TOKEN_FILE`",
         );
         check(
-            &[("YIZHAN_METRICS_TOKEN_FILE", "$CREDENTIALS_DIRECTORY/metrics_token")],
+            &[(
+                "YIZHAN_METRICS_TOKEN_FILE",
+                "$CREDENTIALS_DIRECTORY/metrics_token",
+            )],
             "CREDENTIALS_DIRECTORY, which is not set",
         );
     }

@@ -76,7 +76,10 @@ impl Store {
     /// Every center's visits per local day from `from` on, as
     /// `(center, day, visits)` (a scan of every center's days: once, at
     /// start).
-    pub fn visits_from(&self, from: NaiveDate) -> Result<Vec<(String, NaiveDate, u64)>, StoreError> {
+    pub fn visits_from(
+        &self,
+        from: NaiveDate,
+    ) -> Result<Vec<(String, NaiveDate, u64)>, StoreError> {
         let mut found = Vec::new();
         for entry in self.visits.iter() {
             let (key, value) = entry?;
@@ -84,7 +87,8 @@ impl Store {
             let parsed = text
                 .split_once('\0')
                 .and_then(|(center, day)| Some((center, day.parse::<NaiveDate>().ok()?)));
-            let (center, day) = parsed.ok_or_else(|| StoreError::BadKey(format!("visits {key:?}")))?;
+            let (center, day) =
+                parsed.ok_or_else(|| StoreError::BadKey(format!("visits {key:?}")))?;
             if day >= from {
                 found.push((center.to_string(), day, decode_u64(&value)));
             }

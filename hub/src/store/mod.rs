@@ -39,8 +39,8 @@ mod people;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 
-use meta::stored_twin_count;
 pub use devices::Revocation;
+use meta::stored_twin_count;
 pub use people::ResidentConflict;
 
 #[derive(Debug, thiserror::Error)]
