@@ -1,9 +1,10 @@
 //! The HTTP API (axum), one module per route group: `health` (liveness,
 //! readiness, metrics), `devices` (provisioning, revocation, twins,
 //! events), `commands` (commands, interlock alarm acknowledgement),
-//! `residents`, `centers` (occupancy, visits, piano use), `resources`
-//! (resources and availability), `bookings` (bookings, check-in, waitlists,
-//! notifications) and `clock` (the schedule's clock). Errors are
+//! `residents`, `centers` (occupancy, visits, piano use), `rooms` (rooms'
+//! seats and hours), `resources` (resources and availability), `bookings`
+//! (bookings, check-in, waitlists, notifications) and `clock` (the
+//! schedule's clock). Errors are
 //! `{"error":"…"}` with a 4xx naming the problem. Every call that changes or
 //! reveals something needs `Authorization: Bearer <admin token>`;
 //! `/healthz` and `/readyz` do not. (Issuing commands, acknowledging alarms
@@ -24,6 +25,7 @@ mod devices;
 mod health;
 mod residents;
 mod resources;
+mod rooms;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -69,8 +71,17 @@ pub struct ApiState {
     pub ready: AtomicBool,
     /// The centers' calendar (visits per local day).
     pub calendar: Calendar,
-    /// Rooms' seats from `[[rooms]]`.
-    pub rooms: Rooms,
+    /// Rooms' seats and hours (the file's, then the API's): what the API
+    /// shows. Ingest keeps its own copy for its decisions and learns of a
+    /// change as `Control::Room`. std RwLock: never held across an await.
+    pub rooms: std::sync::RwLock<Rooms>,
+}
+
+impl ApiState {
+    fn rooms(&self) -> std::sync::RwLockReadGuard<'_, Rooms> {
+        // invariant: no code panics while holding the lock.
+        self.rooms.read().expect("rooms lock")
+    }
 }
 
 /// Every route.
@@ -81,6 +92,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(commands::routes())
         .merge(residents::routes())
         .merge(centers::routes())
+        .merge(rooms::routes())
         .merge(resources::routes())
         .merge(bookings::routes())
         .merge(clock::routes())
@@ -212,6 +224,7 @@ pub(super) struct WindowQuery {
     to: String,
     resident: Option<String>,
     resource: Option<String>,
+    center: Option<String>,
 }
 
 fn window(state: &ApiState, query: &WindowQuery) -> Result<(u64, u64), HttpError> {

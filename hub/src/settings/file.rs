@@ -12,7 +12,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-pub use crate::records::{ResourceConfig, ShareConfig, SlotConfig};
+pub use crate::records::{ResourceConfig, RoomConfig, ShareConfig, SlotConfig};
 
 use super::ConfigError;
 
@@ -169,21 +169,6 @@ pub struct AccessConfig {
     pub time_zone: String,
     /// How long a gate's `open`/`deny` answer stays valid.
     pub answer_ttl_ms: u64,
-}
-
-/// A room behind a gate. Give `hours = "24h"`, or `open` and `close` as
-/// `HH:MM` (local time; `close` before `open` spans midnight).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoomConfig {
-    pub center: String,
-    pub id: String,
-    /// People allowed in at once.
-    pub capacity: u32,
-    /// `"24h"`, or none and `open` and `close`.
-    pub hours: Option<String>,
-    pub open: Option<String>,
-    pub close: Option<String>,
 }
 
 /// Booking rules common to every resource.
