@@ -29,8 +29,10 @@ const COOL_RATE: f64 = 1.0;
 /// and where its thermal fuse finally stops it.
 const RUNAWAY_RATE: f64 = 0.8;
 const FUSE_C: f64 = 80.0;
-/// A booked treatment: 20 minutes of a 30-minute slot.
-const TREATMENT_MS: u64 = 20 * MINUTE_MS;
+/// A booked treatment ends this long before its slot does (20 minutes of a
+/// 30-minute slot), by the slot's end rather than by when the `unlock`
+/// came: the hub locks at the slot's end on its own clock.
+const ENDS_BEFORE_SLOT_MS: u64 = 10 * MINUTE_MS;
 
 /// A moxibustion robot: heats to its setpoint during a session, cools down
 /// after; a faulty session keeps heating until something stops it.
@@ -123,7 +125,7 @@ impl TherapyRobot {
     /// starts their treatment. For anyone else's booking the resident
     /// starts the session themselves.
     fn unlock(&mut self, cmd: &Command, now: u64, world: &World, c: &mut Counters) -> Obeyed {
-        let until = unlocked_until(cmd).unwrap_or(now + TREATMENT_MS);
+        let until = unlocked_until(cmd).unwrap_or(now + 3 * ENDS_BEFORE_SLOT_MS);
         let unlocked = Unlocked::of(cmd, world);
         if unlocked == Unlocked::Other {
             return Obeyed::Done(Vec::new());
@@ -132,7 +134,7 @@ impl TherapyRobot {
         let walk_in = self.end(now, None).map(|e| e.with("reason", "booked"));
         let mut events: Vec<EventDraft> = walk_in.into_iter().collect();
         if let Unlocked::Comes(booking) = unlocked {
-            let ends = until.min(now + TREATMENT_MS);
+            let ends = until.saturating_sub(ENDS_BEFORE_SLOT_MS).max(now);
             let started = self.start_booked(now, ends, &cmd.id, booking);
             c.sessions += u64::from(started.is_some());
             events.extend(started);
