@@ -318,15 +318,23 @@ pub async fn set_up(
     Ok(())
 }
 
+/// The bookable resources of `centers` default centers (for tests).
+#[cfg(test)]
+pub(crate) fn default_district(centers: usize) -> Vec<Bookable> {
+    use crate::plan::{default_center_names, plan_fleet, DeviceMix};
+    let centers = default_center_names(centers);
+    // invariant: the default mix plans valid devices.
+    let devices = plan_fleet(&centers, &DeviceMix::default(), 1).expect("a plan");
+    bookables(&centers, &devices, &Profile::default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{default_center_names, plan_fleet, DeviceMix};
+    use crate::plan::default_center_names;
 
     fn district() -> Vec<Bookable> {
-        let centers = default_center_names(2);
-        let devices = plan_fleet(&centers, &DeviceMix::default(), 1).unwrap();
-        bookables(&centers, &devices, &Profile::default())
+        default_district(2)
     }
 
     #[test]

@@ -302,14 +302,10 @@ impl Attendance {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crowd::Profile;
-    use crate::district::bookables;
-    use crate::plan::{default_center_names, plan_fleet, DeviceMix};
+    use crate::district::default_district;
 
     fn center() -> Vec<Bookable> {
-        let centers = default_center_names(1);
-        let devices = plan_fleet(&centers, &DeviceMix::default(), 1).unwrap();
-        bookables(&centers, &devices, &Profile::default())
+        default_district(1)
     }
 
     fn date(d: u32) -> NaiveDate {

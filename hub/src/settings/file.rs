@@ -403,7 +403,8 @@ pub const DEFAULT_CONFIG_TOML: &str = r#"# Yizhan hub configuration. Every key i
 # sled database, the hub's CA (key mode 0600) and the broker's TLS files.
 data_dir = "./data"
 
-# Rooms behind gates (gate access decisions). One entry per room:
+# Rooms behind gates (gate access decisions). One entry per room (or set
+# through the API: PUT /api/v1/centers/{id}/rooms/{room}, which overrides):
 #   [[rooms]]
 #   center = "lianhua"       # the center and room a gate is provisioned in
 #   id = "gym"
