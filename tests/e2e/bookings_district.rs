@@ -1,11 +1,11 @@
 //! The simulated district books (issue 11, item 6): a hub with no rooms or
 //! resources in its file and its schedule on a `fixed:` clock; `device-sim
 //! run` sets up three centers through the API and runs them from Friday
-//! 17:00 to Saturday 23:00 at speed 1800 — Friday's yoga, Saturday's 10:30
-//! rush at the study seats — while its residents book, wait, cancel, come
-//! or do not. The run ends when every slot begun has passed its grace, so
-//! the hub's booking counters and lists must agree with the simulator's
-//! ground truth exactly.
+//! 17:00 to Saturday midnight at speed 1800 — Friday's yoga, Saturday's
+//! 10:30 rush at the study seats — while its residents book, wait, cancel,
+//! come or do not. The run ends hours after every slot begun has passed its
+//! grace, so the hub's booking counters and lists must agree with the
+//! simulator's ground truth exactly.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -86,7 +86,7 @@ async fn the_hubs_booking_metrics_and_lists_match_the_residents_ground_truth() -
     })
     .await?;
     let args = format!(
-        "--centers 3 --speed 1800 --seed 42 --start {START} --sim-duration 30h --telemetry-interval 200ms"
+        "--centers 3 --speed 1800 --seed 42 --start {START} --sim-duration 31h --telemetry-interval 200ms"
     );
     let run = run_device_sim(&hub, &args, Duration::from_secs(240)).await?;
     let truth: GroundTruth = serde_json::from_value(run.truth)?;
