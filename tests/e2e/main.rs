@@ -11,6 +11,7 @@ mod demo;
 mod devices;
 mod edge_load;
 mod fleet;
+mod input_ranges;
 mod interlock;
 mod isolation;
 mod lifecycle;

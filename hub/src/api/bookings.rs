@@ -16,8 +16,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    blocking, check_label, error, internal, json_body, parse_instant, query_of, window, Admin,
-    ApiState, HttpError, WindowQuery,
+    blocking, check_label, error, internal, json_body, parse_instant, query_of, ranges, window,
+    Admin, ApiState, HttpError, WindowQuery,
 };
 use crate::bookings::{BookRequest, DeskError};
 use crate::records::{Booker, Booking, Group};
@@ -72,12 +72,13 @@ fn book_request(state: &ApiState, body: BookBody) -> Result<BookRequest, HttpErr
     let child_birthdate = body
         .child_birthdate
         .map(|d| {
-            protocol::calendar::parse_date(&d).map_err(|_| {
+            let date = protocol::calendar::parse_date(&d).map_err(|_| {
                 error(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "`child_birthdate` must be a date as YYYY-MM-DD",
                 )
-            })
+            })?;
+            ranges::birth_date("child_birthdate", date)
         })
         .transpose()?;
     let slot_start = parse_instant(state, "slot_start", &body.slot_start)
@@ -169,6 +170,11 @@ async fn list_bookings(
             StatusCode::BAD_REQUEST,
             "give `resident` or `resource` (or both)",
         ));
+    }
+    for (field, value) in [("resident", &query.resident), ("resource", &query.resource)] {
+        if let Some(value) = value {
+            check_label(field, value).map_err(|e| HttpError(StatusCode::BAD_REQUEST, e.1))?;
+        }
     }
     let (from, to) = window(&state, &query)?;
     let bookings = blocking(&state, move |state| {
