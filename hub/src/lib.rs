@@ -139,6 +139,9 @@ impl Hub {
         let metrics = Metrics::new();
         let fault = supervise::FaultPlan::from_env()?;
         let supervisor = Supervisor::new(CancellationToken::new(), &metrics, fault);
+        if let Some(fault) = supervisor.fault_point(supervise::fault_point::STORE_FLUSH) {
+            store.inject_flush_fault(fault);
+        }
         let stop = supervisor.stop_token();
 
         let broker = broker::start(&settings.broker)?;

@@ -245,7 +245,8 @@ mod tests {
             c.hours = Some("24h".into());
             c.slot_minutes = Some(1);
         };
-        let cases: [(fn(&mut ResourceConfig), &str); 13] = [
+        type Change = fn(&mut ResourceConfig);
+        let cases: [(Change, &str); 13] = [
             (|c| c.capacity = 0, "capacity"),
             (|c| c.capacity = u32::MAX, "capacity"),
             (|c| c.horizon_days = 0, "horizon_days"),
