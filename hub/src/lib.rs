@@ -44,6 +44,8 @@ pub mod api;
 pub mod edge;
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod layers;
 
 /// jemalloc, for every binary built on this library (the hub, its benches
