@@ -438,15 +438,19 @@ mod tests {
         assert_eq!(yoga.slot_at(&cal, monday[0].start + 1), None);
     }
 
+    /// A gym open round the clock with slots of `minutes`.
+    fn gym(minutes: u32) -> Resource {
+        let mut gym = config();
+        gym.slots.clear();
+        gym.slot_minutes = Some(minutes);
+        gym.hours = Some("24h".into());
+        Resource::from_config(&gym).unwrap()
+    }
+
     #[test]
     fn a_24h_resource_has_back_to_back_slots_all_day() {
         let cal = Calendar::default();
-        let mut gym = config();
-        gym.slots.clear();
-        gym.slot_minutes = Some(120);
-        gym.hours = Some("24h".into());
-        let gym = Resource::from_config(&gym).unwrap();
-        assert_eq!(gym.slots_on(&cal, date(2027, 1, 4)).len(), 12);
+        assert_eq!(gym(120).slots_on(&cal, date(2027, 1, 4)).len(), 12);
     }
 
     /// Issue 13: a `slot_start` of `u64::MAX` overflowed `slot_at` (and
@@ -455,11 +459,7 @@ mod tests {
     #[test]
     fn instants_past_the_calendar_find_no_slot_and_walk_no_days() {
         let cal = Calendar::default();
-        let mut gym = config();
-        gym.slots.clear();
-        gym.slot_minutes = Some(60);
-        gym.hours = Some("24h".into());
-        let gym = Resource::from_config(&gym).unwrap();
+        let gym = gym(60);
         for start in [u64::MAX, u64::MAX - 3_600_000, protocol::limits::MAX_TS_MS] {
             assert_eq!(gym.slot_at(&cal, start), None, "{start}");
         }

@@ -80,21 +80,15 @@ impl Harness {
         group: Group,
         child_birthdate: Option<NaiveDate>,
     ) -> Result<Booking, DeskError> {
-        let request = BookRequest {
-            resource: resource.into(),
-            slot_start: self.ms(at),
-            who: Booker {
-                resident: resident.into(),
-                group,
-                child_birthdate,
-            },
-            idempotency_key: None,
+        let who = Booker {
+            resident: resident.into(),
+            group,
+            child_birthdate,
         };
-        let now = self.desk.clock.now_ms();
-        self.desk.book(request, now)
+        self.submit(resource, at, who, None)
     }
 
-    /// `book` with an `Idempotency-Key`.
+    /// `book` for an adult with an `Idempotency-Key`.
     fn book_with_key(
         &mut self,
         key: &str,
@@ -102,15 +96,27 @@ impl Harness {
         at: &str,
         resident: &str,
     ) -> Result<Booking, DeskError> {
+        let who = Booker {
+            resident: resident.into(),
+            group: Group::Adult,
+            child_birthdate: None,
+        };
+        self.submit(resource, at, who, Some(key))
+    }
+
+    /// The desk books `resource` at `at` for `who` now.
+    fn submit(
+        &mut self,
+        resource: &str,
+        at: &str,
+        who: Booker,
+        key: Option<&str>,
+    ) -> Result<Booking, DeskError> {
         let request = BookRequest {
             resource: resource.into(),
             slot_start: self.ms(at),
-            who: Booker {
-                resident: resident.into(),
-                group: Group::Adult,
-                child_birthdate: None,
-            },
-            idempotency_key: Some(key.into()),
+            who,
+            idempotency_key: key.map(String::from),
         };
         let now = self.desk.clock.now_ms();
         self.desk.book(request, now)
