@@ -216,6 +216,7 @@ async fn desk_rate(settings: Settings) -> Result<f64> {
                             resource: "seats".into(),
                             slot_start: START_MS + SLOT_MS * (1 + i as u64 % SLOTS),
                             who: booker(i),
+                            idempotency_key: None,
                         };
                         schedule.book(request).await?;
                     }

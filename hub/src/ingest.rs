@@ -895,7 +895,7 @@ impl Snapshot {
     }
 }
 
-fn decode_birth(payload: &[u8], provisioned: DeviceKind) -> Result<Birth, Rejection> {
+pub(crate) fn decode_birth(payload: &[u8], provisioned: DeviceKind) -> Result<Birth, Rejection> {
     let value: serde_json::Value =
         serde_json::from_slice(payload).map_err(|e| Rejection::from_json(&e))?;
     if let Some(kind) = value.get("kind").and_then(|k| k.as_str()) {

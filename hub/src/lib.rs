@@ -47,6 +47,8 @@ pub mod api;
 pub mod edge;
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod layers;
 
 /// jemalloc, for every binary built on this library (the hub, its benches
@@ -147,6 +149,9 @@ impl Hub {
             .set(i64::try_from(store.outbox_len()).unwrap_or(i64::MAX));
         let fault = supervise::FaultPlan::from_env()?;
         let supervisor = Supervisor::new(CancellationToken::new(), &metrics, fault);
+        if let Some(fault) = supervisor.fault_point(supervise::fault_point::STORE_FLUSH) {
+            store.inject_flush_fault(fault);
+        }
         let stop = supervisor.stop_token();
 
         let broker = broker::start(&settings.broker)?;

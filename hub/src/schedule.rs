@@ -61,9 +61,9 @@ impl Resource {
                     .any(|(open, close)| {
                         start >= open
                             && (start - open).is_multiple_of(length)
-                            && start + length <= close
+                            && start.checked_add(length).is_some_and(|end| end <= close)
                     })
-                    .then_some(Slot {
+                    .then(|| Slot {
                         start,
                         end: start + length,
                     })
@@ -74,11 +74,17 @@ impl Resource {
         }
     }
 
-    /// Slots starting in `[from, to)`.
+    /// Slots starting in `[from, to)`. Walks the days of the span and no
+    /// more (instants past the calendar's end all read as its last day, so
+    /// the midnights alone would not end the walk).
     pub fn slots_between(&self, calendar: &Calendar, from: u64, to: u64) -> Vec<Slot> {
         let mut slots = Vec::new();
         let mut day = calendar.day(from);
-        while calendar.midnight(day) < to {
+        let days = to.saturating_sub(from) / DAY_MS + 2;
+        for _ in 0..days {
+            if calendar.midnight(day) >= to {
+                break;
+            }
             slots.extend(
                 self.slots_on(calendar, day)
                     .into_iter()
@@ -432,15 +438,38 @@ mod tests {
         assert_eq!(yoga.slot_at(&cal, monday[0].start + 1), None);
     }
 
+    /// A gym open round the clock with slots of `minutes`.
+    fn gym(minutes: u32) -> Resource {
+        let mut gym = config();
+        gym.slots.clear();
+        gym.slot_minutes = Some(minutes);
+        gym.hours = Some("24h".into());
+        Resource::from_config(&gym).unwrap()
+    }
+
     #[test]
     fn a_24h_resource_has_back_to_back_slots_all_day() {
         let cal = Calendar::default();
-        let mut gym = config();
-        gym.slots.clear();
-        gym.slot_minutes = Some(120);
-        gym.hours = Some("24h".into());
-        let gym = Resource::from_config(&gym).unwrap();
-        assert_eq!(gym.slots_on(&cal, date(2027, 1, 4)).len(), 12);
+        assert_eq!(gym(120).slots_on(&cal, date(2027, 1, 4)).len(), 12);
+    }
+
+    /// Issue 13: a `slot_start` of `u64::MAX` overflowed `slot_at` (and
+    /// panicked the desk thread, which stopped the hub); a window near
+    /// `u64::MAX` walked ~95 million days.
+    #[test]
+    fn instants_past_the_calendar_find_no_slot_and_walk_no_days() {
+        let cal = Calendar::default();
+        let gym = gym(60);
+        for start in [u64::MAX, u64::MAX - 3_600_000, protocol::limits::MAX_TS_MS] {
+            assert_eq!(gym.slot_at(&cal, start), None, "{start}");
+        }
+        let started = std::time::Instant::now();
+        assert!(gym
+            .slots_between(&cal, u64::MAX - 1_000, u64::MAX)
+            .is_empty());
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let monday = cal.midnight(date(2027, 1, 4));
+        assert_eq!(gym.slots_between(&cal, monday, monday + DAY_MS).len(), 24);
     }
 
     #[test]

@@ -62,8 +62,17 @@ pub mod component {
     ];
 }
 
+/// Places outside the components that the fault switch can strike.
+pub mod fault_point {
+    /// `Store::flush`: every fsync fails from the cue on (`error` only), as
+    /// a full or failing disk would make it.
+    pub const STORE_FLUSH: &str = "store_flush";
+    pub const ALL: [&str; 1] = [STORE_FLUSH];
+}
+
 /// Test-only: `<component>:<panic|error>[:<after_ms>]` makes that component
-/// panic (or fail with an error) on SIGUSR1, or `after_ms` after the start.
+/// panic (or fail with an error) on SIGUSR1, or `after_ms` after the start;
+/// `store_flush:error[:<after_ms>]` makes every fsync fail from then on.
 /// Read once at start; never set it in production.
 pub const TEST_FAULT_ENV: &str = "YIZHAN_TEST_FAULT";
 
@@ -73,7 +82,7 @@ const LINGER: Duration = Duration::from_millis(1_500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SuperviseError {
-    #[error("{TEST_FAULT_ENV}={0:?}: expected <component>:<panic|error>[:<after_ms>] with a component among {list}", list = component::ALL.join(", "))]
+    #[error("{TEST_FAULT_ENV}={0:?}: expected <component>:<panic|error>[:<after_ms>] with a component among {list}, or {points}:error[:<after_ms>]", list = component::ALL.join(", "), points = fault_point::ALL.join("|"))]
     BadFault(String),
 }
 
@@ -258,6 +267,12 @@ impl Supervisor {
         }
     }
 
+    /// The switch of fault point `name` (`fault_point`), when the fault
+    /// plan names it.
+    pub fn fault_point(&self, name: &str) -> Option<FaultSwitch> {
+        self.trigger_for(name).map(FaultSwitch)
+    }
+
     fn trigger_for(&self, name: &str) -> Option<Trigger> {
         match &self.inner.fault {
             Some((target, trigger)) if *target == name => Some(trigger.clone()),
@@ -375,12 +390,14 @@ impl FaultPlan {
         let bad = || SuperviseError::BadFault(text.to_string());
         let mut parts = text.split(':');
         let name = parts.next().ok_or_else(bad)?;
+        let point = fault_point::ALL.into_iter().find(|p| *p == name);
         let component = component::ALL
             .into_iter()
             .find(|c| *c == name)
+            .or(point)
             .ok_or_else(bad)?;
         let mode = match parts.next() {
-            Some("panic") => FaultMode::Panic,
+            Some("panic") if point.is_none() => FaultMode::Panic,
             Some("error") => FaultMode::Error,
             _ => return Err(bad()),
         };
@@ -396,6 +413,19 @@ impl FaultPlan {
             mode,
             after,
         })
+    }
+}
+
+/// A fault point's switch: `check` fails once the fault has fired.
+#[derive(Clone)]
+pub struct FaultSwitch(Trigger);
+
+impl FaultSwitch {
+    pub fn check(&self) -> Result<(), InjectedFault> {
+        match self.0.fired.is_cancelled() {
+            true => self.0.strike(),
+            false => Ok(()),
+        }
     }
 }
 
@@ -491,6 +521,7 @@ mod tests {
         let expect = expect.map(|(component, mode, after)| FaultPlan {
             component: component::ALL
                 .into_iter()
+                .chain(fault_point::ALL)
                 .find(|c| *c == component)
                 .expect("listed component"),
             mode,
@@ -513,6 +544,11 @@ mod tests {
         check_plan("ingest:panic:soon", None);
         check_plan("ingest:panic:1:2", None);
         check_plan("", None);
+        check_plan(
+            "store_flush:error",
+            Some(("store_flush", FaultMode::Error, None)),
+        );
+        check_plan("store_flush:panic", None);
     }
 
     fn supervisor(fault: Option<&str>) -> Supervisor {

@@ -4,6 +4,7 @@
 mod access;
 mod bad_input;
 mod bench;
+mod booking_faults;
 mod bookings_district;
 mod commands;
 mod conformance;
@@ -12,6 +13,7 @@ mod demo;
 mod devices;
 mod edge_load;
 mod fleet;
+mod input_ranges;
 mod interlock;
 mod isolation;
 mod lifecycle;

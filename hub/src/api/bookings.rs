@@ -2,13 +2,17 @@
 //! resident's notifications. Changes go to the booking desk and are
 //! answered once durable. Refusals carry the rule: 422 `{"error","rule"}`;
 //! a full slot is 409 `{"error","offer":{booking},"waitlist":
-//! "/api/v1/bookings/<id>/waitlist"}`.
+//! "/api/v1/bookings/<id>/waitlist"}`. A change the desk could not make
+//! durable (undone), a desk with `API_QUEUE` requests waiting, or a
+//! stopped desk is 503 with `Retry-After`. A booking sent with an
+//! `Idempotency-Key` header is answered once: a retry with the same key
+//! for the same resident gets the first answer (201 or 409) again.
 
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -16,8 +20,8 @@ use serde_json::{json, Value};
 
 use super::routing::{get, post, Routes};
 use super::{
-    blocking, check_label, error, internal, json_body, parse_instant, query_of, window, Admin,
-    ApiState, HttpError, WindowQuery,
+    blocking, check_label, error, internal, json_body, parse_instant, query_of, ranges, window,
+    Admin, ApiState, HttpError, WindowQuery,
 };
 use crate::bookings::{BookRequest, DeskError, ListFilter};
 use crate::records::{Booker, Booking, Group};
@@ -43,13 +47,36 @@ struct BookBody {
     child_birthdate: Option<String>,
 }
 
+/// The header that makes a booking request safe to retry.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+const MAX_KEY_LEN: usize = 255;
+
+/// The request's `Idempotency-Key`: 1-255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, HttpError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value.to_str().unwrap_or_default();
+    let visible = key.bytes().all(|b| b.is_ascii_graphic());
+    if key.is_empty() || key.len() > MAX_KEY_LEN || !visible {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("`Idempotency-Key` must be 1-{MAX_KEY_LEN} visible ASCII characters"),
+        ));
+    }
+    Ok(Some(key.to_string()))
+}
+
 async fn book(
     _: Admin,
     State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
     body: Result<Json<BookBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Booking>), Response> {
+    let key = idempotency_key(&headers).map_err(IntoResponse::into_response)?;
     let body = json_body(body).map_err(IntoResponse::into_response)?;
-    let request = book_request(&state, body).map_err(IntoResponse::into_response)?;
+    let mut request = book_request(&state, body).map_err(IntoResponse::into_response)?;
+    request.idempotency_key = key;
     let booking = state.bookings.book(request).await.map_err(desk_error)?;
     tracing::debug!(booking = %booking.id, resource = %booking.resource, "booked");
     Ok((StatusCode::CREATED, Json(booking)))
@@ -72,12 +99,13 @@ fn book_request(state: &ApiState, body: BookBody) -> Result<BookRequest, HttpErr
     let child_birthdate = body
         .child_birthdate
         .map(|d| {
-            protocol::calendar::parse_date(&d).map_err(|_| {
+            let date = protocol::calendar::parse_date(&d).map_err(|_| {
                 error(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "`child_birthdate` must be a date as YYYY-MM-DD",
                 )
-            })
+            })?;
+            ranges::birth_date("child_birthdate", date)
         })
         .transpose()?;
     let slot_start = parse_instant(state, "slot_start", &body.slot_start)
@@ -90,6 +118,7 @@ fn book_request(state: &ApiState, body: BookBody) -> Result<BookRequest, HttpErr
             group,
             child_birthdate,
         },
+        idempotency_key: None,
     })
 }
 
@@ -114,8 +143,26 @@ fn desk_error(e: DeskError) -> Response {
             error(StatusCode::NOT_FOUND, e.to_string()).into_response()
         }
         DeskError::Conflict(reason) => error(StatusCode::CONFLICT, reason).into_response(),
-        DeskError::Store(_) | DeskError::Stopped => internal(e).into_response(),
+        DeskError::KeyReused => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).into_response()
+        }
+        DeskError::Busy => unavailable(&e, BUSY_RETRY_SECS),
+        DeskError::NotDurable | DeskError::Stopped => unavailable(&e, STOPPED_RETRY_SECS),
+        DeskError::Store(_) => internal(e).into_response(),
     }
+}
+
+/// When to retry after a full queue: the desk applies a batch in
+/// milliseconds.
+const BUSY_RETRY_SECS: u32 = 1;
+/// When to retry after an fsync failure or a stopped desk: the hub stops
+/// and its process manager starts it again.
+const STOPPED_RETRY_SECS: u32 = 5;
+
+/// 503 with `Retry-After`.
+fn unavailable(e: &DeskError, retry_after_secs: u32) -> Response {
+    let retry = [(header::RETRY_AFTER, retry_after_secs.to_string())];
+    (retry, error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())).into_response()
 }
 
 async fn get_booking(
@@ -164,6 +211,16 @@ async fn list_bookings(
     query: Result<Query<WindowQuery>, QueryRejection>,
 ) -> Result<Json<Value>, HttpError> {
     let query = query_of(query)?;
+    let labels = [
+        ("resident", &query.resident),
+        ("resource", &query.resource),
+        ("center", &query.center),
+    ];
+    for (field, value) in labels {
+        if let Some(value) = value {
+            check_label(field, value).map_err(|e| HttpError(StatusCode::BAD_REQUEST, e.1))?;
+        }
+    }
     let (from, to) = window(&state, &query)?;
     let filter = ListFilter {
         resident: query.resident,
@@ -257,5 +314,38 @@ mod tests {
             (status, body["error"].as_str()),
             (409, Some("closed for maintenance"))
         );
+        let (status, _) = answer(DeskError::KeyReused).await;
+        assert_eq!(status, 422);
+    }
+
+    #[test]
+    fn an_undone_change_a_full_queue_and_a_stopped_desk_are_503_with_retry_after() {
+        for (e, retry) in [
+            (DeskError::NotDurable, "5"),
+            (DeskError::Busy, "1"),
+            (DeskError::Stopped, "5"),
+        ] {
+            let response = desk_error(e);
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let header = response.headers().get(header::RETRY_AFTER);
+            assert_eq!(header.and_then(|v| v.to_str().ok()), Some(retry));
+        }
+    }
+
+    #[test]
+    fn idempotency_keys_are_1_to_255_visible_ascii_characters() {
+        let check = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(IDEMPOTENCY_KEY, value.parse().unwrap());
+            idempotency_key(&headers).map_err(|e| (e.0, e.1))
+        };
+        assert_eq!(idempotency_key(&HeaderMap::new()).ok(), Some(None));
+        assert_eq!(check("a1-b2").ok(), Some(Some("a1-b2".to_string())));
+        assert!(check(&"k".repeat(255)).is_ok());
+        for bad in ["", "a b", &"k".repeat(256)] {
+            let (status, reason) = check(bad).unwrap_err();
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+            assert!(reason.contains("`Idempotency-Key`"), "{reason}");
+        }
     }
 }

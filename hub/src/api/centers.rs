@@ -16,7 +16,7 @@ use protocol::ENTRANCE_ROOM;
 use serde::Deserialize;
 
 use super::routing::{get, Routes};
-use super::{blocking, check_label, error, internal, query_of, Admin, ApiState, HttpError};
+use super::{blocking, check_label, error, internal, query_of, ranges, Admin, ApiState, HttpError};
 use crate::clock::unix_ms;
 
 pub(super) fn routes() -> Routes {
@@ -36,12 +36,13 @@ struct DayRangeQuery {
 }
 
 fn parse_day(field: &str, text: &str) -> Result<NaiveDate, HttpError> {
-    protocol::calendar::parse_date(text).map_err(|_| {
+    let day = protocol::calendar::parse_date(text).map_err(|_| {
         error(
             StatusCode::BAD_REQUEST,
             format!("`{field}` must be a date as YYYY-MM-DD, got {text:?}"),
         )
-    })
+    })?;
+    ranges::day(field, day)
 }
 
 /// Visits of `center` on every day from `from` to `to`.

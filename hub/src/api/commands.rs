@@ -32,6 +32,9 @@ pub(super) fn routes() -> Routes {
 /// Longest time a command issued through the API may stay deliverable.
 const MAX_COMMAND_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
 const MAX_OP_LEN: usize = 32;
+/// Largest `args` (as JSON) a command may carry: it goes to a device in
+/// one MQTT message, and device stacks have small buffers.
+const MAX_ARGS_BYTES: usize = 4096;
 
 /// `expires_at` of a command request, checked.
 fn command_expiry(request: &CommandRequest, now_ms: u64) -> Result<u64, HttpError> {
@@ -69,6 +72,22 @@ fn check_op(op: &str) -> Result<(), HttpError> {
     }
 }
 
+/// A command's `args`: a JSON object (none: `{}`) of at most
+/// `MAX_ARGS_BYTES`.
+fn command_args(args: serde_json::Value) -> Result<serde_json::Value, HttpError> {
+    let args = match args {
+        serde_json::Value::Null => serde_json::json!({}),
+        serde_json::Value::Object(map) => serde_json::Value::Object(map),
+        _ => return Err(unprocessable("`args` must be a JSON object")),
+    };
+    if args.to_string().len() > MAX_ARGS_BYTES {
+        return Err(unprocessable(format!(
+            "`args` must be at most {MAX_ARGS_BYTES} bytes as JSON"
+        )));
+    }
+    Ok(args)
+}
+
 /// Records a command `pending` (fsynced) and hands it to ingest, which
 /// publishes it when the device is online. 202: the outcome comes later.
 async fn issue_command(
@@ -98,11 +117,7 @@ fn issue(
     check_op(&request.op)?;
     let now = unix_ms();
     let expires_at = command_expiry(&request, now)?;
-    let args = match request.args {
-        serde_json::Value::Null => serde_json::json!({}),
-        serde_json::Value::Object(map) => serde_json::Value::Object(map),
-        _ => return Err(unprocessable("`args` must be a JSON object")),
-    };
+    let args = command_args(request.args)?;
     let command = NewCommand {
         device: id,
         op: request.op,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::routing::{get, Routes};
 use super::{
-    blocking, check_label, error, internal, json_body, query_of, Admin, ApiState, HttpError,
+    blocking, check_label, error, internal, json_body, query_of, ranges, Admin, ApiState, HttpError,
 };
 use crate::clock::unix_ms;
 use crate::ingest::Control;
@@ -162,8 +162,6 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-const MAX_LIST: usize = 10_000;
-
 #[derive(Serialize)]
 struct DeviceList {
     devices: Vec<Twin>,
@@ -184,7 +182,7 @@ async fn list_devices(
         ),
         None => None,
     };
-    let limit = query.limit.unwrap_or(1_000).clamp(1, MAX_LIST);
+    let limit = ranges::page("limit", query.limit, 1_000)?;
     blocking(&state, move |state| list_twins(state, &query, kind, limit))
         .await
         .map(Json)

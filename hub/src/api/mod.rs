@@ -29,6 +29,7 @@ mod clock;
 mod commands;
 mod devices;
 mod health;
+mod ranges;
 mod residents;
 mod resources;
 mod rooms;
@@ -292,12 +293,13 @@ fn query_of<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, HttpError> 
         .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))
 }
 
-/// Longest window an availability or booking list answers at once.
-const MAX_WINDOW_MS: u64 = 31 * 24 * 3_600_000;
-
-/// An instant given as RFC 3339 or unix ms; a bare date is its local
-/// midnight.
+/// An instant given as RFC 3339 or unix ms (a bare date is its local
+/// midnight), in the API's years (`ranges::instant`).
 fn parse_instant(state: &ApiState, field: &str, value: &Value) -> Result<u64, HttpError> {
+    ranges::instant(field, parse_time(state, field, value)?)
+}
+
+fn parse_time(state: &ApiState, field: &str, value: &Value) -> Result<u64, HttpError> {
     let bad = || {
         error(
             StatusCode::BAD_REQUEST,
@@ -336,7 +338,7 @@ fn window(state: &ApiState, query: &WindowQuery) -> Result<(u64, u64), HttpError
     if to <= from {
         return Err(error(StatusCode::BAD_REQUEST, "`to` must be after `from`"));
     }
-    if to - from > MAX_WINDOW_MS {
+    if to - from > ranges::MAX_WINDOW_MS {
         return Err(error(StatusCode::BAD_REQUEST, "at most 31 days at once"));
     }
     Ok((from, to))

@@ -18,7 +18,9 @@ use super::{
 };
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::records::{Booker, Booking, Milestone, Notification, Slot, SlotLoad, Status};
+use crate::records::{
+    Booker, Booking, KeptAnswer, Milestone, Notification, Slot, SlotLoad, Status, KEPT_ANSWER_MS,
+};
 use crate::schedule::{
     self, blocked_by_strikes, check_in_window, history_from, history_of, is_late_cancel,
     milestones_of_booked, strikes_from, Attempt, History, Refusal, DAY_MS, MINUTE_MS,
@@ -46,6 +48,21 @@ fn take_batch(jobs: &Receiver<Job>, tick: Duration) -> Option<Vec<Job>> {
         }
     }
     Some(batch)
+}
+
+/// The answer kept for a request with the same `Idempotency-Key`: given
+/// again if it is the same request, refused if it is another.
+fn replay(kept: KeptAnswer, request: &BookRequest) -> Result<Booking, DeskError> {
+    if kept.request != request.fingerprint() {
+        return Err(DeskError::KeyReused);
+    }
+    match kept.full {
+        None => Ok(kept.booking),
+        Some(reason) => Err(DeskError::Refused(
+            Refusal::Full { reason },
+            Some(Box::new(kept.booking)),
+        )),
+    }
 }
 
 /// What a resident is told about their booking.
@@ -146,6 +163,8 @@ impl Desk {
     ) -> Result<(), DeskFailure> {
         let tick = Duration::from_millis(self.config.tick_ms);
         let mut last_tick = Instant::now() - tick;
+        // What a batch writes is put back if its fsync fails.
+        self.store.keep_writes();
         while !stop.is_cancelled() {
             supervise::checkpoint()?;
             let Some(batch) = take_batch(&jobs, tick) else {
@@ -203,8 +222,10 @@ impl Desk {
     }
 
     /// Fsyncs what the batch wrote, then answers and hands its commands and
-    /// events to ingest; a failed fsync answers errors and ends the desk.
-    fn finish_batch(
+    /// events to ingest. A failed fsync puts back what the batch wrote (so
+    /// sled's next flush does not apply it), answers every job
+    /// `NotDurable`, hands nothing over and ends the desk.
+    pub(super) fn finish_batch(
         &mut self,
         answers: Vec<(Reply, Result<Booking, DeskError>)>,
     ) -> Result<(), StoreError> {
@@ -214,27 +235,24 @@ impl Desk {
             Ok(())
         };
         let to_ingest = std::mem::take(&mut self.to_ingest);
-        match flushed {
-            Ok(()) => {
-                for (reply, result) in answers {
-                    let _ = reply.send(result);
-                }
-                for message in to_ingest {
-                    (self.hand_over)(message);
-                }
-                if std::mem::take(&mut self.notified) {
-                    self.outbox.notify_one();
-                }
+        let notified = std::mem::take(&mut self.notified);
+        if let Err(error) = flushed {
+            let undone = self.store.undo_kept();
+            tracing::error!(%error, ?undone, "fsync of bookings failed; the batch is undone and answered 503");
+            for (reply, _) in answers {
+                reply.send(Err(DeskError::NotDurable));
             }
-            Err(error) => {
-                tracing::error!(%error, "fsync of bookings failed; answering errors");
-                for (reply, _) in answers {
-                    let _ = reply.send(Err(DeskError::Conflict(
-                        "the booking could not be made durable; try again".into(),
-                    )));
-                }
-                return Err(error);
-            }
+            return Err(error);
+        }
+        self.store.forget_kept();
+        for (reply, result) in answers {
+            reply.send(result);
+        }
+        for message in to_ingest {
+            (self.hand_over)(message);
+        }
+        if notified {
+            self.outbox.notify_one();
         }
         Ok(())
     }
@@ -278,6 +296,11 @@ impl Desk {
     }
 
     pub(super) fn book(&mut self, request: BookRequest, now: u64) -> Result<Booking, DeskError> {
+        if let Some(key) = &request.idempotency_key {
+            if let Some(kept) = self.store.kept_answer(&request.who.resident, key)? {
+                return replay(kept, &request);
+            }
+        }
         let resource = self.resource(&request.resource)?.clone();
         let Some(slot) = resource.slot_at(&self.calendar, request.slot_start) else {
             return Err(DeskError::Refused(
@@ -299,7 +322,7 @@ impl Desk {
                 resource.config.id
             )));
         }
-        let who = request.who;
+        let who = request.who.clone();
         let (attempt, history) = self.attempt(&resource, &who, slot, now)?;
         let load = self.load(&resource, slot)?;
         // Unique across restarts (sled's id generator), whatever the clock
@@ -309,7 +332,7 @@ impl Desk {
         match schedule::decide(&resource, &self.calendar, &attempt, &history, &load) {
             Ok(()) => {
                 let milestones = milestones_of_booked(&resource, slot, now, &self.config);
-                self.put(&booking, &milestones)?;
+                self.put_answer(&request, &booking, &milestones, None, now)?;
                 self.count(&booking, "booked");
                 self.metrics
                     .booking_seat_seconds
@@ -323,9 +346,10 @@ impl Desk {
                 }
                 Ok(booking)
             }
-            Err(refusal @ Refusal::Full { .. }) => {
+            Err(Refusal::Full { reason }) => {
                 booking.status = Status::Offered;
-                self.put(&booking, &[])?;
+                self.put_answer(&request, &booking, &[], Some(reason.clone()), now)?;
+                let refusal = Refusal::Full { reason };
                 self.count(&booking, "full");
                 Err(DeskError::Refused(refusal, Some(Box::new(booking))))
             }
@@ -344,6 +368,44 @@ impl Desk {
         let was = self.store.put_booking(booking, milestones)?;
         self.wrote = true;
         self.booking_written(was, booking);
+        Ok(())
+    }
+
+    /// Writes the booking `request` made, and with it (one atomic batch)
+    /// the answer a retry with its `Idempotency-Key` gets: the booking, or
+    /// with `full` the offer of a full slot.
+    fn put_answer(
+        &mut self,
+        request: &BookRequest,
+        booking: &Booking,
+        milestones: &[(u64, Milestone)],
+        full: Option<String>,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let Some(key) = &request.idempotency_key else {
+            return self.put(booking, milestones);
+        };
+        let answer = KeptAnswer {
+            request: request.fingerprint(),
+            booking: booking.clone(),
+            full,
+            at: now,
+        };
+        let was = self
+            .store
+            .put_booking_answered(booking, milestones, key, &answer)?;
+        self.wrote = true;
+        self.booking_written(was, booking);
+        Ok(())
+    }
+
+    /// Forgets idempotent answers older than `KEPT_ANSWER_MS` (a bounded
+    /// number per tick).
+    pub(super) fn forget_old_answers(&mut self, now: u64) -> Result<(), StoreError> {
+        let before = now.saturating_sub(KEPT_ANSWER_MS);
+        if self.store.forget_answers(before, BATCH_MAX)? > 0 {
+            self.wrote = true;
+        }
         Ok(())
     }
 

@@ -41,6 +41,7 @@ impl Desk {
     pub(super) fn tick(&mut self) -> Result<(), DeskError> {
         let now = self.clock.now_ms();
         self.enforce_outages(now)?;
+        self.forget_old_answers(now)?;
         for (at, milestone, id) in self.store.due_until(now)? {
             if let Some(booking) = self.store.booking(&id)? {
                 match milestone {

@@ -28,7 +28,8 @@ mod query;
 #[cfg(test)]
 mod tests;
 
-use std::sync::mpsc::Sender;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
 
 use protocol::api::CommandRecord;
@@ -61,7 +62,33 @@ pub struct BookRequest {
     pub resource: String,
     pub slot_start: u64,
     pub who: Booker,
+    /// The client's `Idempotency-Key`: a retry with the same key (for the
+    /// same resident) gets the first answer instead of a second booking.
+    pub idempotency_key: Option<String>,
 }
+
+impl BookRequest {
+    /// What the request asks, to tell a retry from another request sent
+    /// with the same key.
+    pub fn fingerprint(&self) -> String {
+        let birth = self.who.child_birthdate.map(|d| d.to_string());
+        format!(
+            "{} {} {} {}",
+            self.resource,
+            self.slot_start,
+            self.who.group.as_str(),
+            birth.unwrap_or_default()
+        )
+    }
+}
+
+/// Most requests from the API waiting for the desk (queued, or in the
+/// batch being applied); more are answered 503 at once.
+pub const API_QUEUE: usize = 1_024;
+/// Most jobs of any origin on the desk's channel. Ingest's (check-ins,
+/// passages, device health) beyond it are dropped and logged: ingest never
+/// waits for the desk, and the API cannot fill the channel alone.
+const QUEUE_CAPACITY: usize = 16 * API_QUEUE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeskError {
@@ -77,6 +104,15 @@ pub enum DeskError {
     Store(#[from] StoreError),
     #[error("the booking desk has stopped")]
     Stopped,
+    /// The batch's fsync failed: the change was undone, not applied.
+    #[error("the change could not be made durable and was not applied; try again")]
+    NotDurable,
+    /// `API_QUEUE` requests are waiting already.
+    #[error("the booking desk is busy; try again")]
+    Busy,
+    /// The `Idempotency-Key` came with another request before.
+    #[error("this Idempotency-Key was sent with another request")]
+    KeyReused,
 }
 
 /// Why the bookings could not start.
@@ -121,7 +157,40 @@ pub enum ToIngest {
 /// Hands what the desk made durable to ingest.
 pub type HandOver = Box<dyn Fn(ToIngest) + Send>;
 
-type Reply = oneshot::Sender<Result<Booking, DeskError>>;
+/// A request's place in the API's share of the desk's queue, freed when
+/// the request is answered (or its job dropped).
+struct Place(Arc<AtomicUsize>);
+
+impl Place {
+    /// A place if fewer than `limit` are taken.
+    fn take(waiting: &Arc<AtomicUsize>, limit: usize) -> Option<Place> {
+        waiting
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Place(waiting.clone()))
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Where the desk sends a request's answer.
+pub(super) struct Reply {
+    answer: oneshot::Sender<Result<Booking, DeskError>>,
+    _place: Place,
+}
+
+impl Reply {
+    /// Answers (a caller that gave up is not waiting any more).
+    pub(super) fn send(self, result: Result<Booking, DeskError>) {
+        let _ = self.answer.send(result);
+    }
+}
 
 /// One change, applied in order by the desk thread.
 enum Job {
@@ -145,7 +214,10 @@ pub struct Bookings {
     pub clock: Arc<Clock>,
     pub roster: Roster,
     store: Arc<Store>,
-    jobs: Sender<Job>,
+    jobs: SyncSender<Job>,
+    /// API requests waiting for the desk, at most `api_queue`.
+    waiting: Arc<AtomicUsize>,
+    api_queue: usize,
     /// Check-in opens this long before a slot (and the grace after it).
     grace_ms: u64,
     walk_in_minutes: u64,
@@ -181,7 +253,7 @@ impl Bookings {
                 }
             }
         }
-        let (jobs, rx) = std::sync::mpsc::channel();
+        let (jobs, rx) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
         let mut desk = desk::Desk::new(
             store.clone(),
             metrics,
@@ -193,24 +265,63 @@ impl Bookings {
         desk.count_gauges()?;
         let stop = supervisor.stop_token();
         let thread = supervisor.spawn_thread(component::DESK, move || desk.run(rx, stop))?;
-        let bookings = Bookings {
-            resources,
-            calendar: settings.calendar,
-            clock: settings.clock.clone(),
-            store,
-            jobs,
-            roster: settings.roster.clone(),
-            grace_ms: settings.schedule.grace_minutes * MINUTE_MS,
-            walk_in_minutes: settings.schedule.walk_in_minutes,
-            lookahead_ms: settings.schedule.outage_lookahead_minutes * MINUTE_MS,
-        };
+        let bookings = Bookings::new(resources, store, settings, jobs, API_QUEUE);
         Ok((Arc::new(bookings), thread))
     }
 
+    /// What asks the desk through `jobs`, taking at most `api_queue` API
+    /// requests at once.
+    fn new(
+        resources: Arc<Catalog>,
+        store: Arc<Store>,
+        settings: &Settings,
+        jobs: SyncSender<Job>,
+        api_queue: usize,
+    ) -> Bookings {
+        Bookings {
+            resources,
+            calendar: settings.calendar,
+            clock: settings.clock.clone(),
+            roster: settings.roster.clone(),
+            store,
+            jobs,
+            waiting: Arc::new(AtomicUsize::new(0)),
+            api_queue,
+            grace_ms: settings.schedule.grace_minutes * MINUTE_MS,
+            walk_in_minutes: settings.schedule.walk_in_minutes,
+            lookahead_ms: settings.schedule.outage_lookahead_minutes * MINUTE_MS,
+        }
+    }
+
+    /// Queues a request for the desk and waits for its answer; `Busy` at
+    /// once when `api_queue` requests are waiting already.
     async fn ask(&self, job: impl FnOnce(Reply) -> Job) -> Result<Booking, DeskError> {
-        let (tx, rx) = oneshot::channel();
-        self.jobs.send(job(tx)).map_err(|_| DeskError::Stopped)?;
+        let place = Place::take(&self.waiting, self.api_queue).ok_or(DeskError::Busy)?;
+        let (answer, rx) = oneshot::channel();
+        let reply = Reply {
+            answer,
+            _place: place,
+        };
+        match self.jobs.try_send(job(reply)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(DeskError::Busy),
+            Err(TrySendError::Disconnected(_)) => return Err(DeskError::Stopped),
+        }
         rx.await.map_err(|_| DeskError::Stopped)?
+    }
+
+    /// Queues a job from ingest, which never waits: when the queue is full
+    /// or the desk gone, the job is dropped and logged.
+    fn offer(&self, job: Job, what: &str) {
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                tracing::warn!(what, "the booking desk's queue is full; dropped")
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                tracing::warn!(what, "the booking desk has stopped; dropped")
+            }
+        }
     }
 
     /// Books a place: `Ok` once the booking is durable.
@@ -235,9 +346,7 @@ impl Bookings {
     /// never waits).
     pub fn device_check_in(&self, booking: &str, device: &str) {
         let job = Job::CheckIn(booking.into(), CheckInBy::Device(device.into()), None);
-        if self.jobs.send(job).is_err() {
-            tracing::warn!("the booking desk has stopped; device check-in lost");
-        }
+        self.offer(job, "device check-in");
     }
 
     /// A resident passed `gate` (from ingest: never waits).
@@ -246,9 +355,7 @@ impl Bookings {
             resident: resident.into(),
             gate: gate.into(),
         };
-        if self.jobs.send(job).is_err() {
-            tracing::warn!("the booking desk has stopped; gate check-in lost");
-        }
+        self.offer(job, "gate check-in");
     }
 
     /// A bound device's health changed (from ingest: never waits).
@@ -256,8 +363,6 @@ impl Bookings {
         if self.resources.bound_to(device).is_empty() {
             return;
         }
-        if self.jobs.send(Job::Health(device.into(), change)).is_err() {
-            tracing::warn!("the booking desk has stopped; device health change lost");
-        }
+        self.offer(Job::Health(device.into(), change), "device health change");
     }
 }

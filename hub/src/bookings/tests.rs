@@ -9,6 +9,8 @@
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::oneshot;
+
 use super::desk::Desk;
 use super::*;
 use crate::records::{Booker, Group, Status};
@@ -18,12 +20,15 @@ use chrono::NaiveDate;
 /// standing at Monday 2027-01-04 08:00 Shanghai.
 const CONFIG: &str = include_str!("../../../tests/fixtures/schedule.toml");
 
+/// The API's places at the desk in these tests.
+const API_QUEUE_IN_TESTS: usize = 2;
+
 /// A desk and the read side over one temporary store.
 struct Harness {
     desk: Desk,
     bookings: Bookings,
     handed_over: Arc<Mutex<Vec<ToIngest>>>,
-    _jobs: Receiver<Job>,
+    jobs: Receiver<Job>,
     _dir: tempfile::TempDir,
 }
 
@@ -45,23 +50,13 @@ fn harness() -> Harness {
         Box::new(move |message| sink.lock().unwrap().push(message)),
         Arc::new(tokio::sync::Notify::new()),
     );
-    let (jobs, rx) = std::sync::mpsc::channel();
-    let bookings = Bookings {
-        resources,
-        calendar: settings.calendar,
-        clock: settings.clock.clone(),
-        roster: settings.roster.clone(),
-        store,
-        jobs,
-        grace_ms: settings.schedule.grace_minutes * MINUTE_MS,
-        walk_in_minutes: settings.schedule.walk_in_minutes,
-        lookahead_ms: settings.schedule.outage_lookahead_minutes * MINUTE_MS,
-    };
+    let (jobs, rx) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
+    let bookings = Bookings::new(resources, store, &settings, jobs, API_QUEUE_IN_TESTS);
     Harness {
         desk,
         bookings,
         handed_over,
-        _jobs: rx,
+        jobs: rx,
         _dir: dir,
     }
 }
@@ -85,17 +80,57 @@ impl Harness {
         group: Group,
         child_birthdate: Option<NaiveDate>,
     ) -> Result<Booking, DeskError> {
+        let who = Booker {
+            resident: resident.into(),
+            group,
+            child_birthdate,
+        };
+        self.submit(resource, at, who, None)
+    }
+
+    /// `book` for an adult with an `Idempotency-Key`.
+    fn book_with_key(
+        &mut self,
+        key: &str,
+        resource: &str,
+        at: &str,
+        resident: &str,
+    ) -> Result<Booking, DeskError> {
+        let who = Booker {
+            resident: resident.into(),
+            group: Group::Adult,
+            child_birthdate: None,
+        };
+        self.submit(resource, at, who, Some(key))
+    }
+
+    /// The desk books `resource` at `at` for `who` now.
+    fn submit(
+        &mut self,
+        resource: &str,
+        at: &str,
+        who: Booker,
+        key: Option<&str>,
+    ) -> Result<Booking, DeskError> {
         let request = BookRequest {
             resource: resource.into(),
             slot_start: self.ms(at),
-            who: Booker {
-                resident: resident.into(),
-                group,
-                child_birthdate,
-            },
+            who,
+            idempotency_key: key.map(String::from),
         };
         let now = self.desk.clock.now_ms();
         self.desk.book(request, now)
+    }
+
+    /// Where a job's answer goes, holding one of the API's places.
+    fn reply(&self) -> (Reply, oneshot::Receiver<Result<Booking, DeskError>>) {
+        let place = Place::take(&self.bookings.waiting, usize::MAX).unwrap();
+        let (answer, rx) = oneshot::channel();
+        let reply = Reply {
+            answer,
+            _place: place,
+        };
+        (reply, rx)
     }
 
     fn book(
@@ -291,5 +326,124 @@ fn the_booking_gauges_follow_the_desk_and_match_a_count_from_the_store() {
     assert_eq!(
         unstaffed, 2,
         "Monday 10:00 and 11:00 at the ping-pong table"
+    );
+}
+
+#[test]
+fn a_retry_with_the_same_idempotency_key_gets_the_first_answer() {
+    let mut h = harness();
+    let first = h.book_with_key("k1", "piano1", "09:00", "ann").unwrap();
+    let again = h.book_with_key("k1", "piano1", "09:00", "ann").unwrap();
+    assert_eq!(again, first, "the first answer, not a second booking");
+    let noon = h.ms("09:00");
+    let taken = h
+        .desk
+        .store
+        .slot_count("piano1", noon)
+        .unwrap()
+        .load
+        .taken();
+    assert_eq!(taken, 1);
+    let other = h.book_with_key("k1", "piano1", "10:00", "ann");
+    assert!(matches!(other, Err(DeskError::KeyReused)), "{other:?}");
+
+    // A full slot's answer (409 with the offer) is kept too.
+    let full = h.book_with_key("k2", "piano1", "09:00", "bob");
+    let full_again = h.book_with_key("k2", "piano1", "09:00", "bob");
+    let offer = |r: &Result<Booking, DeskError>| match r {
+        Err(DeskError::Refused(Refusal::Full { .. }, Some(offer))) => offer.id.clone(),
+        other => panic!("not a full slot: {other:?}"),
+    };
+    assert_eq!(offer(&full), offer(&full_again));
+
+    // Keys belong to a resident: bob's k1 is not ann's.
+    let bob = h.book_with_key("k1", "piano1", "10:00", "bob").unwrap();
+    assert_ne!(bob.id, first.id);
+
+    // Forgotten after a day.
+    assert!(h.desk.store.kept_answer("ann", "k1").unwrap().is_some());
+    h.set_clock("2027-01-05T08:00:01+08:00");
+    h.desk.tick().unwrap();
+    assert!(h.desk.store.kept_answer("ann", "k1").unwrap().is_none());
+    assert!(h.desk.store.kept_answer("bob", "k2").unwrap().is_none());
+}
+
+/// Issue 13: a booking whose fsync failed was answered 409 "try again"
+/// while its writes stayed in sled for the next flush, so a retry could
+/// book twice. Now the batch is undone and answered `NotDurable` (503).
+#[tokio::test]
+async fn a_batch_whose_fsync_failed_is_undone_and_answered_not_durable() {
+    let mut h = harness();
+    h.desk.store.keep_writes();
+    let ann = h.book("piano1", "09:00", "ann", Group::Adult).unwrap();
+    h.desk.finish_batch(Vec::new()).unwrap();
+
+    let plan = crate::supervise::FaultPlan::parse("store_flush:error:0").unwrap();
+    let supervisor = crate::supervise::Supervisor::new(
+        tokio_util::sync::CancellationToken::new(),
+        &Metrics::new(),
+        Some(plan),
+    );
+    let fault = supervisor.fault_point("store_flush").unwrap();
+    h.desk.store.inject_flush_fault(fault.clone());
+    while fault.check().is_ok() {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+
+    let bob = h.book_with_key("k", "piano1", "10:00", "bob");
+    let bob_id = bob.as_ref().unwrap().id.clone();
+    let now = h.desk.clock.now_ms();
+    let cancelled = h.desk.cancel(&ann.id, now);
+    let (bob_reply, bob_answer) = h.reply();
+    let (ann_reply, ann_answer) = h.reply();
+    let ended = h
+        .desk
+        .finish_batch(vec![(bob_reply, bob), (ann_reply, cancelled)]);
+    assert!(matches!(ended, Err(StoreError::Injected(_))), "{ended:?}");
+    for answer in [bob_answer, ann_answer] {
+        let answer = answer.await.unwrap();
+        assert!(matches!(answer, Err(DeskError::NotDurable)), "{answer:?}");
+    }
+    let store = &h.desk.store;
+    assert_eq!(
+        store.booking(&bob_id).unwrap(),
+        None,
+        "bob's booking undone"
+    );
+    assert_eq!(store.kept_answer("bob", "k").unwrap(), None);
+    assert_eq!(store.resident_entries("bob", 0, u64::MAX).unwrap().len(), 0);
+    let ten = h.ms("10:00");
+    assert_eq!(store.slot_count("piano1", ten).unwrap().load.taken(), 0);
+    let ann_now = store.booking(&ann.id).unwrap().unwrap();
+    assert_eq!(ann_now.status, Status::Booked, "ann's cancellation undone");
+    let nine = h.ms("09:00");
+    assert_eq!(store.slot_count("piano1", nine).unwrap().load.taken(), 1);
+    assert!(
+        h.handed_over.lock().unwrap().is_empty(),
+        "nothing handed over"
+    );
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_busy_at_once_and_takes_requests_again_once_drained() {
+    let h = harness();
+    let wait = std::time::Duration::from_millis(20);
+    let mut queued = Vec::new();
+    for id in ["a", "b"] {
+        let mut asked = Box::pin(h.bookings.check_in(id.into()));
+        assert!(
+            tokio::time::timeout(wait, &mut asked).await.is_err(),
+            "waits"
+        );
+        queued.push(asked);
+    }
+    let busy = h.bookings.check_in("c".into()).await;
+    assert!(matches!(busy, Err(DeskError::Busy)), "{busy:?}");
+    drop(queued);
+    assert_eq!(h.jobs.try_iter().count(), 2, "their jobs stay queued");
+    let mut admitted = Box::pin(h.bookings.check_in("d".into()));
+    assert!(
+        tokio::time::timeout(wait, &mut admitted).await.is_err(),
+        "waits"
     );
 }

@@ -49,12 +49,12 @@ impl Failed {
 }
 
 /// The fields of a CONNECT the edge uses.
-struct Connect {
-    client_id: String,
-    clean_session: bool,
-    keepalive_secs: u16,
-    will: Option<LastWill>,
-    login: Option<Login>,
+pub(crate) struct Connect {
+    pub(crate) client_id: String,
+    pub(crate) clean_session: bool,
+    pub(crate) keepalive_secs: u16,
+    pub(crate) will: Option<LastWill>,
+    pub(crate) login: Option<Login>,
 }
 
 /// Reads and checks the CONNECT on `stream`; on success the session, and
@@ -154,7 +154,7 @@ async fn first_packets<S: AsyncRead + Unpin>(
     Ok(packets)
 }
 
-fn take_connect(packets: &mut Vec<Packet>) -> Result<Connect, Failed> {
+pub(crate) fn take_connect(packets: &mut Vec<Packet>) -> Result<Connect, Failed> {
     match packets.remove(0) {
         Packet::Connect(connect, _, will, _, login) => Ok(Connect {
             client_id: connect.client_id,

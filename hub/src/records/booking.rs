@@ -177,6 +177,28 @@ impl Booking {
     }
 }
 
+/// What a booking request carrying an `Idempotency-Key` was answered, kept
+/// with the booking it made (one atomic batch): a retry with the same key
+/// gets this answer again instead of a second booking. Kept per resident
+/// and key for `KEPT_ANSWER_MS` on the schedule's clock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeptAnswer {
+    /// What was asked (resource, slot, group, child's birth date): the same
+    /// key sent with another request is refused.
+    pub request: String,
+    /// The booking as answered: booked (201), or the offer of a full slot.
+    pub booking: Booking,
+    /// The 409's reason when the slot was full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full: Option<String>,
+    /// When it was answered.
+    pub at: u64,
+}
+
+/// How long an idempotent answer is kept: a day, far longer than any
+/// client retries.
+pub const KEPT_ANSWER_MS: u64 = 24 * 3_600_000;
+
 /// One slot's places taken per group and its waitlist, kept by the store in
 /// step with every booking write (availability reads one record per slot).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

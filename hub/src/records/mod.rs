@@ -8,7 +8,7 @@
 //! - `resident`: a resident who may pass gates
 //! - `room`: a room's live count and its entry (seats, hours)
 //! - `booking`: bookings, their slot counts and index entries, the groups
-//!   places are for, a booking's milestones
+//!   places are for, a booking's milestones, idempotent answers
 //! - `notice`: notifications to residents and bound devices' outages
 //! - `resource`: a bookable resource's entry (config file, API, store)
 
@@ -21,7 +21,8 @@ pub mod room;
 pub mod twin;
 
 pub use booking::{
-    Booker, Booking, Group, IndexEntry, Milestone, Slot, SlotCount, SlotLoad, Status,
+    Booker, Booking, Group, IndexEntry, KeptAnswer, Milestone, Slot, SlotCount, SlotLoad, Status,
+    KEPT_ANSWER_MS,
 };
 pub use device::{DeviceRecord, StoredEvent};
 pub use notice::{Notification, Outage, OutageReason};

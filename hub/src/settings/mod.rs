@@ -104,6 +104,7 @@ impl Settings {
         let clock = Clock::parse(&config.schedule.clock)
             .map_err(|reason| invalid("schedule.clock", &reason))?;
         check_schedule(&config.schedule)?;
+        check_lengths(&config)?;
         let shifts = config
             .duty
             .iter()
@@ -278,6 +279,85 @@ fn check_schedule(schedule: &ScheduleConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Longest any configured length of time may be: a year. Longer ones mean
+/// nothing to a center, and this bound keeps every deadline the hub adds
+/// them to (an `Instant`, a unix ms) from overflowing. The devices' `ts`
+/// window is left out: simulated clocks open it to the whole calendar.
+const MAX_LENGTH_MS: u64 = 366 * 24 * 3_600_000;
+
+/// Every configured length of time (ms, s, minutes, days) at most a year.
+fn check_lengths(config: &Config) -> Result<(), ConfigError> {
+    const MS: u64 = 1;
+    const SECS: u64 = 1_000;
+    const MINUTES: u64 = 60_000;
+    const DAYS: u64 = 86_400_000;
+    let schedule = &config.schedule;
+    let lengths = [
+        (
+            "broker.handshake_timeout_ms",
+            config.broker.handshake_timeout_ms,
+            MS,
+        ),
+        (
+            "broker.limits.flood_disconnect_secs",
+            config.broker.limits.flood_disconnect_secs,
+            SECS,
+        ),
+        (
+            "ingest.rejection_log_interval_ms",
+            config.ingest.rejection_log_interval_ms,
+            MS,
+        ),
+        ("commands.retry_max_ms", config.commands.retry_max_ms, MS),
+        ("interlock.watchdog_ms", config.interlock.watchdog_ms, MS),
+        (
+            "interlock.stop_ttl_secs",
+            config.interlock.stop_ttl_secs,
+            SECS,
+        ),
+        ("access.answer_ttl_ms", config.access.answer_ttl_ms, MS),
+        ("schedule.grace_minutes", schedule.grace_minutes, MINUTES),
+        (
+            "schedule.late_cancel_minutes",
+            schedule.late_cancel_minutes,
+            MINUTES,
+        ),
+        ("schedule.strike_days", schedule.strike_days, DAYS),
+        ("schedule.block_days", schedule.block_days, DAYS),
+        ("schedule.tick_ms", schedule.tick_ms, MS),
+        (
+            "schedule.walk_in_minutes",
+            schedule.walk_in_minutes,
+            MINUTES,
+        ),
+        (
+            "schedule.offline_block_minutes",
+            schedule.offline_block_minutes,
+            MINUTES,
+        ),
+        (
+            "schedule.outage_lookahead_minutes",
+            schedule.outage_lookahead_minutes,
+            MINUTES,
+        ),
+        (
+            "schedule.webhook_retry_max_ms",
+            schedule.webhook_retry_max_ms,
+            MS,
+        ),
+    ];
+    for (field, value, unit) in lengths {
+        if value > MAX_LENGTH_MS / unit {
+            let most = MAX_LENGTH_MS / unit;
+            return Err(invalid(
+                field,
+                &format!("at most {most} (a year), got {value}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A center, room or similar label: 1–64 letters, digits, `-` or `_`.
 pub fn is_label(value: &str) -> bool {
     !value.is_empty()
@@ -340,6 +420,14 @@ mod tests {
         check(
             "[schedule]\nclock = \"fixed:yesterday\"\n",
             "schedule.clock",
+        );
+        check(
+            "[schedule]\ngrace_minutes = 9223372036854775807\n",
+            "schedule.grace_minutes",
+        );
+        check(
+            "[broker]\nhandshake_timeout_ms = 9223372036854775807\n",
+            "broker.handshake_timeout_ms",
         );
     }
 }

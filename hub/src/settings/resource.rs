@@ -27,6 +27,25 @@ pub struct Resource {
     pub held: Vec<(Group, u32)>,
 }
 
+/// The ranges of an entry's numbers: room for any center, and small enough
+/// that the schedule's arithmetic cannot overflow (places times a percent,
+/// a horizon in ms added to an instant) nor walk more than a year of days.
+pub const MAX_CAPACITY: u32 = 10_000;
+pub const MAX_HORIZON_DAYS: u32 = 366;
+const MINUTES_A_DAY: u32 = 24 * 60;
+/// Shorter slots would make a month's availability tens of thousands of
+/// slots long.
+const MIN_SLOT_MINUTES: u32 = 5;
+/// Per-resident quotas (`per_day`, `per_week`, `max_active`).
+const MAX_QUOTA: u32 = 1_000;
+const MAX_DEVICES: usize = 64;
+/// Listed slots of an entry (`[[resources.slots]]`).
+const MAX_LISTED_SLOTS: usize = 96;
+/// A child's age in months: childcare and the like end at 18 years.
+const MAX_CHILD_AGE_MONTHS: u32 = 216;
+/// Yuan per slot.
+const MAX_PRICE: f64 = 1_000_000.0;
+
 fn field_error(field: &str, reason: impl Into<String>) -> FieldError {
     (field.to_string(), reason.into())
 }
@@ -54,18 +73,13 @@ impl Resource {
                 "device ids are 1-48 ASCII letters or digits",
             ));
         }
-        if config.capacity == 0 {
-            return Err(field_error("capacity", "must be at least 1"));
-        }
-        if config.horizon_days == 0 {
-            return Err(field_error("horizon_days", "must be at least 1"));
-        }
+        check_ranges(config)?;
         check_prices(config)?;
         if let Some([min, max]) = config.child_age_months {
-            if min > max {
+            if min > max || max > MAX_CHILD_AGE_MONTHS {
                 return Err(field_error(
                     "child_age_months",
-                    "[min, max] with min <= max",
+                    format!("[min, max] with min <= max <= {MAX_CHILD_AGE_MONTHS}"),
                 ));
             }
         }
@@ -87,9 +101,61 @@ impl Resource {
     }
 }
 
+/// The entry's counts and lengths within their ranges.
+fn check_ranges(config: &ResourceConfig) -> Result<(), FieldError> {
+    let release_max = MAX_HORIZON_DAYS * MINUTES_A_DAY;
+    let numbers = [
+        ("capacity", Some(config.capacity), 1, MAX_CAPACITY),
+        (
+            "horizon_days",
+            Some(config.horizon_days),
+            1,
+            MAX_HORIZON_DAYS,
+        ),
+        (
+            "slot_minutes",
+            config.slot_minutes,
+            MIN_SLOT_MINUTES,
+            MINUTES_A_DAY,
+        ),
+        ("per_day", config.per_day, 1, MAX_QUOTA),
+        ("per_week", config.per_week, 1, MAX_QUOTA),
+        ("max_active", config.max_active, 1, MAX_QUOTA),
+        (
+            "release_before_minutes",
+            Some(config.release_before_minutes),
+            0,
+            release_max,
+        ),
+    ];
+    for (field, value, min, max) in numbers {
+        if let Some(value) = value.filter(|v| !(min..=max).contains(v)) {
+            return Err(field_error(
+                field,
+                format!("must be {min}-{max}, got {value}"),
+            ));
+        }
+    }
+    for (field, len, max) in [
+        ("devices", config.devices.len(), MAX_DEVICES),
+        ("slots", config.slots.len(), MAX_LISTED_SLOTS),
+    ] {
+        if len > max {
+            return Err(field_error(field, format!("at most {max} entries")));
+        }
+    }
+    Ok(())
+}
+
 fn check_prices(config: &ResourceConfig) -> Result<(), FieldError> {
     if !config.market_price.is_finite() || config.market_price <= 0.0 {
         return Err(field_error("market_price", "must be a price above 0"));
+    }
+    if config.market_price > MAX_PRICE {
+        return Err(field_error(
+            "market_price",
+            format!("must be at most {MAX_PRICE}"),
+        ));
     }
     if !config.price.is_finite() || config.price < 0.0 {
         return Err(field_error("price", "must be a price of 0 or more"));
@@ -111,6 +177,9 @@ fn compile_shares(config: &ResourceConfig) -> Result<Vec<(Group, u32)>, FieldErr
     for share in &config.shares {
         let group = Group::parse(&share.group)
             .ok_or_else(|| field_error("shares", format!("unknown group {:?}", share.group)))?;
+        if !(1..=100).contains(&share.percent) {
+            return Err(field_error("shares", "a percent is 1-100"));
+        }
         if held.iter().any(|(g, _)| *g == group) {
             return Err(field_error(
                 "shares",
@@ -132,7 +201,6 @@ fn compile_layout(config: &ResourceConfig) -> Result<Layout, FieldError> {
             "slot_minutes",
             "missing: give slot_minutes or slots",
         )),
-        (Some(0), true) => Err(field_error("slot_minutes", "must be at least 1")),
         (Some(minutes), true) => {
             let hours = OpeningHours::from_resource(config)
                 .map_err(|(field, reason)| field_error(field, reason))?;
@@ -168,6 +236,62 @@ mod tests {
         let mut both = config();
         both.slot_minutes = Some(30);
         assert_eq!(Resource::from_config(&both).unwrap_err().0, "slots");
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_refused_naming_the_field() {
+        let every_minute = |c: &mut ResourceConfig| {
+            c.slots.clear();
+            c.hours = Some("24h".into());
+            c.slot_minutes = Some(1);
+        };
+        type Change = fn(&mut ResourceConfig);
+        let cases: [(Change, &str); 13] = [
+            (|c| c.capacity = 0, "capacity"),
+            (|c| c.capacity = u32::MAX, "capacity"),
+            (|c| c.horizon_days = 0, "horizon_days"),
+            (|c| c.horizon_days = 367, "horizon_days"),
+            (every_minute, "slot_minutes"),
+            (|c| c.per_day = Some(0), "per_day"),
+            (|c| c.per_week = Some(u32::MAX), "per_week"),
+            (|c| c.max_active = Some(1_001), "max_active"),
+            (
+                |c| c.release_before_minutes = u32::MAX,
+                "release_before_minutes",
+            ),
+            (
+                |c| c.child_age_months = Some([0, u32::MAX]),
+                "child_age_months",
+            ),
+            (|c| c.market_price = 1e300, "market_price"),
+            (|c| c.devices = vec!["d1".into(); 65], "devices"),
+            (
+                |c| {
+                    c.capacity = 10_000;
+                    c.shares = vec![ShareConfig {
+                        group: "senior".into(),
+                        percent: u32::MAX,
+                    }];
+                },
+                "shares",
+            ),
+        ];
+        for (change, field) in cases {
+            let mut entry = config();
+            change(&mut entry);
+            assert_eq!(
+                Resource::from_config(&entry).map(drop).map_err(|e| e.0),
+                Err(field.to_string())
+            );
+        }
+        let mut widest = config();
+        widest.capacity = MAX_CAPACITY;
+        widest.horizon_days = MAX_HORIZON_DAYS;
+        widest.shares = vec![ShareConfig {
+            group: "senior".into(),
+            percent: 100,
+        }];
+        assert!(Resource::from_config(&widest).is_ok());
     }
 
     #[test]

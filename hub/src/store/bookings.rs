@@ -3,12 +3,15 @@
 //! `s\0resource\0start\0id` and `r\0resident\0start\0id` (index entries),
 //! `c\0resource\0start\0` (places per group and waitlist of the slot),
 //! `d\0at\0what\0id` (milestones: slot starts, grace ends and slot ends to
-//! process); and `strikes` (`resident\0at\0booking` → booking id).
+//! process), `k\0resident\0key` (the answer to a request with an
+//! `Idempotency-Key`) and `x\0at\0resident\0key` (when it was answered,
+//! to forget it); and `strikes` (`resident\0at\0booking` → booking id).
 
 use super::codec::{decode, get_json, pair_key_text, time_key, time_range, to_json};
+use super::undo::{keep, Writes};
 use super::{Store, StoreError};
 use crate::records::booking::{decode_count, encode_count};
-use crate::records::{Booking, IndexEntry, Milestone, SlotCount, Status};
+use crate::records::{Booking, IndexEntry, KeptAnswer, Milestone, SlotCount, Status};
 
 impl Store {
     /// Writes a booking, its two index entries, its slot's count and its due
@@ -21,6 +24,63 @@ impl Store {
         booking: &Booking,
         due: &[(u64, Milestone)],
     ) -> Result<Option<Status>, StoreError> {
+        let (writes, was) = self.booking_writes(booking, due)?;
+        writes.apply(&self.bookings)?;
+        Ok(was)
+    }
+
+    /// `put_booking`, with the answer to the request that made it kept
+    /// under `resident` and `key` in the same atomic batch: if the booking
+    /// is durable, so is the answer a retry gets.
+    pub fn put_booking_answered(
+        &self,
+        booking: &Booking,
+        due: &[(u64, Milestone)],
+        key: &str,
+        answer: &KeptAnswer,
+    ) -> Result<Option<Status>, StoreError> {
+        let (mut writes, was) = self.booking_writes(booking, due)?;
+        writes.insert(answer_key(&booking.resident, key), to_json(answer));
+        writes.insert(answered_key(answer.at, &booking.resident, key), &[][..]);
+        writes.apply(&self.bookings)?;
+        Ok(was)
+    }
+
+    /// The answer kept for `resident`'s request with `key`, if any.
+    pub fn kept_answer(&self, resident: &str, key: &str) -> Result<Option<KeptAnswer>, StoreError> {
+        get_json(&self.bookings, &answer_key(resident, key))
+    }
+
+    /// Forgets up to `limit` answers given before `before` (not fsynced);
+    /// returns how many.
+    pub fn forget_answers(&self, before: u64, limit: usize) -> Result<usize, StoreError> {
+        let start = tagged(ANSWERED, "");
+        let end = tagged(ANSWERED, &format!("{before:016x}"));
+        let mut writes = Writes::default();
+        let mut forgotten = 0;
+        for key in self
+            .bookings
+            .range(start.as_bytes()..end.as_bytes())
+            .keys()
+            .take(limit)
+        {
+            let key = key?;
+            let (resident, answer) = parse_answered_key(&key)
+                .ok_or_else(|| StoreError::BadKey(format!("answered {key:?}")))?;
+            writes.remove(answer_key(&resident, &answer));
+            writes.remove(key.to_vec());
+            forgotten += 1;
+        }
+        writes.apply(&self.bookings)?;
+        Ok(forgotten)
+    }
+
+    /// The writes of `put_booking`, and the booking's status before.
+    fn booking_writes(
+        &self,
+        booking: &Booking,
+        due: &[(u64, Milestone)],
+    ) -> Result<(Writes, Option<Status>), StoreError> {
         let slot_key = time_key(
             &tagged(SLOT, &booking.resource),
             booking.slot_start,
@@ -45,16 +105,15 @@ impl Store {
         }
         count.apply(booking.status, booking.group, true);
         let entry = to_json(&IndexEntry::of(booking));
-        let mut batch = sled::Batch::default();
-        batch.insert(count_key, &encode_count(&count)[..]);
-        batch.insert(tagged(BOOKING, &booking.id).as_bytes(), to_json(booking));
-        batch.insert(slot_key, entry.as_slice());
-        batch.insert(resident_key, entry);
+        let mut writes = Writes::default();
+        writes.insert(count_key, &encode_count(&count)[..]);
+        writes.insert(tagged(BOOKING, &booking.id), to_json(booking));
+        writes.insert(slot_key, entry.as_slice());
+        writes.insert(resident_key, entry);
         for (at, what) in due {
-            batch.insert(due_key(*at, *what, &booking.id), &[][..]);
+            writes.insert(due_key(*at, *what, &booking.id), &[][..]);
         }
-        self.bookings.apply_batch(batch)?;
-        Ok(was)
+        Ok((writes, was))
     }
 
     pub fn booking(&self, id: &str) -> Result<Option<Booking>, StoreError> {
@@ -134,14 +193,17 @@ impl Store {
 
     /// Forgets a processed milestone (not fsynced).
     pub fn remove_due(&self, at: u64, what: Milestone, id: &str) -> Result<(), StoreError> {
-        self.bookings.remove(due_key(at, what, id))?;
+        let key = due_key(at, what, id);
+        keep(&self.bookings, &key)?;
+        self.bookings.remove(key)?;
         Ok(())
     }
 
     /// Records a no-show strike (not fsynced).
     pub fn add_strike(&self, resident: &str, at: u64, booking: &str) -> Result<(), StoreError> {
-        self.strikes
-            .insert(time_key(resident, at, booking), to_json(&booking))?;
+        let key = time_key(resident, at, booking);
+        keep(&self.strikes, &key)?;
+        self.strikes.insert(key, to_json(&booking))?;
         Ok(())
     }
 
@@ -160,6 +222,8 @@ const SLOT: &str = "s";
 const RESIDENT: &str = "r";
 const COUNT: &str = "c";
 const DUE: &str = "d";
+const ANSWER: &str = "k";
+const ANSWERED: &str = "x";
 
 /// `tag\0owner`: one kind of record of one owner in the `bookings` tree.
 fn tagged(tag: &str, owner: &str) -> String {
@@ -168,6 +232,24 @@ fn tagged(tag: &str, owner: &str) -> String {
 
 fn due_key(at: u64, what: Milestone, id: &str) -> Vec<u8> {
     tagged(DUE, &format!("{at:016x}\0{}\0{id}", what.as_str())).into_bytes()
+}
+
+/// `k\0resident\0key`. Residents are labels and keys visible ASCII: neither
+/// holds a `\0`.
+fn answer_key(resident: &str, key: &str) -> String {
+    tagged(ANSWER, &pair_key_text(resident, key))
+}
+
+fn answered_key(at: u64, resident: &str, key: &str) -> Vec<u8> {
+    tagged(ANSWERED, &format!("{at:016x}\0{resident}\0{key}")).into_bytes()
+}
+
+/// The resident and key of an `answered_key`.
+fn parse_answered_key(key: &[u8]) -> Option<(String, String)> {
+    let text = std::str::from_utf8(key).ok()?;
+    let mut parts = text.strip_prefix(&tagged(ANSWERED, ""))?.splitn(3, '\0');
+    let (_at, resident, key) = (parts.next()?, parts.next()?, parts.next()?);
+    Some((resident.to_string(), key.to_string()))
 }
 
 fn parse_due_key(key: &[u8]) -> Option<(u64, Milestone, String)> {

@@ -4,16 +4,19 @@
 use crate::records::{Outage, ResourceConfig, RoomConfig};
 
 use super::codec::{decode, scan_json, to_json};
+use super::undo::keep;
 use super::{Store, StoreError};
 
 impl Store {
     /// Records a bound device's outage (not fsynced).
     pub fn put_outage(&self, device: &str, outage: &Outage) -> Result<(), StoreError> {
+        keep(&self.outages, device.as_bytes())?;
         self.outages.insert(device, to_json(outage))?;
         Ok(())
     }
 
     pub fn remove_outage(&self, device: &str) -> Result<(), StoreError> {
+        keep(&self.outages, device.as_bytes())?;
         self.outages.remove(device)?;
         Ok(())
     }

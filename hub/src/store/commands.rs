@@ -3,6 +3,7 @@
 use protocol::api::CommandRecord;
 
 use super::codec::{decode, pair_key, scan_json, to_json};
+use super::undo::keep;
 use super::{Store, StoreError};
 
 impl Store {
@@ -10,6 +11,8 @@ impl Store {
     /// index in step: a superset of the open ones at any crash point.
     pub fn put_command(&self, record: &CommandRecord) -> Result<(), StoreError> {
         let key = pair_key(&record.device, &record.id);
+        keep(&self.commands, &key)?;
+        keep(&self.open_commands, &key)?;
         if record.status.is_final() {
             self.commands.insert(&key, to_json(record))?;
             self.open_commands.remove(&key)?;

@@ -22,6 +22,7 @@
 //! - `meta`: boot epoch, generated admin-token hash, the credential-hashing
 //!   key, the number of twins
 //! - `codec`: key layouts and the JSON values
+//! - `undo`: the desk's batch put back when its fsync failed
 //!
 //! `flush` fsyncs; the ingest loop calls it once per batch holding events
 //! before it acknowledges them, the booking desk once per batch of jobs.
@@ -36,13 +37,17 @@ mod events;
 mod meta;
 mod notices;
 mod people;
+mod undo;
 
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
+use std::sync::OnceLock;
 
 pub use devices::Revocation;
 use meta::stored_twin_count;
 pub use people::ResidentConflict;
+
+use crate::supervise::{FaultSwitch, InjectedFault};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -55,6 +60,9 @@ pub enum StoreError {
     },
     #[error("malformed key {0}")]
     BadKey(String),
+    /// The test-only fault switch (`store_flush:error`) failed an fsync.
+    #[error(transparent)]
+    Injected(#[from] InjectedFault),
 }
 
 pub struct Store {
@@ -80,6 +88,8 @@ pub struct Store {
     meta: sled::Tree,
     /// Twins stored (as in `meta`), for `/metrics` without a scan.
     twin_count: AtomicU64,
+    /// Test-only: fails `flush` once fired (`supervise::fault_point`).
+    flush_fault: OnceLock<FaultSwitch>,
 }
 
 /// sled's page cache. It fills with whatever was written until it reaches
@@ -119,6 +129,7 @@ impl Store {
             rooms: db.open_tree("rooms")?,
             meta,
             twin_count,
+            flush_fault: OnceLock::new(),
             db,
         })
     }
@@ -130,7 +141,15 @@ impl Store {
 
     /// Fsyncs everything written so far. Returns the bytes flushed.
     pub fn flush(&self) -> Result<usize, StoreError> {
+        if let Some(fault) = self.flush_fault.get() {
+            fault.check()?;
+        }
         Ok(self.db.flush()?)
+    }
+
+    /// Test-only: every `flush` fails once `fault` has fired.
+    pub fn inject_flush_fault(&self, fault: FaultSwitch) {
+        let _ = self.flush_fault.set(fault);
     }
 
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {

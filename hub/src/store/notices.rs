@@ -1,6 +1,7 @@
 //! Notifications per resident, and the outbox the webhook delivers from.
 
 use super::codec::{decode, pair_key, scan_json, time_key, to_json};
+use super::undo::keep;
 use super::{Store, StoreError};
 use crate::records::Notification;
 
@@ -15,9 +16,11 @@ impl Store {
         let key = time_key(&notification.resident, notification.at, &notification.id);
         let value = to_json(notification);
         if outbox {
+            keep(&self.outbox, notification.id.as_bytes())?;
             self.outbox
                 .insert(notification.id.as_bytes(), value.clone())?;
         }
+        keep(&self.notifications, &key)?;
         self.notifications.insert(key, value)?;
         Ok(())
     }
