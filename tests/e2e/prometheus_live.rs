@@ -28,10 +28,9 @@ const RANGE: &str = "10m";
 /// How long the panels may take to all show data.
 const DATA_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// The token Prometheus scrapes with.
-fn scrape_token() -> &'static str {
-    ADMIN_TOKEN
-}
+/// The scrape-only token Prometheus reads `/metrics` with
+/// (`YIZHAN_METRICS_TOKEN`; the hub answers it 403 on every other route).
+const METRICS_TOKEN: &str = "e2e-metrics-token-0123456789";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_panel_and_alert_expression_returns_data_from_a_real_prometheus(
@@ -56,13 +55,15 @@ async fn every_dashboard_panel_and_alert_expression_returns_data_from_a_real_pro
     Ok(())
 }
 
-/// A hub for the simulated district: its devices' clocks, its rooms.
+/// A hub for the simulated district (its devices' clocks, its rooms)
+/// taking the scrape token.
 fn district_hub() -> HubOptions {
     let config = device_sim::demo::hub_config(std::path::Path::new("unused"), 3);
     // The demo's config without its data_dir line (the test's hub has one).
     let (_, rest) = config.split_once('\n').unwrap_or_default();
     HubOptions {
         extra_config: rest.to_string(),
+        env: vec![("YIZHAN_METRICS_TOKEN".into(), METRICS_TOKEN.into())],
         ..HubOptions::default()
     }
 }
@@ -82,7 +83,7 @@ fn prometheus_files(hub: &HubProcess) -> anyhow::Result<Vec<(&'static str, Strin
     );
     Ok(vec![
         ("prometheus.yml", config),
-        ("secrets/metrics_token", scrape_token().to_string()),
+        ("secrets/metrics_token", METRICS_TOKEN.to_string()),
         (
             "hubs/test.yml",
             format!("- targets: [\"{target}\"]\n  labels:\n    street: e2e\n"),
@@ -255,7 +256,7 @@ async fn check_alert_expressions(prometheus: &Prometheus) -> anyhow::Result<()> 
 async fn check_metric_names(hub: &HubProcess, queries: &[PanelQuery]) -> anyhow::Result<()> {
     let text = reqwest::Client::new()
         .get(format!("{}/metrics", hub.api))
-        .bearer_auth(scrape_token())
+        .bearer_auth(METRICS_TOKEN)
         .send()
         .await?
         .error_for_status()?
