@@ -37,11 +37,15 @@ async fn every_dashboard_panel_and_alert_expression_returns_data_from_a_real_pro
 ) -> anyhow::Result<()> {
     let hub = HubProcess::start(district_hub()).await?;
     let prometheus = Prometheus::start(&prometheus_files(&hub)?).await?;
-    // Three centers on a Saturday from 09:30 (the 10:30 rush), ten
-    // simulated minutes a real second; therapy sessions overheat often.
-    let args = "--centers 3 --seed 5 --speed 600 --start 2026-11-28T09:30:00+08:00 \
-                --duration 70s --telemetry-interval 1s --overheat-chance 0.5";
-    let sim = run_device_sim(&hub, args, Duration::from_secs(180));
+    // Three centers from 09:30 today (the hub's "today": visits today and
+    // this month follow its wall clock), ten simulated minutes a real
+    // second; therapy sessions overheat often.
+    let today = protocol::calendar::Calendar::default().day(now_ms());
+    let args = format!(
+        "--centers 3 --seed 5 --speed 600 --start {today}T09:30:00+08:00 \
+         --duration 70s --telemetry-interval 1s --overheat-chance 0.5"
+    );
+    let sim = run_device_sim(&hub, &args, Duration::from_secs(180));
     let observe = async {
         misbehave(&hub).await?;
         observe(&hub, &prometheus).await
