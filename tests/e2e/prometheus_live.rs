@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use protocol::{Channel, DeviceKind};
+use serde_json::json;
 use tests::ops_files::{alert_rules, alert_rules_path, alert_tests, dashboards, PanelQuery};
 use tests::prometheus::Prometheus;
 use tests::promql::metric_names;
@@ -25,6 +26,12 @@ const SCRAPE: Duration = Duration::from_secs(1);
 const RATE_INTERVAL: &str = "10s";
 const INTERVAL: &str = "5s";
 const RANGE: &str = "10m";
+/// The misbehaving devices' center.
+const PROBE: &str = "probe";
+/// Alerts whose expressions the probe center makes return data here: an
+/// interlock trip (firing: no `for`) and a third of its devices offline
+/// (pending: `for: 10m`).
+const LIVE_ALERTS: &[&str] = &["YizhanTherapyInterlockTrip", "YizhanDevicesOffline"];
 /// How long the panels may take to all show data.
 const DATA_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -95,12 +102,16 @@ fn prometheus_files(hub: &HubProcess) -> anyhow::Result<Vec<(&'static str, Strin
     ])
 }
 
-/// A device that does what real ones sometimes do: skips seqs, sends a
-/// malformed message, publishes outside its topics; and a client that
-/// comes without a certificate.
+/// A center, `probe`, whose devices do what real ones sometimes do: a
+/// counter skips seqs, sends a malformed message and publishes outside its
+/// topics; a client comes without a certificate; a therapy robot
+/// overheats (the interlock trips); a provisioned counter never connects
+/// (a third of the center offline).
 async fn misbehave(hub: &HubProcess) -> anyhow::Result<()> {
+    hub.provision_in("probe03", DeviceKind::Counter, PROBE, "hall")
+        .await?;
     let creds = hub
-        .provision_in("probe01", DeviceKind::Counter, "center01", "entrance")
+        .provision_in("probe01", DeviceKind::Counter, PROBE, "entrance")
         .await?;
     let device = TestDevice::online(&creds, hub.mqtt_port, DeviceKind::Counter).await?;
     device
@@ -127,6 +138,18 @@ async fn misbehave(hub: &HubProcess) -> anyhow::Result<()> {
     };
     let mut anonymous = TestDevice::connect(&creds, hub.mqtt_port, options);
     let _ = anonymous.disconnected(Duration::from_secs(5)).await;
+
+    let creds = hub
+        .provision_in("probe02", DeviceKind::TherapyRobot, PROBE, "therapy")
+        .await?;
+    let mut robot = TestDevice::online(&creds, hub.mqtt_port, DeviceKind::TherapyRobot).await?;
+    robot.event("s1", 1, "session_start", json!({})).await?;
+    let hot = [("temp_c", json!(52.0)), ("heating", json!(true))];
+    robot
+        .publish(Channel::Telemetry, telemetry(1, &hot))
+        .await?;
+    let stop = robot.next_command(Duration::from_secs(10)).await?;
+    robot.ack(&stop.id, true, None).await?;
     Ok(())
 }
 
@@ -238,7 +261,16 @@ async fn check_alert_expressions(prometheus: &Prometheus) -> anyhow::Result<()> 
             "{} not loaded and evaluated",
             rule.name
         );
-        if prometheus.query(&rule.expr).await?.is_empty() {
+        let result = prometheus.query(&rule.expr).await?;
+        if LIVE_ALERTS.contains(&rule.name.as_str()) {
+            let probe = result.iter().any(|s| s["metric"]["center"] == PROBE);
+            assert!(
+                probe,
+                "{}: no data for center {PROBE}: {result:?}",
+                rule.name
+            );
+        }
+        if result.is_empty() {
             assert!(
                 tested.contains(&rule.name),
                 "{}: no data, and no promtool case shows it firing",
@@ -247,6 +279,13 @@ async fn check_alert_expressions(prometheus: &Prometheus) -> anyhow::Result<()> 
             quiet.push(rule.name.as_str());
         }
     }
+    let alerts = prometheus.api("/api/v1/alerts", &[]).await?;
+    let firing = alerts["alerts"].as_array().into_iter().flatten().any(|a| {
+        a["labels"]["alertname"] == "YizhanTherapyInterlockTrip"
+            && a["labels"]["center"] == PROBE
+            && a["state"] == "firing"
+    });
+    assert!(firing, "the interlock trip alert is not firing: {alerts}");
     println!(
         "{} alert expressions; no data (quiet on a healthy district, firing in promtool tests): {}",
         rules.len(),
