@@ -243,3 +243,106 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// The configuration and environment each deployment gives the hub, as
+/// (what, config file text if any, environment).
+type Deployment = (&'static str, Option<String>, Vec<(String, String)>);
+
+#[test]
+fn every_deployment_s_config_and_environment_pass_hub_check_config() -> anyhow::Result<()> {
+    let root = repo_root();
+    let dir = tempfile::tempdir()?;
+    for (what, config, env) in deployments(&root)? {
+        let mut command = std::process::Command::new(workspace_binary("hub"));
+        command.env_clear().env("PATH", std::env::var("PATH")?);
+        if let Some(text) = config {
+            let path = dir.path().join(format!("{what}.toml"));
+            std::fs::write(&path, text)?;
+            command.arg("--config").arg(path);
+        }
+        for (name, value) in env {
+            // A token file the deployment mounts: a stand-in with a token.
+            let value = if name.ends_with("_FILE") {
+                let file = dir.path().join(format!("{what}-{name}"));
+                std::fs::write(&file, "a-token-of-at-least-16-chars")?;
+                file.to_string_lossy().to_string()
+            } else {
+                value
+            };
+            command.env(name, value);
+        }
+        let output = command.arg("check-config").output()?;
+        assert!(
+            output.status.success(),
+            "{what}: hub check-config failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn deployments(root: &Path) -> anyhow::Result<Vec<Deployment>> {
+    let docker = root.join("deploy/docker");
+    let compose = load_yaml(&docker.join("compose.yaml"))?;
+    let mut image_env = dockerfile_env(&std::fs::read_to_string(docker.join("Dockerfile"))?);
+    image_env.extend(yaml_env(&compose["services"]["hub"]["environment"]));
+
+    let unit = std::fs::read_to_string(root.join("deploy/systemd/yizhan-hub.service"))?;
+    let unit_env = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("Environment="))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+
+    let k8s = root.join("deploy/kubernetes");
+    let config_map = &load_yaml_documents(&k8s.join("configmap.yaml"))?[0];
+    let set = load_yaml_documents(&k8s.join("statefulset.yaml"))?;
+    let container = &set[0]["spec"]["template"]["spec"]["containers"][0];
+    let pod_env = container["env"]
+        .as_vec()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?.to_string(),
+                e["value"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    Ok(vec![
+        (
+            "compose",
+            Some(std::fs::read_to_string(docker.join("hub.toml"))?),
+            image_env,
+        ),
+        ("systemd", None, unit_env),
+        (
+            "kubernetes",
+            config_map["data"]["hub.toml"].as_str().map(String::from),
+            pod_env,
+        ),
+    ])
+}
+
+/// `ENV A=1 \ B=2` instructions of a Dockerfile.
+fn dockerfile_env(text: &str) -> Vec<(String, String)> {
+    let joined = text.replace("\\\n", " ");
+    joined
+        .lines()
+        .filter_map(|l| l.strip_prefix("ENV "))
+        .flat_map(|l| l.split_whitespace())
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A compose `environment:` mapping.
+fn yaml_env(value: &Yaml) -> Vec<(String, String)> {
+    value
+        .as_hash()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
+        .collect()
+}
