@@ -261,10 +261,10 @@ fn every_deployment_s_config_and_environment_pass_hub_check_config() -> anyhow::
             command.arg("--config").arg(path);
         }
         for (name, value) in env {
-            // A token file the deployment mounts: a stand-in with a token.
+            // A token file the deployment mounts: a stand-in, one token each.
             let value = if name.ends_with("_FILE") {
                 let file = dir.path().join(format!("{what}-{name}"));
-                std::fs::write(&file, "a-token-of-at-least-16-chars")?;
+                std::fs::write(&file, format!("a-token-for-{name}"))?;
                 file.to_string_lossy().to_string()
             } else {
                 value
