@@ -42,15 +42,16 @@ const METRICS_TOKEN: &str = "e2e-metrics-token-0123456789";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_panel_and_alert_expression_returns_data_from_a_real_prometheus(
 ) -> anyhow::Result<()> {
-    let hub = HubProcess::start(district_hub()).await?;
-    let prometheus = Prometheus::start(&prometheus_files(&hub)?).await?;
     // Three centers from 09:30 today (the hub's "today": visits today and
     // this month follow its wall clock), ten simulated minutes a real
     // second; therapy sessions overheat often.
     let today = protocol::calendar::Calendar::default().day(now_ms());
+    let start = format!("{today}T09:30:00+08:00");
+    let hub = HubProcess::start(district_hub(&start)).await?;
+    let prometheus = Prometheus::start(&prometheus_files(&hub)?).await?;
     let args = format!(
-        "--centers 3 --seed 5 --speed 600 --start {today}T09:30:00+08:00 \
-         --duration 70s --telemetry-interval 1s --overheat-chance 0.5"
+        "--centers 3 --seed 5 --speed 600 --start {start} \
+         --duration 60s --telemetry-interval 1s --overheat-chance 0.5"
     );
     let sim = run_device_sim(&hub, &args, Duration::from_secs(180));
     let observe = async {
@@ -66,14 +67,13 @@ async fn every_dashboard_panel_and_alert_expression_returns_data_from_a_real_pro
     Ok(())
 }
 
-/// A hub for the simulated district (its devices' clocks, its rooms)
-/// taking the scrape token.
-fn district_hub() -> HubOptions {
-    let config = device_sim::demo::hub_config(std::path::Path::new("unused"), 3);
-    // The demo's config without its data_dir line (the test's hub has one).
-    let (_, rest) = config.split_once('\n').unwrap_or_default();
+/// A hub for the simulated district, taking the scrape token: its
+/// devices' clocks, its schedule on a `fixed:` clock at the run's `start`
+/// (the residents' front desk moves it along). The run sets up rooms and
+/// resources through the API.
+fn district_hub(start: &str) -> HubOptions {
     HubOptions {
-        extra_config: rest.to_string(),
+        extra_config: format!("{SIMULATED_CLOCKS}\n[schedule]\nclock = \"fixed:{start}\"\n"),
         env: vec![("YIZHAN_METRICS_TOKEN".into(), METRICS_TOKEN.into())],
         ..HubOptions::default()
     }
