@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, installing what the tests need first.
-# The end-to-end tests start real hub processes and use mosquitto clients
-# and paho-mqtt (Python); the operations tests run a real Prometheus and
-# validate deploy/ with promtool, systemd-analyze, check-jsonschema and
-# kubernetes-validate.
+# The end-to-end tests start real hub processes and use mosquitto clients,
+# paho-mqtt (Python) and promtool (Debian's prometheus package); the
+# operations tests run a real Prometheus (same package) and validate
+# deploy/ with systemd-analyze, check-jsonschema and kubernetes-validate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -68,7 +68,7 @@ impl Actions {
             commands: Commands::load(store.clone(), metrics.clone(), settings.commands.clone())?,
             interlock: Interlock::new(settings.interlock.clone()),
             occupancy: Occupancy::load(store.clone(), metrics.clone(), rooms.clone())?,
-            counters: Counters::new(store.clone(), metrics.clone(), calendar, rooms.clone()),
+            counters: Counters::load(store.clone(), metrics.clone(), calendar, rooms.clone())?,
             usage: Usage::new(store.clone(), metrics.clone(), calendar),
             rooms,
             calendar,

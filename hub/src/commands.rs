@@ -205,6 +205,7 @@ impl Commands {
             .entry(open.record.device.clone())
             .or_default()
             .push(open);
+        self.metrics.commands_open.inc();
     }
 
     /// The device is (back) online: publish what it has not had in this
@@ -313,7 +314,9 @@ impl Commands {
         }
     }
 
+    /// A command taken out of `open` reached its outcome.
     fn finish(&mut self, mut record: CommandRecord, status: CommandStatus, now_ms: u64) {
+        self.metrics.commands_open.dec();
         record.status = status;
         record.completed_at = Some(now_ms);
         self.metrics
@@ -443,6 +446,7 @@ mod tests {
     fn an_offline_device_gets_its_command_when_back_and_an_ack_closes_it() {
         let (mut commands, dir) = service();
         let id = commands.issue(stop_for("r1", 10_000), false, 0);
+        assert_eq!(commands.metrics.commands_open.get(), 1);
         assert!(commands.take_outgoing().is_empty(), "offline: nothing sent");
         commands.device_online("r1", 100);
         let out = commands.take_outgoing();
@@ -460,6 +464,7 @@ mod tests {
             200,
         );
         assert_eq!(commands.open_count(), 0);
+        assert_eq!(commands.metrics.commands_open.get(), 0);
         let stored = commands.store.command("r1", &id).unwrap().unwrap();
         assert_eq!(stored.status, CommandStatus::Failed);
         assert_eq!(stored.error.as_deref(), Some("jammed"));
@@ -484,8 +489,10 @@ mod tests {
             commands.take_outgoing().is_empty(),
             "past expires_at: never sent again"
         );
+        assert_eq!(commands.metrics.commands_open.get(), 1);
         commands.tick(&online, 2_500 + ACK_GRACE_MS + 1);
         assert_eq!(commands.open_count(), 0);
+        assert_eq!(commands.metrics.commands_open.get(), 0);
         let stored = commands.store.command("r1", &id).unwrap().unwrap();
         assert_eq!(stored.status, CommandStatus::Expired);
         assert_eq!(stored.attempts, 2);

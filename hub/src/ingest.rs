@@ -30,6 +30,7 @@ use rumqttd::Notification;
 use tokio_util::sync::CancellationToken;
 
 use crate::actions::Actions;
+use crate::activity::Activity;
 use crate::broker::window::{message_bytes, IngestWindow};
 use crate::broker::{Waker, WAKE_TOPIC};
 use crate::clock::unix_ms;
@@ -245,6 +246,8 @@ pub struct Ingest {
     window: Arc<IngestWindow>,
     /// When dirty twins were last written.
     twins_written: Instant,
+    /// Alarms, pianos in use, robots' temperatures (gauges).
+    activity: Activity,
 }
 
 /// What ingest talks through: the broker link it publishes on, the control
@@ -274,6 +277,7 @@ impl Ingest {
             window,
         } = wiring;
         let revoked = store.revoked_ids()?.into_iter().collect();
+        let activity = Activity::load(&store, metrics.clone(), &revoked)?;
         let log_limiter = LogLimiter::new(Duration::from_millis(config.rejection_log_interval_ms));
         let input = Input::new(TsWindow::from_config(&config), store.credential_key()?);
         Ok(Ingest {
@@ -295,6 +299,7 @@ impl Ingest {
             commit,
             window,
             twins_written: Instant::now(),
+            activity,
         })
     }
 
@@ -390,6 +395,7 @@ impl Ingest {
                     // The twin stays cached (and is written offline); the
                     // revoked set keeps anything the device sends out.
                     self.set_offline(&id);
+                    self.activity.forget(&id);
                     self.revoked.insert(id);
                 }
                 Control::Provisioned(id) => {
@@ -397,6 +403,7 @@ impl Ingest {
                     self.received.remove(&id);
                     self.twins.remove(&id);
                     self.dirty.remove(&id);
+                    self.provisioned(&id);
                 }
                 Control::Command(record) => {
                     let online = self.online.contains(&record.device);
@@ -405,6 +412,27 @@ impl Ingest {
                 Control::AcknowledgeAlarm(id) => self.acknowledge_alarm(&id),
                 Control::PlaceEnded(device) => self.place_ended(&device),
             }
+        }
+    }
+
+    /// The fresh twin of a device just provisioned, for the gauges.
+    fn provisioned(&mut self, device: &str) {
+        match self.load_twin(device) {
+            Ok(true) => {
+                if let Some(twin) = self.twins.get(device) {
+                    self.activity.provisioned(twin);
+                }
+            }
+            Ok(false) => {}
+            Err(error) => tracing::error!(%error, device, "loading a new twin failed"),
+        }
+    }
+
+    /// The activity gauges look at `device`'s twin and presence again.
+    fn observe(&mut self, device: &str) {
+        if let Some(twin) = self.twins.get(device) {
+            let online = self.online.contains(device);
+            self.activity.observe(twin, online);
         }
     }
 
@@ -437,6 +465,7 @@ impl Ingest {
         };
         if change(&mut self.actions, twin) {
             self.mark_dirty(device);
+            self.observe(device);
         }
     }
 
@@ -451,6 +480,7 @@ impl Ingest {
             if let Some(twin) = self.twins.get_mut(&device) {
                 self.actions.trip_watchdog(twin, online, now);
                 self.mark_dirty(&device);
+                self.observe(&device);
             }
         }
     }
@@ -514,6 +544,7 @@ impl Ingest {
         }
         if let (Some(device), Some(before)) = (device, before) {
             before.restore(&mut self.twins, &mut self.dirty, device);
+            self.observe(device);
         }
         // Reloaded (if it was dropped) so the rejection counts on the twin.
         let known = device.filter(|d| matches!(self.load_twin(d), Ok(true)));
@@ -557,6 +588,7 @@ impl Ingest {
             Ok(()) => self.accepted(device, topic.channel),
             Err(rejection) => self.reject(Some(device), &topic_name, rejection, outbox),
         }
+        self.observe(device);
         Ok(())
     }
 
@@ -749,6 +781,7 @@ impl Ingest {
             self.online.remove(device);
             self.dirty.insert(device.to_string());
             self.actions.device_offline(device);
+            self.observe(device);
         }
     }
 

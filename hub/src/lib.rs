@@ -31,13 +31,16 @@ pub mod interlock;
 pub mod schedule;
 // Services: threads and the state they own.
 pub mod actions;
+pub mod activity;
 pub mod bookings;
 pub mod broker;
 pub mod commands;
 pub mod commit;
+pub mod gauges;
 pub mod ingest;
 pub mod occupancy;
 pub mod usage;
+pub mod visits;
 pub mod webhook;
 // Top: the edge and the API.
 pub mod api;
@@ -105,8 +108,8 @@ pub enum HubError {
     },
     #[error("thread: {0}")]
     Thread(std::io::Error),
-    #[error("the hub's admin token is not configured: {0}")]
-    AdminToken(String),
+    #[error("bookings: {0}")]
+    Bookings(#[from] bookings::StartError),
     #[error("{0}")]
     Supervise(#[from] supervise::SuperviseError),
     #[error("components down: {}", supervise::describe(.0))]
@@ -137,6 +140,11 @@ impl Hub {
         let pki = Arc::new(Pki::load_or_create(&settings.data_dir)?);
         let identity = pki.server_identity(&settings.broker.server_names)?;
         let metrics = Metrics::new();
+        let census = Arc::new(gauges::Census::load(&store, metrics.clone())?);
+        census.hub_certificates(pki.ca_not_after_ms()?, identity.not_after_ms);
+        metrics
+            .webhook_outbox
+            .set(i64::try_from(store.outbox_len()).unwrap_or(i64::MAX));
         let fault = supervise::FaultPlan::from_env()?;
         let supervisor = Supervisor::new(CancellationToken::new(), &metrics, fault);
         let stop = supervisor.stop_token();
@@ -153,8 +161,7 @@ impl Hub {
             hand_over(inbox.clone()),
             outbox.clone(),
             &supervisor,
-        )
-        .map_err(HubError::Thread)?;
+        )?;
         let mut actions = actions::Actions::new(store.clone(), metrics.clone(), &settings)?;
         actions.set_bookings(bookings.clone());
         let commit = commit::GroupCommit::start(store.clone(), broker.commit_link, &supervisor)
@@ -190,6 +197,10 @@ impl Hub {
             );
             supervisor.spawn_task(component::WEBHOOK, deliver);
         }
+        supervisor.spawn_task(
+            component::GAUGES,
+            gauges::refresh_store_size(store.clone(), metrics.clone(), stop.clone()),
+        );
         let (edge, acceptors) = edge::Edge::start(
             &settings.broker,
             edge::EdgeParts {
@@ -217,12 +228,15 @@ impl Hub {
             credential_key: store.credential_key()?,
             edge,
             admin_token_sha256,
+            metrics_token_sha256: Some(settings.api.metrics_token_sha256.to_lowercase())
+                .filter(|hash| !hash.is_empty()),
             supervisor: supervisor.clone(),
             epoch,
             device_cert_days: settings.broker.device_cert_days,
             ready: AtomicBool::new(false),
             calendar: settings.calendar,
             rooms: settings.rooms.clone(),
+            census,
         });
         let api_listener = bind(settings.api.listen).await?;
         let api_addr = local_addr(&api_listener, settings.api.listen)?;
@@ -315,20 +329,12 @@ fn hand_over(inbox: Arc<Inbox>) -> bookings::HandOver {
     })
 }
 
-/// The admin token's hash: from the config, else from `YIZHAN_ADMIN_TOKEN`,
-/// else the one generated at an earlier start, else a new one printed once.
+/// The admin token's hash: from the settings (the file, or
+/// `YIZHAN_ADMIN_TOKEN[_FILE]`), else the one generated at an earlier start,
+/// else a new one printed once.
 fn resolve_admin_token(settings: &Settings, store: &Store) -> Result<String, HubError> {
     if !settings.api.admin_token_sha256.is_empty() {
         return Ok(settings.api.admin_token_sha256.to_lowercase());
-    }
-    if let Ok(token) = std::env::var(crate::settings::ADMIN_TOKEN_ENV) {
-        if token.trim().len() < 16 {
-            return Err(HubError::AdminToken(format!(
-                "{} must be at least 16 characters",
-                crate::settings::ADMIN_TOKEN_ENV
-            )));
-        }
-        return Ok(secrets::sha256_hex(token.trim()));
     }
     if let Some(hash) = store.admin_token_hash()? {
         return Ok(hash);

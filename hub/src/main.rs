@@ -1,7 +1,10 @@
 //! The `hub` binary: parses arguments, loads and parses the configuration
-//! (exit 2 naming the field when it is invalid), sets up tracing and runs
-//! the library until SIGINT or SIGTERM. The simulated center of the
-//! README's first command is `device-sim demo`, which starts this binary.
+//! (exit 2 naming the field when it is invalid), sets up tracing (`RUST_LOG`
+//! over `log.filter`) and runs the library until SIGINT or SIGTERM.
+//! `check-config` stops after the parse and prints the effective
+//! configuration with its secrets masked; `print-routes` lists the API.
+//! The simulated center of the README's first command is `device-sim
+//! demo`, which starts this binary.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,13 +12,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use hub::settings::{Config, LogFormat, Settings, DEFAULT_CONFIG_TOML};
+use hub::settings::{Config, ConfigError, LogFormat, Settings, DEFAULT_CONFIG_TOML};
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
     name = "hub",
-    version,
+    version = VERSION,
     about = "Yizhan hub: one process per neighbourhood service center"
 )]
 struct Cli {
@@ -35,12 +39,26 @@ struct Cli {
     command: Option<Command>,
 }
 
+/// `hub --version`: the version and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("HUB_BUILD_COMMIT"),
+    ")"
+);
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the hub (the default).
     Run,
+    /// Check the configuration (file, YIZHAN_* variables, command line):
+    /// print it with secrets masked and exit 0, or name the bad field and
+    /// exit 2.
+    CheckConfig,
     /// Print the complete, commented default configuration.
     PrintDefaultConfig,
+    /// Print every route of the HTTP API, one `METHOD /path` a line.
+    PrintRoutes,
     /// Read a password on stdin and print its Argon2 hash (for broker.plain.users).
     HashPassword,
 }
@@ -53,17 +71,21 @@ fn main() -> ExitCode {
             print!("{DEFAULT_CONFIG_TOML}");
             return ExitCode::SUCCESS;
         }
+        Command::PrintRoutes => {
+            for route in hub::api::endpoints() {
+                println!("{} {}", route.method, route.path);
+            }
+            return ExitCode::SUCCESS;
+        }
         Command::HashPassword => return report(hash_password()),
+        Command::CheckConfig => return check_config(&cli),
         Command::Run => {}
     }
-    let settings = match load_settings(&cli) {
-        Ok(settings) => settings,
-        Err(error) => {
-            eprintln!("hub: invalid configuration: {error}");
-            return ExitCode::from(2);
-        }
+    let (settings, filter) = match load_settings(&cli) {
+        Ok(loaded) => loaded,
+        Err(error) => return invalid_configuration(&error),
     };
-    init_tracing(&settings);
+    init_tracing(&settings, filter);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => return report(Err(error.into())),
@@ -91,9 +113,39 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// The file and `YIZHAN_*` variables, the command line's overrides, then
-/// every value parsed once.
-fn load_settings(cli: &Cli) -> anyhow::Result<Settings> {
+/// Exit status of an invalid configuration.
+const INVALID_CONFIGURATION: u8 = 2;
+
+fn invalid_configuration(error: &ConfigError) -> ExitCode {
+    eprintln!("hub: invalid configuration: {error}");
+    ExitCode::from(INVALID_CONFIGURATION)
+}
+
+/// `hub check-config`: the effective configuration, secrets masked, after
+/// the same checks as a start.
+fn check_config(cli: &Cli) -> ExitCode {
+    let checked = merged_config(cli).and_then(|config| {
+        log_filter(&config)?;
+        Settings::parse(config.clone())?;
+        Ok(config)
+    });
+    let config = match checked {
+        Ok(config) => config,
+        Err(error) => return invalid_configuration(&error),
+    };
+    match toml::to_string(&config.masked()) {
+        Ok(text) => {
+            println!("# The effective configuration: defaults, the file, YIZHAN_* variables");
+            println!("# and the command line; secrets masked. It is valid.");
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => report(Err(error.into())),
+    }
+}
+
+/// The file and `YIZHAN_*` variables, then the command line's overrides.
+fn merged_config(cli: &Cli) -> Result<Config, ConfigError> {
     let mut config = Config::load(cli.config.as_deref())?;
     if let Some(dir) = &cli.data_dir {
         config.data_dir = dir.clone();
@@ -104,22 +156,52 @@ fn load_settings(cli: &Cli) -> anyhow::Result<Settings> {
     if let Some(addr) = cli.api_listen {
         config.api.listen = addr;
     }
-    Ok(Settings::parse(config)?)
+    Ok(config)
 }
 
-fn init_tracing(settings: &Settings) {
+/// The merged configuration with every value parsed once, and the log
+/// filter.
+fn load_settings(cli: &Cli) -> Result<(Settings, LogFilter), ConfigError> {
+    let config = merged_config(cli)?;
+    let filter = log_filter(&config)?;
+    Ok((Settings::parse(config)?, filter))
+}
+
+/// Which log lines are written: `RUST_LOG` when set, else `log.filter`.
+struct LogFilter {
+    filter: EnvFilter,
+    /// rumqttd's spans are dropped unless `RUST_LOG` asks for rumqttd.
+    rumqttd_spans: bool,
+}
+
+fn log_filter(config: &Config) -> Result<LogFilter, ConfigError> {
+    let (field, directives) = match std::env::var(EnvFilter::DEFAULT_ENV) {
+        Ok(value) => (EnvFilter::DEFAULT_ENV, value),
+        Err(_) => ("log.filter", config.log.filter.clone()),
+    };
+    let filter = EnvFilter::try_new(&directives).map_err(|error| ConfigError::Invalid {
+        field: field.into(),
+        reason: error.to_string(),
+    })?;
+    Ok(LogFilter {
+        filter,
+        rumqttd_spans: field == EnvFilter::DEFAULT_ENV && directives.contains("rumqttd"),
+    })
+}
+
+fn init_tracing(settings: &Settings, filter: LogFilter) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let filter = tracing_subscriber::EnvFilter::new(&settings.log.filter);
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(filter.filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     // rumqttd opens an ERROR-level span per routed message, with the
     // topic formatted into it: kept, they cost its router thread a tenth
     // of its time under load. Its events (errors) still get through.
-    let no_router_spans = tracing_subscriber::filter::filter_fn(|metadata| {
-        !(metadata.is_span() && metadata.target().starts_with("rumqttd"))
+    let keep_spans = filter.rumqttd_spans;
+    let no_router_spans = tracing_subscriber::filter::filter_fn(move |metadata| {
+        keep_spans || !(metadata.is_span() && metadata.target().starts_with("rumqttd"))
     });
     match settings.log.format {
         LogFormat::Json => builder.json().finish().with(no_router_spans).init(),

@@ -3,7 +3,11 @@
 //!
 //! Labels are bounded: center, device kind, channel, reason, room, op,
 //! outcome, component (`supervise::component`) — never a device id, a
-//! resident or a credential.
+//! resident or a credential. One label name per idea: `outcome` for what
+//! became of something, `reason` for why. docs/metrics.md is the catalog.
+//!
+//! Every value is kept in memory by the part of the hub where its fact
+//! changes; rendering reads the registry and nothing else.
 
 use prometheus::{
     CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
@@ -51,7 +55,21 @@ pub struct Metrics {
     pub booking_slots_unstaffed: IntGaugeVec,
     pub booking_day_seat_seconds: GaugeVec,
     pub component_up: IntGaugeVec,
+    pub build_info: IntGaugeVec,
+    pub commands_open: IntGauge,
+    pub webhook_outbox: IntGauge,
+    pub devices: IntGaugeVec,
+    pub alarms_active: IntGaugeVec,
+    pub center_visits: IntGaugeVec,
+    pub pianos_in_use: IntGaugeVec,
+    pub therapy_temperature_max: GaugeVec,
+    pub certificate_expiry: IntGaugeVec,
 }
+
+/// The hub's version (`Cargo.toml`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git commit the hub was built from, `unknown` without git (build.rs).
+pub const COMMIT: &str = env!("HUB_BUILD_COMMIT");
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -108,8 +126,8 @@ impl Metrics {
             ),
             connect_attempts: counter_vec(
                 "yizhan_mqtt_connect_attempts_total",
-                "MQTT CONNECTs answered, by listener and result",
-                &["listener", "result"],
+                "MQTT CONNECTs answered, by listener and outcome (accepted, refused)",
+                &["listener", "outcome"],
             ),
             handshake_failures: counter_vec(
                 "yizhan_edge_handshake_failures_total",
@@ -135,9 +153,12 @@ impl Metrics {
                 .expect("gauge"),
             twins: IntGauge::new("yizhan_twins", "Device twins stored").expect("gauge"),
             http_requests: HistogramVec::new(
-                HistogramOpts::new("yizhan_http_request_duration_seconds", "HTTP API requests")
-                    .buckets(prometheus::exponential_buckets(0.000_1, 4.0, 8).expect("buckets")),
-                &["route", "status"],
+                HistogramOpts::new(
+                    "yizhan_http_request_duration_seconds",
+                    "HTTP API requests, from arrival to response, by route template, method and status code",
+                )
+                .buckets(prometheus::exponential_buckets(0.000_1, 4.0, 8).expect("buckets")),
+                &["route", "method", "code"],
             )
             .expect("histogram"),
             revocations: IntCounter::new("yizhan_device_revocations_total", "Devices revoked")
@@ -269,9 +290,61 @@ impl Metrics {
                 "1 while a supervised thread or task runs, 0 once it ended (see /readyz)",
                 &["component"],
             ),
+            build_info: gauge_vec(
+                "yizhan_build_info",
+                "Always 1: the hub's version and the git commit it was built from",
+                &["version", "commit"],
+            ),
+            commands_open: IntGauge::new(
+                "yizhan_commands_open",
+                "Commands pending or sent, without an outcome yet",
+            )
+            .expect("gauge"),
+            webhook_outbox: IntGauge::new(
+                "yizhan_webhook_outbox_messages",
+                "Notifications waiting in the durable outbox for the booking webhook",
+            )
+            .expect("gauge"),
+            devices: gauge_vec(
+                "yizhan_devices",
+                "Devices provisioned and not revoked (offline = this - yizhan_devices_online)",
+                &["center", "kind"],
+            ),
+            alarms_active: gauge_vec(
+                "yizhan_alarms_active",
+                "Interlock alarms raised and not yet acknowledged by staff",
+                &["center", "kind"],
+            ),
+            center_visits: gauge_vec(
+                "yizhan_center_visits",
+                "Visits of the center's current local day and month",
+                &["center", "period"],
+            ),
+            pianos_in_use: gauge_vec(
+                "yizhan_pianos_in_use",
+                "Pianos with a session started and not ended",
+                &["center"],
+            ),
+            therapy_temperature_max: GaugeVec::new(
+                Opts::new(
+                    "yizhan_therapy_temperature_max_celsius",
+                    "Highest last temperature among the room's online therapy robots",
+                ),
+                &["center", "room"],
+            )
+            .expect("gauge vec"),
+            certificate_expiry: gauge_vec(
+                "yizhan_certificate_expiry_timestamp_seconds",
+                "When a certificate expires: the CA, the edge's server certificate, the earliest of the live devices'",
+                &["certificate"],
+            ),
             registry,
         };
         metrics.register_all();
+        metrics
+            .build_info
+            .with_label_values(&[VERSION, COMMIT])
+            .set(1);
         metrics
     }
 
@@ -315,6 +388,16 @@ impl Metrics {
             Box::new(self.booking_slots_unstaffed.clone()),
             Box::new(self.booking_day_seat_seconds.clone()),
             Box::new(self.component_up.clone()),
+            Box::new(self.build_info.clone()),
+            Box::new(self.commands_open.clone()),
+            Box::new(self.webhook_outbox.clone()),
+            Box::new(self.devices.clone()),
+            Box::new(self.alarms_active.clone()),
+            Box::new(self.center_visits.clone()),
+            Box::new(self.pianos_in_use.clone()),
+            Box::new(self.therapy_temperature_max.clone()),
+            Box::new(self.certificate_expiry.clone()),
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for collector in collectors {
             // invariant: every family above has a unique name.

@@ -25,12 +25,14 @@ use chrono::NaiveDate;
 use protocol::calendar::Calendar;
 use protocol::ENTRANCE_ROOM;
 
+use crate::clock::unix_ms;
 use crate::counting::{after_flow, closed_between, closing_time, saturated_after, Direction};
 use crate::input::{DeviceTs, Flow};
 use crate::metrics::Metrics;
 use crate::records::{RoomCount, Twin};
 use crate::settings::Rooms;
 use crate::store::{Store, StoreError};
+use crate::visits::VisitGauges;
 
 /// Every room's live count.
 pub struct Occupancy {
@@ -178,22 +180,34 @@ pub struct Counters {
     last_ts: HashMap<(String, String), u64>,
     /// Visits counted and not written yet, per center and local day.
     unwritten: HashMap<(String, NaiveDate), u64>,
+    /// Visits of the current local day and month.
+    visit_gauges: VisitGauges,
 }
 
 impl Counters {
-    pub fn new(store: Arc<Store>, metrics: Metrics, calendar: Calendar, rooms: Rooms) -> Counters {
-        Counters {
+    /// Counters over `store`; this month's visits read for the gauges.
+    pub fn load(
+        store: Arc<Store>,
+        metrics: Metrics,
+        calendar: Calendar,
+        rooms: Rooms,
+    ) -> Result<Counters, StoreError> {
+        let visit_gauges = VisitGauges::load(&store, metrics.clone(), calendar, unix_ms())?;
+        Ok(Counters {
             store,
             metrics,
             calendar,
             rooms,
             last_ts: HashMap::new(),
             unwritten: HashMap::new(),
-        }
+            visit_gauges,
+        })
     }
 
-    /// Adds the visits counted since the last flush to the stored days.
+    /// Adds the visits counted since the last flush to the stored days;
+    /// moves the visit gauges to a new local day once it began.
     pub fn flush(&mut self) -> Result<(), StoreError> {
+        self.visit_gauges.turn(unix_ms());
         for ((center, day), people) in std::mem::take(&mut self.unwritten) {
             self.store.add_visits(&center, day, people)?;
         }
@@ -232,8 +246,10 @@ impl Counters {
 
     /// `people` came in through `center`'s entrance at device time `ts`.
     fn count_visits(&mut self, center: &str, ts: DeviceTs, people: u64) -> Result<(), StoreError> {
+        let day = self.calendar.day(ts.ms());
+        // Also at 0: the center's series exist from its first message.
+        self.visit_gauges.counted(center, day, people);
         if people > 0 {
-            let day = self.calendar.day(ts.ms());
             *self.unwritten.entry((center.to_owned(), day)).or_default() += people;
             self.metrics
                 .visits

@@ -35,6 +35,8 @@ pub struct ServerIdentity {
     pub ca: Vec<u8>,
     pub cert: Vec<u8>,
     pub key: Vec<u8>,
+    /// When the server certificate expires (unix ms).
+    pub not_after_ms: u64,
 }
 
 /// A freshly issued device certificate.
@@ -77,19 +79,28 @@ impl Pki {
         &self.ca_pem
     }
 
+    /// When the CA certificate expires (unix ms).
+    pub fn ca_not_after_ms(&self) -> Result<u64, PkiError> {
+        let (_, cert) = x509_parser::parse_x509_certificate(&self.issuer_der)
+            .map_err(|error| PkiError::Pem(error.to_string()))?;
+        let seconds = cert.validity().not_after.timestamp();
+        Ok(u64::try_from(seconds).unwrap_or(0).saturating_mul(1000))
+    }
+
     /// Signs a server certificate for `names`: each is a DNS name or, when
     /// it parses as one, an IP address (devices may dial the hub by address).
     pub fn server_identity(&self, names: &[String]) -> Result<ServerIdentity, PkiError> {
         let mut params = CertificateParams::new(names.to_vec())?;
         params.distinguished_name = name("yizhan-hub", None);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        set_validity(&mut params, 825);
+        let not_after = set_validity(&mut params, 825);
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(ServerIdentity {
             ca: self.issuer_der.clone(),
             cert: cert.der().to_vec(),
             key: key.serialize_der(),
+            not_after_ms: unix_ms(not_after),
         })
     }
 
@@ -195,6 +206,12 @@ mod tests {
         let first = Pki::load_or_create(&dir).unwrap();
         let again = Pki::load_or_create(&dir).unwrap();
         assert_eq!(first.ca_pem(), again.ca_pem());
+        let ten_years_ms = 3650 * 86_400_000;
+        let expires_in = again
+            .ca_not_after_ms()
+            .unwrap()
+            .abs_diff(unix_ms(SystemTime::now()));
+        assert!(expires_in.abs_diff(ten_years_ms) < 60_000, "{expires_in}");
         let mode = fs::metadata(dir.join(CA_KEY)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let issued = again.issue_device("piano01", 1).unwrap();

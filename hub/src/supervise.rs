@@ -48,7 +48,18 @@ pub mod component {
     pub const EDGE_DEVICES: &str = "edge_devices";
     pub const EDGE_TOOLS: &str = "edge_tools";
     pub const API: &str = "api";
-    pub const ALL: [&str; 7] = [INGEST, COMMIT, DESK, WEBHOOK, EDGE_DEVICES, EDGE_TOOLS, API];
+    /// Gauges read from outside the hub's own state (the store's size).
+    pub const GAUGES: &str = "gauges";
+    pub const ALL: [&str; 8] = [
+        INGEST,
+        COMMIT,
+        DESK,
+        WEBHOOK,
+        EDGE_DEVICES,
+        EDGE_TOOLS,
+        API,
+        GAUGES,
+    ];
 }
 
 /// Test-only: `<component>:<panic|error>[:<after_ms>]` makes that component

@@ -94,6 +94,7 @@ async fn send_batch(
                 metrics.webhook_deliveries.with_label_values(&["ok"]).inc();
                 let id = notification.id;
                 blocking(store, move |store| store.delivered(&id)).await?;
+                metrics.webhook_outbox.dec();
             }
             Ok(response) => {
                 metrics

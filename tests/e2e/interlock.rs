@@ -77,6 +77,20 @@ async fn an_overheating_robot_is_stopped_and_may_restart_only_after_staff_acknow
     assert!(event_types(&hub, "robot1")
         .await?
         .contains(&"interlock_trip".to_string()));
+    let robot_labels = "center=\"center1\",kind=\"therapy_robot\"";
+    assert_eq!(
+        sum_metric(&metrics, "yizhan_alarms_active", robot_labels),
+        1.0
+    );
+    assert_eq!(
+        sum_metric(
+            &metrics,
+            "yizhan_therapy_temperature_max_celsius",
+            "room=\"room1\""
+        ),
+        47.5,
+        "the online robot's last reading"
+    );
 
     // A restart before the acknowledgement is answered with stop again.
     robot.event("s2", 2, "session_start", json!({})).await?;
@@ -104,6 +118,11 @@ async fn an_overheating_robot_is_stopped_and_may_restart_only_after_staff_acknow
         .post_json("/api/v1/devices/robot1/alarm/ack", &Value::Null)
         .await?;
     assert_eq!(status, 409, "nothing left to acknowledge");
+    assert_eq!(
+        hub.metric("yizhan_alarms_active", robot_labels).await?,
+        0.0,
+        "acknowledged"
+    );
     assert!(event_types(&hub, "robot1")
         .await?
         .contains(&"alarm_ack".to_string()));
@@ -125,6 +144,12 @@ async fn an_overheating_robot_is_stopped_and_may_restart_only_after_staff_acknow
         .await?;
     let next = robot.next_command(WAIT).await?;
     assert_eq!(next.op, "ping", "{marker:?}");
+    drop(robot);
+    eventually(WAIT, "an offline robot shows no temperature", || async {
+        let metrics = hub.metrics().await.ok()?;
+        (!metrics.contains("yizhan_therapy_temperature_max_celsius{")).then_some(())
+    })
+    .await?;
     Ok(())
 }
 

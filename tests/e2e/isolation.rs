@@ -84,10 +84,27 @@ async fn a_revoked_device_is_cut_off_and_cannot_reconnect() -> anyhow::Result<()
     })
     .await?;
 
+    let robots = "kind=\"therapy_robot\"";
+    assert_eq!(hub.metric("yizhan_devices", robots).await?, 1.0);
+    let earliest = "certificate=\"device_earliest\"";
+    let expiry = hub
+        .metric("yizhan_certificate_expiry_timestamp_seconds", earliest)
+        .await?;
+    assert_eq!(expiry, (creds.not_after / 1000) as f64);
+
     let response = hub.delete("/api/v1/devices/robot1").send().await?;
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await?;
     assert_eq!(body["session_closed"], json!(true));
+    let again = hub.delete("/api/v1/devices/robot1").send().await?;
+    assert_eq!(again.status(), 200, "revoking twice is harmless");
+    let metrics = hub.metrics().await?;
+    assert_eq!(sum_metric(&metrics, "yizhan_devices", robots), 0.0);
+    assert_eq!(
+        sum_metric(&metrics, "yizhan_device_revocations_total", ""),
+        1.0
+    );
+    assert!(!metrics.contains(earliest), "no live device certificate");
     device.disconnected(Duration::from_secs(2)).await?;
 
     // Its reconnects (the event loop retries every 200 ms) are refused.
@@ -98,7 +115,7 @@ async fn a_revoked_device_is_cut_off_and_cannot_reconnect() -> anyhow::Result<()
     assert_eq!(twin["online"], json!(false), "{twin}\n{}", hub.log());
     assert_eq!(twin["fields"]["temp_c"]["value"], json!(40.0));
     let refused = hub
-        .metric("yizhan_mqtt_connect_attempts_total", "result=\"refused\"")
+        .metric("yizhan_mqtt_connect_attempts_total", "outcome=\"refused\"")
         .await?;
     assert!(refused >= 1.0);
     Ok(())

@@ -16,6 +16,8 @@ mod fleet;
 mod interlock;
 mod isolation;
 mod lifecycle;
+mod metrics_series;
+mod operations;
 mod pianos;
 mod prometheus_live;
 mod resilience;

@@ -10,7 +10,7 @@ use protocol::api::{ProvisionRequest, Provisioned};
 use protocol::DeviceKind;
 use serde_json::Value;
 
-use crate::{eventually, sum_metric, ADMIN_TOKEN};
+use crate::{eventually, sum_metric, ADMIN_TOKEN, METRICS_TOKEN};
 
 /// Hub config for devices on a simulated clock (`device-sim --start`,
 /// `--speed`, or fixed dates in a test): a `ts` window holding the whole
@@ -42,6 +42,10 @@ pub struct HubOptions {
     pub api_port: u16,
     /// Extra environment variables of the hub process.
     pub env: Vec<(String, String)>,
+    /// The admin token (and `METRICS_TOKEN`) in files named by
+    /// `YIZHAN_ADMIN_TOKEN_FILE` and `YIZHAN_METRICS_TOKEN_FILE`, instead
+    /// of the admin token in `YIZHAN_ADMIN_TOKEN`.
+    pub token_files: bool,
 }
 
 impl HubOptions {
@@ -108,10 +112,11 @@ impl HubProcess {
         let endpoints = self.data.path().join("endpoints.json");
         let _ = std::fs::remove_file(&endpoints);
         let log = std::fs::File::create(self.data.path().join("hub.log"))?;
-        let child = Command::new(workspace_binary("hub"))
+        let mut command = Command::new(workspace_binary("hub"));
+        command.envs(self.token_env()?);
+        let child = command
             .arg("--config")
             .arg(&config)
-            .env("YIZHAN_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("YIZHAN_LOG__FILTER", "info,rumqttd=warn")
             .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -152,6 +157,23 @@ impl HubProcess {
         })
         .await?;
         Ok(())
+    }
+
+    /// How the hub gets its tokens (`HubOptions::token_files`).
+    fn token_env(&self) -> Result<Vec<(String, String)>> {
+        if !self.options.token_files {
+            return Ok(vec![("YIZHAN_ADMIN_TOKEN".into(), ADMIN_TOKEN.into())]);
+        }
+        let mut env = Vec::new();
+        for (name, token, variable) in [
+            ("admin_token", ADMIN_TOKEN, "YIZHAN_ADMIN_TOKEN_FILE"),
+            ("metrics_token", METRICS_TOKEN, "YIZHAN_METRICS_TOKEN_FILE"),
+        ] {
+            let path = self.data.path().join(name);
+            std::fs::write(&path, format!("{token}\n"))?;
+            env.push((variable.into(), path.display().to_string()));
+        }
+        Ok(env)
     }
 
     /// The hub's log so far (for failure messages).

@@ -46,3 +46,6 @@ pub use webhook_sink::WebhookSink;
 
 /// The admin token every test hub takes (`YIZHAN_ADMIN_TOKEN`).
 pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
+
+/// The scrape-only token of hubs started with `HubOptions::token_files`.
+pub const METRICS_TOKEN: &str = "e2e-metrics-token-0123456789";

@@ -10,11 +10,11 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::routing::{get, post, Routes};
 use super::{
     blocking, check_label, error, internal, json_body, parse_instant, query_of, window, Admin,
     ApiState, HttpError, WindowQuery,
@@ -23,8 +23,8 @@ use crate::bookings::{BookRequest, DeskError};
 use crate::records::{Booker, Booking, Group};
 use crate::schedule::Refusal;
 
-pub(super) fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
+pub(super) fn routes() -> Routes {
+    Routes::default()
         .route("/api/v1/bookings", get(list_bookings).post(book))
         .route("/api/v1/bookings/{id}", get(get_booking).delete(cancel))
         .route("/api/v1/bookings/{id}/checkin", post(check_in))

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{Datelike, NaiveDate};
 use protocol::api::{
     CenterOccupancy, CenterPianoUsage, CenterVisits, DayVisits, PianoDay, RoomOccupancy,
@@ -16,11 +15,12 @@ use protocol::api::{
 use protocol::ENTRANCE_ROOM;
 use serde::Deserialize;
 
+use super::routing::{get, Routes};
 use super::{blocking, check_label, error, internal, query_of, Admin, ApiState, HttpError};
 use crate::clock::unix_ms;
 
-pub(super) fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
+pub(super) fn routes() -> Routes {
+    Routes::default()
         .route("/api/v1/centers/{id}/occupancy", get(center_occupancy))
         .route("/api/v1/centers/{id}/visits", get(center_visits))
         .route("/api/v1/centers/{id}/pianos", get(center_pianos))

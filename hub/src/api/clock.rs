@@ -6,15 +6,15 @@ use std::sync::Arc;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::routing::{get, Routes};
 use super::{error, json_body, parse_instant, Admin, ApiState, HttpError};
 
-pub(super) fn routes() -> Router<Arc<ApiState>> {
-    Router::new().route("/api/v1/schedule/clock", get(clock).post(move_clock))
+pub(super) fn routes() -> Routes {
+    Routes::default().route("/api/v1/schedule/clock", get(clock).post(move_clock))
 }
 
 fn clock_view(state: &ApiState, now: u64) -> Json<Value> {

@@ -7,20 +7,20 @@ use std::sync::Arc;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use protocol::api::{CommandOrigin, CommandRecord, CommandRequest};
 use serde::Serialize;
 
 use super::devices::known_device;
+use super::routing::{get, post, Routes};
 use super::{blocking, error, internal, json_body, unprocessable, Admin, ApiState, HttpError};
 use crate::clock::unix_ms;
 use crate::commands::NewCommand;
 use crate::ingest::Control;
 use crate::records::Alarm;
 
-pub(super) fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
+pub(super) fn routes() -> Routes {
+    Routes::default()
         .route(
             "/api/v1/devices/{id}/commands",
             get(list_commands).post(issue_command),

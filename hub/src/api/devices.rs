@@ -6,12 +6,12 @@ use std::sync::Arc;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use protocol::api::{ProvisionRequest, Provisioned};
 use protocol::DeviceKind;
 use serde::{Deserialize, Serialize};
 
+use super::routing::{get, Routes};
 use super::{
     blocking, check_label, error, internal, json_body, query_of, Admin, ApiState, HttpError,
 };
@@ -19,9 +19,10 @@ use crate::clock::unix_ms;
 use crate::ingest::Control;
 use crate::records::{DeviceRecord, StoredEvent, Twin};
 use crate::secrets;
+use crate::store::Revocation;
 
-pub(super) fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
+pub(super) fn routes() -> Routes {
+    Routes::default()
         .route("/api/v1/devices", get(list_devices).post(provision))
         .route("/api/v1/devices/{id}", get(get_device).delete(revoke))
         .route("/api/v1/devices/{id}/events", get(device_events))
@@ -70,6 +71,7 @@ fn provision_device(state: &ApiState, request: ProvisionRequest) -> Result<Provi
         ));
     }
     state.ingest.send(Control::Provisioned(record.id.clone()));
+    state.census.provisioned(&record);
     tracing::info!(device = %record.id, center = %record.center, kind = %record.kind, "device provisioned");
     let body = Provisioned {
         id: record.id.clone(),
@@ -96,17 +98,21 @@ async fn revoke(
     Path(id): Path<String>,
 ) -> Result<Json<Revoked>, HttpError> {
     let key = id.clone();
-    let revoked = blocking(&state, move |state| {
+    let revocation = blocking(&state, move |state| {
         state.store.revoke(&key, unix_ms()).map_err(internal)
     })
     .await?;
-    if !revoked {
-        return Err(error(StatusCode::NOT_FOUND, format!("no device {id}")));
+    match revocation {
+        Revocation::Unknown => return Err(error(StatusCode::NOT_FOUND, format!("no device {id}"))),
+        Revocation::Revoked(record) => {
+            state.census.revoked(&record);
+            state.metrics.revocations.inc();
+        }
+        Revocation::AlreadyRevoked => {}
     }
     // Order matters: ingest drops the device's messages before its session
     // is cut, and the edge already refuses it (store says revoked).
     state.ingest.send(Control::Revoked(id.clone()));
-    state.metrics.revocations.inc();
     let session_closed = state.edge.disconnect_device(&id);
     tracing::info!(device = %id, session_closed, "device revoked");
     Ok(Json(Revoked {

@@ -7,14 +7,14 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 
-use super::{blocking, error, Admin, ApiState, HttpError};
+use super::routing::{get, Routes};
+use super::{blocking, error, ApiState, HttpError, Scrape};
 use crate::supervise;
 
-pub(super) fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
+pub(super) fn routes() -> Routes {
+    Routes::default()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -38,7 +38,9 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
     }
 }
 
-async fn metrics(_: Admin, State(state): State<Arc<ApiState>>) -> Result<Response, HttpError> {
+/// The admin or the metrics token. Rendering reads /proc for the
+/// `process_*` metrics, hence the blocking thread.
+async fn metrics(_: Scrape, State(state): State<Arc<ApiState>>) -> Result<Response, HttpError> {
     let text = blocking(&state, |state| Ok(scrape(state))).await?;
     let content_type = [(
         axum::http::header::CONTENT_TYPE,
@@ -47,17 +49,10 @@ async fn metrics(_: Admin, State(state): State<Arc<ApiState>>) -> Result<Respons
     Ok((content_type, text).into_response())
 }
 
-/// Refreshes the gauges read from the store (its size, the booking
-/// gauges' bounded range scans) and renders every metric. The twin count
-/// is kept in memory.
+/// Renders every metric. Each value is kept in memory where its fact
+/// changes (docs/metrics.md); nothing here reads the store.
 fn scrape(state: &ApiState) -> String {
-    if let Ok(size) = state.store.size_on_disk() {
-        state.metrics.store_size.set(size as i64);
-    }
     let twins = i64::try_from(state.store.twin_count()).unwrap_or(i64::MAX);
     state.metrics.twins.set(twins);
-    if let Err(error) = state.bookings.refresh_gauges(&state.metrics) {
-        tracing::warn!(%error, "booking gauges not refreshed");
-    }
     state.metrics.render()
 }

@@ -6,9 +6,15 @@
 //! notifications) and `clock` (the schedule's clock). Errors are
 //! `{"error":"…"}` with a 4xx naming the problem. Every call that changes or
 //! reveals something needs `Authorization: Bearer <admin token>`;
-//! `/healthz` and `/readyz` do not. (Issuing commands, acknowledging alarms
-//! and bookings are staff or front-end work; roles separate from the admin
-//! token are a later hardening step.)
+//! `/healthz` and `/readyz` do not; `/metrics` also takes the scrape-only
+//! metrics token, which every other route refuses with 403. (Issuing
+//! commands, acknowledging alarms and bookings are staff or front-end work;
+//! roles separate from the admin token are a later hardening step.)
+//!
+//! Routes are declared through `Routes` (`routing`), which keeps their
+//! methods and paths beside the router: `hub print-routes` lists them, and
+//! the tests walk that list. Every request is timed into
+//! `yizhan_http_request_duration_seconds{route,method,code}` (`track`).
 //!
 //! Handlers never publish to devices: they record what is asked and hand it
 //! to the ingest thread (`ingest::Inbox`). They never touch the store on the
@@ -24,14 +30,16 @@ mod devices;
 mod health;
 mod residents;
 mod resources;
+mod routing;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequestParts, Query};
+use axum::extract::{FromRequestParts, MatchedPath, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use protocol::api::ApiError;
@@ -41,6 +49,7 @@ use serde_json::Value;
 
 use crate::bookings::Bookings;
 use crate::edge::Edge;
+use crate::gauges::Census;
 use crate::ingest::Inbox;
 use crate::metrics::Metrics;
 use crate::pki::Pki;
@@ -62,6 +71,8 @@ pub struct ApiState {
     pub credential_key: [u8; 32],
     pub edge: Arc<Edge>,
     pub admin_token_sha256: String,
+    /// The scrape-only token's hash (`/metrics`), if one is configured.
+    pub metrics_token_sha256: Option<String>,
     /// Which components are down (`/readyz`).
     pub supervisor: Supervisor,
     pub epoch: u64,
@@ -71,11 +82,15 @@ pub struct ApiState {
     pub calendar: Calendar,
     /// Rooms' seats from `[[rooms]]`.
     pub rooms: Rooms,
+    /// Devices per center and kind, certificates' expiry.
+    pub census: Arc<Census>,
 }
 
-/// Every route.
-pub fn router(state: Arc<ApiState>) -> Router {
-    Router::new()
+pub use routing::Endpoint;
+
+/// Every route group.
+fn all_routes() -> routing::Routes {
+    routing::Routes::default()
         .merge(health::routes())
         .merge(devices::routes())
         .merge(commands::routes())
@@ -84,8 +99,57 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .merge(resources::routes())
         .merge(bookings::routes())
         .merge(clock::routes())
+}
+
+/// Every route, each request timed.
+pub fn router(state: Arc<ApiState>) -> Router {
+    all_routes()
+        .into_router()
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
+}
+
+/// Every route's method and path, in declaration order
+/// (`hub print-routes`).
+pub fn endpoints() -> Vec<Endpoint> {
+    all_routes().endpoints()
+}
+
+/// Times a request into `yizhan_http_request_duration_seconds`: the
+/// route's template (`unmatched` when no route matched), its method
+/// (`other` beyond the standard ones) and the status code.
+async fn track(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = method_label(request.method());
+    let response = next.run(request).await;
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&[&route, method, response.status().as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The `method` label: bounded to the standard methods.
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [Method; 7] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+    ];
+    KNOWN
+        .iter()
+        .find(|known| *known == method)
+        .map_or("other", |known| known.as_str())
 }
 
 /// An API error: status and reason.
@@ -122,7 +186,39 @@ fn internal(err: impl std::fmt::Display) -> HttpError {
     )
 }
 
-/// Proof that the request carried the admin token.
+/// Which token a request carried.
+enum Bearer {
+    Admin,
+    /// The scrape-only token.
+    Metrics,
+}
+
+/// The request's bearer token, recognised; 401 when it is missing or
+/// unknown.
+fn bearer(parts: &Parts, state: &ApiState) -> Result<Bearer, HttpError> {
+    let token = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| {
+            error(
+                StatusCode::UNAUTHORIZED,
+                "missing `Authorization: Bearer <token>`",
+            )
+        })?;
+    if secrets::matches_sha256(token, &state.admin_token_sha256) {
+        return Ok(Bearer::Admin);
+    }
+    match &state.metrics_token_sha256 {
+        Some(hash) if secrets::matches_sha256(token, hash) => Ok(Bearer::Metrics),
+        _ => Err(error(StatusCode::UNAUTHORIZED, "invalid bearer token")),
+    }
+}
+
+/// Proof that the request carried the admin token. The metrics token gets
+/// 403: it is valid, but only for `/metrics`.
 pub struct Admin;
 
 impl FromRequestParts<Arc<ApiState>> for Admin {
@@ -132,21 +228,28 @@ impl FromRequestParts<Arc<ApiState>> for Admin {
         parts: &mut Parts,
         state: &Arc<ApiState>,
     ) -> Result<Admin, HttpError> {
-        let token = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match token {
-            Some(token) if secrets::matches_sha256(token.trim(), &state.admin_token_sha256) => {
-                Ok(Admin)
-            }
-            Some(_) => Err(error(StatusCode::UNAUTHORIZED, "invalid bearer token")),
-            None => Err(error(
-                StatusCode::UNAUTHORIZED,
-                "missing `Authorization: Bearer <token>`",
+        match bearer(parts, state)? {
+            Bearer::Admin => Ok(Admin),
+            Bearer::Metrics => Err(error(
+                StatusCode::FORBIDDEN,
+                "the metrics token may only read /metrics; this route needs the admin token",
             )),
         }
+    }
+}
+
+/// Proof that the request may read `/metrics`: the admin or the metrics
+/// token.
+pub struct Scrape;
+
+impl FromRequestParts<Arc<ApiState>> for Scrape {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Scrape, HttpError> {
+        bearer(parts, state).map(|_| Scrape)
     }
 }
 

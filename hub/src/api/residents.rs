@@ -6,10 +6,10 @@ use std::sync::Arc;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use protocol::api::{ResidentRequest, ResidentView};
 
+use super::routing::{get, post, Routes};
 use super::{
     blocking, check_label, error, internal, json_body, unprocessable, Admin, ApiState, HttpError,
 };
@@ -18,8 +18,8 @@ use crate::records::Resident;
 use crate::secrets;
 use crate::store::ResidentConflict;
 
-pub(super) fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
+pub(super) fn routes() -> Routes {
+    Routes::default()
         .route("/api/v1/residents", post(add_resident))
         .route("/api/v1/residents/{id}", get(get_resident))
         .route("/api/v1/residents/{id}/block", post(block_resident))

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
 
+use super::routing::{get, put, Routes};
 use super::{
     blocking, error, internal, json_body, query_of, window, Admin, ApiState, HttpError, WindowQuery,
 };
@@ -17,10 +17,10 @@ use crate::bookings::SlotView;
 use crate::records::ResourceConfig;
 use crate::settings::Resource;
 
-pub(super) fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
+pub(super) fn routes() -> Routes {
+    Routes::default()
         .route("/api/v1/resources", get(list_resources))
-        .route("/api/v1/resources/{id}", axum::routing::put(put_resource))
+        .route("/api/v1/resources/{id}", put(put_resource))
         .route("/api/v1/resources/{id}/availability", get(availability))
 }
 

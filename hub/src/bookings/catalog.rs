@@ -2,6 +2,7 @@
 //! through the API (kept in the store). Shared by the API and the desk.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::settings::Resource;
@@ -11,6 +12,8 @@ use crate::settings::Resource;
 pub struct Catalog {
     /// std RwLock: held only to read or swap an entry, never across an await.
     map: std::sync::RwLock<BTreeMap<String, Arc<Resource>>>,
+    /// Bumped by every `put`: the desk counts its gauges again.
+    version: AtomicU64,
 }
 
 impl Catalog {
@@ -42,5 +45,11 @@ impl Catalog {
         // invariant: no code panics while holding the lock.
         let mut map = self.map.write().expect("catalog lock");
         map.insert(resource.config.id.clone(), Arc::new(resource));
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// Changes with every `put`.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
     }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use protocol::calendar::Calendar;
 use tokio_util::sync::CancellationToken;
 
+use super::gauges::Counted;
 use super::outages::blocked_until;
 use super::{
     BookRequest, Catalog, CheckInBy, DeskError, DeskFailure, HandOver, Job, Reply, ToIngest,
@@ -22,7 +23,7 @@ use crate::schedule::{
     self, blocked_by_strikes, check_in_window, history_from, history_of, is_late_cancel,
     milestones_of_booked, strikes_from, Attempt, History, Refusal, DAY_MS, MINUTE_MS,
 };
-use crate::settings::{Resource, ScheduleConfig, Settings};
+use crate::settings::{Resource, Roster, ScheduleConfig, Settings};
 use crate::store::{Store, StoreError};
 use crate::supervise;
 
@@ -94,6 +95,10 @@ pub(super) struct Desk {
     pub(super) calendar: Calendar,
     pub(super) clock: Arc<Clock>,
     pub(super) config: ScheduleConfig,
+    /// Managers' duty shifts (the unstaffed-slots gauge).
+    pub(super) roster: Roster,
+    /// What the booking gauges were last counted for (`gauges`).
+    pub(super) counted: Counted,
     hand_over: HandOver,
     /// What this batch made for ingest, handed over after its fsync.
     pub(super) to_ingest: Vec<ToIngest>,
@@ -123,6 +128,8 @@ impl Desk {
             calendar: settings.calendar,
             clock: settings.clock.clone(),
             config: settings.schedule.clone(),
+            roster: settings.roster.clone(),
+            counted: Counted::default(),
             hand_over,
             to_ingest: Vec::new(),
             wrote: false,
@@ -153,6 +160,10 @@ impl Desk {
                 let ticked = self.tick();
                 if let Err(error) = self.keep_store_error(ticked) {
                     tracing::error!(%error, "processing due bookings failed");
+                }
+                let counted = self.refresh_gauges().map_err(DeskError::from);
+                if let Err(error) = self.keep_store_error(counted) {
+                    tracing::error!(%error, "counting the booking gauges failed");
                 }
             }
             self.answer(answers)?;
@@ -330,8 +341,9 @@ impl Desk {
         booking: &Booking,
         milestones: &[(u64, Milestone)],
     ) -> Result<(), StoreError> {
-        self.store.put_booking(booking, milestones)?;
+        let was = self.store.put_booking(booking, milestones)?;
         self.wrote = true;
+        self.booking_written(was, booking);
         Ok(())
     }
 
@@ -443,7 +455,7 @@ impl Desk {
         Ok(booking)
     }
 
-    fn waitlist(&mut self, id: &str, now: u64) -> Result<Booking, DeskError> {
+    pub(super) fn waitlist(&mut self, id: &str, now: u64) -> Result<Booking, DeskError> {
         let mut booking = self.existing(id)?;
         if booking.status == Status::Waitlisted {
             return Ok(booking);
@@ -564,6 +576,9 @@ impl Desk {
         };
         let outbox = !self.config.webhook_url.is_empty();
         self.store.add_notification(&notification, outbox)?;
+        if outbox {
+            self.metrics.webhook_outbox.inc();
+        }
         self.wrote = true;
         self.notified |= outbox;
         Ok(())

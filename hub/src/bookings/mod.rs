@@ -17,10 +17,12 @@
 //! - `desk`: the desk thread and its jobs
 //! - `dues`: the clock's milestones, and commanding bound devices
 //! - `outages`: bound devices out of service block slots
+//! - `gauges`: the booking gauges, kept by the desk
 
 mod catalog;
 mod desk;
 mod dues;
+mod gauges;
 mod outages;
 mod query;
 #[cfg(test)]
@@ -75,6 +77,15 @@ pub enum DeskError {
     Store(#[from] StoreError),
     #[error("the booking desk has stopped")]
     Stopped,
+}
+
+/// Why the bookings could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("counting the booking gauges: {0}")]
+    Store(#[from] StoreError),
+    #[error("desk thread: {0}")]
+    Thread(#[from] std::io::Error),
 }
 
 /// Why the desk thread ended before shutdown: a store error ends it once
@@ -142,7 +153,8 @@ pub struct Bookings {
 }
 
 impl Bookings {
-    /// Builds the catalog and starts the desk thread (supervised).
+    /// Builds the catalog, counts the booking gauges and starts the desk
+    /// thread (supervised).
     pub fn start(
         store: Arc<Store>,
         metrics: Metrics,
@@ -150,7 +162,7 @@ impl Bookings {
         hand_over: HandOver,
         outbox: Arc<tokio::sync::Notify>,
         supervisor: &Supervisor,
-    ) -> std::io::Result<(Arc<Bookings>, std::thread::JoinHandle<()>)> {
+    ) -> Result<(Arc<Bookings>, std::thread::JoinHandle<()>), StartError> {
         let resources = Arc::new(Catalog::default());
         for resource in &settings.resources {
             resources.put(resource.clone());
@@ -170,7 +182,7 @@ impl Bookings {
             }
         }
         let (jobs, rx) = std::sync::mpsc::channel();
-        let desk = desk::Desk::new(
+        let mut desk = desk::Desk::new(
             store.clone(),
             metrics,
             resources.clone(),
@@ -178,6 +190,7 @@ impl Bookings {
             hand_over,
             outbox,
         );
+        desk.count_gauges()?;
         let stop = supervisor.stop_token();
         let thread = supervisor.spawn_thread(component::DESK, move || desk.run(rx, stop))?;
         let bookings = Bookings {

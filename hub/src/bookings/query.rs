@@ -1,5 +1,5 @@
-//! The read side of bookings: availability, lists, notifications, the
-//! booking gauges, and what ingest asks (does a resident hold a booking at
+//! The read side of bookings: availability, lists, notifications, and
+//! what ingest asks (does a resident hold a booking at
 //! this gate now, would a walk-in run into one). Reads go to the store
 //! directly, never through the desk.
 
@@ -9,7 +9,6 @@ use serde::Serialize;
 
 use super::outages::blocked_until;
 use super::Bookings;
-use crate::metrics::Metrics;
 use crate::records::{Booking, Group, Notification, SlotCount, Status};
 use crate::schedule::{free_places, Duty, DAY_MS, MINUTE_MS};
 use crate::settings::Resource;
@@ -144,69 +143,6 @@ impl Bookings {
             })
             .collect();
         Ok(views)
-    }
-
-    /// Sets the gauges computed on demand: unstaffed slots and people on
-    /// waitlists from now to each resource's horizon, and today's seat time
-    /// available and booked.
-    pub fn refresh_gauges(&self, metrics: &Metrics) -> Result<(), StoreError> {
-        let now = self.clock.now_ms();
-        let today = self.calendar.day(now);
-        let (midnight, next) = (
-            self.calendar.midnight(today),
-            self.calendar.next_midnight(now),
-        );
-        metrics.booking_slots_unstaffed.reset();
-        metrics.booking_waitlist.reset();
-        metrics.booking_day_seat_seconds.reset();
-        for resource in self.resources.all() {
-            let config = &resource.config;
-            let labels = [config.center.as_str(), config.kind.as_str()];
-            let horizon = now + u64::from(config.horizon_days) * DAY_MS;
-            let unstaffed = resource
-                .slots_between(&self.calendar, now, horizon)
-                .into_iter()
-                .filter(|slot| {
-                    self.roster.duty(&self.calendar, &resource, *slot) == Duty::Unstaffed
-                })
-                .count();
-            metrics
-                .booking_slots_unstaffed
-                .with_label_values(&labels)
-                .add(unstaffed as i64);
-            let waiting: u32 = self
-                .store
-                .slot_counts(&config.id, now.saturating_sub(DAY_MS), horizon + 1)?
-                .iter()
-                .map(|(_, count)| count.waitlist)
-                .sum();
-            metrics
-                .booking_waitlist
-                .with_label_values(&labels)
-                .add(i64::from(waiting));
-            let seconds = |slot_start: u64, slot_end: u64| (slot_end - slot_start) as f64 / 1000.0;
-            let slots = resource.slots_between(&self.calendar, midnight, next);
-            let available: f64 = slots
-                .iter()
-                .map(|s| seconds(s.start, s.end) * f64::from(config.capacity))
-                .sum();
-            let booked: f64 = self
-                .store
-                .slot_counts(&config.id, midnight, next)?
-                .iter()
-                .filter_map(|(start, count)| {
-                    let slot = slots.iter().find(|s| s.start == *start)?;
-                    Some(seconds(slot.start, slot.end) * f64::from(count.load.taken()))
-                })
-                .sum();
-            for (state, value) in [("available", available), ("booked", booked)] {
-                let gauge = metrics
-                    .booking_day_seat_seconds
-                    .with_label_values(&[labels[0], labels[1], state]);
-                gauge.set(gauge.get() + value);
-            }
-        }
-        Ok(())
     }
 
     /// Bookings of a resident or a resource with slots starting in

@@ -247,3 +247,49 @@ fn the_desk_hands_a_place_ending_to_ingest_before_its_lock() {
         "only after the batch's fsync"
     );
 }
+
+#[test]
+fn the_booking_gauges_follow_the_desk_and_match_a_count_from_the_store() {
+    let mut h = harness();
+    h.desk.count_gauges().unwrap();
+    let gauges = |h: &Harness| {
+        let metrics = &h.desk.metrics;
+        (
+            metrics
+                .booking_waitlist
+                .with_label_values(&["c1", "piano"])
+                .get(),
+            metrics
+                .booking_day_seat_seconds
+                .with_label_values(&["c1", "piano", "booked"])
+                .get(),
+        )
+    };
+    let alice = h.book("piano1", "09:00", "alice", Group::Adult).unwrap();
+    assert_eq!(gauges(&h), (0, 3_600.0));
+    let Err(DeskError::Refused(_, Some(offer))) = h.book("piano1", "09:00", "bob", Group::Youth)
+    else {
+        panic!("the slot is full: an offer");
+    };
+    let now = h.desk.clock.now_ms();
+    h.desk.waitlist(&offer.id, now).unwrap();
+    assert_eq!(gauges(&h), (1, 3_600.0));
+    h.desk.cancel(&alice.id, now).unwrap();
+    assert_eq!(gauges(&h), (0, 3_600.0), "bob promoted into alice's place");
+    h.book("piano1", "2027-01-05T09:00:00+08:00", "cy", Group::Adult)
+        .unwrap();
+    assert_eq!(gauges(&h), (0, 3_600.0), "tomorrow is not today");
+    let kept = gauges(&h);
+    h.desk.count_gauges().unwrap();
+    assert_eq!(gauges(&h), kept, "counted from the store");
+    let unstaffed = h
+        .desk
+        .metrics
+        .booking_slots_unstaffed
+        .with_label_values(&["c1", "table"])
+        .get();
+    assert_eq!(
+        unstaffed, 2,
+        "Monday 10:00 and 11:00 at the ping-pong table"
+    );
+}

@@ -16,9 +16,8 @@ pub use crate::records::{ResourceConfig, ShareConfig, SlotConfig};
 
 use super::ConfigError;
 
-/// Environment variable that carries the admin token in plain text. It is
-/// hashed as soon as it is read and never written anywhere.
-pub const ADMIN_TOKEN_ENV: &str = "YIZHAN_ADMIN_TOKEN";
+/// What `check-config` prints in place of a secret that is set.
+pub const MASKED: &str = "<masked>";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -242,8 +241,13 @@ pub struct DutyConfig {
 pub struct ApiConfig {
     pub listen: SocketAddr,
     /// SHA-256 (hex) of the admin token. Empty: taken from
-    /// `YIZHAN_ADMIN_TOKEN`, else generated at first start and printed once.
+    /// `YIZHAN_ADMIN_TOKEN` or `YIZHAN_ADMIN_TOKEN_FILE` (`tokens`), else
+    /// generated at first start and printed once.
     pub admin_token_sha256: String,
+    /// SHA-256 (hex) of the scrape-only token (`GET /metrics`, nothing
+    /// else). Empty: taken from `YIZHAN_METRICS_TOKEN` or
+    /// `YIZHAN_METRICS_TOKEN_FILE`, else there is none.
+    pub metrics_token_sha256: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -396,6 +400,7 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_token_sha256: String::new(),
+            metrics_token_sha256: String::new(),
         }
     }
 }
@@ -413,7 +418,9 @@ impl Default for LogConfig {
 pub const DEFAULT_CONFIG_TOML: &str = r#"# Yizhan hub configuration. Every key is optional; these are the defaults.
 # Any key can be overridden from the environment: YIZHAN_<SECTION>__<KEY>,
 # e.g. YIZHAN_API__LISTEN=0.0.0.0:8080 or YIZHAN_DATA_DIR=/var/lib/yizhan.
-# The admin token may be given in plain text as YIZHAN_ADMIN_TOKEN.
+# The admin and metrics tokens may be given in plain text as
+# YIZHAN_ADMIN_TOKEN and YIZHAN_METRICS_TOKEN, or in files named by
+# YIZHAN_ADMIN_TOKEN_FILE and YIZHAN_METRICS_TOKEN_FILE.
 
 # sled database, the hub's CA (key mode 0600) and the broker's TLS files.
 data_dir = "./data"
@@ -581,10 +588,14 @@ webhook_retry_max_ms = 60000
 
 [api]
 listen = "127.0.0.1:8080"
-# SHA-256 (hex) of the admin token. Empty: YIZHAN_ADMIN_TOKEN is used, or a
-# token is generated at first start, printed once, and its hash kept in
-# data_dir/admin_token.sha256.
+# SHA-256 (hex) of the admin token. Empty: YIZHAN_ADMIN_TOKEN (or the file
+# YIZHAN_ADMIN_TOKEN_FILE names) is used, or a token is generated at first
+# start, printed once, and its hash kept in the store.
 admin_token_sha256 = ""
+# SHA-256 (hex) of the scrape-only token: it reads GET /metrics and nothing
+# else. Empty: YIZHAN_METRICS_TOKEN (or the file YIZHAN_METRICS_TOKEN_FILE
+# names) is used, or there is none (the admin token still reads /metrics).
+metrics_token_sha256 = ""
 
 [log]
 # "text" or "json"
@@ -600,17 +611,75 @@ impl Config {
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        let env =
-            Env::prefixed("YIZHAN_")
-                .split("__")
-                .ignore(&["admin_token", "config", "test_fault"]);
-        let config: Config = figment.merge(env).extract().map_err(Box::new)?;
+        let env = Env::prefixed("YIZHAN_").split("__").ignore(&[
+            "admin_token",
+            "admin_token_file",
+            "metrics_token",
+            "metrics_token_file",
+            "config",
+            "test_fault",
+        ]);
+        let mut config: Config = figment.merge(env).extract().map_err(Box::new)?;
+        super::tokens::from_env(&mut config.api, &|name| std::env::var(name).ok())?;
         Ok(config)
+    }
+
+    /// The configuration with its secrets replaced by `MASKED`: token
+    /// hashes, tool password hashes, a password in the webhook URL.
+    pub fn masked(&self) -> Config {
+        let mask = |secret: &mut String| {
+            if !secret.is_empty() {
+                *secret = MASKED.into();
+            }
+        };
+        let mut config = self.clone();
+        mask(&mut config.api.admin_token_sha256);
+        mask(&mut config.api.metrics_token_sha256);
+        for user in &mut config.broker.plain.users {
+            mask(&mut user.password_hash);
+        }
+        config.schedule.webhook_url = mask_url_password(&config.schedule.webhook_url);
+        config
+    }
+}
+
+/// `http://user:secret@host/…` → `http://user:<masked>@host/…`.
+fn mask_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:{MASKED}{}", &rest[at..]),
+        None => url.to_string(),
     }
 }
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_masked() {
+        let mut config = Config::default();
+        config.api.admin_token_sha256 = "ab".repeat(32);
+        config.broker.plain.users.push(PlainUser {
+            username: "tool".into(),
+            password_hash: "$argon2id$v=19$secret".into(),
+        });
+        config.schedule.webhook_url = "http://front:s3cret@10.0.0.5:8000/hook".into();
+        let masked = config.masked();
+        assert_eq!(masked.api.admin_token_sha256, MASKED);
+        assert_eq!(masked.api.metrics_token_sha256, "", "unset stays empty");
+        assert_eq!(masked.broker.plain.users[0].password_hash, MASKED);
+        assert_eq!(
+            masked.schedule.webhook_url,
+            "http://front:<masked>@10.0.0.5:8000/hook"
+        );
+        assert_eq!(mask_url_password("http://host/a@b"), "http://host/a@b");
+    }
 
     #[test]
     fn printed_default_file_equals_the_defaults() {

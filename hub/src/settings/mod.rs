@@ -12,12 +12,14 @@
 //! - `rooms`: rooms' seats and hours
 //! - `resource`: a bookable resource compiled from its entry
 //! - `roster`: managers' duty shifts
+//! - `tokens`: the API's tokens from the environment (plain or `*_FILE`)
 
 pub mod file;
 pub mod opening;
 pub mod resource;
 pub mod rooms;
 pub mod roster;
+pub mod tokens;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -32,7 +34,7 @@ pub use file::{
     AccessConfig, ApiConfig, BrokerConfig, CommandsConfig, Config, CountingConfig, DutyConfig,
     IngestConfig, InterlockConfig, LimitsConfig, LogConfig, LogFormat, PlainListenerConfig,
     PlainUser, ResourceConfig, RoomConfig, ScheduleConfig, ShareConfig, SlotConfig,
-    ADMIN_TOKEN_ENV, DEFAULT_CONFIG_TOML,
+    DEFAULT_CONFIG_TOML, MASKED,
 };
 pub use opening::{parse_hhmm, DayWindow, OpeningHours};
 pub use resource::{Layout, Resource};
@@ -205,10 +207,7 @@ fn check_plain_values(config: &Config) -> Result<(), ConfigError> {
     if config.ingest.max_ts_behind_secs == 0 {
         return fail("ingest.max_ts_behind_secs", "must be at least 1");
     }
-    let hash = &config.api.admin_token_sha256;
-    if !hash.is_empty() && (hash.len() != 64 || hex::decode(hash).is_err()) {
-        return fail("api.admin_token_sha256", "must be 64 hex digits");
-    }
+    check_token_hashes(&config.api)?;
     if config.commands.retry_initial_ms == 0 {
         return fail("commands.retry_initial_ms", "must be at least 1");
     }
@@ -229,6 +228,26 @@ fn check_plain_values(config: &Config) -> Result<(), ConfigError> {
     }
     if config.access.answer_ttl_ms == 0 {
         return fail("access.answer_ttl_ms", "must be at least 1");
+    }
+    Ok(())
+}
+
+/// The token hashes: 64 hex digits each, and two different tokens.
+fn check_token_hashes(api: &ApiConfig) -> Result<(), ConfigError> {
+    for (field, hash) in [
+        (tokens::ADMIN_TOKEN.field, &api.admin_token_sha256),
+        (tokens::METRICS_TOKEN.field, &api.metrics_token_sha256),
+    ] {
+        if !hash.is_empty() && (hash.len() != 64 || hex::decode(hash).is_err()) {
+            return Err(invalid(field, "must be 64 hex digits"));
+        }
+    }
+    let metrics = &api.metrics_token_sha256;
+    if !metrics.is_empty() && metrics.eq_ignore_ascii_case(&api.admin_token_sha256) {
+        return Err(invalid(
+            tokens::METRICS_TOKEN.field,
+            "the metrics token must differ from the admin token",
+        ));
     }
     Ok(())
 }

@@ -8,18 +8,19 @@
 use super::codec::{decode, get_json, pair_key_text, time_key, time_range, to_json};
 use super::{Store, StoreError};
 use crate::records::booking::{decode_count, encode_count};
-use crate::records::{Booking, IndexEntry, Milestone, SlotCount};
+use crate::records::{Booking, IndexEntry, Milestone, SlotCount, Status};
 
 impl Store {
     /// Writes a booking, its two index entries, its slot's count and its due
     /// times in one atomic batch (not fsynced: the desk flushes once per
     /// batch of jobs). Reads the slot's count and the booking's previous
     /// entry outside the batch: only the booking desk writes bookings.
+    /// Returns the booking's status before (`None`: a new booking).
     pub fn put_booking(
         &self,
         booking: &Booking,
         due: &[(u64, Milestone)],
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<Status>, StoreError> {
         let slot_key = time_key(
             &tagged(SLOT, &booking.resource),
             booking.slot_start,
@@ -36,9 +37,11 @@ impl Store {
             .get(&count_key)?
             .map(|v| decode_count(&v))
             .unwrap_or_default();
+        let mut was = None;
         if let Some(old) = self.bookings.get(&slot_key)? {
             let old: IndexEntry = decode(&slot_key, &old)?;
             count.apply(old.status, old.group, false);
+            was = Some(old.status);
         }
         count.apply(booking.status, booking.group, true);
         let entry = to_json(&IndexEntry::of(booking));
@@ -51,7 +54,7 @@ impl Store {
             batch.insert(due_key(*at, *what, &booking.id), &[][..]);
         }
         self.bookings.apply_batch(batch)?;
-        Ok(())
+        Ok(was)
     }
 
     pub fn booking(&self, id: &str) -> Result<Option<Booking>, StoreError> {

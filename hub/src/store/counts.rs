@@ -73,6 +73,29 @@ impl Store {
             .collect()
     }
 
+    /// Every center's visits per local day from `from` on, as
+    /// `(center, day, visits)` (a scan of every center's days: once, at
+    /// start).
+    pub fn visits_from(
+        &self,
+        from: NaiveDate,
+    ) -> Result<Vec<(String, NaiveDate, u64)>, StoreError> {
+        let mut found = Vec::new();
+        for entry in self.visits.iter() {
+            let (key, value) = entry?;
+            let text = String::from_utf8_lossy(&key);
+            let parsed = text
+                .split_once('\0')
+                .and_then(|(center, day)| Some((center, day.parse::<NaiveDate>().ok()?)));
+            let (center, day) =
+                parsed.ok_or_else(|| StoreError::BadKey(format!("visits {key:?}")))?;
+            if day >= from {
+                found.push((center.to_string(), day, decode_u64(&value)));
+            }
+        }
+        Ok(found)
+    }
+
     /// Adds `ms` of play to `piano` of `center` on local `day` (not fsynced).
     pub fn add_usage(
         &self,

@@ -10,6 +10,17 @@ use super::meta::TWIN_COUNT_KEY;
 use super::{Store, StoreError};
 use crate::records::{DeviceRecord, Twin};
 
+/// What revoking a device did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Revocation {
+    /// No such device was ever provisioned.
+    Unknown,
+    /// The device was live; its record.
+    Revoked(DeviceRecord),
+    /// It was revoked already.
+    AlreadyRevoked,
+}
+
 impl Store {
     /// Records a provisioned device and its initial twin, replacing a revoked
     /// one, in one transaction with the twin count. Returns false (and
@@ -47,14 +58,30 @@ impl Store {
         get_json(&self.devices, id)
     }
 
-    /// Marks a device revoked. Returns false when it was never provisioned.
-    pub fn revoke(&self, id: &str, at: u64) -> Result<bool, StoreError> {
-        if !self.devices.contains_key(id)? {
-            return Ok(false);
-        }
-        self.revoked.insert(id, &at.to_be_bytes())?;
+    /// Marks a device revoked (fsynced); says whether it was live.
+    pub fn revoke(&self, id: &str, at: u64) -> Result<Revocation, StoreError> {
+        let Some(record) = self.device(id)? else {
+            return Ok(Revocation::Unknown);
+        };
+        let before = self.revoked.insert(id, &at.to_be_bytes())?;
         self.db.flush()?;
-        Ok(true)
+        Ok(match before {
+            None => Revocation::Revoked(record),
+            Some(_) => Revocation::AlreadyRevoked,
+        })
+    }
+
+    /// Every device provisioned and not revoked (one scan: the census at
+    /// start).
+    pub fn live_devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        let mut live = Vec::new();
+        for entry in self.devices.iter() {
+            let (key, value) = entry?;
+            if !self.revoked.contains_key(&key)? {
+                live.push(decode(&key, &value)?);
+            }
+        }
+        Ok(live)
     }
 
     pub fn is_revoked(&self, id: &str) -> Result<bool, StoreError> {

@@ -39,6 +39,7 @@ mod people;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 
+pub use devices::Revocation;
 use meta::stored_twin_count;
 pub use people::ResidentConflict;
 
@@ -193,9 +194,15 @@ mod tests {
         assert_eq!(store.next_boot_epoch().unwrap(), 2);
         assert_eq!(store.events_of("d1").unwrap().len(), 1);
         assert_eq!(store.twin("d1").unwrap().unwrap().kind, DeviceKind::Piano);
-        assert!(store.revoke("d1", 9).unwrap());
+        assert_eq!(store.live_devices().unwrap(), vec![record("d1")]);
+        assert_eq!(
+            store.revoke("d1", 9).unwrap(),
+            Revocation::Revoked(record("d1"))
+        );
         assert!(store.is_revoked("d1").unwrap());
-        assert!(!store.revoke("nobody", 9).unwrap());
+        assert_eq!(store.revoke("d1", 10).unwrap(), Revocation::AlreadyRevoked);
+        assert_eq!(store.revoke("nobody", 9).unwrap(), Revocation::Unknown);
+        assert!(store.live_devices().unwrap().is_empty());
         let twin = Twin::provisioned(&record("d1"));
         assert!(
             store.provision(&record("d1"), &twin).unwrap(),
@@ -216,7 +223,10 @@ mod tests {
             }
             let twin = Twin::provisioned(&record("d1"));
             assert!(!store.provision(&record("d1"), &twin).unwrap(), "live id");
-            assert!(store.revoke("d1", 9).unwrap());
+            assert_eq!(
+                store.revoke("d1", 9).unwrap(),
+                Revocation::Revoked(record("d1"))
+            );
             assert!(
                 store.provision(&record("d1"), &twin).unwrap(),
                 "reprovisioned"

@@ -34,6 +34,11 @@ impl Store {
             .collect()
     }
 
+    /// Notifications waiting in the outbox (a scan: once, at start).
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
     /// Forgets a delivered notification (not fsynced: a crash may deliver
     /// it again; receivers deduplicate by id).
     pub fn delivered(&self, id: &str) -> Result<(), StoreError> {

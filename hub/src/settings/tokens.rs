@@ -1,0 +1,194 @@
+//! The API's bearer tokens from the environment: in plain text
+//! (`YIZHAN_ADMIN_TOKEN`, `YIZHAN_METRICS_TOKEN`) or read from the file a
+//! `*_FILE` variable names (a mounted secret, or a systemd credential:
+//! `%d/admin_token` in a unit file, or a path starting with
+//! `$CREDENTIALS_DIRECTORY/`), so a token stays out of process lists and
+//! unit files. A token is hashed as soon as it is read; only its SHA-256 is
+//! kept. A hash in the configuration (`api.*_token_sha256`) wins over the
+//! environment.
+
+use super::file::ApiConfig;
+use super::ConfigError;
+use crate::secrets;
+
+/// Where one token may come from.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenVars {
+    /// The configuration field holding its hash.
+    pub field: &'static str,
+    /// The variable holding it in plain text.
+    pub plain: &'static str,
+    /// The variable naming a file that holds it.
+    pub file: &'static str,
+}
+
+/// The admin token: every call that changes or reveals something.
+pub const ADMIN_TOKEN: TokenVars = TokenVars {
+    field: "api.admin_token_sha256",
+    plain: "YIZHAN_ADMIN_TOKEN",
+    file: "YIZHAN_ADMIN_TOKEN_FILE",
+};
+
+/// The scrape-only token: `GET /metrics` and nothing else.
+pub const METRICS_TOKEN: TokenVars = TokenVars {
+    field: "api.metrics_token_sha256",
+    plain: "YIZHAN_METRICS_TOKEN",
+    file: "YIZHAN_METRICS_TOKEN_FILE",
+};
+
+/// The shortest token accepted.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+/// The variable systemd sets to the unit's credentials directory.
+const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
+
+/// Fills `api`'s empty token hashes from the environment (`env` looks a
+/// variable up). Fails naming the variable: both forms set, a file that
+/// cannot be read, a token shorter than `MIN_TOKEN_CHARS`.
+pub fn from_env(
+    api: &mut ApiConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    for (vars, hash) in [
+        (ADMIN_TOKEN, &mut api.admin_token_sha256),
+        (METRICS_TOKEN, &mut api.metrics_token_sha256),
+    ] {
+        if hash.is_empty() {
+            if let Some(token) = token(vars, env)? {
+                *hash = secrets::sha256_hex(&token);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The token `vars` name, if either variable is set.
+fn token(
+    vars: TokenVars,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    let (token, from) = match (env(vars.plain), env(vars.file)) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                vars.file,
+                format!("{} is set too; set one of them", vars.plain),
+            ))
+        }
+        (Some(token), None) => (token, vars.plain),
+        (None, Some(path)) => (read_file(vars.file, &path, env)?, vars.file),
+    };
+    let token = token.trim().to_string();
+    if token.chars().count() < MIN_TOKEN_CHARS {
+        return Err(invalid(
+            from,
+            format!("the token must be at least {MIN_TOKEN_CHARS} characters"),
+        ));
+    }
+    Ok(Some(token))
+}
+
+/// The text of the token file `path` (named by variable `var`); a leading
+/// `$CREDENTIALS_DIRECTORY` is the systemd credentials directory.
+fn read_file(
+    var: &str,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    let path = match path
+        .strip_prefix("$CREDENTIALS_DIRECTORY")
+        .or_else(|| path.strip_prefix("${CREDENTIALS_DIRECTORY}"))
+    {
+        Some(rest) => {
+            let dir = env(CREDENTIALS_DIRECTORY).ok_or_else(|| {
+                invalid(
+                    var,
+                    format!("{path} names {CREDENTIALS_DIRECTORY}, which is not set"),
+                )
+            })?;
+            format!("{dir}{rest}")
+        }
+        None => path.to_string(),
+    };
+    std::fs::read_to_string(&path)
+        .map_err(|error| invalid(var, format!("cannot read {path}: {error}")))
+}
+
+fn invalid(field: &str, reason: String) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.to_string(),
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Runs `from_env` on an empty `[api]` with `vars`; the two hashes, or
+    /// the error's text.
+    fn resolve(vars: &[(&str, &str)]) -> Result<(String, String), String> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut api = ApiConfig::default();
+        from_env(&mut api, &|name| vars.get(name).cloned()).map_err(|e| e.to_string())?;
+        Ok((api.admin_token_sha256, api.metrics_token_sha256))
+    }
+
+    #[test]
+    fn tokens_come_from_plain_variables_or_files_and_are_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("metrics_token");
+        std::fs::write(&file, "scrape-only-token-0123\n").unwrap();
+        let file = file.to_str().unwrap();
+        let admin = "admin-token-0123456789";
+        let (a, m) = resolve(&[
+            ("YIZHAN_ADMIN_TOKEN", admin),
+            ("YIZHAN_METRICS_TOKEN_FILE", file),
+        ])
+        .unwrap();
+        assert_eq!(a, secrets::sha256_hex(admin));
+        assert_eq!(m, secrets::sha256_hex("scrape-only-token-0123"));
+        let credentials = dir.path().to_str().unwrap();
+        let (_, m) = resolve(&[
+            ("CREDENTIALS_DIRECTORY", credentials),
+            (
+                "YIZHAN_METRICS_TOKEN_FILE",
+                "$CREDENTIALS_DIRECTORY/metrics_token",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(m, secrets::sha256_hex("scrape-only-token-0123"));
+        assert_eq!(resolve(&[]).unwrap(), (String::new(), String::new()));
+    }
+
+    #[test]
+    fn bad_token_variables_are_named() {
+        let check = |vars: &[(&str, &str)], needle: &str| {
+            let error = resolve(vars).unwrap_err();
+            assert!(error.contains(needle), "{error:?} should name {needle:?}");
+        };
+        check(&[("YIZHAN_ADMIN_TOKEN", "short")], "`YIZHAN_ADMIN_TOKEN`");
+        check(
+            &[("YIZHAN_ADMIN_TOKEN_FILE", "/nonexistent/admin_token")],
+            "`YIZHAN_ADMIN_TOKEN_FILE`",
+        );
+        check(
+            &[
+                ("YIZHAN_METRICS_TOKEN", "scrape-only-token-0123"),
+                ("YIZHAN_METRICS_TOKEN_FILE", "/x"),
+            ],
+            "`YIZHAN_METRICS_TOKEN_FILE`",
+        );
+        check(
+            &[(
+                "YIZHAN_METRICS_TOKEN_FILE",
+                "$CREDENTIALS_DIRECTORY/metrics_token",
+            )],
+            "CREDENTIALS_DIRECTORY, which is not set",
+        );
+    }
+}
