@@ -1,10 +1,12 @@
 //! `device-sim demo`: the README's first command. Starts the `hub` binary
-//! as a child process on a config made for a simulated center (the ts
-//! window opened for simulated clocks, the centers' rooms with their seats
-//! and hours), then runs simulated centers against it over MQTT with mTLS,
-//! until SIGINT or SIGTERM: the devices say goodbye first, then the hub is
-//! stopped. The simulator is not part of the hub binary; the hub knows
-//! nothing of it.
+//! as a child process on a config made for simulated centers (the ts
+//! window opened for simulated clocks, the schedule on a `fixed:` clock the
+//! residents move along with the simulated one), then runs simulated
+//! centers against it, as against any hub: their rooms and bookable
+//! resources set up through the API, devices over MQTT with mTLS, residents
+//! booking through the API from the first minute, until SIGINT or SIGTERM:
+//! the devices say goodbye first, then the hub is stopped. The simulator is
+//! not part of the hub binary; the hub knows nothing of it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,9 +16,10 @@ use rand::distributions::{Alphanumeric, DistString};
 use tokio_util::sync::CancellationToken;
 
 use crate::bench::processes::{endpoints, ProcessError};
-use crate::crowd::{Profile, GYM_CAPACITY};
+use crate::crowd::Profile;
 use crate::fleet::{run_fleet, FleetConfig, FleetError};
-use crate::plan::default_center_names;
+use crate::simtime::Calendar;
+use crate::unix_ms;
 
 /// A `ts` window holding every instant the calendar does (10,000 years
 /// either way): the simulated devices' clocks run ahead of the hub's.
@@ -70,32 +73,36 @@ pub fn random_token() -> String {
     Alphanumeric.sample_string(&mut rand::thread_rng(), 32)
 }
 
-/// The hub's config for `centers` simulated centers: the ts window opened
-/// for simulated clocks; the 24-hour gym behind the gates and the seated
-/// rooms, open in the centers' hours.
-pub fn hub_config(data_dir: &Path, centers: usize) -> String {
-    let profile = Profile::default();
-    let hhmm = |t: chrono::NaiveTime| t.format("%H:%M").to_string();
-    let mut text = format!(
-        "data_dir = {data_dir:?}\n\n[ingest]\nmax_ts_behind_secs = {w}\nmax_ts_ahead_secs = {w}\n",
+/// The hub's config for a demo whose simulated time starts at `start`:
+/// the ts window opened for simulated clocks, and the schedule on a
+/// `fixed:` clock standing at `start`, which the residents' front desk
+/// moves along with the simulated one. (Rooms and resources the run sets
+/// up through the API.)
+pub fn hub_config(data_dir: &Path, start: u64, calendar: &Calendar) -> String {
+    format!(
+        "data_dir = {data_dir:?}\n\n[ingest]\nmax_ts_behind_secs = {w}\nmax_ts_ahead_secs = {w}\n\n\
+         [schedule]\nclock = \"fixed:{start}\"\n",
         data_dir = data_dir.display().to_string(),
         w = SIMULATED_CLOCK_WINDOW_SECS,
-    );
-    for center in default_center_names(centers) {
-        text += &format!(
-            "\n[[rooms]]\ncenter = {center:?}\nid = \"gym\"\ncapacity = {GYM_CAPACITY}\nhours = \"24h\"\n"
-        );
-        for room in &profile.rooms {
-            text += &format!(
-                "\n[[rooms]]\ncenter = {center:?}\nid = {:?}\ncapacity = {}\nopen = {:?}\nclose = {:?}\n",
-                room.name,
-                room.seats,
-                hhmm(profile.opens),
-                hhmm(profile.closes),
-            );
-        }
+        start = calendar.local(start).to_rfc3339(),
+    )
+}
+
+/// When the demo's simulated time starts, `now` being the real time: now
+/// while the centers are open (up to an hour before closing), else half an
+/// hour before they next open, so that bookings and check-ins flow from
+/// the first minute.
+pub fn demo_start(now: u64, calendar: &Calendar, profile: &Profile) -> u64 {
+    const HALF_HOUR_MS: u64 = 30 * 60_000;
+    let day = calendar.day(now);
+    let opening = |day| calendar.at(day, profile.opens) - HALF_HOUR_MS;
+    if now < opening(day) {
+        opening(day)
+    } else if now + 2 * HALF_HOUR_MS < calendar.at(day, profile.closes) {
+        now
+    } else {
+        opening(day.succ_opt().unwrap_or(day))
     }
-    text
 }
 
 /// The hub started as a child process; stopped (SIGTERM, then SIGKILL)
@@ -108,13 +115,14 @@ impl HubProcess {
     /// Runs `hub --config <data_dir>/demo.toml` in its own process group, so
     /// a Ctrl-C in the terminal reaches the demo (which stops the devices
     /// first), not the hub.
-    fn start(options: &DemoOptions) -> Result<HubProcess, DemoError> {
+    fn start(options: &DemoOptions, start: u64) -> Result<HubProcess, DemoError> {
         use std::os::unix::process::CommandExt;
         let data_dir = &options.data_dir;
         std::fs::create_dir_all(data_dir)
             .map_err(io(format!("creating {}", data_dir.display())))?;
         let config = data_dir.join("demo.toml");
-        std::fs::write(&config, hub_config(data_dir, options.centers))
+        let calendar = Calendar::default();
+        std::fs::write(&config, hub_config(data_dir, start, &calendar))
             .map_err(io(format!("writing {}", config.display())))?;
         // A ready hub writes it anew: an old one must not be read.
         let _ = std::fs::remove_file(data_dir.join("endpoints.json"));
@@ -173,7 +181,8 @@ impl Drop for HubProcess {
 /// Runs the demo until `stop` is cancelled (or the hub exits by itself,
 /// an error).
 pub async fn run_demo(options: DemoOptions, stop: CancellationToken) -> Result<(), DemoError> {
-    let mut hub = HubProcess::start(&options)?;
+    let start = demo_start(unix_ms(), &Calendar::default(), &Profile::default());
+    let mut hub = HubProcess::start(&options, start)?;
     let bound = endpoints(&options.data_dir, &mut hub.child).await?;
     let api = format!("http://{}", bound.api);
     let token = &options.admin_token;
@@ -188,6 +197,7 @@ pub async fn run_demo(options: DemoOptions, stop: CancellationToken) -> Result<(
         centers: options.centers,
         cert_dir: options.device_dir.clone(),
         speed: options.speed,
+        start_ms: Some(start),
         ..FleetConfig::default()
     };
     let fleet_stop = stop.child_token();
@@ -209,4 +219,35 @@ pub async fn run_demo(options: DemoOptions, stop: CancellationToken) -> Result<(
     let _ = tokio::time::timeout(GOODBYE, fleet).await;
     hub.stop();
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{NaiveDate, NaiveTime};
+
+    #[test]
+    fn the_demo_starts_now_while_the_centers_are_open_else_before_they_open() {
+        let cal = Calendar::default();
+        let day = NaiveDate::from_ymd_opt(2026, 11, 28).unwrap();
+        let at = |day: NaiveDate, h, m| cal.at(day, NaiveTime::from_hms_opt(h, m, 0).unwrap());
+        let start = |h, m| demo_start(at(day, h, m), &cal, &Profile::default());
+        assert_eq!(start(3, 0), at(day, 8, 0));
+        assert_eq!(start(9, 15), at(day, 9, 15));
+        assert_eq!(start(20, 29), at(day, 20, 29));
+        assert_eq!(start(20, 31), at(day.succ_opt().unwrap(), 8, 0));
+    }
+
+    #[test]
+    fn the_config_opens_the_ts_window_and_fixes_the_schedule_clock_at_the_start() {
+        let cal = Calendar::default();
+        let start = cal.parse_instant("2026-11-28T08:00:00+08:00").unwrap();
+        let text = hub_config(Path::new("/tmp/d"), start, &cal);
+        assert!(
+            text.contains("clock = \"fixed:2026-11-28T08:00:00+08:00\""),
+            "{text}"
+        );
+        assert!(text.contains("max_ts_ahead_secs"));
+        assert!(!text.contains("[[rooms]]"), "rooms come through the API");
+    }
 }

@@ -293,9 +293,12 @@ impl Device {
         }
         self.counters.commands_received += 1;
         let sim_now = self.settings.clock.now_ms();
-        let outcome = self
-            .behaviour
-            .apply_command(&cmd, unix_ms(), sim_now, &mut self.counters);
+        let outcome = self.behaviour.apply_command(
+            &cmd,
+            (unix_ms(), sim_now),
+            &self.world,
+            &mut self.counters,
+        );
         if !outcome.ack.ok {
             self.counters.commands_refused += 1;
         }

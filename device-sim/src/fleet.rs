@@ -1,6 +1,7 @@
-//! A fleet run: plan the devices of C centers, provision them, connect them
-//! paced, run them until shutdown or the configured duration, and sum up the
-//! ground truth.
+//! A fleet run: plan the devices of C centers, provision them, set up the
+//! district's rooms and bookable resources, connect the devices paced, run
+//! them and the residents' bookings (`frontdesk`) until shutdown or the
+//! configured duration, and sum up the ground truth.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -15,9 +16,13 @@ use tokio_util::sync::CancellationToken;
 use crate::behaviour::World;
 use crate::crowd::{fnv1a, member_credential, member_id, CenterCrowd, Profile};
 use crate::device::{run_device, DeviceReport, DeviceSettings};
+use crate::district::{self, Bookable};
+use crate::frontdesk::{FrontDesk, HubClock};
+use crate::hub_api::{ApiCallError, HubApi};
 use crate::mqtt::{self, Endpoint};
 use crate::plan::{default_center_names, plan_fleet, DeviceMix, DeviceSpec, PlanError};
 use crate::provision::{ProvisionError, Provisioner};
+use crate::residents::Attendance;
 use crate::simtime::{Calendar, SimClock};
 use crate::stats::{DeviceTruth, GroundTruth, RunSpan};
 use crate::store::CredentialStore;
@@ -104,6 +109,8 @@ pub enum FleetError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Provision(#[from] ProvisionError),
+    #[error("setting up the district: {0}")]
+    District(#[from] ApiCallError),
     #[error("cancelled before the devices started")]
     Cancelled,
     #[error("device task failed: {0}")]
@@ -172,8 +179,12 @@ fn gym_members(config: &FleetConfig) -> Vec<(String, String)> {
 }
 
 /// Each center's world: its own crowd (seeded from the run's seed and its
-/// name), shared by its devices.
-fn center_worlds(config: &FleetConfig, clock: &SimClock) -> HashMap<String, Arc<World>> {
+/// name), shared by its devices; the run's attendance, by all.
+fn center_worlds(
+    config: &FleetConfig,
+    clock: &SimClock,
+    attendance: &Arc<Attendance>,
+) -> HashMap<String, Arc<World>> {
     let answer_timeout_ms = clock.sim_span(GATE_ANSWER_TIMEOUT).as_millis() as u64;
     default_center_names(config.centers)
         .into_iter()
@@ -190,6 +201,7 @@ fn center_worlds(config: &FleetConfig, clock: &SimClock) -> HashMap<String, Arc<
                 seed: config.seed,
                 overheat_chance: config.overheat_chance,
                 answer_timeout_ms,
+                attendance: Arc::clone(attendance),
             };
             (center, Arc::new(world))
         })
@@ -204,38 +216,18 @@ pub async fn run_fleet(
 ) -> Result<GroundTruth, FleetError> {
     validate(&config)?;
     mqtt::ensure_crypto_provider();
-    let specs = plan_fleet(
-        &default_center_names(config.centers),
-        &config.mix,
-        config.seed,
-    )?;
-    let provisioner = Provisioner::new(
-        &config.api_url,
-        &config.admin_token,
-        CredentialStore::new(&config.cert_dir),
-    );
-    let creds = tokio::select! {
-        biased;
-        _ = shutdown.cancelled() => return Err(FleetError::Cancelled),
-        creds = provisioner.ensure_all(&specs, PROVISION_CONCURRENCY) => creds?,
-    };
-    tracing::info!(
-        devices = specs.len(),
-        centers = config.centers,
-        "fleet provisioned"
-    );
-    let members = gym_members(&config);
-    let registering = provisioner.register_residents(members, PROVISION_CONCURRENCY);
-    let created = tokio::select! {
-        biased;
-        _ = shutdown.cancelled() => return Err(FleetError::Cancelled),
-        created = registering => created?,
-    };
-    tracing::info!(created, "gym members registered");
+    let centers = default_center_names(config.centers);
+    let specs = plan_fleet(&centers, &config.mix, config.seed)?;
+    let creds = provision(&config, &specs, &shutdown).await?;
+    let api = HubApi::new(&config.api_url, &config.admin_token);
+    let bookables = set_up_district(&config, &centers, &specs, &api, &shutdown).await?;
+    let start_ms = config.start_ms.unwrap_or_else(unix_ms);
+    let attendance = Arc::new(Attendance::default());
+    let desk = front_desk(&config, api, &bookables, &attendance, start_ms, &shutdown).await;
 
     let started_at_ms = unix_ms();
-    let clock = SimClock::new(config.start_ms.unwrap_or(started_at_ms), config.speed);
-    let worlds = center_worlds(&config, &clock);
+    let clock = SimClock::new(start_ms, config.speed);
+    let worlds = center_worlds(&config, &clock, &attendance);
     let settings = Arc::new(device_settings(
         &config,
         started_at_ms.to_string(),
@@ -248,7 +240,8 @@ pub async fn run_fleet(
     if let Some(duration) = config.duration {
         tokio::spawn(cancel_after(duration, stop.clone()));
     }
-    let mut running = start_paced(
+    let residents = desk.map(|desk| tokio::spawn(desk.run(clock.clone(), stop.clone())));
+    let running = start_paced(
         specs,
         creds,
         settings,
@@ -257,16 +250,7 @@ pub async fn run_fleet(
         config.connect_pacing,
     )
     .await;
-    let mut devices = Vec::with_capacity(running.len());
-    while let Some(joined) = running.join_next().await {
-        let (index, spec, report) = joined.map_err(|e| FleetError::DeviceTask(e.to_string()))?;
-        devices.push((
-            index,
-            DeviceTruth::new(&spec, report.counters, report.daily, report.clean_goodbye),
-        ));
-    }
-    devices.sort_by_key(|(index, _)| *index);
-    let devices = devices.into_iter().map(|(_, d)| d).collect();
+    let devices = join_devices(running).await?;
     let span = RunSpan {
         seed: config.seed,
         speed: config.speed,
@@ -275,9 +259,108 @@ pub async fn run_fleet(
         sim_started_at_ms: clock.start_ms(),
         sim_finished_at_ms: clock.now_ms(),
     };
-    let truth = GroundTruth::new(span, devices);
+    let bookings = match residents {
+        Some(residents) => residents.await.map_err(task_failed)?,
+        None => Default::default(),
+    };
+    let truth = GroundTruth::new(span, devices, bookings);
     tracing::info!(devices = truth.devices.len(), "fleet stopped");
     Ok(truth)
+}
+
+fn task_failed(error: tokio::task::JoinError) -> FleetError {
+    FleetError::DeviceTask(error.to_string())
+}
+
+/// `work`, unless `shutdown` fires first.
+async fn unless_cancelled<T>(
+    shutdown: &CancellationToken,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, FleetError> {
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => Err(FleetError::Cancelled),
+        done = work => Ok(done),
+    }
+}
+
+/// Every device's credentials (in `specs` order), and the gym members
+/// registered.
+async fn provision(
+    config: &FleetConfig,
+    specs: &[DeviceSpec],
+    shutdown: &CancellationToken,
+) -> Result<Vec<Provisioned>, FleetError> {
+    let provisioner = Provisioner::new(
+        &config.api_url,
+        &config.admin_token,
+        CredentialStore::new(&config.cert_dir),
+    );
+    let ensuring = provisioner.ensure_all(specs, PROVISION_CONCURRENCY);
+    let creds = unless_cancelled(shutdown, ensuring).await??;
+    tracing::info!(
+        devices = specs.len(),
+        centers = config.centers,
+        "fleet provisioned"
+    );
+    let registering = provisioner.register_residents(gym_members(config), PROVISION_CONCURRENCY);
+    let created = unless_cancelled(shutdown, registering).await??;
+    tracing::info!(created, "gym members registered");
+    Ok(creds)
+}
+
+/// Sets up every center's rooms and bookable resources through the API;
+/// returns the resources.
+async fn set_up_district(
+    config: &FleetConfig,
+    centers: &[String],
+    specs: &[DeviceSpec],
+    api: &HubApi,
+    shutdown: &CancellationToken,
+) -> Result<Vec<Bookable>, FleetError> {
+    let rooms = district::rooms(centers, &config.profile);
+    let bookables = district::bookables(centers, specs, &config.profile);
+    let setting_up = district::set_up(api, &rooms, &bookables, PROVISION_CONCURRENCY);
+    unless_cancelled(shutdown, setting_up).await??;
+    tracing::info!(
+        rooms = rooms.len(),
+        resources = bookables.len(),
+        "district set up"
+    );
+    Ok(bookables)
+}
+
+/// The residents' front desk, with the bookings made before `start` made,
+/// if the hub's schedule clock can follow the simulated one.
+async fn front_desk(
+    config: &FleetConfig,
+    api: HubApi,
+    bookables: &[Bookable],
+    attendance: &Arc<Attendance>,
+    start: u64,
+    shutdown: &CancellationToken,
+) -> Option<FrontDesk> {
+    let hub_clock = HubClock::attach(&api, start, config.speed).await;
+    if let HubClock::Unavailable(reason) = &hub_clock {
+        tracing::warn!(%reason, "residents do not book");
+        return None;
+    }
+    let run = (config.seed, config.calendar);
+    let mut desk = FrontDesk::new(api, &hub_clock, run, bookables, attendance.clone(), start);
+    desk.catch_up(start, shutdown).await;
+    Some(desk)
+}
+
+/// Every device's truth once it stopped, in plan order.
+async fn join_devices(mut running: JoinSet<DeviceOutcome>) -> Result<Vec<DeviceTruth>, FleetError> {
+    let mut devices = Vec::with_capacity(running.len());
+    while let Some(joined) = running.join_next().await {
+        let (index, spec, report) = joined.map_err(task_failed)?;
+        let truth = DeviceTruth::new(&spec, report.counters, report.daily, report.clean_goodbye);
+        devices.push((index, truth));
+    }
+    devices.sort_by_key(|(index, _)| *index);
+    Ok(devices.into_iter().map(|(_, d)| d).collect())
 }
 
 /// Cancels `stop` after `duration` unless it was cancelled before.

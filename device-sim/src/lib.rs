@@ -3,7 +3,8 @@
 //! and reports the ground truth of what they sent.
 //!
 //! Entry point: [`run_fleet`] with a [`FleetConfig`]. The pure parts (plan,
-//! behaviour, outbox, stats) are public too so that tests can reuse them.
+//! district, residents, behaviour, outbox, stats) are public too so that
+//! tests can reuse them.
 //! [`bench`] is the load mode and the peer benchmark against mosquitto.
 
 pub mod behaviour;
@@ -11,11 +12,15 @@ pub mod bench;
 pub mod crowd;
 pub mod demo;
 pub mod device;
+pub mod district;
 pub mod fleet;
+pub mod frontdesk;
+pub mod hub_api;
 pub mod mqtt;
 pub mod outbox;
 pub mod plan;
 pub mod provision;
+pub mod residents;
 pub mod simtime;
 pub mod stats;
 pub mod store;

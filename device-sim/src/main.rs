@@ -24,8 +24,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Provision and run a fleet until its duration passed or SIGINT/SIGTERM,
-    /// then print the ground truth.
+    /// Provision a fleet, set up its centers' rooms and bookable resources
+    /// through the API, run the devices and the residents' bookings until
+    /// the duration passed or SIGINT/SIGTERM, then print the ground truth.
+    /// Residents book when the hub's schedule clock is `fixed:` (moved
+    /// along with the simulated time) or the run is at --speed 1 from now.
     Run(RunArgs),
     /// Load mode: N connections publish telemetry at the hub or any MQTT
     /// broker; reports sent, acknowledged, received and latencies.

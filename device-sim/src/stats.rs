@@ -1,5 +1,6 @@
 //! The fleet's ground truth: what every device did, summed per center, per
-//! kind and overall, to compare with what the hub says it saw.
+//! kind and overall, and what the residents did with their bookings per
+//! center and local day, to compare with what the hub says it saw.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -113,6 +114,57 @@ pub struct CenterDay {
     pub rooms: BTreeMap<String, u64>,
 }
 
+/// What a center's residents did with their bookings of one local day
+/// (the day their slots start), as they saw it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BookingDay {
+    /// Places booked (the hub answered 201).
+    pub booked: u64,
+    /// Attempts at a full slot (409, a waitlist place offered).
+    pub full: u64,
+    /// Offers taken: joined the waitlist.
+    pub waitlisted: u64,
+    /// Waitlisted residents who found they had a place when they looked.
+    pub promoted: u64,
+    /// Waitlisted residents without a place by then, who left the list.
+    pub left_waitlist: u64,
+    /// Places cancelled 2 h or more before the start, and 15 to 45 min
+    /// before it (late).
+    pub cancelled: u64,
+    pub late_cancels: u64,
+    /// Residents checked in: at their piano or robot (its `session_start`
+    /// named the booking) or at the kiosk (the check-in API said yes).
+    pub checked_in: u64,
+    /// Booked places whose slot started without their resident.
+    pub no_shows: u64,
+    /// Attempts a rule refused (422), and those for a child outside the
+    /// childcare's ages (the one rule the plan breaks on purpose).
+    pub refused: u64,
+    pub ineligible: u64,
+    /// Answers and waits the plan did not expect (logged when they happen).
+    pub unexpected: u64,
+}
+
+impl AddAssign<&BookingDay> for BookingDay {
+    fn add_assign(&mut self, o: &BookingDay) {
+        self.booked += o.booked;
+        self.full += o.full;
+        self.waitlisted += o.waitlisted;
+        self.promoted += o.promoted;
+        self.left_waitlist += o.left_waitlist;
+        self.cancelled += o.cancelled;
+        self.late_cancels += o.late_cancels;
+        self.checked_in += o.checked_in;
+        self.no_shows += o.no_shows;
+        self.refused += o.refused;
+        self.ineligible += o.ineligible;
+        self.unexpected += o.unexpected;
+    }
+}
+
+/// Residents' bookings per center, per local day.
+pub type BookingDays = BTreeMap<String, BTreeMap<NaiveDate, BookingDay>>;
+
 /// One device's part of the ground truth.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeviceTruth {
@@ -176,11 +228,16 @@ pub struct GroundTruth {
     pub totals: Counters,
     /// Per center, per local day (in the centers' time zone).
     pub days: BTreeMap<String, BTreeMap<NaiveDate, CenterDay>>,
+    /// Residents' bookings per center and local day (none when the hub's
+    /// schedule clock could not follow the simulated one).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bookings: BookingDays,
 }
 
 impl GroundTruth {
-    /// Sums `devices` per center, per kind, per center and day, and overall.
-    pub fn new(span: RunSpan, devices: Vec<DeviceTruth>) -> Self {
+    /// Sums `devices` per center, per kind, per center and day, and
+    /// overall; `bookings` are the residents'.
+    pub fn new(span: RunSpan, devices: Vec<DeviceTruth>, bookings: BookingDays) -> Self {
         let mut centers: BTreeMap<String, Counters> = BTreeMap::new();
         let mut kinds: BTreeMap<String, Counters> = BTreeMap::new();
         let mut days: BTreeMap<String, BTreeMap<NaiveDate, CenterDay>> = BTreeMap::new();
@@ -201,7 +258,20 @@ impl GroundTruth {
             kinds,
             totals,
             days,
+            bookings,
         }
+    }
+
+    /// Every center's bookings over the run's days.
+    pub fn booking_totals(&self) -> BTreeMap<String, BookingDay> {
+        self.bookings
+            .iter()
+            .map(|(center, days)| {
+                let mut sum = BookingDay::default();
+                days.values().for_each(|d| sum += d);
+                (center.clone(), sum)
+            })
+            .collect()
     }
 
     /// Devices that stopped without a clean goodbye.
@@ -244,8 +314,48 @@ fn write_row(f: &mut fmt::Formatter<'_>, name: &str, c: &Counters) -> fmt::Resul
     )
 }
 
+/// The residents' bookings, a row per center and day.
+fn write_bookings(f: &mut fmt::Formatter<'_>, bookings: &BookingDays) -> fmt::Result {
+    if bookings.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        f,
+        "{:<14} {:<10} {:>7} {:>5} {:>9} {:>8} {:>6} {:>5} {:>10} {:>7} {:>7}",
+        "bookings",
+        "day",
+        "booked",
+        "full",
+        "waitlist",
+        "promoted",
+        "cancel",
+        "late",
+        "checked_in",
+        "no_show",
+        "refused"
+    )?;
+    for (center, days) in bookings {
+        for (day, b) in days {
+            writeln!(
+                f,
+                "{center:<14} {day:<10} {:>7} {:>5} {:>9} {:>8} {:>6} {:>5} {:>10} {:>7} {:>7}",
+                b.booked,
+                b.full,
+                b.waitlisted,
+                b.promoted,
+                b.cancelled,
+                b.late_cancels,
+                b.checked_in,
+                b.no_shows,
+                b.refused
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// A human summary: one row per center and kind, the totals, then each
-/// center's days.
+/// center's days and their bookings.
 impl fmt::Display for GroundTruth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let span = &self.span;
@@ -305,6 +415,7 @@ impl fmt::Display for GroundTruth {
                 )?;
             }
         }
+        write_bookings(f, &self.bookings)?;
         let unclean: Vec<&str> = self.unclean_devices().map(|d| d.id.as_str()).collect();
         if !unclean.is_empty() {
             writeln!(f, "no clean goodbye: {}", unclean.join(", "))?;
@@ -362,6 +473,7 @@ mod tests {
                 device("b", "center01", DeviceKind::Gate, counters(5, 3, 1), true),
                 device("c", "center02", DeviceKind::Piano, counters(7, 1, 0), false),
             ],
+            BTreeMap::new(),
         );
         assert_eq!(truth.centers["center01"], counters(15, 5, 3));
         assert_eq!(truth.centers["center02"], counters(7, 1, 0));
@@ -387,6 +499,15 @@ mod tests {
             passages_in: 2,
             passages_out: 1,
         };
+        let booked = BookingDay {
+            booked: 12,
+            full: 2,
+            waitlisted: 1,
+            promoted: 1,
+            checked_in: 9,
+            no_shows: 1,
+            ..BookingDay::default()
+        };
         let with_day = |id: &str, kind, room: &str| {
             let mut s = spec(id, "center01", kind);
             s.room = room.into();
@@ -404,13 +525,25 @@ mod tests {
                 with_day("r", DeviceKind::Counter, "yoga"),
                 with_day("g", DeviceKind::Gate, "gym"),
             ],
+            BTreeMap::from([(
+                "center01".to_string(),
+                BTreeMap::from([(day, booked), (day.succ_opt().unwrap(), booked)]),
+            )]),
         );
         let d = &truth.days["center01"][&day];
         assert_eq!((d.visits, d.left, d.gym_in, d.gym_out), (5, 4, 2, 1));
         assert_eq!(d.rooms["yoga"], 5);
-        assert!(truth
-            .to_string()
-            .contains("center01       2026-11-28        5        2        1"));
+        let text = truth.to_string();
+        assert!(text.contains("center01       2026-11-28        5        2        1"));
+        assert!(
+            text.contains("center01       2026-11-28      12     2         1        1      0     0          9       1       0"),
+            "{text}"
+        );
+        let totals = &truth.booking_totals()["center01"];
+        assert_eq!(
+            (totals.booked, totals.checked_in, totals.no_shows),
+            (24, 18, 2)
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //!
 //! 1. the credential belongs to a registered resident,
 //! 2. who is not blocked,
-//! 3. the gate's room is configured (`[[rooms]]`),
+//! 3. the gate's room has an entry (`[[rooms]]`, or set through the API),
 //! 4. the room is open now (its hours, in `[access] time_zone`),
 //! 5. the room's live occupancy is below its capacity,
 //! 6. a gate bound to a bookable resource (listed in its `devices`) opens
@@ -32,7 +32,7 @@ pub enum DenyReason {
     BadRequest,
     UnknownResident,
     Blocked,
-    /// The gate's room has no `[[rooms]]` entry.
+    /// The gate's room has no entry (file or API).
     UnknownRoom,
     Closed,
     Full,

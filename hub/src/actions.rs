@@ -31,15 +31,13 @@ use crate::interlock::{Interlock, Trip, Verdict};
 use crate::metrics::Metrics;
 use crate::occupancy::{Counters, Occupancy};
 use crate::records::{Alarm, StoredEvent, TripReason, Twin};
-use crate::settings::{Rooms, Settings};
+use crate::settings::{RoomRules, Rooms, Settings};
 use crate::store::{Store, StoreError};
 use crate::usage::Usage;
 
 pub struct Actions {
     commands: Commands,
     interlock: Interlock,
-    /// Rooms behind gates (access decisions).
-    rooms: Rooms,
     calendar: Calendar,
     occupancy: Occupancy,
     counters: Counters,
@@ -57,20 +55,20 @@ pub struct Actions {
 }
 
 impl Actions {
+    /// `rooms`: the file's entries, then those set through the API.
     pub fn new(
         store: Arc<Store>,
         metrics: Metrics,
         settings: &Settings,
+        rooms: Rooms,
     ) -> Result<Actions, StoreError> {
         let calendar = settings.calendar;
-        let rooms = settings.rooms.clone();
         Ok(Actions {
             commands: Commands::load(store.clone(), metrics.clone(), settings.commands.clone())?,
             interlock: Interlock::new(settings.interlock.clone()),
-            occupancy: Occupancy::load(store.clone(), metrics.clone(), rooms.clone())?,
-            counters: Counters::load(store.clone(), metrics.clone(), calendar, rooms.clone())?,
+            occupancy: Occupancy::load(store.clone(), metrics.clone(), rooms)?,
+            counters: Counters::load(store.clone(), metrics.clone(), calendar)?,
             usage: Usage::new(store.clone(), metrics.clone(), calendar),
-            rooms,
             calendar,
             store,
             metrics,
@@ -144,7 +142,8 @@ impl Actions {
         self.device_health(twin, event);
         match (twin.kind, event.event_type.as_str(), detail) {
             (DeviceKind::TherapyRobot, "session_start" | "session_end", _) => {
-                self.robot_session(twin, event, arrived, now_ms)
+                self.robot_session(twin, event, arrived, now_ms);
+                self.booking_check_in(twin, event);
             }
             (_, _, Detail::AccessRequest { credential_hash }) => {
                 let credential_hash = credential_hash.as_deref();
@@ -217,6 +216,12 @@ impl Actions {
             self.trip(twin, trip, online, now_ms);
         }
         running
+    }
+
+    /// A room's entry set through the API: gate decisions and occupancy use
+    /// it from the next message on.
+    pub fn set_room(&mut self, center: &str, room: &str, rules: RoomRules) {
+        self.occupancy.set_room(center, room, rules);
     }
 
     /// Staff acknowledged the robot's alarm: it may start again. Returns
@@ -365,7 +370,7 @@ impl Actions {
         };
         let facts = AccessFacts {
             resident: resident.as_ref(),
-            room: self.rooms.get(&twin.center, &twin.room),
+            room: self.occupancy.rooms().get(&twin.center, &twin.room),
             local_time: time_of_day(&self.calendar, now_ms),
             occupancy: self.occupancy.people(&twin.center, &twin.room),
             booking,
@@ -398,7 +403,8 @@ impl Actions {
         }
     }
 
-    /// A `session_start` naming a booking checks it in.
+    /// A `session_start` naming a booking (a piano's, a therapy robot's)
+    /// checks it in; the resident is there, whatever the interlock decides.
     fn booking_check_in(&self, twin: &Twin, event: &Event) {
         let booking = event.body.get("booking").and_then(Value::as_str);
         if let (Some(bookings), "session_start", Some(booking)) =

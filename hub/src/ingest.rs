@@ -38,7 +38,7 @@ use crate::commit::GroupCommit;
 use crate::input::{Input, InputError, Problem, TsWindow};
 use crate::metrics::Metrics;
 use crate::records::{Presence, StoredEvent, Twin};
-use crate::settings::IngestConfig;
+use crate::settings::{IngestConfig, RoomRules};
 use crate::store::{Store, StoreError};
 
 /// How often silent devices are looked for: the bound on how late past
@@ -77,6 +77,13 @@ pub enum Control {
     /// A booked place on the device is over (from the booking desk, just
     /// before its `lock`): a therapy robot still in session is stopped.
     PlaceEnded(String),
+    /// A room's entry was set through the API (already stored): gate
+    /// decisions and occupancy use its seats and hours from now on.
+    Room {
+        center: String,
+        id: String,
+        rules: RoomRules,
+    },
 }
 
 /// The way into the ingest thread from elsewhere (the API, the booking
@@ -411,6 +418,7 @@ impl Ingest {
                 }
                 Control::AcknowledgeAlarm(id) => self.acknowledge_alarm(&id),
                 Control::PlaceEnded(device) => self.place_ended(&device),
+                Control::Room { center, id, rules } => self.actions.set_room(&center, &id, rules),
             }
         }
     }

@@ -80,7 +80,7 @@ use crate::bookings::{Bookings, ToIngest};
 use crate::ingest::{Control, Inbox, Ingest, IngestError};
 use crate::metrics::Metrics;
 use crate::pki::Pki;
-use crate::settings::Settings;
+use crate::settings::{RoomRules, Rooms, Settings};
 use crate::store::Store;
 use crate::supervise::{component, Down, Supervisor};
 
@@ -162,7 +162,9 @@ impl Hub {
             outbox.clone(),
             &supervisor,
         )?;
-        let mut actions = actions::Actions::new(store.clone(), metrics.clone(), &settings)?;
+        let rooms = rooms_with_stored(&settings, &store)?;
+        let mut actions =
+            actions::Actions::new(store.clone(), metrics.clone(), &settings, rooms.clone())?;
         actions.set_bookings(bookings.clone());
         let commit = commit::GroupCommit::start(store.clone(), broker.commit_link, &supervisor)
             .map_err(HubError::Thread)?;
@@ -235,7 +237,7 @@ impl Hub {
             device_cert_days: settings.broker.device_cert_days,
             ready: AtomicBool::new(false),
             calendar: settings.calendar,
-            rooms: settings.rooms.clone(),
+            rooms: std::sync::RwLock::new(rooms),
             census,
         });
         let api_listener = bind(settings.api.listen).await?;
@@ -298,6 +300,21 @@ impl Hub {
         }
         Err(HubError::ComponentsDown(down))
     }
+}
+
+/// The file's rooms, then those set through the API (checked when the API
+/// took them: one that no longer passes is logged and left out).
+fn rooms_with_stored(settings: &Settings, store: &Store) -> Result<Rooms, HubError> {
+    let mut rooms = settings.rooms.clone();
+    for entry in store.stored_rooms()? {
+        match RoomRules::from_config(&entry) {
+            Ok(rules) => rooms.put(&entry.center, &entry.id, rules),
+            Err((field, reason)) => {
+                tracing::error!(center = %entry.center, room = %entry.id, field, reason, "a stored room is invalid; left out")
+            }
+        }
+    }
+    Ok(rooms)
 }
 
 /// Joins a supervised thread (its panic was caught and reported already).

@@ -16,7 +16,8 @@
 //! its counters do not move its occupancy (an entrance counter still counts
 //! visits). The deltas and the `ts` arrive checked (`input::Flow`,
 //! `input::DeviceTs`). Owned by the ingest thread, through `actions`; gate
-//! access decisions read it.
+//! access decisions read it, and its rooms' entries (seats, hours: the
+//! file's, then the API's, which reach ingest as `Control::Room`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -30,7 +31,7 @@ use crate::counting::{after_flow, closed_between, closing_time, saturated_after,
 use crate::input::{DeviceTs, Flow};
 use crate::metrics::Metrics;
 use crate::records::{RoomCount, Twin};
-use crate::settings::Rooms;
+use crate::settings::{RoomRules, Rooms};
 use crate::store::{Store, StoreError};
 use crate::visits::VisitGauges;
 
@@ -38,7 +39,7 @@ use crate::visits::VisitGauges;
 pub struct Occupancy {
     store: Arc<Store>,
     metrics: Metrics,
-    /// Seats of the configured rooms.
+    /// Rooms with an entry: their seats and hours.
     rooms: Rooms,
     /// center → room → count.
     counts: HashMap<String, HashMap<String, RoomCount>>,
@@ -69,6 +70,17 @@ impl Occupancy {
                 .insert(room, count);
         }
         Ok(occupancy)
+    }
+
+    /// The rooms with an entry (seats, hours).
+    pub fn rooms(&self) -> &Rooms {
+        &self.rooms
+    }
+
+    /// Sets a room's entry (through the API): its seats count from now on.
+    pub fn set_room(&mut self, center: &str, room: &str, rules: RoomRules) {
+        self.rooms.put(center, room, rules);
+        self.export(center, room, self.count(center, room));
     }
 
     /// People in the room now (0 for a room never seen).
@@ -174,8 +186,6 @@ pub struct Counters {
     store: Arc<Store>,
     metrics: Metrics,
     calendar: Calendar,
-    /// Rooms' closing times.
-    rooms: Rooms,
     /// `(center, room)` → `ts` of the room's last counter message.
     last_ts: HashMap<(String, String), u64>,
     /// Visits counted and not written yet, per center and local day.
@@ -190,14 +200,12 @@ impl Counters {
         store: Arc<Store>,
         metrics: Metrics,
         calendar: Calendar,
-        rooms: Rooms,
     ) -> Result<Counters, StoreError> {
         let visit_gauges = VisitGauges::load(&store, metrics.clone(), calendar, unix_ms())?;
         Ok(Counters {
             store,
             metrics,
             calendar,
-            rooms,
             last_ts: HashMap::new(),
             unwritten: HashMap::new(),
             visit_gauges,
@@ -226,7 +234,7 @@ impl Counters {
         if room == ENTRANCE_ROOM {
             self.count_visits(center, ts, flow.entered)?;
         }
-        let Some(close) = closing_time(&self.rooms, center, room) else {
+        let Some(close) = closing_time(occupancy.rooms(), center, room) else {
             return Ok(());
         };
         let key = (center.to_owned(), room.to_owned());

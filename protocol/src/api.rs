@@ -214,3 +214,102 @@ pub struct PianoDay {
     pub piano: String,
     pub minutes: f64,
 }
+
+/// A room behind gates and counters: a `[[rooms]]` entry of the hub's
+/// config file, or the body of `PUT /api/v1/centers/{center}/rooms/{id}`.
+/// Give `hours = "24h"`, or `open` and `close` as `HH:MM` (local time;
+/// `close` before `open` spans midnight).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomConfig {
+    pub center: String,
+    pub id: String,
+    /// People allowed in at once.
+    pub capacity: u32,
+    /// `"24h"`, or none and `open` and `close`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hours: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close: Option<String>,
+}
+
+/// A bookable resource. Give `slot_minutes` with opening hours (`hours =
+/// "24h"`, or `open` and `close`), or explicit `[[resources.slots]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceConfig {
+    pub id: String,
+    pub center: String,
+    /// piano, therapy, gym, class, childcare, seat, ...
+    pub kind: String,
+    pub room: String,
+    /// Devices commanded `unlock`/`lock` at slot start/end, whose events
+    /// check bookings in, and whose faults block slots.
+    #[serde(default)]
+    pub devices: Vec<String>,
+    /// Places per slot.
+    pub capacity: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_minutes: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hours: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<SlotConfig>,
+    /// Days ahead a slot may be booked.
+    #[serde(default = "default_horizon_days")]
+    pub horizon_days: u32,
+    /// Price per slot, in yuan; must stay below `market_price`.
+    pub price: f64,
+    /// What the market charges for the same slot.
+    pub market_price: f64,
+    /// `[min, max]` age in months of the child at the slot (childcare).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_age_months: Option<[u32; 2]>,
+    /// Bookings per resident per local day / per week (Monday to Sunday).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_day: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_week: Option<u32>,
+    /// Bookings a resident may hold for slots not yet ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_active: Option<u32>,
+    /// Places held for a group until `release_before_minutes` before the slot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<ShareConfig>,
+    #[serde(default = "default_release_before_minutes")]
+    pub release_before_minutes: u32,
+}
+
+fn default_horizon_days() -> u32 {
+    7
+}
+
+fn default_release_before_minutes() -> u32 {
+    120
+}
+
+/// Explicit slots: `start`-`end` (local `HH:MM`) on `days` (`mon`..`sun`;
+/// empty: every day).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotConfig {
+    #[serde(default)]
+    pub days: Vec<String>,
+    pub start: String,
+    pub end: String,
+}
+
+/// A share of each slot's places held for a group (`child`, `youth`,
+/// `adult`, `senior`), in percent of the capacity (rounded up).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareConfig {
+    pub group: String,
+    pub percent: u32,
+}

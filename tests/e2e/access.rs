@@ -1,6 +1,7 @@
 //! Gate access decisions through real gate clients: each rule (unknown
 //! resident, blocked, unknown room, closed, full, allowed), occupancy from
-//! passages, and credentials kept out of metrics and logs.
+//! passages, rooms set through the API, and credentials kept out of
+//! metrics and logs.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -177,6 +178,126 @@ async fn gate_decisions_follow_each_rule_in_order() -> anyhow::Result<()> {
         assert!(!metrics.contains(secret), "credential in /metrics");
         assert!(!hub.log().contains(secret), "credential in the hub's log");
     }
+    Ok(())
+}
+
+/// PUTs a room entry; returns (status, JSON body).
+async fn put_room(hub: &HubProcess, path: &str, body: Value) -> anyhow::Result<(u16, Value)> {
+    let response = hub.put(path).json(&body).send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await.unwrap_or(Value::Null)))
+}
+
+/// A hub without `[[rooms]]` in its file denies the gym gate (`unknown_room`)
+/// until the room is set through the API; then it admits, counts the
+/// room's seats, refuses bad entries naming the field, and keeps the room
+/// across a restart.
+#[tokio::test]
+async fn a_room_set_through_the_api_opens_its_gate_and_is_kept() -> anyhow::Result<()> {
+    let mut hub = HubProcess::start(HubOptions::default()).await?;
+    let body = json!({"id": "alice", "credential": ALICE});
+    assert_eq!(hub.post_json("/api/v1/residents", &body).await?.0, 201);
+    let creds = hub
+        .provision_in("gymgate", DeviceKind::Gate, "center1", "gym")
+        .await?;
+    let mut gym = TestDevice::online(&creds, hub.mqtt_port, DeviceKind::Gate).await?;
+    check(
+        ask(&mut gym, 1, json!(ALICE)).await?,
+        "deny",
+        "unknown_room",
+    );
+
+    let path = "/api/v1/centers/center1/rooms/gym";
+    let gym_entry = json!({"center": "center1", "id": "gym", "capacity": 1, "hours": "24h"});
+    let refused = [
+        (
+            json!({"center": "center1", "id": "gym", "capacity": 0, "hours": "24h"}),
+            422,
+            "capacity",
+        ),
+        (
+            json!({"center": "center1", "id": "pool", "capacity": 1, "hours": "24h"}),
+            422,
+            "id",
+        ),
+        (
+            json!({"center": "center1", "id": "gym", "capacity": 1}),
+            422,
+            "hours",
+        ),
+        (
+            json!({"center": "center1", "id": "gym", "capacity": 1, "open": "7am", "close": "22:00"}),
+            422,
+            "open",
+        ),
+        (
+            json!({"center": "center1", "id": "gym", "hours": "24h"}),
+            422,
+            "capacity",
+        ),
+        (
+            json!({"center": "center1", "id": "gym", "capacity": -1, "hours": "24h"}),
+            422,
+            "capacity",
+        ),
+    ];
+    for (body, status, field) in refused {
+        let (got, answer) = put_room(&hub, path, body.clone()).await?;
+        let reason = answer["error"].as_str().unwrap_or_default();
+        assert_eq!(got, status, "{body}: {answer}");
+        assert!(reason.contains(field), "{body}: {reason:?} names {field}");
+    }
+    let malformed = hub.put(path).header("content-type", "application/json");
+    assert_eq!(malformed.body("{").send().await?.status(), 400);
+    let anonymous = reqwest::Client::new().put(format!("{}{path}", hub.api));
+    assert_eq!(anonymous.json(&gym_entry).send().await?.status(), 401);
+    assert_eq!(
+        hub.get("/api/v1/centers/center1/rooms/gym")
+            .send()
+            .await?
+            .status(),
+        404,
+        "nothing refused was kept"
+    );
+
+    let (status, answer) = put_room(&hub, path, gym_entry.clone()).await?;
+    assert_eq!((status, &answer), (200, &gym_entry));
+    check(ask(&mut gym, 2, json!(ALICE)).await?, "open", "allowed");
+    gym.event("p1", 3, "passage", json!({"direction": "in"}))
+        .await?;
+    eventually(WAIT, "the gym's one seat taken", || async {
+        let ratio = hub
+            .metric("yizhan_room_occupancy_ratio", "room=\"gym\"")
+            .await
+            .ok()?;
+        (ratio == 1.0).then_some(())
+    })
+    .await?;
+    check(ask(&mut gym, 4, json!(ALICE)).await?, "deny", "full");
+
+    // A second seat, through the API: the gate opens again.
+    let two_seats = json!({"center": "center1", "id": "gym", "capacity": 2, "hours": "24h"});
+    assert_eq!(put_room(&hub, path, two_seats.clone()).await?.0, 200);
+    check(ask(&mut gym, 5, json!(ALICE)).await?, "open", "allowed");
+    let study = json!({"center": "center1", "id": "study", "capacity": 40, "open": "08:30", "close": "21:30"});
+    let study_path = "/api/v1/centers/center1/rooms/study";
+    assert_eq!(put_room(&hub, study_path, study.clone()).await?.0, 200);
+    let listed = json!({"center": "center1", "rooms": [two_seats.clone(), study.clone()]});
+    assert_eq!(hub.get_json("/api/v1/centers/center1/rooms").await?, listed);
+    let other = hub.get_json("/api/v1/centers/center2/rooms").await?;
+    assert_eq!(other["rooms"], json!([]));
+
+    drop(gym);
+    hub.restart().await?;
+    assert_eq!(hub.get_json("/api/v1/centers/center1/rooms").await?, listed);
+    let occupancy = hub.get_json("/api/v1/centers/center1/occupancy").await?;
+    let rooms = occupancy["rooms"].as_array().cloned().unwrap_or_default();
+    let gym_now = rooms.iter().find(|r| r["room"] == "gym").cloned();
+    assert_eq!(
+        gym_now.map(|r| r["seats"].clone()),
+        Some(json!(2)),
+        "{occupancy}"
+    );
     Ok(())
 }
 

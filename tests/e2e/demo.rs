@@ -1,7 +1,8 @@
 //! `device-sim demo`, the README's first command: it starts the hub binary
-//! as a child on a config for simulated centers (rooms with seats, the ts
-//! window opened for simulated clocks), its devices come online, and a
-//! SIGTERM stops the devices, then the hub.
+//! as a child on a config for simulated centers (the ts window opened for
+//! simulated clocks, a `fixed:` schedule clock), sets up their rooms
+//! through the API, its devices come online, residents book and check in
+//! within a minute, and a SIGTERM stops the devices, then the hub.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -67,15 +68,29 @@ async fn the_demo_starts_a_hub_with_a_simulated_center_and_stops_it() -> anyhow:
         },
     )
     .await?;
-    // At 60x the devices' clocks run minutes ahead of the hub's at once.
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let metrics = http
-        .get(format!("{api}/metrics"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await?
-        .text()
-        .await?;
+    // Bookings flow from the start, check-ins within a minute (the demo
+    // starts in the centers' hours; 60x: a slot's start is a minute away).
+    let scrape = || async {
+        let request = http.get(format!("{api}/metrics")).bearer_auth(ADMIN_TOKEN);
+        request.send().await.ok()?.text().await.ok()
+    };
+    let outcome = |metrics: &str, outcome: &str| {
+        sum_metric(
+            metrics,
+            "yizhan_bookings_total",
+            &format!("outcome=\"{outcome}\""),
+        )
+    };
+    eventually(Duration::from_secs(20), "bookings", || async {
+        let metrics = scrape().await?;
+        (outcome(&metrics, "booked") > 0.0).then_some(())
+    })
+    .await?;
+    let metrics = eventually(Duration::from_secs(60), "check-ins", || async {
+        let metrics = scrape().await?;
+        (outcome(&metrics, "checked_in") > 0.0).then_some(metrics)
+    })
+    .await?;
     let invalid_ts = sum_metric(
         &metrics,
         "yizhan_ingest_rejected_total",

@@ -4,6 +4,7 @@
 mod access;
 mod bad_input;
 mod bench;
+mod bookings_district;
 mod commands;
 mod conformance;
 mod counting;

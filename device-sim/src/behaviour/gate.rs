@@ -102,19 +102,19 @@ impl Gate {
         }
         let Some(waiting) = self.waiting.pop_front() else {
             // Whoever asked already walked away.
-            return Obeyed::Done(None);
+            return Obeyed::Done(Vec::new());
         };
         if op == "deny" {
             c.access_denied += 1;
             self.door_open = false;
-            return Obeyed::Done(None);
+            return Obeyed::Done(Vec::new());
         }
         c.access_opened += 1;
         self.door_open = true;
         self.inside.push(waiting.visit);
         let passage =
             source(EventDraft::new("passage", now), Some(&cmd.id)).with("direction", "in");
-        Obeyed::Done(Some(passage))
+        Obeyed::Done(vec![passage])
     }
 
     pub(super) fn telemetry_fields(&self) -> Vec<(String, FieldValue)> {

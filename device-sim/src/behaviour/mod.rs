@@ -6,8 +6,11 @@
 //! Devices advance window by window of simulated time (`[from, to)`, never
 //! across a local midnight). Counters and gates read their doors from the
 //! center's [`Crowd`]; pianos and therapy robots run sessions in opening
-//! hours. Pure: time, the crowd and randomness come in as arguments, so
-//! every rule here is unit-tested without a broker.
+//! hours, and booked ones when the hub unlocks them for a resident who
+//! comes (the run's [`Attendance`]): their `session_start` names the
+//! booking, which checks it in. Pure: time, the crowd, the attendance and
+//! randomness come in as arguments, so every rule here is unit-tested
+//! without a broker.
 
 mod counter;
 mod gate;
@@ -25,6 +28,7 @@ use serde_json::{Map, Value};
 
 use crate::crowd::{CenterCrowd, Crowd};
 use crate::plan::DeviceSpec;
+use crate::residents::Attendance;
 use crate::stats::Counters;
 
 pub use counter::Counter;
@@ -72,17 +76,22 @@ pub struct CommandOutcome {
     pub events: Vec<EventDraft>,
 }
 
-/// Whether a kind knows an op, and the event obeying it raised.
+/// Whether a kind knows an op, and the events obeying it raised.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Obeyed {
     UnknownOp,
-    Done(Option<EventDraft>),
+    Done(Vec<EventDraft>),
 }
 
 impl Obeyed {
     /// Obeyed by ending a session (`ended`, if one ran) for `reason`.
     pub(super) fn ended(ended: Option<EventDraft>, reason: &str) -> Obeyed {
-        Obeyed::Done(ended.map(|e| e.with("reason", reason)))
+        Obeyed::Done(
+            ended
+                .map(|e| e.with("reason", reason))
+                .into_iter()
+                .collect(),
+        )
     }
 }
 
@@ -105,6 +114,8 @@ pub struct World {
     pub overheat_chance: f64,
     /// Simulated time a gate waits for the hub's `open`/`deny`.
     pub answer_timeout_ms: u64,
+    /// Which booked places their residents come to (the run's, shared).
+    pub attendance: Arc<Attendance>,
 }
 
 impl World {
@@ -125,6 +136,46 @@ pub(super) struct Session {
     pub(super) ends_ms: u64,
     /// The command that started it (a booking's `unlock`), if any.
     pub(super) cmd: Option<String>,
+    /// The booking it is, if its resident checked in with it.
+    pub(super) booking: Option<String>,
+}
+
+impl Session {
+    /// Whether `lock` ends this session: not when it is another booking's
+    /// (a slot's `lock` and the next slot's `unlock` come together).
+    pub(super) fn locked_by(&self, lock: &Command) -> bool {
+        let booking = lock.args.get("booking").and_then(Value::as_str);
+        self.booking.is_none() || self.booking.as_deref() == booking
+    }
+}
+
+/// Whose place an `unlock` opens.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Unlocked {
+    /// This run's resident of the booking, who comes now.
+    Comes(String),
+    /// This run's resident, who does not come (or already came).
+    Away,
+    /// No booking of this run (staff, or another front end).
+    Other,
+}
+
+impl Unlocked {
+    pub(super) fn of(cmd: &Command, world: &World) -> Unlocked {
+        let Some(booking) = cmd.args.get("booking").and_then(Value::as_str) else {
+            return Unlocked::Other;
+        };
+        match world.attendance.arrive(booking) {
+            Some(true) => Unlocked::Comes(booking.to_owned()),
+            Some(false) => Unlocked::Away,
+            None => Unlocked::Other,
+        }
+    }
+}
+
+/// The end of the slot an `unlock` opened (`until`), if it says.
+pub(super) fn unlocked_until(cmd: &Command) -> Option<u64> {
+    cmd.args.get("until").and_then(Value::as_u64)
 }
 
 /// Marks what caused an event: a command (with its id) or a walk-in.
@@ -262,33 +313,33 @@ impl Behaviour {
         }
     }
 
-    /// Obeys `cmd` at simulated time `sim_now` unless it expired (real
-    /// `real_now_ms` past `expires_at`, the hub's clock) or its op is
-    /// unknown to this kind.
+    /// Obeys `cmd` at simulated time `sim_now` in `world` unless it
+    /// expired (real `real_now_ms` past `expires_at`, the hub's clock) or
+    /// its op is unknown to this kind.
     pub fn apply_command(
         &mut self,
         cmd: &Command,
-        real_now_ms: u64,
-        sim_now: u64,
+        (real_now_ms, sim_now): (u64, u64),
+        world: &World,
         c: &mut Counters,
     ) -> CommandOutcome {
         if real_now_ms > cmd.expires_at {
             return CommandOutcome::refused(cmd, "expired");
         }
         let obeyed = match self {
-            Behaviour::Piano(p) => p.obey(cmd, sim_now, c),
-            Behaviour::TherapyRobot(r) => r.obey(cmd, sim_now, c),
+            Behaviour::Piano(p) => p.obey(cmd, sim_now, world, c),
+            Behaviour::TherapyRobot(r) => r.obey(cmd, sim_now, world, c),
             Behaviour::Gate(g) => g.obey(cmd, sim_now, c),
             Behaviour::Counter(_) => Obeyed::UnknownOp,
         };
         match obeyed {
-            Obeyed::Done(event) => CommandOutcome {
+            Obeyed::Done(events) => CommandOutcome {
                 ack: CommandAck {
                     id: cmd.id.clone(),
                     ok: true,
                     error: None,
                 },
-                events: event.into_iter().collect(),
+                events,
             },
             Obeyed::UnknownOp => CommandOutcome::refused(cmd, "unknown op"),
         }

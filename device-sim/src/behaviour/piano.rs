@@ -1,11 +1,15 @@
 //! An AI piano: walk-in sessions in opening hours, booked ones the hub
-//! unlocks and locks, key presses while it plays.
+//! unlocks and locks, key presses while it plays. A resident who comes to
+//! their booked hour takes the piano from a walk-in, and their
+//! `session_start` names the booking (the hub checks it in).
 
 use protocol::{Command, FieldValue};
 use rand::Rng;
-use serde_json::Value;
 
-use super::{field, source, ByMinute, EventDraft, Minute, Obeyed, Session, MINUTE_MS};
+use super::{
+    field, source, unlocked_until, ByMinute, EventDraft, Minute, Obeyed, Session, Unlocked, World,
+    MINUTE_MS,
+};
 use crate::stats::Counters;
 
 /// Chance per minute of opening hours that an idle piano gets a walk-in.
@@ -24,16 +28,27 @@ pub struct Piano {
 }
 
 impl Piano {
-    pub(super) fn start(&mut self, at: u64, ends_ms: u64, cmd: Option<&str>) -> Option<EventDraft> {
+    pub(super) fn start(
+        &mut self,
+        at: u64,
+        ends_ms: u64,
+        cmd: Option<&str>,
+        booking: Option<&str>,
+    ) -> Option<EventDraft> {
         if self.session.is_some() {
             return None;
         }
         self.session = Some(Session {
             ends_ms,
             cmd: cmd.map(str::to_owned),
+            booking: booking.map(str::to_owned),
         });
         self.keys_in_session = 0;
-        Some(source(EventDraft::new("session_start", at), cmd))
+        let started = source(EventDraft::new("session_start", at), cmd);
+        Some(match booking {
+            Some(id) => started.with("booking", id),
+            None => started,
+        })
     }
 
     pub(super) fn end(&mut self, at: u64, cmd: Option<&str>) -> Option<EventDraft> {
@@ -43,16 +58,35 @@ impl Piano {
         })
     }
 
-    pub(super) fn obey(&mut self, cmd: &Command, now: u64, c: &mut Counters) -> Obeyed {
+    pub(super) fn obey(
+        &mut self,
+        cmd: &Command,
+        now: u64,
+        world: &World,
+        c: &mut Counters,
+    ) -> Obeyed {
         match cmd.op.as_str() {
             "unlock" => {
-                let until = cmd.args.get("until").and_then(Value::as_u64);
-                let started =
-                    self.start(now, until.unwrap_or(now + DEFAULT_BOOKED_MS), Some(&cmd.id));
+                let until = unlocked_until(cmd).unwrap_or(now + DEFAULT_BOOKED_MS);
+                let mut events = Vec::new();
+                let booking = match Unlocked::of(cmd, world) {
+                    Unlocked::Away => return Obeyed::Done(events),
+                    Unlocked::Comes(booking) => {
+                        let walk_in = self.end(now, None).map(|e| e.with("reason", "booked"));
+                        events.extend(walk_in);
+                        Some(booking)
+                    }
+                    Unlocked::Other => None,
+                };
+                let started = self.start(now, until, Some(&cmd.id), booking.as_deref());
                 c.sessions += u64::from(started.is_some());
-                Obeyed::Done(started)
+                events.extend(started);
+                Obeyed::Done(events)
             }
-            "lock" => Obeyed::Done(self.end(now, Some(&cmd.id))),
+            "lock" if self.session.as_ref().is_some_and(|s| !s.locked_by(cmd)) => {
+                Obeyed::Done(Vec::new())
+            }
+            "lock" => Obeyed::ended(self.end(now, Some(&cmd.id)), "lock"),
             "deny" => Obeyed::ended(self.end(now, Some(&cmd.id)), "denied"),
             _ => Obeyed::UnknownOp,
         }
@@ -89,7 +123,7 @@ impl ByMinute for Piano {
             None if now.world.is_open(t) && now.rng.gen_bool(P_PIANO_WALK_IN * span) => {
                 let ends = t + now.rng.gen_range(20..60) * MINUTE_MS;
                 now.counters.sessions += 1;
-                self.start(t, ends, None)
+                self.start(t, ends, None, None)
             }
             None => None,
         }

@@ -25,6 +25,7 @@ fn world(overheat_chance: f64) -> World {
         seed: 1,
         overheat_chance,
         answer_timeout_ms: 10 * MINUTE_MS,
+        attendance: Arc::new(Attendance::default()),
     }
 }
 
@@ -88,11 +89,11 @@ fn number(b: &Behaviour, name: &str) -> f64 {
 fn expired_commands_are_refused_and_change_nothing() {
     let mut piano = device(DeviceKind::Piano, "music", 1);
     let mut c = Counters::default();
-    let out = piano.apply_command(&cmd("unlock", 1_000), 1_001, 0, &mut c);
+    let out = piano.apply_command(&cmd("unlock", 1_000), (1_001, 0), &world(0.0), &mut c);
     assert_eq!(out.ack.error.as_deref(), Some("expired"));
     assert!(!out.ack.ok && out.events.is_empty());
     assert_eq!(field(&piano, "session_active"), FieldValue::Bool(false));
-    let at_expiry = piano.apply_command(&cmd("unlock", 1_000), 1_000, 0, &mut c);
+    let at_expiry = piano.apply_command(&cmd("unlock", 1_000), (1_000, 0), &world(0.0), &mut c);
     assert!(
         at_expiry.ack.ok,
         "a command at its expiry instant is obeyed"
@@ -103,20 +104,104 @@ fn expired_commands_are_refused_and_change_nothing() {
 fn piano_unlock_starts_a_session_and_lock_or_deny_ends_it() {
     let mut piano = device(DeviceKind::Piano, "music", 1);
     let mut c = Counters::default();
-    let out = piano.apply_command(&cmd("unlock", 10), 5, 77, &mut c);
+    let out = piano.apply_command(&cmd("unlock", 10), (5, 77), &world(0.0), &mut c);
     assert_eq!(out.events[0].event_type, "session_start");
     assert_eq!(out.events[0].body["cmd"], json!("cmd-unlock"));
     assert_eq!(out.events[0].at_ms, 77, "stamped with simulated time");
     assert_eq!(c.sessions, 1);
-    let again = piano.apply_command(&cmd("unlock", 10), 5, 78, &mut c);
+    let again = piano.apply_command(&cmd("unlock", 10), (5, 78), &world(0.0), &mut c);
     assert!(again.ack.ok && again.events.is_empty(), "no second session");
-    let out = piano.apply_command(&cmd("lock", 10), 5, 79, &mut c);
+    let out = piano.apply_command(&cmd("lock", 10), (5, 79), &world(0.0), &mut c);
     assert_eq!(out.events[0].event_type, "session_end");
     assert_eq!(field(&piano, "session_active"), FieldValue::Bool(false));
 
-    piano.apply_command(&cmd("unlock", 10), 5, 80, &mut c);
-    let denied = piano.apply_command(&cmd("deny", 10), 5, 81, &mut c);
+    piano.apply_command(&cmd("unlock", 10), (5, 80), &world(0.0), &mut c);
+    let denied = piano.apply_command(&cmd("deny", 10), (5, 81), &world(0.0), &mut c);
     assert_eq!(denied.events[0].body["reason"], json!("denied"));
+}
+
+/// An `unlock` or `lock` for booking `booking`, the slot ending `until`.
+fn booked(op: &str, booking: &str, until: u64) -> Command {
+    Command {
+        id: format!("cmd-{op}-{booking}"),
+        op: op.to_owned(),
+        args: json!({"booking": booking, "until": until}),
+        expires_at: 10,
+    }
+}
+
+fn types(events: &[EventDraft]) -> Vec<&str> {
+    events.iter().map(|e| e.event_type).collect()
+}
+
+#[test]
+fn a_booked_resident_who_comes_takes_the_piano_and_names_the_booking() {
+    let w = world(0.0);
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 28).unwrap();
+    w.attendance.expect("b1", "center01", day, true);
+    w.attendance.expect("b2", "center01", day, false);
+    let mut piano = device(DeviceKind::Piano, "music", 1);
+    let mut c = Counters::default();
+    let walk_in = piano.apply_command(&cmd("unlock", 10), (5, 10), &w, &mut c);
+    assert_eq!(types(&walk_in.events), ["session_start"]);
+    let away = piano.apply_command(&booked("unlock", "b2", 500), (5, 20), &w, &mut c);
+    assert!(away.ack.ok && away.events.is_empty(), "nobody came for b2");
+    let came = piano.apply_command(&booked("unlock", "b1", 500), (5, 30), &w, &mut c);
+    assert_eq!(types(&came.events), ["session_end", "session_start"]);
+    assert_eq!(came.events[0].body["reason"], json!("booked"));
+    assert_eq!(came.events[1].body["booking"], json!("b1"));
+    assert!(w.attendance.arrived("b1"));
+    let again = piano.apply_command(&booked("unlock", "b1", 500), (5, 31), &w, &mut c);
+    assert!(again.events.is_empty(), "checked in once");
+    let other = piano.apply_command(&booked("lock", "b0", 0), (5, 40), &w, &mut c);
+    assert!(
+        other.events.is_empty(),
+        "the previous slot's lock leaves b1 playing"
+    );
+    let lock = piano.apply_command(&booked("lock", "b1", 0), (5, 500), &w, &mut c);
+    assert_eq!(types(&lock.events), ["session_end"]);
+}
+
+#[test]
+fn a_booked_robot_slot_ends_its_walk_in_treats_the_resident_and_stays_free_after() {
+    let w = world(0.0);
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 28).unwrap();
+    w.attendance.expect("b1", "center01", day, true);
+    w.attendance.expect("b2", "center01", day, false);
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut c = Counters::default();
+    let mut robot = device(DeviceKind::TherapyRobot, "therapy", 1);
+    let mut t = saturday(8, 30);
+    while c.sessions == 0 {
+        robot.step(&w, "center01", (t, t + MINUTE_MS), &mut rng, &mut c);
+        t += MINUTE_MS;
+    }
+    let until = t + 30 * MINUTE_MS;
+    let came = robot.apply_command(&booked("unlock", "b1", until), (5, t), &w, &mut c);
+    assert_eq!(types(&came.events), ["session_end", "session_start"]);
+    assert_eq!(came.events[1].body["booking"], json!("b1"));
+    let treated = run(&mut robot, &w, (t, until + 2 * HOUR_MS), MINUTE_MS, &mut c);
+    assert_eq!(treated[0].event_type, "session_end");
+    assert!(
+        treated[0].at_ms <= t + 20 * MINUTE_MS,
+        "well before the slot ends"
+    );
+    assert!(
+        treated.iter().skip(1).all(|e| e.at_ms >= until),
+        "no walk-in in the rest of the booked slot: {treated:?}"
+    );
+
+    let later = until + 2 * HOUR_MS;
+    let away = robot.apply_command(
+        &booked("unlock", "b2", later + HOUR_MS),
+        (5, later),
+        &w,
+        &mut c,
+    );
+    assert!(away.events.iter().all(|e| e.event_type == "session_end"));
+    assert_eq!(field(&robot, "session_active"), FieldValue::Bool(false));
+    let quiet = run(&mut robot, &w, (later, later + HOUR_MS), MINUTE_MS, &mut c);
+    assert!(quiet.is_empty(), "the no-show's slot stays free: {quiet:?}");
 }
 
 #[test]
@@ -128,7 +213,7 @@ fn unknown_ops_are_refused_per_kind() {
         (DeviceKind::Counter, "lock"),
     ] {
         let mut b = device(kind, "x", 1);
-        let out = b.apply_command(&cmd(op, 10), 5, 5, &mut Counters::default());
+        let out = b.apply_command(&cmd(op, 10), (5, 5), &world(0.0), &mut Counters::default());
         assert_eq!(out.ack.error.as_deref(), Some("unknown op"), "{kind} {op}");
         assert!(out.events.is_empty());
     }
@@ -188,7 +273,7 @@ fn a_robot_holds_its_setpoint_and_a_faulty_one_overheats_until_stopped() {
     let events = run(&mut faulty, &w, (t, later), MINUTE_MS, &mut c);
     assert!(events.is_empty(), "a faulty session runs on: {events:?}");
     assert!(number(&faulty, "temp_c") > 45.0, "and past the limit");
-    let stopped = faulty.apply_command(&cmd("stop", 10), 5, later, &mut c);
+    let stopped = faulty.apply_command(&cmd("stop", 10), (5, later), &world(0.0), &mut c);
     assert_eq!(stopped.events[0].body["reason"], json!("stop"));
     assert_eq!(field(&faulty, "heating"), FieldValue::Bool(false));
     assert_eq!(c.stops_received, 1);
@@ -231,10 +316,20 @@ fn gates_ask_the_hub_and_follow_its_answers_in_order() {
     );
     assert_eq!(c.access_requests, 3);
 
-    let opened = gate.apply_command(&cmd("open", 10), 5, mine[0].arrive_ms + 1, &mut c);
+    let opened = gate.apply_command(
+        &cmd("open", 10),
+        (5, mine[0].arrive_ms + 1),
+        &world(0.0),
+        &mut c,
+    );
     assert_eq!(opened.events[0].passage_direction(), Some("in"));
     assert_eq!(field(&gate, "door"), FieldValue::Text("open".into()));
-    let denied = gate.apply_command(&cmd("deny", 10), 5, mine[1].arrive_ms + 1, &mut c);
+    let denied = gate.apply_command(
+        &cmd("deny", 10),
+        (5, mine[1].arrive_ms + 1),
+        &world(0.0),
+        &mut c,
+    );
     assert!(denied.events.is_empty());
     assert_eq!((c.access_opened, c.access_denied), (1, 1));
 

@@ -19,7 +19,7 @@ use super::{
     blocking, check_label, error, internal, json_body, parse_instant, query_of, window, Admin,
     ApiState, HttpError, WindowQuery,
 };
-use crate::bookings::{BookRequest, DeskError};
+use crate::bookings::{BookRequest, DeskError, ListFilter};
 use crate::records::{Booker, Booking, Group};
 use crate::schedule::Refusal;
 
@@ -164,16 +164,20 @@ async fn list_bookings(
     query: Result<Query<WindowQuery>, QueryRejection>,
 ) -> Result<Json<Value>, HttpError> {
     let query = query_of(query)?;
-    if query.resident.is_none() && query.resource.is_none() {
+    let (from, to) = window(&state, &query)?;
+    let filter = ListFilter {
+        resident: query.resident,
+        resource: query.resource,
+        center: query.center,
+    };
+    if filter.resident.is_none() && filter.resource.is_none() && filter.center.is_none() {
         return Err(error(
             StatusCode::BAD_REQUEST,
-            "give `resident` or `resource` (or both)",
+            "give `resident`, `resource` or `center` (or several)",
         ));
     }
-    let (from, to) = window(&state, &query)?;
     let bookings = blocking(&state, move |state| {
-        let (resident, resource) = (query.resident.as_deref(), query.resource.as_deref());
-        let bookings = state.bookings.bookings(resident, resource, from, to);
+        let bookings = state.bookings.bookings(&filter, from, to);
         bookings.map_err(internal)
     })
     .await?;

@@ -172,7 +172,7 @@ fn occupancy(state: &ApiState, center: String) -> Result<CenterOccupancy, HttpEr
             headcount = count.people;
             continue;
         }
-        let seats = state.rooms.seats(&c, &room);
+        let seats = state.rooms().seats(&c, &room);
         rooms.push(RoomOccupancy {
             room,
             people: count.people,

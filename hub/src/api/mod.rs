@@ -1,9 +1,10 @@
 //! The HTTP API (axum), one module per route group: `health` (liveness,
 //! readiness, metrics), `devices` (provisioning, revocation, twins,
 //! events), `commands` (commands, interlock alarm acknowledgement),
-//! `residents`, `centers` (occupancy, visits, piano use), `resources`
-//! (resources and availability), `bookings` (bookings, check-in, waitlists,
-//! notifications) and `clock` (the schedule's clock). Errors are
+//! `residents`, `centers` (occupancy, visits, piano use), `rooms` (rooms'
+//! seats and hours), `resources` (resources and availability), `bookings`
+//! (bookings, check-in, waitlists, notifications) and `clock` (the
+//! schedule's clock). Errors are
 //! `{"error":"…"}` with a 4xx naming the problem. Every call that changes or
 //! reveals something needs `Authorization: Bearer <admin token>`;
 //! `/healthz` and `/readyz` do not; `/metrics` also takes the scrape-only
@@ -30,6 +31,7 @@ mod devices;
 mod health;
 mod residents;
 mod resources;
+mod rooms;
 mod routing;
 
 use std::sync::atomic::AtomicBool;
@@ -80,10 +82,19 @@ pub struct ApiState {
     pub ready: AtomicBool,
     /// The centers' calendar (visits per local day).
     pub calendar: Calendar,
-    /// Rooms' seats from `[[rooms]]`.
-    pub rooms: Rooms,
     /// Devices per center and kind, certificates' expiry.
     pub census: Arc<Census>,
+    /// Rooms' seats and hours (the file's, then the API's): what the API
+    /// shows. Ingest keeps its own copy for its decisions and learns of a
+    /// change as `Control::Room`. std RwLock: never held across an await.
+    pub rooms: std::sync::RwLock<Rooms>,
+}
+
+impl ApiState {
+    fn rooms(&self) -> std::sync::RwLockReadGuard<'_, Rooms> {
+        // invariant: no code panics while holding the lock.
+        self.rooms.read().expect("rooms lock")
+    }
 }
 
 pub use routing::Endpoint;
@@ -96,6 +107,7 @@ fn all_routes() -> routing::Routes {
         .merge(commands::routes())
         .merge(residents::routes())
         .merge(centers::routes())
+        .merge(rooms::routes())
         .merge(resources::routes())
         .merge(bookings::routes())
         .merge(clock::routes())
@@ -315,6 +327,7 @@ pub(super) struct WindowQuery {
     to: String,
     resident: Option<String>,
     resource: Option<String>,
+    center: Option<String>,
 }
 
 fn window(state: &ApiState, query: &WindowQuery) -> Result<(u64, u64), HttpError> {

@@ -76,6 +76,10 @@ impl Methods {
         self.on("POST", MethodFilter::POST, handler)
     }
 
+    pub(super) fn put<H: Handler<T, Arc<ApiState>>, T: 'static>(self, handler: H) -> Methods {
+        self.on("PUT", MethodFilter::PUT, handler)
+    }
+
     pub(super) fn delete<H: Handler<T, Arc<ApiState>>, T: 'static>(self, handler: H) -> Methods {
         self.on("DELETE", MethodFilter::DELETE, handler)
     }

@@ -44,7 +44,7 @@ use crate::store::{Store, StoreError};
 use crate::supervise::{component, InjectedFault, Supervisor};
 
 pub use catalog::Catalog;
-pub use query::SlotView;
+pub use query::{ListFilter, SlotView};
 
 /// What a bound device's health did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

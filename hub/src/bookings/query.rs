@@ -9,10 +9,19 @@ use serde::Serialize;
 
 use super::outages::blocked_until;
 use super::Bookings;
-use crate::records::{Booking, Group, Notification, SlotCount, Status};
+use crate::records::{Booking, Group, IndexEntry, Notification, SlotCount, Status};
 use crate::schedule::{free_places, Duty, DAY_MS, MINUTE_MS};
 use crate::settings::Resource;
 use crate::store::StoreError;
+
+/// Whose bookings a list shows: a resident's, a resource's or a center's
+/// (one at least; several narrow the list).
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub resident: Option<String>,
+    pub resource: Option<String>,
+    pub center: Option<String>,
+}
 
 /// One slot as availability shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -145,28 +154,52 @@ impl Bookings {
         Ok(views)
     }
 
-    /// Bookings of a resident or a resource with slots starting in
-    /// `[from, to)` (offers that never joined a waitlist left out).
+    /// The bookings (offers left out) with slots starting in `[from, to)`
+    /// of `filter.resident`, else of `filter.resource`, else of every
+    /// resource of `filter.center`; narrowed by the other filters given.
     pub fn bookings(
         &self,
-        resident: Option<&str>,
-        resource: Option<&str>,
+        filter: &ListFilter,
         from: u64,
         to: u64,
     ) -> Result<Vec<Booking>, StoreError> {
-        let entries = match (resident, resource) {
-            (Some(resident), _) => self.store.resident_entries(resident, from, to)?,
-            (None, Some(resource)) => self.store.slot_entries(resource, from, to)?,
-            (None, None) => Vec::new(),
+        let entries = match (&filter.resident, &filter.resource, &filter.center) {
+            (Some(resident), _, _) => self.store.resident_entries(resident, from, to)?,
+            (None, Some(resource), _) => self.store.slot_entries(resource, from, to)?,
+            (None, None, Some(center)) => self.center_entries(center, from, to)?,
+            (None, None, None) => Vec::new(),
         };
         let mut bookings = Vec::new();
         for (_, id, entry) in entries {
-            if resource.is_some_and(|r| r != entry.resource) || entry.status == Status::Offered {
+            let other = filter
+                .resource
+                .as_ref()
+                .is_some_and(|r| *r != entry.resource);
+            if other || entry.status == Status::Offered {
                 continue;
             }
-            bookings.extend(self.store.booking(&id)?);
+            let booking = self.store.booking(&id)?;
+            let center = filter.center.as_ref();
+            bookings.extend(booking.filter(|b| center.is_none_or(|c| *c == b.center)));
         }
         Ok(bookings)
+    }
+
+    /// Index entries of every resource of `center`, by slot start then id.
+    fn center_entries(
+        &self,
+        center: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, String, IndexEntry)>, StoreError> {
+        let mut entries = Vec::new();
+        for resource in self.resources.all() {
+            if resource.config.center == center {
+                entries.extend(self.store.slot_entries(&resource.config.id, from, to)?);
+            }
+        }
+        entries.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        Ok(entries)
     }
 
     pub fn notifications(&self, resident: &str) -> Result<Vec<Notification>, StoreError> {

@@ -6,7 +6,7 @@
 //! - `twin`: what the hub knows of one device, the interlock alarm on it,
 //!   and the pure rules that update a twin from contract messages
 //! - `resident`: a resident who may pass gates
-//! - `room`: a room's live count
+//! - `room`: a room's live count and its entry (seats, hours)
 //! - `booking`: bookings, their slot counts and index entries, the groups
 //!   places are for, a booking's milestones
 //! - `notice`: notifications to residents and bound devices' outages
@@ -27,5 +27,5 @@ pub use device::{DeviceRecord, StoredEvent};
 pub use notice::{Notification, Outage, OutageReason};
 pub use resident::Resident;
 pub use resource::{ResourceConfig, ShareConfig, SlotConfig};
-pub use room::RoomCount;
+pub use room::{RoomConfig, RoomCount};
 pub use twin::{Alarm, LastValue, Presence, TripReason, Twin};

@@ -12,7 +12,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-pub use crate::records::{ResourceConfig, ShareConfig, SlotConfig};
+pub use crate::records::{ResourceConfig, RoomConfig, ShareConfig, SlotConfig};
 
 use super::ConfigError;
 
@@ -168,21 +168,6 @@ pub struct AccessConfig {
     pub time_zone: String,
     /// How long a gate's `open`/`deny` answer stays valid.
     pub answer_ttl_ms: u64,
-}
-
-/// A room behind a gate. Give `hours = "24h"`, or `open` and `close` as
-/// `HH:MM` (local time; `close` before `open` spans midnight).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoomConfig {
-    pub center: String,
-    pub id: String,
-    /// People allowed in at once.
-    pub capacity: u32,
-    /// `"24h"`, or none and `open` and `close`.
-    pub hours: Option<String>,
-    pub open: Option<String>,
-    pub close: Option<String>,
 }
 
 /// Booking rules common to every resource.
@@ -425,7 +410,8 @@ pub const DEFAULT_CONFIG_TOML: &str = r#"# Yizhan hub configuration. Every key i
 # sled database, the hub's CA (key mode 0600) and the broker's TLS files.
 data_dir = "./data"
 
-# Rooms behind gates (gate access decisions). One entry per room:
+# Rooms behind gates (gate access decisions). One entry per room (or set
+# through the API: PUT /api/v1/centers/{id}/rooms/{room}, which overrides):
 #   [[rooms]]
 #   center = "lianhua"       # the center and room a gate is provisioned in
 #   id = "gym"

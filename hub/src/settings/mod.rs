@@ -9,7 +9,8 @@
 //! - `file`: the file's shape (serde, defaults, `YIZHAN_*` overrides, the
 //!   printed default file)
 //! - `opening`: times of day, opening hours, weekday windows
-//! - `rooms`: rooms' seats and hours
+//! - `rooms`: rooms' seats and hours (one check for the file's entries and
+//!   the API's)
 //! - `resource`: a bookable resource compiled from its entry
 //! - `roster`: managers' duty shifts
 //! - `tokens`: the API's tokens from the environment (plain or `*_FILE`)
@@ -38,7 +39,7 @@ pub use file::{
 };
 pub use opening::{parse_hhmm, DayWindow, OpeningHours};
 pub use resource::{Layout, Resource};
-pub use rooms::{RoomRules, Rooms};
+pub use rooms::{RoomRules, Rooms, MAX_SEATS};
 pub use roster::{Roster, Shift};
 
 /// A field (relative to its entry) and why its value is refused.

@@ -1,6 +1,7 @@
-//! Resources added or changed through the API, and bound devices' outages.
+//! Resources and rooms added or changed through the API, and bound
+//! devices' outages.
 
-use crate::records::{Outage, ResourceConfig};
+use crate::records::{Outage, ResourceConfig, RoomConfig};
 
 use super::codec::{decode, scan_json, to_json};
 use super::{Store, StoreError};
@@ -42,5 +43,18 @@ impl Store {
     /// Resources added or changed through the API, in id order.
     pub fn stored_resources(&self) -> Result<Vec<ResourceConfig>, StoreError> {
         scan_json(&self.resources, b"")
+    }
+
+    /// Keeps a room set through the API. Fsyncs.
+    pub fn put_room(&self, room: &RoomConfig) -> Result<(), StoreError> {
+        let key = format!("{}/{}", room.center, room.id);
+        self.rooms.insert(key.as_bytes(), to_json(room))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Rooms set through the API, by center then id.
+    pub fn stored_rooms(&self) -> Result<Vec<RoomConfig>, StoreError> {
+        scan_json(&self.rooms, b"")
     }
 }

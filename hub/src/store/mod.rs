@@ -17,7 +17,8 @@
 //! - `notices`: `notifications` (`resident\0at id`), `outbox` (notification
 //!   id → notification, until the webhook took it)
 //! - `catalog`: `resources` (resources added or changed through the API, id
-//!   → entry), `outages` (bound device → outage)
+//!   → entry), `rooms` (rooms set through the API, `center/id` → entry),
+//!   `outages` (bound device → outage)
 //! - `meta`: boot epoch, generated admin-token hash, the credential-hashing
 //!   key, the number of twins
 //! - `codec`: key layouts and the JSON values
@@ -75,6 +76,7 @@ pub struct Store {
     outbox: sled::Tree,
     outages: sled::Tree,
     resources: sled::Tree,
+    rooms: sled::Tree,
     meta: sled::Tree,
     /// Twins stored (as in `meta`), for `/metrics` without a scan.
     twin_count: AtomicU64,
@@ -114,6 +116,7 @@ impl Store {
             outbox: db.open_tree("outbox")?,
             outages: db.open_tree("outages")?,
             resources: db.open_tree("resources")?,
+            rooms: db.open_tree("rooms")?,
             meta,
             twin_count,
             db,
