@@ -40,7 +40,7 @@ const DATA_TIMEOUT: Duration = Duration::from_secs(90);
 const METRICS_TOKEN: &str = "e2e-metrics-token-0123456789";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_dashboard_panel_and_alert_expression_returns_data_from_a_real_prometheus(
+async fn every_dashboard_and_alert_expression_returns_data_from_a_real_prometheus_and_names_exported_metrics(
 ) -> anyhow::Result<()> {
     // Three centers from 09:30 today (the hub's "today": visits today and
     // this month follow its wall clock), ten simulated minutes a real
