@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, installing what the tests need first.
 # The end-to-end tests start real hub processes and use mosquitto clients,
-# paho-mqtt (Python) and promtool (Debian's prometheus package).
+# paho-mqtt (Python) and promtool (Debian's prometheus package); the
+# operations tests run a real Prometheus (same package) and validate
+# deploy/ with systemd-analyze, check-jsonschema and kubernetes-validate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +11,7 @@ missing=()
 command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
 command -v mosquitto >/dev/null || missing+=(mosquitto)
 command -v promtool >/dev/null || missing+=(prometheus)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
 if ((${#missing[@]})); then
     echo "installing ${missing[*]}" >&2
     SUDO=""
@@ -25,6 +28,16 @@ if ! python3 -c 'from paho.mqtt.client import CallbackAPIVersion' 2>/dev/null; t
     python3 -m pip install --quiet 'paho-mqtt>=2,<3' 2>/dev/null ||
         python3 -m pip install --quiet --break-system-packages 'paho-mqtt>=2,<3'
 fi
+
+# The deployment tests validate the compose file against the compose
+# schema and the Kubernetes manifests against Kubernetes' own, offline.
+for tool in check-jsonschema kubernetes-validate; do
+    if ! command -v "$tool" >/dev/null; then
+        echo "installing $tool" >&2
+        python3 -m pip install --quiet "$tool" 2>/dev/null ||
+            python3 -m pip install --quiet --break-system-packages "$tool"
+    fi
+done
 
 # The end-to-end tests run the hub binary: build every binary first.
 cargo build --workspace --bins

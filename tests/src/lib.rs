@@ -12,6 +12,11 @@
 //! - `wait`: polling until something holds, the real clock
 //! - `stacks`: three client stacks through one interface; `raw_mqtt`:
 //!   packets written by hand
+//! - `prometheus`: a real Prometheus server (Debian's package) on a free
+//!   loopback port, killed by PID however the test ends, and its query API
+//! - `promql`: the metric names a PromQL expression selects
+//! - `ops_files`: the dashboards, alert rules and their promtool tests as
+//!   the tests read them, and the validation tools
 //!
 //! mosquitto (`Mosquitto`) comes from device-sim's bench, which starts it
 //! the same way.
@@ -19,6 +24,9 @@
 pub mod credentials;
 pub mod device_sim_run;
 pub mod hub_process;
+pub mod ops_files;
+pub mod prometheus;
+pub mod promql;
 pub mod raw_mqtt;
 pub mod silent_cut;
 pub mod stacks;

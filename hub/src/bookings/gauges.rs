@@ -61,6 +61,9 @@ impl Desk {
         let version = self.resources.version();
         let changed = version != self.counted.catalog;
         self.counted.catalog = version;
+        if changed {
+            self.show_waitlists();
+        }
         let today = self.calendar.day(now);
         if changed || self.counted.day.is_none_or(|(day, _, _)| day != today) {
             self.count_day_seats(now)?;
@@ -70,6 +73,17 @@ impl Desk {
             self.count_unstaffed(now);
         }
         Ok(())
+    }
+
+    /// A waitlist series (at 0 until someone waits) for each resource's
+    /// center and kind, resources added through the API included, so a
+    /// dashboard shows an empty waitlist rather than no data.
+    fn show_waitlists(&self) {
+        for resource in self.resources.all() {
+            self.metrics
+                .booking_waitlist
+                .with_label_values(&labels(&resource));
+        }
     }
 
     /// `booking` was written; `was` its status before (`None`: new).
