@@ -3,15 +3,19 @@
 //! provisioning and revocation and counted from the store once at start;
 //! and the store's size on disk, refreshed by a background task
 //! (`gauges` component) every `STORE_SIZE_EVERY`, never per scrape.
+//! A provisioned device's center and kind also get their counters of rare
+//! events (seq gaps, interlock trips) at 0, so a first occurrence is an
+//! increase Prometheus can see rather than a new series at 1.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use protocol::{Channel, DeviceKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::records::DeviceRecord;
+use crate::records::{DeviceRecord, TripReason};
 use crate::store::{Store, StoreError};
 
 /// How often the store's size on disk is read.
@@ -51,6 +55,7 @@ impl Census {
 
     pub fn provisioned(&self, record: &DeviceRecord) {
         self.count(record, 1);
+        self.zero_rare_counters(record);
         let mut expiries = self.lock();
         *expiries.entry(record.not_after).or_default() += 1;
         self.show_earliest(&expiries);
@@ -67,6 +72,24 @@ impl Census {
             }
         }
         self.show_earliest(&expiries);
+    }
+
+    /// Creates at 0 the counters of rare events `record`'s center and
+    /// kind may raise (a no-op for series that exist).
+    fn zero_rare_counters(&self, record: &DeviceRecord) {
+        let (center, kind) = (record.center.as_str(), record.kind.as_str());
+        for channel in [Channel::Telemetry, Channel::Event] {
+            self.metrics
+                .seq_gaps
+                .with_label_values(&[center, kind, channel.label()]);
+        }
+        if record.kind == DeviceKind::TherapyRobot {
+            for reason in TripReason::ALL {
+                self.metrics
+                    .interlock_trips
+                    .with_label_values(&[center, reason.as_str()]);
+            }
+        }
     }
 
     fn count(&self, record: &DeviceRecord, by: i64) {

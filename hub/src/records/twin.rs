@@ -28,6 +28,12 @@ pub enum TripReason {
 }
 
 impl TripReason {
+    pub const ALL: [TripReason; 3] = [
+        TripReason::OverTemperature,
+        TripReason::Watchdog,
+        TripReason::PastSlot,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             TripReason::OverTemperature => "over_temperature",
