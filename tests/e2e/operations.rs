@@ -196,8 +196,10 @@ async fn the_metrics_token_reads_metrics_and_every_other_route_refuses_it() -> R
     let listed = hub_command(&["print-routes"], &[])?;
     let routes: Vec<(String, String)> = text(&listed.stdout)
         .lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .filter_map(|l| {
+            let mut fields = l.split(' ');
+            Some((fields.next()?.to_string(), fields.next()?.to_string()))
+        })
         .collect();
     assert!(routes.len() >= 30, "{routes:?}");
     let http = reqwest::Client::new();

@@ -46,6 +46,11 @@ pub struct HubOptions {
     /// `YIZHAN_ADMIN_TOKEN_FILE` and `YIZHAN_METRICS_TOKEN_FILE`, instead
     /// of the admin token in `YIZHAN_ADMIN_TOKEN`.
     pub token_files: bool,
+    /// Extra lines of the `[api]` table (e.g. `header_read_timeout_ms = 2000`).
+    pub api_config: String,
+    /// The API over TLS (`api.tls`): `api` is `https://…`, readiness is
+    /// polled through `https_request`, and the reqwest helpers do not work.
+    pub api_tls: bool,
 }
 
 impl HubOptions {
@@ -102,10 +107,12 @@ impl HubProcess {
     async fn spawn(&mut self) -> Result<()> {
         let config = self.data.path().join("hub.toml");
         let text = format!(
-            "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:{}\"\n[api]\nlisten = \"127.0.0.1:{}\"\n{}\n",
+            "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:{}\"\n[api]\nlisten = \"127.0.0.1:{}\"\ntls = {}\n{}\n{}\n",
             self.data.path().display().to_string(),
             self.options.mqtt_port,
             self.options.api_port,
+            self.options.api_tls,
+            self.options.api_config,
             self.options.extra_config
         );
         std::fs::write(&config, text)?;
@@ -140,9 +147,18 @@ impl HubProcess {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         let value: Value = serde_json::from_str(&text)?;
-        self.api = format!("http://{}", value["api"].as_str().context("api address")?);
+        let api = value["api"].as_str().context("api address")?;
+        let scheme = if self.options.api_tls {
+            "https"
+        } else {
+            "http"
+        };
+        self.api = format!("{scheme}://{api}");
         let mqtt: std::net::SocketAddr = value["mqtt"].as_str().context("mqtt address")?.parse()?;
         self.mqtt_port = mqtt.port();
+        if self.options.api_tls {
+            return self.wait_ready_over_tls(api).await;
+        }
         let ready = format!("{}/readyz", self.api);
         let http = self.http.clone();
         eventually(Duration::from_secs(10), "/readyz", || {
@@ -154,6 +170,17 @@ impl HubProcess {
                     .ok()
                     .filter(|r| r.status().is_success())
             }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Polls `/readyz` over TLS until it answers 200.
+    async fn wait_ready_over_tls(&self, api: &str) -> Result<()> {
+        let ca = std::fs::read_to_string(self.data.path().join("ca.pem"))?;
+        eventually(Duration::from_secs(10), "/readyz over TLS", || async {
+            let answer = crate::https_request(api, &ca, "GET", "/readyz", None).await;
+            answer.ok().filter(|(status, _)| *status == 200)
         })
         .await?;
         Ok(())

@@ -13,7 +13,8 @@
 //!   certificate, no client certificate: callers carry bearer tokens), the
 //!   handshake bounded by the same timeout;
 //! - when `stop` resolves, no more connections are accepted and each
-//!   finishes the request it is serving, then closes.
+//!   finishes the request it is serving, then closes; one still sending
+//!   its headers is not waited for beyond `DRAIN`.
 //!
 //! The request timeout and body limits are the router's (`deadline`,
 //! `routing`). HTTP/2 is not offered: the API's clients speak HTTP/1.1.
@@ -42,6 +43,11 @@ pub enum ServeError {
     #[error("API TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
 }
+
+/// How long a stopping server waits for its connections to finish their
+/// requests: requests take milliseconds, and a client still trickling
+/// headers must not hold the hub's shutdown (5 s in all).
+const DRAIN: Duration = Duration::from_millis(1_000);
 
 /// How long the accept loop pauses after an error that is not one
 /// connection's (out of file descriptors): the next accept would fail too.
@@ -105,7 +111,16 @@ pub async fn serve(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let open = graceful.count();
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open,
+            "API connections still open after the drain; left to close with the process"
+        );
+    }
 }
 
 /// A failed accept: one connection's trouble is logged at debug; anything
