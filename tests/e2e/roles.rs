@@ -16,29 +16,9 @@ use tests::*;
 /// The document whose roles table the routes must match.
 const SECURITY: &str = include_str!("../../docs/security.md");
 
-/// A route: method, path template, the roles that may call it (`anyone`).
-type Route = (String, String, BTreeSet<String>);
-
-/// The routes as `hub print-routes` lists them.
-fn listed_routes() -> Result<Vec<Route>> {
-    let output = std::process::Command::new(workspace_binary("hub"))
-        .arg("print-routes")
-        .output()?;
-    ensure!(output.status.success(), "hub print-routes failed");
-    String::from_utf8(output.stdout)?
-        .lines()
-        .map(|line| {
-            let parts: Vec<&str> = line.split(' ').collect();
-            ensure!(parts.len() == 3, "`METHOD /path roles`: {line:?}");
-            let roles = parts[2].split(',').map(str::to_string).collect();
-            Ok((parts[0].to_string(), parts[1].to_string(), roles))
-        })
-        .collect()
-}
-
 /// The routes as docs/security.md's table gives them
 /// (`| GET | \`/path\` | admin, staff |`).
-fn documented_routes() -> Vec<Route> {
+fn documented_routes() -> Vec<ListedRoute> {
     SECURITY
         .lines()
         .filter_map(|line| {
@@ -49,24 +29,13 @@ fn documented_routes() -> Vec<Route> {
             }
             let path = cells.get(2)?.trim_matches('`');
             let roles = cells.get(3)?.split(',').map(|r| r.trim().to_string());
-            Some((method.to_string(), path.to_string(), roles.collect()))
+            Some(ListedRoute {
+                method: method.to_string(),
+                path: path.to_string(),
+                roles: roles.collect(),
+            })
         })
         .collect()
-}
-
-/// `{id}` → `x1`: a path the route matches, naming nothing that exists.
-fn fill(template: &str) -> String {
-    template
-        .split('/')
-        .map(|segment| {
-            if segment.starts_with('{') {
-                "x1"
-            } else {
-                segment
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 /// Creates a token of `role` named `name` as the admin; the token.
@@ -97,6 +66,11 @@ async fn call(
     Ok((response.status().as_u16(), response.text().await?))
 }
 
+/// The status `call` answers.
+async fn status_of(hub: &HubProcess, method: &str, path: &str, token: Option<&str>) -> Result<u16> {
+    Ok(call(hub, method, path, token).await?.0)
+}
+
 #[tokio::test]
 async fn every_route_answers_every_role_as_declared_and_documented() -> Result<()> {
     let hub = HubProcess::start(HubOptions {
@@ -106,8 +80,8 @@ async fn every_route_answers_every_role_as_declared_and_documented() -> Result<(
     .await?;
     let routes = listed_routes()?;
     assert!(routes.len() >= 38, "{routes:?}");
-    let documented: BTreeSet<Route> = documented_routes().into_iter().collect();
-    let listed: BTreeSet<Route> = routes.iter().cloned().collect();
+    let documented: BTreeSet<ListedRoute> = documented_routes().into_iter().collect();
+    let listed: BTreeSet<ListedRoute> = routes.iter().cloned().collect();
     assert_eq!(
         listed, documented,
         "hub print-routes and docs/security.md's roles table differ"
@@ -122,8 +96,13 @@ async fn every_route_answers_every_role_as_declared_and_documented() -> Result<(
         callers.push((role, token));
     }
     let mut checked = 0;
-    for (method, path, roles) in &routes {
-        let url = fill(path);
+    for ListedRoute {
+        method,
+        path,
+        roles,
+    } in &routes
+    {
+        let url = fill_template(path);
         let anyone = roles.contains("anyone");
         for token in [None, Some("not-a-token-of-anyone-0123")] {
             let (status, body) = call(&hub, method, &url, token).await?;
@@ -159,13 +138,11 @@ async fn every_route_answers_every_role_as_declared_and_documented() -> Result<(
         .context("staff")?
         .1;
     assert_eq!(
-        call(&hub, "HEAD", "/api/v1/tokens", Some(staff)).await?.0,
+        status_of(&hub, "HEAD", "/api/v1/tokens", Some(staff)).await?,
         403
     );
     assert_eq!(
-        call(&hub, "HEAD", "/api/v1/tokens", Some(ADMIN_TOKEN))
-            .await?
-            .0,
+        status_of(&hub, "HEAD", "/api/v1/tokens", Some(ADMIN_TOKEN)).await?,
         200
     );
     // A method the route does not take: 405 naming those it does, for anyone.
@@ -181,13 +158,11 @@ async fn tokens_are_created_listed_without_secrets_and_revoked_at_once() -> Resu
     let kiosk = create_token(&hub, "frontend", "kiosk-1").await?;
     let desk = create_token(&hub, "staff", "desk-1").await?;
     assert_eq!(
-        call(&hub, "GET", "/api/v1/resources", Some(&kiosk))
-            .await?
-            .0,
+        status_of(&hub, "GET", "/api/v1/resources", Some(&kiosk)).await?,
         200
     );
     assert_eq!(
-        call(&hub, "GET", "/api/v1/devices", Some(&kiosk)).await?.0,
+        status_of(&hub, "GET", "/api/v1/devices", Some(&kiosk)).await?,
         403
     );
 
@@ -247,28 +222,15 @@ async fn tokens_are_created_listed_without_secrets_and_revoked_at_once() -> Resu
     // Kept across a restart: the staff token works, the revoked one not.
     hub.restart().await?;
     assert_eq!(
-        call(&hub, "GET", "/api/v1/devices", Some(&desk)).await?.0,
+        status_of(&hub, "GET", "/api/v1/devices", Some(&desk)).await?,
         200
     );
     assert_eq!(
-        call(&hub, "GET", "/api/v1/resources", Some(&kiosk))
-            .await?
-            .0,
+        status_of(&hub, "GET", "/api/v1/resources", Some(&kiosk)).await?,
         401
     );
     Ok(())
 }
-
-/// What the test expects of an audit entry: name, role, method, route,
-/// object, status.
-type Expected = (
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static str,
-    Option<&'static str>,
-    u16,
-);
 
 /// Every entry of the audit log, walked `limit` at a time with `next`.
 async fn audit_log(hub: &HubProcess, limit: usize) -> Result<(Vec<Value>, usize)> {
@@ -292,16 +254,11 @@ async fn audit_log(hub: &HubProcess, limit: usize) -> Result<(Vec<Value>, usize)
     }
 }
 
-fn summary(entry: &Value) -> (String, String, String, String, Option<String>, u16) {
-    let text = |field: &str| entry[field].as_str().unwrap_or_default().to_string();
-    (
-        text("name"),
-        text("role"),
-        text("method"),
-        text("route"),
-        entry["object"].as_str().map(str::to_string),
-        entry["status"].as_u64().unwrap_or_default() as u16,
-    )
+/// An entry as `name role METHOD route object status` (`-`: no object).
+fn summary(entry: &Value) -> String {
+    let text = |field: &str| entry[field].as_str().unwrap_or("-").to_string();
+    let fields = ["name", "role", "method", "route", "object"].map(text);
+    format!("{} {}", fields.join(" "), entry["status"])
 }
 
 #[tokio::test]
@@ -318,30 +275,19 @@ async fn the_audit_log_records_every_change_with_who_and_the_answer_and_pages() 
         )
         .await?;
     assert_eq!(status, 201);
-    assert_eq!(
-        call(&hub, "POST", "/api/v1/residents/r1/block", Some(&staff))
-            .await?
-            .0,
-        403
-    );
-    assert_eq!(
-        call(&hub, "POST", "/api/v1/devices/d9/alarm/ack", Some(&staff))
-            .await?
-            .0,
-        404
-    );
-    assert_eq!(
-        call(&hub, "DELETE", "/api/v1/bookings/b7", Some(&frontend))
-            .await?
-            .0,
-        404
-    );
-    assert_eq!(
-        call(&hub, "POST", "/api/v1/bookings", Some(&frontend))
-            .await?
-            .0,
-        415
-    );
+    let changes = [
+        ("POST", "/api/v1/residents/r1/block", &staff, 403),
+        ("POST", "/api/v1/devices/d9/alarm/ack", &staff, 404),
+        ("DELETE", "/api/v1/bookings/b7", &frontend, 404),
+        ("POST", "/api/v1/bookings", &frontend, 415),
+    ];
+    for (method, path, token, expected) in changes {
+        assert_eq!(
+            status_of(&hub, method, path, Some(token)).await?,
+            expected,
+            "{method} {path}"
+        );
+    }
     // Not changes, or no known token: not in the log.
     call(&hub, "GET", "/api/v1/devices", Some(&readonly)).await?;
     call(&hub, "POST", "/api/v1/residents", None).await?;
@@ -353,64 +299,15 @@ async fn the_audit_log_records_every_change_with_who_and_the_answer_and_pages() 
     )
     .await?;
 
-    let expected: [Expected; 8] = [
-        (
-            "configuration",
-            "admin",
-            "POST",
-            "/api/v1/tokens",
-            None,
-            201,
-        ),
-        (
-            "configuration",
-            "admin",
-            "POST",
-            "/api/v1/tokens",
-            None,
-            201,
-        ),
-        (
-            "configuration",
-            "admin",
-            "POST",
-            "/api/v1/tokens",
-            None,
-            201,
-        ),
-        (
-            "configuration",
-            "admin",
-            "POST",
-            "/api/v1/residents",
-            None,
-            201,
-        ),
-        (
-            "desk-2",
-            "staff",
-            "POST",
-            "/api/v1/residents/{id}/block",
-            Some("r1"),
-            403,
-        ),
-        (
-            "desk-2",
-            "staff",
-            "POST",
-            "/api/v1/devices/{id}/alarm/ack",
-            Some("d9"),
-            404,
-        ),
-        (
-            "wechat",
-            "frontend",
-            "DELETE",
-            "/api/v1/bookings/{id}",
-            Some("b7"),
-            404,
-        ),
-        ("wechat", "frontend", "POST", "/api/v1/bookings", None, 415),
+    let expected = [
+        "configuration admin POST /api/v1/tokens - 201",
+        "configuration admin POST /api/v1/tokens - 201",
+        "configuration admin POST /api/v1/tokens - 201",
+        "configuration admin POST /api/v1/residents - 201",
+        "desk-2 staff POST /api/v1/residents/{id}/block r1 403",
+        "desk-2 staff POST /api/v1/devices/{id}/alarm/ack d9 404",
+        "wechat frontend DELETE /api/v1/bookings/{id} b7 404",
+        "wechat frontend POST /api/v1/bookings - 415",
     ];
     // Written moments after each answer, by the audit task.
     let (entries, pages) = eventually(Duration::from_secs(5), "8 audit entries", || async {
@@ -421,21 +318,8 @@ async fn the_audit_log_records_every_change_with_who_and_the_answer_and_pages() 
     })
     .await?;
     assert_eq!(pages, 3, "8 entries, 3 a page");
-    let got: Vec<_> = entries.iter().map(summary).collect();
-    let want: Vec<_> = expected
-        .iter()
-        .map(|(n, r, m, route, o, s)| {
-            (
-                n.to_string(),
-                r.to_string(),
-                m.to_string(),
-                route.to_string(),
-                o.map(str::to_string),
-                *s,
-            )
-        })
-        .collect();
-    assert_eq!(got, want);
+    let got: Vec<String> = entries.iter().map(summary).collect();
+    assert_eq!(got, expected);
     let ids: Vec<u64> = entries.iter().filter_map(|e| e["id"].as_u64()).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
     let staff_id = entries[4]["token"].as_str().context("token id")?;
@@ -451,7 +335,7 @@ async fn the_audit_log_records_every_change_with_who_and_the_answer_and_pages() 
     }
     // Admin only.
     assert_eq!(
-        call(&hub, "GET", "/api/v1/audit", Some(&readonly)).await?.0,
+        status_of(&hub, "GET", "/api/v1/audit", Some(&readonly)).await?,
         403
     );
     Ok(())

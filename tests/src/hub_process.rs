@@ -32,6 +32,53 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     path
 }
 
+/// A route as `hub print-routes` lists it: method, path template, and the
+/// roles that may call it (`anyone` for no token).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ListedRoute {
+    pub method: String,
+    pub path: String,
+    pub roles: std::collections::BTreeSet<String>,
+}
+
+/// Every route of the API, from `hub print-routes`.
+pub fn listed_routes() -> Result<Vec<ListedRoute>> {
+    let output = Command::new(workspace_binary("hub"))
+        .arg("print-routes")
+        .output()?;
+    anyhow::ensure!(output.status.success(), "hub print-routes failed");
+    String::from_utf8(output.stdout)?
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let [method, path, roles] = fields[..] else {
+                bail!("not `METHOD /path roles`: {line:?}");
+            };
+            Ok(ListedRoute {
+                method: method.to_string(),
+                path: path.to_string(),
+                roles: roles.split(',').map(str::to_string).collect(),
+            })
+        })
+        .collect()
+}
+
+/// A path a route template matches, naming nothing that exists (`{id}` →
+/// `x1`).
+pub fn fill_template(template: &str) -> String {
+    template
+        .split('/')
+        .map(|segment| {
+            if segment.starts_with('{') {
+                "x1"
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// Options for starting a hub.
 #[derive(Clone, Default)]
 pub struct HubOptions {

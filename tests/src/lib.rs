@@ -33,7 +33,10 @@ pub use device_sim::bench::processes::{free_port, Mosquitto};
 pub use device_sim::bench::received::sum_metric;
 pub use device_sim_run::{run_device_sim, SimRun};
 pub use https::https_request;
-pub use hub_process::{workspace_binary, HubOptions, HubProcess, SIMULATED_CLOCKS};
+pub use hub_process::{
+    fill_template, listed_routes, workspace_binary, HubOptions, HubProcess, ListedRoute,
+    SIMULATED_CLOCKS,
+};
 pub use silent_cut::SilentCut;
 pub use test_device::{telemetry, DeviceEvent, DeviceOptions, TestDevice};
 pub use wait::{eventually, now_ms};

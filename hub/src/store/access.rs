@@ -117,7 +117,7 @@ mod tests {
             created_at: 5,
         };
         store.put_api_token(&token).unwrap();
-        assert_eq!(store.api_tokens().unwrap(), [token.clone()]);
+        assert_eq!(store.api_tokens().unwrap(), std::slice::from_ref(&token));
         assert_eq!(store.remove_api_token("00aa").unwrap(), Some(token));
         assert_eq!(store.remove_api_token("00aa").unwrap(), None);
         assert!(store.api_tokens().unwrap().is_empty());
