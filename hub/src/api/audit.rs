@@ -52,6 +52,13 @@ pub struct AuditLog {
 /// The writer's end of the log.
 pub struct AuditQueue(mpsc::Receiver<AuditEntry>);
 
+impl AuditQueue {
+    #[cfg(test)]
+    pub(super) fn into_receiver(self) -> mpsc::Receiver<AuditEntry> {
+        self.0
+    }
+}
+
 impl AuditLog {
     pub fn channel() -> (AuditLog, AuditQueue) {
         let (queue, receiver) = mpsc::channel(QUEUE);

@@ -4,8 +4,10 @@
 //! does not know) or 403 (a known token whose role the route does not
 //! admit, naming the roles it needs), and hands every change asked by a
 //! token — any method but GET and HEAD, allowed or refused — to the audit
-//! log with its answer's status. Handlers take no token extractor: a
-//! handler runs only for a caller its route admits.
+//! log with its answer's status — or 499 when the request was dropped
+//! before its answer (the client left mid-request; the change may still
+//! have been made). Handlers take no token extractor: a handler runs only
+//! for a caller its route admits.
 
 use std::sync::Arc;
 
@@ -31,6 +33,9 @@ pub(super) struct Guard {
 
 /// Longest object (the path's parameters) an audit entry keeps.
 const MAX_OBJECT_CHARS: usize = 256;
+/// The status an audit entry gets when its request was dropped before it
+/// was answered (nginx's "client closed request").
+pub(super) const NO_ANSWER: u16 = 499;
 
 /// The layer: authenticate, authorise, run, audit.
 pub(super) async fn guard(
@@ -53,25 +58,56 @@ pub(super) async fn guard(
         Err(refused) => return refused.into_response(),
     };
     let object = path_object(&mut request).await;
+    let pending = is_change(&method).then(|| Pending {
+        audit: guard.audit.clone(),
+        entry: Some(AuditEntry {
+            id: 0,
+            at: 0,
+            token: caller.id.clone(),
+            name: caller.name.clone(),
+            role: caller.role,
+            method: method.to_string(),
+            route: route.as_str().to_string(),
+            object,
+            status: NO_ANSWER,
+        }),
+    });
     let response = if allowed.admits(caller.role) {
         next.run(request).await
     } else {
         forbidden(&caller, allowed).into_response()
     };
-    if is_change(&method) {
-        guard.audit.record(AuditEntry {
-            id: 0,
-            at: unix_ms(),
-            token: caller.id,
-            name: caller.name,
-            role: caller.role,
-            method: method.to_string(),
-            route: route.as_str().to_string(),
-            object,
-            status: response.status().as_u16(),
-        });
+    if let Some(pending) = pending {
+        pending.answered(response.status().as_u16());
     }
     response
+}
+
+/// A change's audit entry until its answer: recorded with the answer's
+/// status, or with `NO_ANSWER` if the request is dropped first.
+struct Pending {
+    audit: AuditLog,
+    entry: Option<AuditEntry>,
+}
+
+impl Pending {
+    fn answered(mut self, status: u16) {
+        self.record(status);
+    }
+
+    fn record(&mut self, status: u16) {
+        if let Some(mut entry) = self.entry.take() {
+            entry.status = status;
+            entry.at = unix_ms();
+            self.audit.record(entry);
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.record(NO_ANSWER);
+    }
 }
 
 /// The caller whose bearer token the request carries; 401 when it carries
@@ -151,5 +187,37 @@ mod tests {
             "this route needs the admin, staff or readonly role; the metrics token may not call it"
         );
         assert!(is_change(&Method::DELETE) && !is_change(&Method::HEAD));
+    }
+
+    #[tokio::test]
+    async fn a_change_dropped_before_its_answer_is_recorded_as_499() {
+        let (audit, queue) = AuditLog::channel();
+        let mut received = queue.into_receiver();
+        let entry = |route: &str| AuditEntry {
+            id: 0,
+            at: 0,
+            token: "t".into(),
+            name: "n".into(),
+            role: Role::Frontend,
+            method: "POST".into(),
+            route: route.into(),
+            object: None,
+            status: NO_ANSWER,
+        };
+        let answered = Pending {
+            audit: audit.clone(),
+            entry: Some(entry("/answered")),
+        };
+        answered.answered(201);
+        drop(Pending {
+            audit,
+            entry: Some(entry("/dropped")),
+        });
+        let first = received.recv().await.unwrap();
+        let second = received.recv().await.unwrap();
+        assert_eq!((first.route.as_str(), first.status), ("/answered", 201));
+        assert_eq!((second.route.as_str(), second.status), ("/dropped", 499));
+        assert!(second.at > 0);
+        assert!(received.recv().await.is_none(), "each entry once");
     }
 }
