@@ -69,7 +69,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub static JEMALLOC_OPTIONS: &[u8] =
     b"background_thread:true,max_background_threads:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -113,6 +113,8 @@ pub enum HubError {
     #[error("bookings: {0}")]
     Bookings(#[from] bookings::StartError),
     #[error("{0}")]
+    Api(#[from] api::ServeError),
+    #[error("{0}")]
     Supervise(#[from] supervise::SuperviseError),
     #[error("components down: {}", supervise::describe(.0))]
     ComponentsDown(Vec<Down>),
@@ -141,6 +143,10 @@ impl Hub {
         let admin_token_sha256 = resolve_admin_token(&settings, &store)?;
         let pki = Arc::new(Pki::load_or_create(&settings.data_dir)?);
         let identity = pki.server_identity(&settings.broker.server_names)?;
+        let api_tls = match settings.http.tls {
+            true => Some(api::tls_acceptor(&identity)?),
+            false => None,
+        };
         let metrics = Metrics::new();
         let census = Arc::new(gauges::Census::load(&store, metrics.clone())?);
         census.hub_certificates(pki.ca_not_after_ms()?, identity.not_after_ms);
@@ -208,6 +214,16 @@ impl Hub {
             component::GAUGES,
             gauges::refresh_store_size(store.clone(), metrics.clone(), stop.clone()),
         );
+        let (audit, audit_queue) = api::AuditLog::channel();
+        supervisor.spawn_task(
+            component::AUDIT,
+            api::keep_audit(
+                store.clone(),
+                audit_queue,
+                settings.audit_retention,
+                stop.clone(),
+            ),
+        );
         let (edge, acceptors) = edge::Edge::start(
             &settings.broker,
             edge::EdgeParts {
@@ -234,9 +250,13 @@ impl Hub {
             bookings,
             credential_key: store.credential_key()?,
             edge,
-            admin_token_sha256,
-            metrics_token_sha256: Some(settings.api.metrics_token_sha256.to_lowercase())
-                .filter(|hash| !hash.is_empty()),
+            keys: Arc::new(api::Keys::new(
+                &admin_token_sha256,
+                Some(settings.api.metrics_token_sha256.as_str()).filter(|hash| !hash.is_empty()),
+                &store.api_tokens()?,
+            )),
+            audit,
+            request_timeout: settings.http.request_timeout,
             supervisor: supervisor.clone(),
             epoch,
             device_cert_days: settings.broker.device_cert_days,
@@ -249,9 +269,9 @@ impl Hub {
         let api_addr = local_addr(&api_listener, settings.api.listen)?;
         let app = api::router(state.clone());
         let api_supervisor = supervisor.clone();
-        let serve = axum::serve(api_listener, app)
-            .with_graceful_shutdown(async move { api_supervisor.api_may_stop().await });
-        supervisor.spawn_task(component::API, serve.into_future());
+        let stop_api = async move { api_supervisor.api_may_stop().await };
+        let serve = api::serve(api_listener, app, api_tls, settings.http.clone(), stop_api);
+        supervisor.spawn_task(component::API, serve);
         write_endpoints(&settings.data_dir, api_addr, device_addr)?;
         state.ready.store(true, Ordering::Relaxed);
         tracing::info!(%api_addr, %device_addr, epoch, "hub started");

@@ -57,7 +57,8 @@ enum Command {
     CheckConfig,
     /// Print the complete, commented default configuration.
     PrintDefaultConfig,
-    /// Print every route of the HTTP API, one `METHOD /path` a line.
+    /// Print every route of the HTTP API, one `METHOD /path roles` a line
+    /// (`anyone`, or the roles that may call it, comma-separated).
     PrintRoutes,
     /// Read a password on stdin and print its Argon2 hash (for broker.plain.users).
     HashPassword,
@@ -73,7 +74,7 @@ fn main() -> ExitCode {
         }
         Command::PrintRoutes => {
             for route in hub::api::endpoints() {
-                println!("{} {}", route.method, route.path);
+                println!("{} {} {}", route.method, route.path, route.allowed);
             }
             return ExitCode::SUCCESS;
         }

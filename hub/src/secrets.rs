@@ -21,11 +21,15 @@ pub fn sha256_hex(secret: &str) -> String {
 
 /// Whether `secret` hashes to `expected_hex`, comparing in constant time.
 pub fn matches_sha256(secret: &str, expected_hex: &str) -> bool {
-    let actual = sha256_hex(secret);
-    actual.len() == expected_hex.len()
-        && actual
-            .bytes()
-            .zip(expected_hex.bytes())
+    same_in_constant_time(&sha256_hex(secret), expected_hex)
+}
+
+/// Whether `a` equals `b`, in a time that depends on their lengths only
+/// (not on where they first differ).
+pub fn same_in_constant_time(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
 }
@@ -67,6 +71,8 @@ mod tests {
         assert!(matches_sha256(&secret, &hash));
         assert!(!matches_sha256("other", &hash));
         assert!(!matches_sha256(&secret, ""));
+        assert!(same_in_constant_time(&hash, &hash.clone()));
+        assert!(!same_in_constant_time(&hash, &hash[1..]));
         let phc = hash_password("hunter2").unwrap();
         assert!(verify_password("hunter2", &phc));
         assert!(!verify_password("hunter3", &phc));

@@ -171,21 +171,6 @@ async fn visits_agree(hub: &HubProcess) -> Result<bool> {
     Ok(true)
 }
 
-/// `{id}` → `x1`: a path the route matches.
-fn fill(template: &str) -> String {
-    template
-        .split('/')
-        .map(|segment| {
-            if segment.starts_with('{') {
-                "x1"
-            } else {
-                segment
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
 #[tokio::test]
 async fn the_metrics_token_reads_metrics_and_every_other_route_refuses_it() -> Result<()> {
     let hub = HubProcess::start(HubOptions {
@@ -193,17 +178,15 @@ async fn the_metrics_token_reads_metrics_and_every_other_route_refuses_it() -> R
         ..HubOptions::default()
     })
     .await?;
-    let listed = hub_command(&["print-routes"], &[])?;
-    let routes: Vec<(String, String)> = text(&listed.stdout)
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(m, p)| (m.to_string(), p.to_string()))
+    let routes: Vec<(String, String)> = listed_routes()?
+        .into_iter()
+        .map(|route| (route.method, route.path))
         .collect();
     assert!(routes.len() >= 30, "{routes:?}");
     let http = reqwest::Client::new();
     let mut open = Vec::new();
     for (method, path) in &routes {
-        let url = format!("{}{}", hub.api, fill(path));
+        let url = format!("{}{}", hub.api, fill_template(path));
         let method = reqwest::Method::from_bytes(method.as_bytes())?;
         let anonymous = http.request(method.clone(), &url).send().await?.status();
         let answer = http

@@ -32,6 +32,53 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     path
 }
 
+/// A route as `hub print-routes` lists it: method, path template, and the
+/// roles that may call it (`anyone` for no token).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ListedRoute {
+    pub method: String,
+    pub path: String,
+    pub roles: std::collections::BTreeSet<String>,
+}
+
+/// Every route of the API, from `hub print-routes`.
+pub fn listed_routes() -> Result<Vec<ListedRoute>> {
+    let output = Command::new(workspace_binary("hub"))
+        .arg("print-routes")
+        .output()?;
+    anyhow::ensure!(output.status.success(), "hub print-routes failed");
+    String::from_utf8(output.stdout)?
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let [method, path, roles] = fields[..] else {
+                bail!("not `METHOD /path roles`: {line:?}");
+            };
+            Ok(ListedRoute {
+                method: method.to_string(),
+                path: path.to_string(),
+                roles: roles.split(',').map(str::to_string).collect(),
+            })
+        })
+        .collect()
+}
+
+/// A path a route template matches, naming nothing that exists (`{id}` →
+/// `x1`).
+pub fn fill_template(template: &str) -> String {
+    template
+        .split('/')
+        .map(|segment| {
+            if segment.starts_with('{') {
+                "x1"
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// Options for starting a hub.
 #[derive(Clone, Default)]
 pub struct HubOptions {
@@ -46,6 +93,11 @@ pub struct HubOptions {
     /// `YIZHAN_ADMIN_TOKEN_FILE` and `YIZHAN_METRICS_TOKEN_FILE`, instead
     /// of the admin token in `YIZHAN_ADMIN_TOKEN`.
     pub token_files: bool,
+    /// Extra lines of the `[api]` table (e.g. `header_read_timeout_ms = 2000`).
+    pub api_config: String,
+    /// The API over TLS (`api.tls`): `api` is `https://…`, readiness is
+    /// polled through `https_request`, and the reqwest helpers do not work.
+    pub api_tls: bool,
 }
 
 impl HubOptions {
@@ -102,10 +154,12 @@ impl HubProcess {
     async fn spawn(&mut self) -> Result<()> {
         let config = self.data.path().join("hub.toml");
         let text = format!(
-            "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:{}\"\n[api]\nlisten = \"127.0.0.1:{}\"\n{}\n",
+            "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:{}\"\n[api]\nlisten = \"127.0.0.1:{}\"\ntls = {}\n{}\n{}\n",
             self.data.path().display().to_string(),
             self.options.mqtt_port,
             self.options.api_port,
+            self.options.api_tls,
+            self.options.api_config,
             self.options.extra_config
         );
         std::fs::write(&config, text)?;
@@ -140,9 +194,18 @@ impl HubProcess {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         let value: Value = serde_json::from_str(&text)?;
-        self.api = format!("http://{}", value["api"].as_str().context("api address")?);
+        let api = value["api"].as_str().context("api address")?;
+        let scheme = if self.options.api_tls {
+            "https"
+        } else {
+            "http"
+        };
+        self.api = format!("{scheme}://{api}");
         let mqtt: std::net::SocketAddr = value["mqtt"].as_str().context("mqtt address")?.parse()?;
         self.mqtt_port = mqtt.port();
+        if self.options.api_tls {
+            return self.wait_ready_over_tls(api).await;
+        }
         let ready = format!("{}/readyz", self.api);
         let http = self.http.clone();
         eventually(Duration::from_secs(10), "/readyz", || {
@@ -154,6 +217,17 @@ impl HubProcess {
                     .ok()
                     .filter(|r| r.status().is_success())
             }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Polls `/readyz` over TLS until it answers 200.
+    async fn wait_ready_over_tls(&self, api: &str) -> Result<()> {
+        let ca = std::fs::read_to_string(self.data.path().join("ca.pem"))?;
+        eventually(Duration::from_secs(10), "/readyz over TLS", || async {
+            let answer = crate::https_request(api, &ca, "GET", "/readyz", None).await;
+            answer.ok().filter(|(status, _)| *status == 200)
         })
         .await?;
         Ok(())

@@ -7,6 +7,7 @@
 //!   certificates (rumqttc), and telemetry payloads
 //! - `credentials`: a device's credentials as files, for `mosquitto_pub`
 //! - `device_sim_run`: a `device-sim run` against a hub, with its ground truth
+//! - `https`: one HTTPS request to a hub serving its API over TLS
 //! - `silent_cut`: a TCP relay that goes dark
 //! - `webhook_sink`: an HTTP server receiving webhook POSTs
 //! - `wait`: polling until something holds, the real clock
@@ -23,6 +24,7 @@
 
 pub mod credentials;
 pub mod device_sim_run;
+pub mod https;
 pub mod hub_process;
 pub mod ops_files;
 pub mod prometheus;
@@ -38,7 +40,11 @@ pub use credentials::{mosquitto_pub, write_credentials, CredentialFiles};
 pub use device_sim::bench::processes::{free_port, Mosquitto};
 pub use device_sim::bench::received::sum_metric;
 pub use device_sim_run::{run_device_sim, SimRun};
-pub use hub_process::{workspace_binary, HubOptions, HubProcess, SIMULATED_CLOCKS};
+pub use https::https_request;
+pub use hub_process::{
+    fill_template, listed_routes, workspace_binary, HubOptions, HubProcess, ListedRoute,
+    SIMULATED_CLOCKS,
+};
 pub use silent_cut::SilentCut;
 pub use test_device::{telemetry, DeviceEvent, DeviceOptions, TestDevice};
 pub use wait::{eventually, now_ms};

@@ -18,10 +18,10 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::routing::{get, post, Routes};
+use super::routing::{get, may, post, Routes};
 use super::{
     blocking, check_label, error, internal, json_body, parse_instant, query_of, ranges, window,
-    Admin, ApiState, HttpError, WindowQuery,
+    ApiState, HttpError, WindowQuery,
 };
 use crate::bookings::{BookRequest, DeskError, ListFilter};
 use crate::records::{Booker, Booking, Group};
@@ -29,11 +29,23 @@ use crate::schedule::Refusal;
 
 pub(super) fn routes() -> Routes {
     Routes::default()
-        .route("/api/v1/bookings", get(list_bookings).post(book))
-        .route("/api/v1/bookings/{id}", get(get_booking).delete(cancel))
-        .route("/api/v1/bookings/{id}/checkin", post(check_in))
-        .route("/api/v1/bookings/{id}/waitlist", post(join_waitlist))
-        .route("/api/v1/notifications", get(notifications))
+        .route(
+            "/api/v1/bookings",
+            get(may::SEE_BOOKINGS, list_bookings).post(may::BOOK, book),
+        )
+        .route(
+            "/api/v1/bookings/{id}",
+            get(may::SEE_BOOKINGS, get_booking).delete(may::BOOK, cancel),
+        )
+        .route("/api/v1/bookings/{id}/checkin", post(may::STAFF, check_in))
+        .route(
+            "/api/v1/bookings/{id}/waitlist",
+            post(may::BOOK, join_waitlist),
+        )
+        .route(
+            "/api/v1/notifications",
+            get(may::SEE_BOOKINGS, notifications),
+        )
 }
 
 #[derive(Deserialize)]
@@ -68,7 +80,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, HttpError> {
 }
 
 async fn book(
-    _: Admin,
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
     body: Result<Json<BookBody>, JsonRejection>,
@@ -166,7 +177,6 @@ fn unavailable(e: &DeskError, retry_after_secs: u32) -> Response {
 }
 
 async fn get_booking(
-    _: Admin,
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Booking>, HttpError> {
@@ -179,7 +189,6 @@ async fn get_booking(
 }
 
 async fn cancel(
-    _: Admin,
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Booking>, Response> {
@@ -188,7 +197,6 @@ async fn cancel(
 }
 
 async fn check_in(
-    _: Admin,
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Booking>, Response> {
@@ -197,7 +205,6 @@ async fn check_in(
 }
 
 async fn join_waitlist(
-    _: Admin,
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Booking>, Response> {
@@ -206,7 +213,6 @@ async fn join_waitlist(
 }
 
 async fn list_bookings(
-    _: Admin,
     State(state): State<Arc<ApiState>>,
     query: Result<Query<WindowQuery>, QueryRejection>,
 ) -> Result<Json<Value>, HttpError> {
@@ -250,7 +256,6 @@ struct ResidentQuery {
 }
 
 async fn notifications(
-    _: Admin,
     State(state): State<Arc<ApiState>>,
     query: Result<Query<ResidentQuery>, QueryRejection>,
 ) -> Result<Json<Value>, HttpError> {

@@ -15,15 +15,18 @@ use protocol::api::{
 use protocol::ENTRANCE_ROOM;
 use serde::Deserialize;
 
-use super::routing::{get, Routes};
-use super::{blocking, check_label, error, internal, query_of, ranges, Admin, ApiState, HttpError};
+use super::routing::{get, may, Routes};
+use super::{blocking, check_label, error, internal, query_of, ranges, ApiState, HttpError};
 use crate::clock::unix_ms;
 
 pub(super) fn routes() -> Routes {
     Routes::default()
-        .route("/api/v1/centers/{id}/occupancy", get(center_occupancy))
-        .route("/api/v1/centers/{id}/visits", get(center_visits))
-        .route("/api/v1/centers/{id}/pianos", get(center_pianos))
+        .route(
+            "/api/v1/centers/{id}/occupancy",
+            get(may::READ, center_occupancy),
+        )
+        .route("/api/v1/centers/{id}/visits", get(may::READ, center_visits))
+        .route("/api/v1/centers/{id}/pianos", get(may::READ, center_pianos))
 }
 
 /// Longest range of days a center query answers at once.
@@ -76,7 +79,6 @@ fn visits_between(
 }
 
 async fn center_visits(
-    _: Admin,
     State(state): State<Arc<ApiState>>,
     Path(center): Path<String>,
     query: Result<Query<DayRangeQuery>, QueryRejection>,
@@ -109,7 +111,6 @@ fn day_range(
 }
 
 async fn center_pianos(
-    _: Admin,
     State(state): State<Arc<ApiState>>,
     Path(center): Path<String>,
     query: Result<Query<DayRangeQuery>, QueryRejection>,
@@ -148,7 +149,6 @@ fn piano_usage(
 }
 
 async fn center_occupancy(
-    _: Admin,
     State(state): State<Arc<ApiState>>,
     Path(center): Path<String>,
 ) -> Result<Json<CenterOccupancy>, HttpError> {

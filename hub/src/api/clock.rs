@@ -10,11 +10,14 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::routing::{get, Routes};
-use super::{error, json_body, parse_instant, Admin, ApiState, HttpError};
+use super::routing::{get, may, Routes};
+use super::{error, json_body, parse_instant, ApiState, HttpError};
 
 pub(super) fn routes() -> Routes {
-    Routes::default().route("/api/v1/schedule/clock", get(clock).post(move_clock))
+    Routes::default().route(
+        "/api/v1/schedule/clock",
+        get(may::SEE_BOOKINGS, clock).post(may::ADMIN, move_clock),
+    )
 }
 
 fn clock_view(state: &ApiState, now: u64) -> Json<Value> {
@@ -22,7 +25,7 @@ fn clock_view(state: &ApiState, now: u64) -> Json<Value> {
     Json(json!({ "now": now, "local": local }))
 }
 
-async fn clock(_: Admin, State(state): State<Arc<ApiState>>) -> Json<Value> {
+async fn clock(State(state): State<Arc<ApiState>>) -> Json<Value> {
     clock_view(&state, state.bookings.clock.now_ms())
 }
 
@@ -34,7 +37,6 @@ struct ClockBody {
 
 /// Moves a `fixed:` schedule clock forward (tests, demos).
 async fn move_clock(
-    _: Admin,
     State(state): State<Arc<ApiState>>,
     body: Result<Json<ClockBody>, JsonRejection>,
 ) -> Result<Json<Value>, HttpError> {

@@ -12,8 +12,8 @@ use protocol::api::{CommandOrigin, CommandRecord, CommandRequest};
 use serde::Serialize;
 
 use super::devices::known_device;
-use super::routing::{get, post, Routes};
-use super::{blocking, error, internal, json_body, unprocessable, Admin, ApiState, HttpError};
+use super::routing::{get, may, post, Routes};
+use super::{blocking, error, internal, json_body, unprocessable, ApiState, HttpError};
 use crate::clock::unix_ms;
 use crate::commands::NewCommand;
 use crate::ingest::Control;
@@ -23,10 +23,16 @@ pub(super) fn routes() -> Routes {
     Routes::default()
         .route(
             "/api/v1/devices/{id}/commands",
-            get(list_commands).post(issue_command),
+            get(may::READ, list_commands).post(may::STAFF, issue_command),
         )
-        .route("/api/v1/devices/{id}/commands/{cid}", get(get_command))
-        .route("/api/v1/devices/{id}/alarm/ack", post(acknowledge_alarm))
+        .route(
+            "/api/v1/devices/{id}/commands/{cid}",
+            get(may::READ, get_command),
+        )
+        .route(
+            "/api/v1/devices/{id}/alarm/ack",
+            post(may::STAFF, acknowledge_alarm),
+        )
 }
 
 /// Longest time a command issued through the API may stay deliverable.
@@ -91,7 +97,6 @@ fn command_args(args: serde_json::Value) -> Result<serde_json::Value, HttpError>
 /// Records a command `pending` (fsynced) and hands it to ingest, which
 /// publishes it when the device is online. 202: the outcome comes later.
 async fn issue_command(
-    _: Admin,
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
     body: Result<Json<CommandRequest>, JsonRejection>,
@@ -133,7 +138,6 @@ fn issue(
 }
 
 async fn get_command(
-    _: Admin,
     State(state): State<Arc<ApiState>>,
     Path((id, cid)): Path<(String, String)>,
 ) -> Result<Json<CommandRecord>, HttpError> {
@@ -154,7 +158,6 @@ struct CommandList {
 
 /// Every command of one device, oldest first.
 async fn list_commands(
-    _: Admin,
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Json<CommandList>, HttpError> {
@@ -180,7 +183,6 @@ struct AlarmAcknowledged {
 /// Staff acknowledge a robot's interlock alarm; from then on it may start
 /// sessions again. 202: ingest clears the alarm on the twin moments later.
 async fn acknowledge_alarm(
-    _: Admin,
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<AlarmAcknowledged>), HttpError> {

@@ -11,9 +11,9 @@ use protocol::api::{ProvisionRequest, Provisioned};
 use protocol::DeviceKind;
 use serde::{Deserialize, Serialize};
 
-use super::routing::{get, Routes};
+use super::routing::{get, may, Routes};
 use super::{
-    blocking, check_label, error, internal, json_body, query_of, ranges, Admin, ApiState, HttpError,
+    blocking, check_label, error, internal, json_body, query_of, ranges, ApiState, HttpError,
 };
 use crate::clock::unix_ms;
 use crate::ingest::Control;
@@ -23,13 +23,18 @@ use crate::store::Revocation;
 
 pub(super) fn routes() -> Routes {
     Routes::default()
-        .route("/api/v1/devices", get(list_devices).post(provision))
-        .route("/api/v1/devices/{id}", get(get_device).delete(revoke))
-        .route("/api/v1/devices/{id}/events", get(device_events))
+        .route(
+            "/api/v1/devices",
+            get(may::READ, list_devices).post(may::ADMIN, provision),
+        )
+        .route(
+            "/api/v1/devices/{id}",
+            get(may::READ, get_device).delete(may::ADMIN, revoke),
+        )
+        .route("/api/v1/devices/{id}/events", get(may::READ, device_events))
 }
 
 async fn provision(
-    _: Admin,
     State(state): State<Arc<ApiState>>,
     body: Result<Json<ProvisionRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Provisioned>), HttpError> {
@@ -93,7 +98,6 @@ struct Revoked {
 }
 
 async fn revoke(
-    _: Admin,
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Revoked>, HttpError> {
@@ -123,7 +127,6 @@ async fn revoke(
 }
 
 async fn get_device(
-    _: Admin,
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Json<DeviceView>, HttpError> {
@@ -170,7 +173,6 @@ struct DeviceList {
 }
 
 async fn list_devices(
-    _: Admin,
     State(state): State<Arc<ApiState>>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<DeviceList>, HttpError> {
@@ -227,7 +229,6 @@ struct EventList {
 
 /// Events stored for one device, each `(device, id)` once.
 async fn device_events(
-    _: Admin,
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Json<EventList>, HttpError> {

@@ -9,15 +9,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::routing::{get, Routes};
-use super::{blocking, error, ApiState, HttpError, Scrape};
+use super::routing::{get, may, Routes};
+use super::{blocking, error, ApiState, HttpError};
 use crate::supervise;
 
 pub(super) fn routes() -> Routes {
     Routes::default()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/healthz", get(may::ANYONE, || async { "ok" }))
+        .route("/readyz", get(may::ANYONE, readyz))
+        .route("/metrics", get(may::SCRAPE, metrics))
 }
 
 /// 200 once started; 503 while starting, and for good once a supervised
@@ -40,7 +40,7 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
 
 /// The admin or the metrics token. Rendering reads /proc for the
 /// `process_*` metrics, hence the blocking thread.
-async fn metrics(_: Scrape, State(state): State<Arc<ApiState>>) -> Result<Response, HttpError> {
+async fn metrics(State(state): State<Arc<ApiState>>) -> Result<Response, HttpError> {
     let text = blocking(&state, |state| Ok(scrape(state))).await?;
     let content_type = [(
         axum::http::header::CONTENT_TYPE,

@@ -3,19 +3,21 @@
 //! events), `commands` (commands, interlock alarm acknowledgement),
 //! `residents`, `centers` (occupancy, visits, piano use), `rooms` (rooms'
 //! seats and hours), `resources` (resources and availability), `bookings`
-//! (bookings, check-in, waitlists, notifications) and `clock` (the
-//! schedule's clock). Errors are
-//! `{"error":"…"}` with a 4xx naming the problem. Every call that changes or
-//! reveals something needs `Authorization: Bearer <admin token>`;
-//! `/healthz` and `/readyz` do not; `/metrics` also takes the scrape-only
-//! metrics token, which every other route refuses with 403. (Issuing
-//! commands, acknowledging alarms and bookings are staff or front-end work;
-//! roles separate from the admin token are a later hardening step.)
+//! (bookings, check-in, waitlists, notifications), `clock` (the
+//! schedule's clock), `tokens` (tokens an admin creates and revokes) and
+//! `audit` (the log of changes). Errors are `{"error":"…"}` with a 4xx
+//! naming the problem.
 //!
-//! Routes are declared through `Routes` (`routing`), which keeps their
-//! methods and paths beside the router: `hub print-routes` lists them, and
-//! the tests walk that list. Every request is timed into
-//! `yizhan_http_request_duration_seconds{route,method,code}` (`track`).
+//! Routes are declared through `Routes` (`routing`) with the roles that
+//! may call each method (docs/security.md): `hub print-routes` lists them,
+//! the guard (`guard`) enforces them in one place for every request (401
+//! without a known token, 403 naming the roles needed) and hands every
+//! change to the audit log (`audit`). `/healthz` and `/readyz` need no
+//! token. Tokens are the configuration's admin and metrics tokens and those
+//! an admin created (`keys`). Every request is timed into
+//! `yizhan_http_request_duration_seconds{route,method,code}` (`track`) and
+//! answered within `api.request_timeout_ms` (`deadline`); connections are
+//! served by `serve` (header-read timeout, connection limit, optional TLS).
 //!
 //! Handlers never publish to devices: they record what is asked and hand it
 //! to the ingest thread (`ingest::Inbox`). They never touch the store on the
@@ -23,24 +25,28 @@
 //! may wait for the disk and writes that fsync, runs on tokio's blocking
 //! threads (`blocking`).
 
+mod audit;
 mod bookings;
 mod centers;
 mod clock;
 mod commands;
 mod devices;
+mod guard;
 mod health;
+mod keys;
 mod ranges;
 mod residents;
 mod resources;
 mod rooms;
 mod routing;
+mod serve;
+mod tokens;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequestParts, MatchedPath, Query, Request, State};
-use axum::http::request::Parts;
+use axum::extract::{MatchedPath, Query, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -56,7 +62,6 @@ use crate::gauges::Census;
 use crate::ingest::Inbox;
 use crate::metrics::Metrics;
 use crate::pki::Pki;
-use crate::secrets;
 use crate::settings::{is_label, Rooms};
 use crate::store::Store;
 use crate::supervise::Supervisor;
@@ -73,9 +78,12 @@ pub struct ApiState {
     /// Key of resident credential hashes (`secrets::credential_hash`).
     pub credential_key: [u8; 32],
     pub edge: Arc<Edge>,
-    pub admin_token_sha256: String,
-    /// The scrape-only token's hash (`/metrics`), if one is configured.
-    pub metrics_token_sha256: Option<String>,
+    /// The tokens the API knows, and whose they are.
+    pub keys: Arc<Keys>,
+    /// Where the guard records changes.
+    pub audit: AuditLog,
+    /// Longest a request may take to be answered (`deadline`).
+    pub request_timeout: std::time::Duration,
     /// Which components are down (`/readyz`).
     pub supervisor: Supervisor,
     pub epoch: u64,
@@ -98,7 +106,10 @@ impl ApiState {
     }
 }
 
-pub use routing::Endpoint;
+pub use audit::{keep as keep_audit, AuditError, AuditLog, AuditQueue};
+pub use keys::{Caller, Keys};
+pub use routing::{Allowed, Endpoint};
+pub use serve::{serve, tls_acceptor, ServeError};
 
 /// Every route group.
 fn all_routes() -> routing::Routes {
@@ -112,21 +123,53 @@ fn all_routes() -> routing::Routes {
         .merge(resources::routes())
         .merge(bookings::routes())
         .merge(clock::routes())
+        .merge(tokens::routes())
+        .merge(audit::routes())
 }
 
-/// Every route, each request timed.
+/// Every route; each request timed (outermost), checked by the guard,
+/// then answered within the request timeout.
 pub fn router(state: Arc<ApiState>) -> Router {
-    all_routes()
-        .into_router()
+    let (router, endpoints) = all_routes().into_parts();
+    let guard = Arc::new(guard::Guard {
+        policy: routing::Policy::of(&endpoints),
+        keys: state.keys.clone(),
+        audit: state.audit.clone(),
+    });
+    use axum::middleware::from_fn_with_state;
+    router
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), track))
+        .layer(from_fn_with_state(state.request_timeout, deadline))
+        .layer(from_fn_with_state(guard, guard::guard))
+        .layer(from_fn_with_state(state.clone(), track))
         .with_state(state)
 }
 
-/// Every route's method and path, in declaration order
+/// Every route's method, path and roles, in declaration order
 /// (`hub print-routes`).
 pub fn endpoints() -> Vec<Endpoint> {
-    all_routes().endpoints()
+    all_routes().into_parts().1
+}
+
+/// Answers 503 when the handler has not answered within `timeout`. The
+/// handler is dropped: a change it handed on (to the desk, to ingest) may
+/// still be made, which the reason says.
+async fn deadline(
+    State(timeout): State<std::time::Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "no answer within {} ms (api.request_timeout_ms); a change asked for may still be made",
+                timeout.as_millis()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 /// Times a request into `yizhan_http_request_duration_seconds`: the
@@ -197,73 +240,6 @@ fn internal(err: impl std::fmt::Display) -> HttpError {
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal error; see the hub's log",
     )
-}
-
-/// Which token a request carried.
-enum Bearer {
-    Admin,
-    /// The scrape-only token.
-    Metrics,
-}
-
-/// The request's bearer token, recognised; 401 when it is missing or
-/// unknown.
-fn bearer(parts: &Parts, state: &ApiState) -> Result<Bearer, HttpError> {
-    let token = parts
-        .headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .ok_or_else(|| {
-            error(
-                StatusCode::UNAUTHORIZED,
-                "missing `Authorization: Bearer <token>`",
-            )
-        })?;
-    if secrets::matches_sha256(token, &state.admin_token_sha256) {
-        return Ok(Bearer::Admin);
-    }
-    match &state.metrics_token_sha256 {
-        Some(hash) if secrets::matches_sha256(token, hash) => Ok(Bearer::Metrics),
-        _ => Err(error(StatusCode::UNAUTHORIZED, "invalid bearer token")),
-    }
-}
-
-/// Proof that the request carried the admin token. The metrics token gets
-/// 403: it is valid, but only for `/metrics`.
-pub struct Admin;
-
-impl FromRequestParts<Arc<ApiState>> for Admin {
-    type Rejection = HttpError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<ApiState>,
-    ) -> Result<Admin, HttpError> {
-        match bearer(parts, state)? {
-            Bearer::Admin => Ok(Admin),
-            Bearer::Metrics => Err(error(
-                StatusCode::FORBIDDEN,
-                "the metrics token may only read /metrics; this route needs the admin token",
-            )),
-        }
-    }
-}
-
-/// Proof that the request may read `/metrics`: the admin or the metrics
-/// token.
-pub struct Scrape;
-
-impl FromRequestParts<Arc<ApiState>> for Scrape {
-    type Rejection = HttpError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<ApiState>,
-    ) -> Result<Scrape, HttpError> {
-        bearer(parts, state).map(|_| Scrape)
-    }
 }
 
 fn check_label(field: &str, value: &str) -> Result<(), HttpError> {

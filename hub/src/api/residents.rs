@@ -9,9 +9,9 @@ use axum::http::StatusCode;
 use axum::Json;
 use protocol::api::{ResidentRequest, ResidentView};
 
-use super::routing::{get, post, Routes};
+use super::routing::{get, may, post, Routes};
 use super::{
-    blocking, check_label, error, internal, json_body, unprocessable, Admin, ApiState, HttpError,
+    blocking, check_label, error, internal, json_body, unprocessable, ApiState, HttpError,
 };
 use crate::clock::unix_ms;
 use crate::records::Resident;
@@ -20,10 +20,16 @@ use crate::store::ResidentConflict;
 
 pub(super) fn routes() -> Routes {
     Routes::default()
-        .route("/api/v1/residents", post(add_resident))
-        .route("/api/v1/residents/{id}", get(get_resident))
-        .route("/api/v1/residents/{id}/block", post(block_resident))
-        .route("/api/v1/residents/{id}/unblock", post(unblock_resident))
+        .route("/api/v1/residents", post(may::ADMIN, add_resident))
+        .route("/api/v1/residents/{id}", get(may::READ, get_resident))
+        .route(
+            "/api/v1/residents/{id}/block",
+            post(may::ADMIN, block_resident),
+        )
+        .route(
+            "/api/v1/residents/{id}/unblock",
+            post(may::ADMIN, unblock_resident),
+        )
 }
 
 const MAX_CREDENTIAL_LEN: usize = 512;
@@ -39,7 +45,6 @@ fn resident_view(resident: Resident) -> ResidentView {
 
 /// Registers a resident; the credential is kept only as a keyed hash.
 async fn add_resident(
-    _: Admin,
     State(state): State<Arc<ApiState>>,
     body: Result<Json<ResidentRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<ResidentView>), HttpError> {
@@ -86,7 +91,6 @@ fn register(state: &ApiState, request: ResidentRequest) -> Result<Resident, Http
 }
 
 async fn get_resident(
-    _: Admin,
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Json<ResidentView>, HttpError> {
@@ -101,7 +105,6 @@ async fn get_resident(
 }
 
 async fn block_resident(
-    _: Admin,
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Json<ResidentView>, HttpError> {
@@ -109,7 +112,6 @@ async fn block_resident(
 }
 
 async fn unblock_resident(
-    _: Admin,
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Json<ResidentView>, HttpError> {

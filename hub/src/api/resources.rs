@@ -9,22 +9,31 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::routing::{get, put, Routes};
+use super::routing::{get, may, put, Routes};
 use super::{
-    blocking, error, internal, json_body, query_of, window, Admin, ApiState, HttpError, WindowQuery,
+    blocking, error, internal, json_body, query_of, window, ApiState, HttpError, WindowQuery,
 };
 use crate::bookings::SlotView;
 use crate::records::ResourceConfig;
 use crate::settings::Resource;
 
+/// A resource's entry may list many slots and shares.
+const RESOURCE_BODY: usize = 64 * 1024;
+
 pub(super) fn routes() -> Routes {
     Routes::default()
-        .route("/api/v1/resources", get(list_resources))
-        .route("/api/v1/resources/{id}", put(put_resource))
-        .route("/api/v1/resources/{id}/availability", get(availability))
+        .route("/api/v1/resources", get(may::SEE_BOOKINGS, list_resources))
+        .route(
+            "/api/v1/resources/{id}",
+            put(may::ADMIN, put_resource).body_limit(RESOURCE_BODY),
+        )
+        .route(
+            "/api/v1/resources/{id}/availability",
+            get(may::SEE_BOOKINGS, availability),
+        )
 }
 
-async fn list_resources(_: Admin, State(state): State<Arc<ApiState>>) -> Json<Value> {
+async fn list_resources(State(state): State<Arc<ApiState>>) -> Json<Value> {
     let resources: Vec<_> = state
         .bookings
         .resources
@@ -38,7 +47,6 @@ async fn list_resources(_: Admin, State(state): State<Arc<ApiState>>) -> Json<Va
 /// Adds or changes a resource (admin): checked like a config entry, kept
 /// in the store (fsynced), in use at once and after restarts.
 async fn put_resource(
-    _: Admin,
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
     body: Result<Json<ResourceConfig>, JsonRejection>,
@@ -67,7 +75,6 @@ async fn put_resource(
 }
 
 async fn availability(
-    _: Admin,
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
     query: Result<Query<WindowQuery>, QueryRejection>,

@@ -12,23 +12,22 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::routing::{get, Routes};
-use super::{blocking, check_label, error, internal, json_body, Admin, ApiState, HttpError};
+use super::routing::{get, may, Routes};
+use super::{blocking, check_label, error, internal, json_body, ApiState, HttpError};
 use crate::ingest::Control;
 use crate::records::RoomConfig;
 use crate::settings::RoomRules;
 
 pub(super) fn routes() -> Routes {
     Routes::default()
-        .route("/api/v1/centers/{id}/rooms", get(list_rooms))
+        .route("/api/v1/centers/{id}/rooms", get(may::READ, list_rooms))
         .route(
             "/api/v1/centers/{id}/rooms/{room}",
-            get(get_room).put(put_room),
+            get(may::READ, get_room).put(may::ADMIN, put_room),
         )
 }
 
 async fn list_rooms(
-    _: Admin,
     State(state): State<Arc<ApiState>>,
     Path(center): Path<String>,
 ) -> Result<Json<Value>, HttpError> {
@@ -38,7 +37,6 @@ async fn list_rooms(
 }
 
 async fn get_room(
-    _: Admin,
     State(state): State<Arc<ApiState>>,
     Path((center, room)): Path<(String, String)>,
 ) -> Result<Json<RoomConfig>, HttpError> {
@@ -51,7 +49,6 @@ async fn get_room(
 /// Sets a room's seats and hours: stored (fsynced), then shown by the API
 /// and handed to ingest, in the order the requests were taken.
 async fn put_room(
-    _: Admin,
     State(state): State<Arc<ApiState>>,
     Path((center, room)): Path<(String, String)>,
     body: Result<Json<RoomConfig>, JsonRejection>,

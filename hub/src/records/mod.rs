@@ -11,6 +11,7 @@
 //!   places are for, a booking's milestones, idempotent answers
 //! - `notice`: notifications to residents and bound devices' outages
 //! - `resource`: a bookable resource's entry (config file, API, store)
+//! - `token`: the API's roles, tokens created through it, audit entries
 
 pub mod booking;
 pub mod device;
@@ -18,6 +19,7 @@ pub mod notice;
 pub mod resident;
 pub mod resource;
 pub mod room;
+pub mod token;
 pub mod twin;
 
 pub use booking::{
@@ -29,4 +31,5 @@ pub use notice::{Notification, Outage, OutageReason};
 pub use resident::Resident;
 pub use resource::{ResourceConfig, ShareConfig, SlotConfig};
 pub use room::{RoomConfig, RoomCount};
+pub use token::{ApiToken, AuditEntry, Role};
 pub use twin::{Alarm, LastValue, Presence, TripReason, Twin};

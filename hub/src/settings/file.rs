@@ -233,6 +233,12 @@ pub struct ApiConfig {
     /// else). Empty: taken from `YIZHAN_METRICS_TOKEN` or
     /// `YIZHAN_METRICS_TOKEN_FILE`, else there is none.
     pub metrics_token_sha256: String,
+    /// Serve https with the hub's server certificate (`settings::api`).
+    pub tls: bool,
+    pub header_read_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    pub max_connections: usize,
+    pub audit_retention_days: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -386,6 +392,11 @@ impl Default for ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_token_sha256: String::new(),
             metrics_token_sha256: String::new(),
+            tls: false,
+            header_read_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
+            max_connections: 512,
+            audit_retention_days: 90,
         }
     }
 }
@@ -582,6 +593,25 @@ admin_token_sha256 = ""
 # else. Empty: YIZHAN_METRICS_TOKEN (or the file YIZHAN_METRICS_TOKEN_FILE
 # names) is used, or there is none (the admin token still reads /metrics).
 metrics_token_sha256 = ""
+# More tokens, one per desk, kiosk or front end, each with a role (admin,
+# staff, frontend, readonly, metrics), are created through the API by an
+# admin: POST /api/v1/tokens (README, docs/security.md).
+# Serve https instead of http, with the hub's server certificate (signed by
+# its CA, ca.pem in data_dir; names from broker.server_names). Turn it on
+# when the API is reached over a network; behind a reverse proxy on the
+# same machine, leave it off and listen on loopback.
+tls = false
+# A connection must send a request's headers (and finish its TLS
+# handshake) within this, and is closed after this long idle between
+# requests: a slow client cannot hold a connection.
+header_read_timeout_ms = 10000
+# A request is answered within this once its headers arrived (503 past it).
+request_timeout_ms = 30000
+# Connections served at once; more wait in the listen queue.
+max_connections = 512
+# Days the audit log (GET /api/v1/audit) keeps an entry; older ones are
+# removed at start and every hour.
+audit_retention_days = 90
 
 [log]
 # "text" or "json"

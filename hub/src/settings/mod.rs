@@ -14,7 +14,10 @@
 //! - `resource`: a bookable resource compiled from its entry
 //! - `roster`: managers' duty shifts
 //! - `tokens`: the API's tokens from the environment (plain or `*_FILE`)
+//! - `api`: how the API serves (TLS, header and request timeouts,
+//!   connections) and the audit log's retention
 
+pub mod api;
 pub mod file;
 pub mod opening;
 pub mod resource;
@@ -31,6 +34,7 @@ use protocol::calendar::Calendar;
 
 use crate::clock::Clock;
 
+pub use api::HttpSettings;
 pub use file::{
     AccessConfig, ApiConfig, BrokerConfig, CommandsConfig, Config, CountingConfig, DutyConfig,
     IngestConfig, InterlockConfig, LimitsConfig, LogConfig, LogFormat, PlainListenerConfig,
@@ -78,6 +82,10 @@ pub struct Settings {
     /// Volunteer managers' duty shifts (`[[duty]]`).
     pub roster: Roster,
     pub api: ApiConfig,
+    /// How the API serves (`[api]`'s TLS and limits).
+    pub http: HttpSettings,
+    /// How long the audit log keeps an entry.
+    pub audit_retention: Duration,
     pub log: LogConfig,
 }
 
@@ -105,6 +113,7 @@ impl Settings {
             .map_err(|reason| invalid("schedule.clock", &reason))?;
         check_schedule(&config.schedule)?;
         check_lengths(&config)?;
+        let (http, audit_retention) = api::parse(&config.api)?;
         let shifts = config
             .duty
             .iter()
@@ -136,6 +145,8 @@ impl Settings {
             resources,
             roster: Roster { shifts },
             api: config.api,
+            http,
+            audit_retention,
             log: config.log,
         })
     }

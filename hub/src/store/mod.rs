@@ -19,6 +19,8 @@
 //! - `catalog`: `resources` (resources added or changed through the API, id
 //!   → entry), `rooms` (rooms set through the API, `center/id` → entry),
 //!   `outages` (bound device → outage)
+//! - `access`: `api_tokens` (tokens created through the API, their SHA-256
+//!   only) and `audit` (the API's audit log, in write order)
 //! - `meta`: boot epoch, generated admin-token hash, the credential-hashing
 //!   key, the number of twins
 //! - `codec`: key layouts and the JSON values
@@ -27,6 +29,7 @@
 //! `flush` fsyncs; the ingest loop calls it once per batch holding events
 //! before it acknowledges them, the booking desk once per batch of jobs.
 
+mod access;
 mod bookings;
 mod catalog;
 mod codec;
@@ -85,6 +88,8 @@ pub struct Store {
     outages: sled::Tree,
     resources: sled::Tree,
     rooms: sled::Tree,
+    api_tokens: sled::Tree,
+    audit: sled::Tree,
     meta: sled::Tree,
     /// Twins stored (as in `meta`), for `/metrics` without a scan.
     twin_count: AtomicU64,
@@ -127,6 +132,8 @@ impl Store {
             outages: db.open_tree("outages")?,
             resources: db.open_tree("resources")?,
             rooms: db.open_tree("rooms")?,
+            api_tokens: db.open_tree("api_tokens")?,
+            audit: db.open_tree("audit")?,
             meta,
             twin_count,
             flush_fault: OnceLock::new(),
