@@ -50,7 +50,9 @@ pub mod component {
     pub const API: &str = "api";
     /// Gauges read from outside the hub's own state (the store's size).
     pub const GAUGES: &str = "gauges";
-    pub const ALL: [&str; 8] = [
+    /// The forwarder to the upstream broker (`[uplink]`).
+    pub const UPLINK: &str = "uplink";
+    pub const ALL: [&str; 9] = [
         INGEST,
         COMMIT,
         DESK,
@@ -59,6 +61,7 @@ pub mod component {
         EDGE_TOOLS,
         API,
         GAUGES,
+        UPLINK,
     ];
 }
 

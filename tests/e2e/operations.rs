@@ -274,7 +274,11 @@ fn check_config_prints_the_merged_configuration_with_secrets_masked() -> Result<
 
 /// A configuration file, environment variables, and the field the error
 /// must name.
-type BadConfig = (&'static str, &'static [(&'static str, &'static str)], &'static str);
+type BadConfig = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
 
 #[test]
 fn check_config_names_the_bad_field_and_exits_2() -> Result<()> {

@@ -11,6 +11,8 @@
 //!   places are for, a booking's milestones
 //! - `notice`: notifications to residents and bound devices' outages
 //! - `resource`: a bookable resource's entry (config file, API, store)
+//! - `uplink`: what is forwarded upstream: outbox entries, their classes,
+//!   topics, payloads and message ids
 
 pub mod booking;
 pub mod device;
@@ -19,6 +21,7 @@ pub mod resident;
 pub mod resource;
 pub mod room;
 pub mod twin;
+pub mod uplink;
 
 pub use booking::{
     Booker, Booking, Group, IndexEntry, Milestone, Slot, SlotCount, SlotLoad, Status,
@@ -29,3 +32,4 @@ pub use resident::Resident;
 pub use resource::{ResourceConfig, ShareConfig, SlotConfig};
 pub use room::RoomCount;
 pub use twin::{Alarm, LastValue, Presence, TripReason, Twin};
+pub use uplink::{UplinkClass, UplinkEntry};

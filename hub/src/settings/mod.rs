@@ -12,7 +12,9 @@
 //! - `rooms`: rooms' seats and hours
 //! - `resource`: a bookable resource compiled from its entry
 //! - `roster`: managers' duty shifts
-//! - `tokens`: the API's tokens from the environment (plain or `*_FILE`)
+//! - `tokens`: the API's tokens and the uplink's password from the
+//!   environment (plain or `*_FILE`)
+//! - `uplink`: the upstream brokers, TLS files and outbox bounds
 
 pub mod file;
 pub mod opening;
@@ -20,6 +22,7 @@ pub mod resource;
 pub mod rooms;
 pub mod roster;
 pub mod tokens;
+pub mod uplink;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -33,13 +36,14 @@ use crate::clock::Clock;
 pub use file::{
     AccessConfig, ApiConfig, BrokerConfig, CommandsConfig, Config, CountingConfig, DutyConfig,
     IngestConfig, InterlockConfig, LimitsConfig, LogConfig, LogFormat, PlainListenerConfig,
-    PlainUser, ResourceConfig, RoomConfig, ScheduleConfig, ShareConfig, SlotConfig,
+    PlainUser, ResourceConfig, RoomConfig, ScheduleConfig, ShareConfig, SlotConfig, UplinkConfig,
     DEFAULT_CONFIG_TOML, MASKED,
 };
 pub use opening::{parse_hhmm, DayWindow, OpeningHours};
 pub use resource::{Layout, Resource};
 pub use rooms::{RoomRules, Rooms};
 pub use roster::{Roster, Shift};
+pub use uplink::{UplinkSettings, UplinkTls, Upstream};
 
 /// A field (relative to its entry) and why its value is refused.
 pub type FieldError = (String, String);
@@ -78,6 +82,8 @@ pub struct Settings {
     pub roster: Roster,
     pub api: ApiConfig,
     pub log: LogConfig,
+    /// The upstream broker, when `[uplink] enabled`.
+    pub uplink: Option<UplinkSettings>,
 }
 
 impl Settings {
@@ -103,6 +109,7 @@ impl Settings {
         let clock = Clock::parse(&config.schedule.clock)
             .map_err(|reason| invalid("schedule.clock", &reason))?;
         check_schedule(&config.schedule)?;
+        let uplink = uplink::parse(&config.uplink).map_err(named(""))?;
         let shifts = config
             .duty
             .iter()
@@ -135,6 +142,7 @@ impl Settings {
             roster: Roster { shifts },
             api: config.api,
             log: config.log,
+            uplink,
         })
     }
 }

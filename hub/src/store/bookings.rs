@@ -7,12 +7,14 @@
 
 use super::codec::{decode, get_json, pair_key_text, time_key, time_range, to_json};
 use super::{Store, StoreError};
+use crate::clock::unix_ms;
 use crate::records::booking::{decode_count, encode_count};
 use crate::records::{Booking, IndexEntry, Milestone, SlotCount, Status};
 
 impl Store {
     /// Writes a booking, its two index entries, its slot's count and its due
-    /// times in one atomic batch (not fsynced: the desk flushes once per
+    /// times in one atomic batch, with its uplink entry when the hub has an
+    /// upstream (not fsynced: the desk flushes once per
     /// batch of jobs). Reads the slot's count and the booking's previous
     /// entry outside the batch: only the booking desk writes bookings.
     /// Returns the booking's status before (`None`: a new booking).
@@ -53,7 +55,7 @@ impl Store {
         for (at, what) in due {
             batch.insert(due_key(*at, *what, &booking.id), &[][..]);
         }
-        self.bookings.apply_batch(batch)?;
+        self.apply_booking_batch(batch, booking, unix_ms())?;
         Ok(was)
     }
 

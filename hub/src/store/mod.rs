@@ -18,7 +18,10 @@
 //!   id → notification, until the webhook took it)
 //! - `catalog`: `resources` (resources added or changed through the API, id
 //!   → entry), `outages` (bound device → outage)
-//! - `meta`: boot epoch, generated admin-token hash, the credential-hashing
+//! - `uplink`: the uplink outbox (`uplink`, `uplink_telemetry`,
+//!   `uplink_index`): what waits for the upstream's acknowledgement,
+//!   written with the events, bookings and visits it describes
+//! - `meta`: boot epoch, the hub's id, generated admin-token hash, the credential-hashing
 //!   key, the number of twins
 //! - `codec`: key layouts and the JSON values
 //!
@@ -35,6 +38,7 @@ mod events;
 mod meta;
 mod notices;
 mod people;
+mod uplink;
 
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
@@ -42,6 +46,7 @@ use std::sync::atomic::AtomicU64;
 pub use devices::Revocation;
 use meta::stored_twin_count;
 pub use people::ResidentConflict;
+pub use uplink::{OutboxConfig, OutboxMeters};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -78,6 +83,8 @@ pub struct Store {
     meta: sled::Tree,
     /// Twins stored (as in `meta`), for `/metrics` without a scan.
     twin_count: AtomicU64,
+    /// The uplink outbox, once enabled (a hub with an upstream).
+    uplink: Option<uplink::Outbox>,
 }
 
 /// sled's page cache. It fills with whatever was written until it reaches
@@ -116,6 +123,7 @@ impl Store {
             resources: db.open_tree("resources")?,
             meta,
             twin_count,
+            uplink: None,
             db,
         })
     }
