@@ -20,3 +20,4 @@ mod pianos;
 mod resilience;
 mod schedule;
 mod supervision;
+mod uplink;
