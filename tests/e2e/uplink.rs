@@ -247,6 +247,27 @@ async fn check_visits(hub: &HubProcess, received: &Received) -> anyhow::Result<u
     Ok(total)
 }
 
+/// Each device's events and alarms first arrived in the order the hub
+/// stored them (`received_at`): resends after a lost session come again,
+/// never first.
+fn assert_device_order(messages: &[UpstreamMessage]) {
+    let mut seen = BTreeSet::new();
+    let mut last: HashMap<String, u64> = HashMap::new();
+    for message in messages {
+        if !["event", "alarm"].contains(&message.what()) || !seen.insert(message.id().to_string()) {
+            continue;
+        }
+        let device = message.payload["device"].as_str().unwrap_or_default();
+        let at = message.payload["received_at"].as_u64().unwrap_or_default();
+        let before = last.insert(device.to_string(), at).unwrap_or(0);
+        assert!(
+            before <= at,
+            "{device}: {} arrived after a later event",
+            message.id()
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosquitto_receives_every_event_alarm_and_booking_once_across_a_failover_a_cut_and_kill_9(
 ) -> anyhow::Result<()> {
@@ -352,6 +373,7 @@ async fn mosquitto_receives_every_event_alarm_and_booking_once_across_a_failover
         forwarded, stored,
         "the district has exactly the hub's events"
     );
+    assert_device_order(&district.subscriber.messages());
     let alarms = received.on(&["alarm"]);
     let alarm_types: BTreeSet<&str> = alarms
         .iter()
