@@ -37,9 +37,11 @@ use crate::clock::unix_ms;
 use crate::commit::GroupCommit;
 use crate::input::{Input, InputError, Problem, TsWindow};
 use crate::metrics::Metrics;
+use crate::records::uplink::TwinChange;
 use crate::records::{Presence, StoredEvent, Twin};
 use crate::settings::{IngestConfig, RoomRules};
 use crate::store::{Store, StoreError};
+use crate::uplink::Feed;
 
 /// How often silent devices are looked for: the bound on how late past
 /// 1.5× keepalive a device is marked offline.
@@ -255,6 +257,8 @@ pub struct Ingest {
     twins_written: Instant,
     /// Alarms, pianos in use, robots' temperatures (gauges).
     activity: Activity,
+    /// Twin changes and telemetry windows for the upstream (`[uplink]`).
+    uplink: Option<Feed>,
 }
 
 /// What ingest talks through: the broker link it publishes on, the control
@@ -266,6 +270,8 @@ pub struct Wiring {
     pub commit: GroupCommit,
     /// The edge's flow control: told what ingest has read.
     pub window: Arc<IngestWindow>,
+    /// What ingest adds to the uplink outbox, with an upstream.
+    pub uplink: Option<Feed>,
 }
 
 impl Ingest {
@@ -282,6 +288,7 @@ impl Ingest {
             actions,
             commit,
             window,
+            uplink,
         } = wiring;
         let revoked = store.revoked_ids()?.into_iter().collect();
         let activity = Activity::load(&store, metrics.clone(), &revoked)?;
@@ -307,6 +314,7 @@ impl Ingest {
             window,
             twins_written: Instant::now(),
             activity,
+            uplink,
         })
     }
 
@@ -345,8 +353,14 @@ impl Ingest {
             }
             if Instant::now() >= next_sweep {
                 self.sweep_liveness()?;
+                if let Some(feed) = &mut self.uplink {
+                    feed.tick(unix_ms());
+                }
                 next_sweep = Instant::now() + LIVENESS_SWEEP;
             }
+        }
+        if let Some(feed) = &mut self.uplink {
+            feed.finish(unix_ms());
         }
         self.commit.finish();
         self.write_twins()?;
@@ -612,6 +626,7 @@ impl Ingest {
             Channel::Birth => {
                 let birth = decode_birth(payload, self.twin(device).kind)?;
                 self.twin(device).apply_birth(&birth);
+                self.feed_twin(device, TwinChange::Birth);
                 // A birth follows the device's subscriptions: open commands
                 // can go out now.
                 self.actions.device_online(device, unix_ms());
@@ -635,6 +650,9 @@ impl Ingest {
                 let checked = self.input.telemetry(telemetry, kind, unix_ms())?;
                 let gap = self.twin(device).apply_telemetry(&checked.telemetry);
                 self.count_gap(device, Channel::Telemetry, gap);
+                if let (Some(feed), Some(twin)) = (&mut self.uplink, self.twins.get(device)) {
+                    feed.telemetry(twin, &checked.telemetry, unix_ms());
+                }
                 if let Some(twin) = self.twins.get_mut(device) {
                     self.actions
                         .on_telemetry(twin, &checked, self.arrived, unix_ms());
@@ -773,6 +791,14 @@ impl Ingest {
                 .inc();
             self.online.insert(device.to_string());
             self.actions.device_online(device, now);
+            self.feed_twin(device, TwinChange::Online);
+        }
+    }
+
+    /// Tells the upstream of a twin change (with an uplink).
+    fn feed_twin(&self, device: &str, change: TwinChange) {
+        if let (Some(feed), Some(twin)) = (&self.uplink, self.twins.get(device)) {
+            feed.twin(twin, change, unix_ms());
         }
     }
 
@@ -790,6 +816,7 @@ impl Ingest {
             self.dirty.insert(device.to_string());
             self.actions.device_offline(device);
             self.observe(device);
+            self.feed_twin(device, TwinChange::Offline);
         }
     }
 

@@ -39,6 +39,7 @@ pub mod commit;
 pub mod gauges;
 pub mod ingest;
 pub mod occupancy;
+pub mod uplink;
 pub mod usage;
 pub mod visits;
 pub mod webhook;
@@ -116,6 +117,8 @@ pub enum HubError {
     Api(#[from] api::ServeError),
     #[error("{0}")]
     Supervise(#[from] supervise::SuperviseError),
+    #[error("uplink: {0}")]
+    Uplink(#[from] uplink::UplinkError),
     #[error("components down: {}", supervise::describe(.0))]
     ComponentsDown(Vec<Down>),
 }
@@ -128,6 +131,8 @@ pub struct Hub {
     supervisor: Supervisor,
     ingest: std::thread::JoinHandle<()>,
     desk: std::thread::JoinHandle<()>,
+    /// The forwarder to the upstream, with `[uplink]`.
+    uplink: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Hub {
@@ -138,7 +143,14 @@ impl Hub {
             source,
         })?;
         let _ = std::fs::remove_file(settings.data_dir.join(ENDPOINTS_FILE));
-        let store = Arc::new(Store::open(&settings.data_dir.join("db"))?);
+        let metrics = Metrics::new();
+        let mut store = Store::open(&settings.data_dir.join("db"))?;
+        let uplink_wake = Arc::new(tokio::sync::Notify::new());
+        let uplink_id = match &settings.uplink {
+            Some(uplink) => Some(enable_uplink(&mut store, uplink, &metrics, &uplink_wake)?),
+            None => None,
+        };
+        let store = Arc::new(store);
         let epoch = store.next_boot_epoch()?;
         let admin_token_sha256 = resolve_admin_token(&settings, &store)?;
         let pki = Arc::new(Pki::load_or_create(&settings.data_dir)?);
@@ -147,7 +159,6 @@ impl Hub {
             true => Some(api::tls_acceptor(&identity)?),
             false => None,
         };
-        let metrics = Metrics::new();
         let census = Arc::new(gauges::Census::load(&store, metrics.clone())?);
         census.hub_certificates(pki.ca_not_after_ms()?, identity.not_after_ms);
         metrics
@@ -179,6 +190,14 @@ impl Hub {
         actions.set_bookings(bookings.clone());
         let commit = commit::GroupCommit::start(store.clone(), broker.commit_link, &supervisor)
             .map_err(HubError::Thread)?;
+        let feed = match (&settings.uplink, &uplink_id) {
+            (Some(uplink), Some(id)) => {
+                let feed = uplink::Feed::new(store.clone(), id.clone(), uplink);
+                feed.offline_after_restart(epoch, clock::unix_ms())?;
+                Some(feed)
+            }
+            _ => None,
+        };
         let mut ingest = Ingest::new(
             store.clone(),
             metrics.clone(),
@@ -190,6 +209,7 @@ impl Hub {
                 actions,
                 commit,
                 window: window.clone(),
+                uplink: feed,
             },
         )?;
         ingest.subscribe()?;
@@ -210,6 +230,20 @@ impl Hub {
             );
             supervisor.spawn_task(component::WEBHOOK, deliver);
         }
+        let uplink = match (&settings.uplink, uplink_id) {
+            (Some(uplink), Some(client_id)) => Some(uplink::start(
+                uplink::Parts {
+                    store: store.clone(),
+                    metrics: metrics.clone(),
+                    settings: uplink.clone(),
+                    client_id,
+                    wake: uplink_wake,
+                    stop: stop.clone(),
+                },
+                &supervisor,
+            )?),
+            _ => None,
+        };
         supervisor.spawn_task(
             component::GAUGES,
             gauges::refresh_store_size(store.clone(), metrics.clone(), stop.clone()),
@@ -282,6 +316,7 @@ impl Hub {
             supervisor,
             ingest,
             desk,
+            uplink,
         })
     }
 
@@ -315,6 +350,9 @@ impl Hub {
         join(self.ingest).await;
         self.supervisor.wait_tasks(Duration::from_secs(2)).await;
         join(self.desk).await;
+        if let Some(uplink) = self.uplink {
+            join(uplink).await;
+        }
         let flushed = flush_last(self.store).await;
         let down = self.supervisor.down();
         if down.is_empty() {
@@ -358,6 +396,25 @@ async fn flush_last(store: Arc<Store>) -> Result<(), HubError> {
 /// Runs a hub until `shutdown` resolves.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), HubError> {
     Hub::start(settings).await?.run_until(shutdown).await
+}
+
+/// Turns the store's uplink outbox on; returns the hub's client id (the
+/// configured one, else the hub's own).
+fn enable_uplink(
+    store: &mut Store,
+    settings: &settings::UplinkSettings,
+    metrics: &Metrics,
+    wake: &Arc<tokio::sync::Notify>,
+) -> Result<String, HubError> {
+    let client_id = match &settings.client_id {
+        Some(id) => id.clone(),
+        None => store.hub_id()?,
+    };
+    let config = uplink::outbox_config(client_id.clone(), settings, metrics, wake.clone());
+    store.enable_uplink(config)?;
+    let (messages, bytes) = store.uplink_backlog();
+    tracing::info!(%client_id, messages, bytes, "uplink outbox open");
+    Ok(client_id)
 }
 
 /// How the booking desk hands its commands and events to ingest: through

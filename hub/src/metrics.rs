@@ -10,7 +10,7 @@
 //! changes; rendering reads the registry and nothing else.
 
 use prometheus::{
-    CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
     IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -64,6 +64,13 @@ pub struct Metrics {
     pub pianos_in_use: IntGaugeVec,
     pub therapy_temperature_max: GaugeVec,
     pub certificate_expiry: IntGaugeVec,
+    pub uplink_backlog_messages: IntGauge,
+    pub uplink_backlog_bytes: IntGauge,
+    pub uplink_oldest_age: Gauge,
+    pub uplink_sent: IntCounterVec,
+    pub uplink_dropped: IntCounterVec,
+    pub uplink_connected: IntGauge,
+    pub uplink_connect_attempts: IntCounterVec,
 }
 
 /// The hub's version (`Cargo.toml`).
@@ -338,6 +345,41 @@ impl Metrics {
                 "When a certificate expires: the CA, the edge's server certificate, the earliest of the live devices'",
                 &["certificate"],
             ),
+            uplink_backlog_messages: IntGauge::new(
+                "yizhan_uplink_backlog_messages",
+                "Messages in the uplink outbox, waiting for the upstream's PUBACK",
+            )
+            .expect("gauge"),
+            uplink_backlog_bytes: IntGauge::new(
+                "yizhan_uplink_backlog_bytes",
+                "Bytes in the uplink outbox (keys and entries)",
+            )
+            .expect("gauge"),
+            uplink_oldest_age: Gauge::new(
+                "yizhan_uplink_oldest_age_seconds",
+                "Age of the oldest message in the uplink outbox (0 when empty)",
+            )
+            .expect("gauge"),
+            uplink_sent: counter_vec(
+                "yizhan_uplink_sent_total",
+                "Messages the upstream acknowledged (PUBACK), by class",
+                &["class"],
+            ),
+            uplink_dropped: counter_vec(
+                "yizhan_uplink_dropped_total",
+                "Messages dropped from the uplink outbox over its bound, by class (telemetry only)",
+                &["class"],
+            ),
+            uplink_connected: IntGauge::new(
+                "yizhan_uplink_connected",
+                "1 while the hub holds a session with an upstream broker",
+            )
+            .expect("gauge"),
+            uplink_connect_attempts: counter_vec(
+                "yizhan_uplink_connect_attempts_total",
+                "Connections to upstream brokers, by outcome (connected, failed)",
+                &["outcome"],
+            ),
             registry,
         };
         metrics.register_all();
@@ -397,6 +439,13 @@ impl Metrics {
             Box::new(self.pianos_in_use.clone()),
             Box::new(self.therapy_temperature_max.clone()),
             Box::new(self.certificate_expiry.clone()),
+            Box::new(self.uplink_backlog_messages.clone()),
+            Box::new(self.uplink_backlog_bytes.clone()),
+            Box::new(self.uplink_oldest_age.clone()),
+            Box::new(self.uplink_sent.clone()),
+            Box::new(self.uplink_dropped.clone()),
+            Box::new(self.uplink_connected.clone()),
+            Box::new(self.uplink_connect_attempts.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for collector in collectors {

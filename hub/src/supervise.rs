@@ -52,7 +52,9 @@ pub mod component {
     pub const GAUGES: &str = "gauges";
     /// The API's audit log writer (and its pruning).
     pub const AUDIT: &str = "audit";
-    pub const ALL: [&str; 9] = [
+    /// The forwarder to the upstream broker (`[uplink]`).
+    pub const UPLINK: &str = "uplink";
+    pub const ALL: [&str; 10] = [
         INGEST,
         COMMIT,
         DESK,
@@ -62,6 +64,7 @@ pub mod component {
         API,
         GAUGES,
         AUDIT,
+        UPLINK,
     ];
 }
 

@@ -28,3 +28,4 @@ mod resilience;
 mod roles;
 mod schedule;
 mod supervision;
+mod uplink;

@@ -17,13 +17,24 @@ pub struct SimRun {
 /// it stops by itself (within `timeout`, else it is killed), credentials in
 /// a temp dir; fails unless it exits 0.
 pub async fn run_device_sim(hub: &HubProcess, args: &str, timeout: Duration) -> Result<SimRun> {
+    run_device_sim_at(&hub.api, hub.mqtt_port, args, timeout).await
+}
+
+/// `run_device_sim` against the hub whose API is `api` (`http://…`) and
+/// device port `mqtt_port`, which may be restarted meanwhile.
+pub async fn run_device_sim_at(
+    api: &str,
+    mqtt_port: u16,
+    args: &str,
+    timeout: Duration,
+) -> Result<SimRun> {
     let dir = tempfile::tempdir()?;
     let truth_path = dir.path().join("truth.json");
     let run = tokio::process::Command::new(workspace_binary("device-sim"))
         .arg("run")
         .args(args.split_whitespace())
-        .args(["--api", &hub.api, "--mqtt-host", "localhost"])
-        .args(["--mqtt-port", &hub.mqtt_port.to_string()])
+        .args(["--api", api, "--mqtt-host", "localhost"])
+        .args(["--mqtt-port", &mqtt_port.to_string()])
         .arg("--cert-dir")
         .arg(dir.path().join("certs"))
         .arg("--json")

@@ -9,6 +9,11 @@
 //! - `device_sim_run`: a `device-sim run` against a hub, with its ground truth
 //! - `https`: one HTTPS request to a hub serving its API over TLS
 //! - `silent_cut`: a TCP relay that goes dark
+//! - `tcp_proxy`: a TCP relay that goes dark and comes back (an uplink's
+//!   network)
+//! - `tls_files`: a throwaway CA, server and client certificate as PEM files
+//! - `upstream`: a persistent-session subscriber of the hub's upstream
+//!   broker, and its messages grouped by id
 //! - `webhook_sink`: an HTTP server receiving webhook POSTs
 //! - `wait`: polling until something holds, the real clock
 //! - `stacks`: three client stacks through one interface; `raw_mqtt`:
@@ -32,21 +37,27 @@ pub mod promql;
 pub mod raw_mqtt;
 pub mod silent_cut;
 pub mod stacks;
+pub mod tcp_proxy;
 pub mod test_device;
+pub mod tls_files;
+pub mod upstream;
 pub mod wait;
 pub mod webhook_sink;
 
 pub use credentials::{mosquitto_pub, write_credentials, CredentialFiles};
 pub use device_sim::bench::processes::{free_port, Mosquitto};
 pub use device_sim::bench::received::sum_metric;
-pub use device_sim_run::{run_device_sim, SimRun};
+pub use device_sim_run::{run_device_sim, run_device_sim_at, SimRun};
 pub use https::https_request;
 pub use hub_process::{
     fill_template, listed_routes, workspace_binary, HubOptions, HubProcess, ListedRoute,
     SIMULATED_CLOCKS,
 };
 pub use silent_cut::SilentCut;
+pub use tcp_proxy::TcpProxy;
 pub use test_device::{telemetry, DeviceEvent, DeviceOptions, TestDevice};
+pub use tls_files::TlsFiles;
+pub use upstream::{Received, SubscriberOptions, UpstreamMessage, UpstreamSubscriber};
 pub use wait::{eventually, now_ms};
 pub use webhook_sink::WebhookSink;
 

@@ -12,6 +12,8 @@
 //! - `notice`: notifications to residents and bound devices' outages
 //! - `resource`: a bookable resource's entry (config file, API, store)
 //! - `token`: the API's roles, tokens created through it, audit entries
+//! - `uplink`: what is forwarded upstream: outbox entries, their classes,
+//!   topics, payloads and message ids
 
 pub mod booking;
 pub mod device;
@@ -21,6 +23,7 @@ pub mod resource;
 pub mod room;
 pub mod token;
 pub mod twin;
+pub mod uplink;
 
 pub use booking::{
     Booker, Booking, Group, IndexEntry, KeptAnswer, Milestone, Slot, SlotCount, SlotLoad, Status,
@@ -33,3 +36,4 @@ pub use resource::{ResourceConfig, ShareConfig, SlotConfig};
 pub use room::{RoomConfig, RoomCount};
 pub use token::{ApiToken, AuditEntry, Role};
 pub use twin::{Alarm, LastValue, Presence, TripReason, Twin};
+pub use uplink::{UplinkClass, UplinkEntry};

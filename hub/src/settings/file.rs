@@ -39,6 +39,8 @@ pub struct Config {
     pub duty: Vec<DutyConfig>,
     pub api: ApiConfig,
     pub log: LogConfig,
+    /// Forwarding to the district's broker (docs/upstream.md).
+    pub uplink: UplinkConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -256,6 +258,70 @@ pub struct LogConfig {
     pub filter: String,
 }
 
+/// The upstream MQTT 3.1.1 broker the hub forwards to (docs/upstream.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UplinkConfig {
+    /// Off: nothing is written to the uplink outbox and nothing forwarded.
+    pub enabled: bool,
+    /// `mqtt://host[:port]` or `mqtts://host[:port]`, tried in turn.
+    pub urls: Vec<String>,
+    /// MQTT client id, the same on every URL (its session is persistent)
+    /// and the first part of every message id. Empty: the hub's own id.
+    pub client_id: String,
+    pub username: String,
+    /// Empty: `YIZHAN_UPLINK_PASSWORD` or the file
+    /// `YIZHAN_UPLINK_PASSWORD_FILE` names, else none.
+    pub password: String,
+    /// PEM certificates the upstream's certificate chains to (required for
+    /// `mqtts://`).
+    pub ca_file: String,
+    /// A client certificate and its key (PEM), both or neither.
+    pub cert_file: String,
+    pub key_file: String,
+    /// Past this size the outbox drops its oldest telemetry.
+    pub max_backlog_bytes: u64,
+    /// Messages published and not yet acknowledged, at most.
+    pub max_in_flight: u32,
+    /// Publishes per second at most (0: no limit), so a drain after an
+    /// outage leaves the CPU to the devices.
+    pub max_messages_per_second: u32,
+    /// Forward every telemetry message as well as the per-window aggregate.
+    pub raw_telemetry: bool,
+    /// Length of a device's telemetry aggregate window.
+    pub telemetry_window_secs: u64,
+    pub keepalive_secs: u64,
+    /// TCP, TLS and CONNACK of one attempt.
+    pub connect_timeout_secs: u64,
+    /// Wait after a failed attempt, doubled per failure up to the maximum.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+impl Default for UplinkConfig {
+    fn default() -> Self {
+        UplinkConfig {
+            enabled: false,
+            urls: Vec::new(),
+            client_id: String::new(),
+            username: String::new(),
+            password: String::new(),
+            ca_file: String::new(),
+            cert_file: String::new(),
+            key_file: String::new(),
+            max_backlog_bytes: 1024 * 1024 * 1024,
+            max_in_flight: 256,
+            max_messages_per_second: 10_000,
+            raw_telemetry: false,
+            telemetry_window_secs: 60,
+            keepalive_secs: 30,
+            connect_timeout_secs: 10,
+            backoff_initial_ms: 500,
+            backoff_max_ms: 30_000,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -272,6 +338,7 @@ impl Default for Config {
             duty: Vec::new(),
             api: ApiConfig::default(),
             log: LogConfig::default(),
+            uplink: UplinkConfig::default(),
         }
     }
 }
@@ -617,6 +684,45 @@ audit_retention_days = 90
 # "text" or "json"
 format = "text"
 filter = "info,rumqttd=warn"
+
+[uplink]
+# Forward to the district's MQTT 3.1.1 broker (docs/upstream.md): events,
+# alarms, twin changes, booking changes, visits per day and telemetry
+# aggregates, under yz/v1/{center}/..., QoS 1, from a durable outbox that
+# keeps each message until the broker's PUBACK.
+enabled = false
+# Tried in turn: on a failure the hub moves to the next, waiting
+# backoff_initial_ms, doubled per failure up to backoff_max_ms (jittered).
+# urls = ["mqtt://district-a:1883", "mqtts://district-b:8883"]
+urls = []
+# One persistent session per broker under this id; also the first part of
+# every message id. Empty: the hub's id (yizhan-..., made at first start).
+client_id = ""
+username = ""
+# Empty: YIZHAN_UPLINK_PASSWORD, or the file YIZHAN_UPLINK_PASSWORD_FILE names.
+password = ""
+# mqtts:// needs the PEM certificates the broker's certificate chains to
+# (the system's: /etc/ssl/certs/ca-certificates.crt). A client certificate
+# and key (PEM) are optional, both or neither.
+ca_file = ""
+cert_file = ""
+key_file = ""
+# Past this size (bytes) the outbox drops its oldest telemetry; events,
+# alarms, twin changes, bookings and visits are never dropped.
+max_backlog_bytes = 1073741824
+# Publishes awaiting the broker's PUBACK at once (1-65535), and per second
+# at most (0: no limit) so that a backlog drains beside the devices, not
+# instead of them.
+max_in_flight = 256
+max_messages_per_second = 10000
+# Telemetry goes up as one aggregate per device and window (count and
+# min/max/last of each number); raw_telemetry sends every message too.
+raw_telemetry = false
+telemetry_window_secs = 60
+keepalive_secs = 30
+connect_timeout_secs = 10
+backoff_initial_ms = 500
+backoff_max_ms = 30000
 "#;
 
 impl Config {
@@ -634,14 +740,19 @@ impl Config {
             "metrics_token_file",
             "config",
             "test_fault",
+            "uplink_password",
+            "uplink_password_file",
         ]);
         let mut config: Config = figment.merge(env).extract().map_err(Box::new)?;
-        super::tokens::from_env(&mut config.api, &|name| std::env::var(name).ok())?;
+        let env = |name: &str| std::env::var(name).ok();
+        super::tokens::from_env(&mut config.api, &env)?;
+        super::tokens::uplink_password(&mut config.uplink, &env)?;
         Ok(config)
     }
 
     /// The configuration with its secrets replaced by `MASKED`: token
-    /// hashes, tool password hashes, a password in the webhook URL.
+    /// hashes, tool password hashes, a password in the webhook URL, the
+    /// uplink's password.
     pub fn masked(&self) -> Config {
         let mask = |secret: &mut String| {
             if !secret.is_empty() {
@@ -651,6 +762,7 @@ impl Config {
         let mut config = self.clone();
         mask(&mut config.api.admin_token_sha256);
         mask(&mut config.api.metrics_token_sha256);
+        mask(&mut config.uplink.password);
         for user in &mut config.broker.plain.users {
             mask(&mut user.password_hash);
         }
@@ -686,7 +798,9 @@ mod tests {
             password_hash: "$argon2id$v=19$secret".into(),
         });
         config.schedule.webhook_url = "http://front:s3cret@10.0.0.5:8000/hook".into();
+        config.uplink.password = "uplink-s3cret".into();
         let masked = config.masked();
+        assert_eq!(masked.uplink.password, MASKED);
         assert_eq!(masked.api.admin_token_sha256, MASKED);
         assert_eq!(masked.api.metrics_token_sha256, "", "unset stays empty");
         assert_eq!(masked.broker.plain.users[0].password_hash, MASKED);

@@ -13,9 +13,11 @@
 //!   the API's)
 //! - `resource`: a bookable resource compiled from its entry
 //! - `roster`: managers' duty shifts
-//! - `tokens`: the API's tokens from the environment (plain or `*_FILE`)
+//! - `tokens`: the API's tokens and the uplink's password from the
+//!   environment (plain or `*_FILE`)
 //! - `api`: how the API serves (TLS, header and request timeouts,
 //!   connections) and the audit log's retention
+//! - `uplink`: the upstream brokers, TLS files and outbox bounds
 
 pub mod api;
 pub mod file;
@@ -24,6 +26,7 @@ pub mod resource;
 pub mod rooms;
 pub mod roster;
 pub mod tokens;
+pub mod uplink;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -38,13 +41,14 @@ pub use api::HttpSettings;
 pub use file::{
     AccessConfig, ApiConfig, BrokerConfig, CommandsConfig, Config, CountingConfig, DutyConfig,
     IngestConfig, InterlockConfig, LimitsConfig, LogConfig, LogFormat, PlainListenerConfig,
-    PlainUser, ResourceConfig, RoomConfig, ScheduleConfig, ShareConfig, SlotConfig,
+    PlainUser, ResourceConfig, RoomConfig, ScheduleConfig, ShareConfig, SlotConfig, UplinkConfig,
     DEFAULT_CONFIG_TOML, MASKED,
 };
 pub use opening::{parse_hhmm, DayWindow, OpeningHours};
 pub use resource::{Layout, Resource};
 pub use rooms::{RoomRules, Rooms, MAX_SEATS};
 pub use roster::{Roster, Shift};
+pub use uplink::{UplinkSettings, UplinkTls, Upstream};
 
 /// A field (relative to its entry) and why its value is refused.
 pub type FieldError = (String, String);
@@ -87,6 +91,8 @@ pub struct Settings {
     /// How long the audit log keeps an entry.
     pub audit_retention: Duration,
     pub log: LogConfig,
+    /// The upstream broker, when `[uplink] enabled`.
+    pub uplink: Option<UplinkSettings>,
 }
 
 impl Settings {
@@ -114,6 +120,7 @@ impl Settings {
         check_schedule(&config.schedule)?;
         check_lengths(&config)?;
         let (http, audit_retention) = api::parse(&config.api)?;
+        let uplink = uplink::parse(&config.uplink).map_err(named(""))?;
         let shifts = config
             .duty
             .iter()
@@ -148,6 +155,7 @@ impl Settings {
             http,
             audit_retention,
             log: config.log,
+            uplink,
         })
     }
 }

@@ -5,9 +5,11 @@
 //! `$CREDENTIALS_DIRECTORY/`), so a token stays out of process lists and
 //! unit files. A token is hashed as soon as it is read; only its SHA-256 is
 //! kept. A hash in the configuration (`api.*_token_sha256`) wins over the
-//! environment.
+//! environment. The uplink's password comes the same ways
+//! (`YIZHAN_UPLINK_PASSWORD`, `YIZHAN_UPLINK_PASSWORD_FILE`) and is kept
+//! as given: the upstream broker checks it.
 
-use super::file::ApiConfig;
+use super::file::{ApiConfig, UplinkConfig};
 use super::ConfigError;
 use crate::secrets;
 
@@ -36,6 +38,13 @@ pub const METRICS_TOKEN: TokenVars = TokenVars {
     file: "YIZHAN_METRICS_TOKEN_FILE",
 };
 
+/// The password the hub gives its upstream broker.
+pub const UPLINK_PASSWORD: TokenVars = TokenVars {
+    field: "uplink.password",
+    plain: "YIZHAN_UPLINK_PASSWORD",
+    file: "YIZHAN_UPLINK_PASSWORD_FILE",
+};
+
 /// The shortest token accepted.
 pub const MIN_TOKEN_CHARS: usize = 16;
 
@@ -62,23 +71,32 @@ pub fn from_env(
     Ok(())
 }
 
+/// Fills an empty `uplink.password` from the environment. Fails naming the
+/// variable: both forms set, a file that cannot be read, an empty password.
+pub fn uplink_password(
+    uplink: &mut UplinkConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    if !uplink.password.is_empty() {
+        return Ok(());
+    }
+    if let Some((password, from)) = secret(UPLINK_PASSWORD, env)? {
+        if password.is_empty() {
+            return Err(invalid(from, "the password is empty".into()));
+        }
+        uplink.password = password;
+    }
+    Ok(())
+}
+
 /// The token `vars` name, if either variable is set.
 fn token(
     vars: TokenVars,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<String>, ConfigError> {
-    let (token, from) = match (env(vars.plain), env(vars.file)) {
-        (None, None) => return Ok(None),
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                vars.file,
-                format!("{} is set too; set one of them", vars.plain),
-            ))
-        }
-        (Some(token), None) => (token, vars.plain),
-        (None, Some(path)) => (read_file(vars.file, &path, env)?, vars.file),
+    let Some((token, from)) = secret(vars, env)? else {
+        return Ok(None);
     };
-    let token = token.trim().to_string();
     if token.chars().count() < MIN_TOKEN_CHARS {
         return Err(invalid(
             from,
@@ -86,6 +104,26 @@ fn token(
         ));
     }
     Ok(Some(token))
+}
+
+/// The secret `vars` name (trimmed) and the variable it came from, if
+/// either variable is set.
+fn secret(
+    vars: TokenVars,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<(String, &'static str)>, ConfigError> {
+    let (secret, from) = match (env(vars.plain), env(vars.file)) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                vars.file,
+                format!("{} is set too; set one of them", vars.plain),
+            ))
+        }
+        (Some(secret), None) => (secret, vars.plain),
+        (None, Some(path)) => (read_file(vars.file, &path, env)?, vars.file),
+    };
+    Ok(Some((secret.trim().to_string(), from)))
 }
 
 /// The text of the token file `path` (named by variable `var`); a leading
@@ -163,6 +201,49 @@ mod tests {
         .unwrap();
         assert_eq!(m, secrets::sha256_hex("scrape-only-token-0123"));
         assert_eq!(resolve(&[]).unwrap(), (String::new(), String::new()));
+    }
+
+    #[test]
+    fn the_uplink_password_comes_from_the_file_or_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("uplink_password");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let file = file.to_str().unwrap();
+        let resolve = |vars: &[(&str, &str)], configured: &str| {
+            let mut uplink = UplinkConfig {
+                password: configured.into(),
+                ..UplinkConfig::default()
+            };
+            let env = |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            };
+            uplink_password(&mut uplink, &env)
+                .map(|()| uplink.password)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            resolve(&[("YIZHAN_UPLINK_PASSWORD_FILE", file)], ""),
+            Ok("s3cret".into())
+        );
+        assert_eq!(
+            resolve(&[("YIZHAN_UPLINK_PASSWORD", "pw")], ""),
+            Ok("pw".into())
+        );
+        assert_eq!(
+            resolve(&[("YIZHAN_UPLINK_PASSWORD", "pw")], "file"),
+            Ok("file".into())
+        );
+        assert_eq!(resolve(&[], ""), Ok(String::new()));
+        let error = resolve(&[("YIZHAN_UPLINK_PASSWORD", " ")], "").unwrap_err();
+        assert!(error.contains("`YIZHAN_UPLINK_PASSWORD`"), "{error}");
+        let both = [
+            ("YIZHAN_UPLINK_PASSWORD", "a"),
+            ("YIZHAN_UPLINK_PASSWORD_FILE", file),
+        ];
+        let error = resolve(&both, "").unwrap_err();
+        assert!(error.contains("`YIZHAN_UPLINK_PASSWORD_FILE`"), "{error}");
     }
 
     #[test]

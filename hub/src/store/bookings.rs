@@ -10,12 +10,14 @@
 use super::codec::{decode, get_json, pair_key_text, time_key, time_range, to_json};
 use super::undo::{keep, Writes};
 use super::{Store, StoreError};
+use crate::clock::unix_ms;
 use crate::records::booking::{decode_count, encode_count};
 use crate::records::{Booking, IndexEntry, KeptAnswer, Milestone, SlotCount, Status};
 
 impl Store {
     /// Writes a booking, its two index entries, its slot's count and its due
-    /// times in one atomic batch (not fsynced: the desk flushes once per
+    /// times in one atomic batch, with its uplink entry when the hub has an
+    /// upstream (not fsynced: the desk flushes once per
     /// batch of jobs). Reads the slot's count and the booking's previous
     /// entry outside the batch: only the booking desk writes bookings.
     /// Returns the booking's status before (`None`: a new booking).
@@ -25,7 +27,7 @@ impl Store {
         due: &[(u64, Milestone)],
     ) -> Result<Option<Status>, StoreError> {
         let (writes, was) = self.booking_writes(booking, due)?;
-        writes.apply(&self.bookings)?;
+        self.apply_booking_writes(writes, booking)?;
         Ok(was)
     }
 
@@ -42,7 +44,7 @@ impl Store {
         let (mut writes, was) = self.booking_writes(booking, due)?;
         writes.insert(answer_key(&booking.resident, key), to_json(answer));
         writes.insert(answered_key(answer.at, &booking.resident, key), &[][..]);
-        writes.apply(&self.bookings)?;
+        self.apply_booking_writes(writes, booking)?;
         Ok(was)
     }
 
@@ -114,6 +116,14 @@ impl Store {
             writes.insert(due_key(*at, *what, &booking.id), &[][..]);
         }
         Ok((writes, was))
+    }
+
+    /// Applies a booking's writes atomically, with its uplink entry when
+    /// the hub has an upstream (the previous values kept for the desk's
+    /// undo first).
+    fn apply_booking_writes(&self, writes: Writes, booking: &Booking) -> Result<(), StoreError> {
+        let batch = writes.kept_batch(&self.bookings)?;
+        self.apply_booking_batch(batch, booking, unix_ms())
     }
 
     pub fn booking(&self, id: &str) -> Result<Option<Booking>, StoreError> {

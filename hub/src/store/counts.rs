@@ -5,6 +5,7 @@ use chrono::NaiveDate;
 
 use super::codec::{decode, decode_u64, pair_key, pair_key_text, to_json};
 use super::{Store, StoreError};
+use crate::clock::unix_ms;
 use crate::records::RoomCount;
 
 impl Store {
@@ -35,8 +36,12 @@ impl Store {
     }
 
     /// Adds `people` to the visits of `center` on local `day` (not
-    /// fsynced); returns the day's new total.
+    /// fsynced), with the day's uplink entry when the hub has an upstream;
+    /// returns the day's new total.
     pub fn add_visits(&self, center: &str, day: NaiveDate, people: u64) -> Result<u64, StoreError> {
+        if let Some(total) = self.visits_with_entry(center, day, people, unix_ms()) {
+            return total;
+        }
         let total = self
             .visits
             .update_and_fetch(pair_key(center, &day.to_string()), |old| {

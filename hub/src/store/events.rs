@@ -5,13 +5,18 @@ use super::{Store, StoreError};
 use crate::records::StoredEvent;
 
 impl Store {
-    /// Stores an event unless `(device, id)` is already stored. Returns
-    /// whether it was new.
+    /// Stores an event unless `(device, id)` is already stored, with its
+    /// uplink entry when the hub has an upstream. Returns whether it was
+    /// new.
     pub fn insert_event_once(&self, event: &StoredEvent) -> Result<bool, StoreError> {
         let key = pair_key(&event.device, &event.event.id);
-        let swapped =
-            self.events
-                .compare_and_swap(key, None as Option<&[u8]>, Some(to_json(event)))?;
+        let value = to_json(event);
+        if let Some(stored) = self.event_with_entry(&key, event, &value) {
+            return stored;
+        }
+        let swapped = self
+            .events
+            .compare_and_swap(key, None as Option<&[u8]>, Some(value))?;
         Ok(swapped.is_ok())
     }
 

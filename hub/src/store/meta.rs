@@ -1,5 +1,5 @@
 //! `meta`: the boot epoch, the generated admin-token hash, the
-//! credential-hashing key and the number of twins.
+//! credential-hashing key, the hub's id and the number of twins.
 
 use super::codec::decode_u64;
 use super::{Store, StoreError};
@@ -8,6 +8,7 @@ pub(super) const BOOT_EPOCH_KEY: &[u8] = b"boot_epoch";
 pub(super) const ADMIN_TOKEN_KEY: &[u8] = b"admin_token_sha256";
 pub(super) const CREDENTIAL_KEY: &[u8] = b"credential_hmac_key";
 pub(super) const TWIN_COUNT_KEY: &[u8] = b"twin_count";
+pub(super) const HUB_ID_KEY: &[u8] = b"hub_id";
 
 impl Store {
     /// Increments and returns the boot epoch. A twin marked online in an
@@ -49,6 +50,23 @@ impl Store {
         let stored = self.meta.get(CREDENTIAL_KEY)?.unwrap_or_default();
         self.db.flush()?;
         Ok(stored.as_ref().try_into().unwrap_or(fresh))
+    }
+}
+
+impl Store {
+    /// The hub's id: `yizhan-` and 16 hex digits made at first use and kept
+    /// in `meta` (the default upstream client id, in every message id).
+    pub fn hub_id(&self) -> Result<String, StoreError> {
+        let fresh = format!("yizhan-{:016x}", rand::random::<u64>());
+        // Only the first writer's id sticks; later calls read it back.
+        let _ = self.meta.compare_and_swap(
+            HUB_ID_KEY,
+            None as Option<&[u8]>,
+            Some(fresh.as_bytes()),
+        )?;
+        let stored = self.meta.get(HUB_ID_KEY)?;
+        self.db.flush()?;
+        Ok(stored.map_or(fresh, |id| String::from_utf8_lossy(&id).into_owned()))
     }
 }
 

@@ -21,7 +21,10 @@
 //!   `outages` (bound device → outage)
 //! - `access`: `api_tokens` (tokens created through the API, their SHA-256
 //!   only) and `audit` (the API's audit log, in write order)
-//! - `meta`: boot epoch, generated admin-token hash, the credential-hashing
+//! - `uplink`: the uplink outbox (`uplink`, `uplink_telemetry`,
+//!   `uplink_index`): what waits for the upstream's acknowledgement,
+//!   written with the events, bookings and visits it describes
+//! - `meta`: boot epoch, the hub's id, generated admin-token hash, the credential-hashing
 //!   key, the number of twins
 //! - `codec`: key layouts and the JSON values
 //! - `undo`: the desk's batch put back when its fsync failed
@@ -41,6 +44,7 @@ mod meta;
 mod notices;
 mod people;
 mod undo;
+mod uplink;
 
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
@@ -49,6 +53,7 @@ use std::sync::OnceLock;
 pub use devices::Revocation;
 use meta::stored_twin_count;
 pub use people::ResidentConflict;
+pub use uplink::{OutboxConfig, OutboxMeters};
 
 use crate::supervise::{FaultSwitch, InjectedFault};
 
@@ -95,6 +100,8 @@ pub struct Store {
     twin_count: AtomicU64,
     /// Test-only: fails `flush` once fired (`supervise::fault_point`).
     flush_fault: OnceLock<FaultSwitch>,
+    /// The uplink outbox, once enabled (a hub with an upstream).
+    uplink: Option<uplink::Outbox>,
 }
 
 /// sled's page cache. It fills with whatever was written until it reaches
@@ -137,6 +144,7 @@ impl Store {
             meta,
             twin_count,
             flush_fault: OnceLock::new(),
+            uplink: None,
             db,
         })
     }

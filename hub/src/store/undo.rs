@@ -50,11 +50,18 @@ impl Writes {
     }
 
     pub(super) fn apply(self, tree: &sled::Tree) -> Result<(), StoreError> {
+        let batch = self.kept_batch(tree)?;
+        tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// The batch, for a caller that applies it to `tree` itself (in a
+    /// transaction with other trees), after keeping what it replaces.
+    pub(super) fn kept_batch(self, tree: &sled::Tree) -> Result<sled::Batch, StoreError> {
         for key in &self.keys {
             keep(tree, key)?;
         }
-        tree.apply_batch(self.batch)?;
-        Ok(())
+        Ok(self.batch)
     }
 }
 
