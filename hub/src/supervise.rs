@@ -50,9 +50,11 @@ pub mod component {
     pub const API: &str = "api";
     /// Gauges read from outside the hub's own state (the store's size).
     pub const GAUGES: &str = "gauges";
-    /// The API's audit log writer (and its pruning).
+    /// The API's audit log writer.
     pub const AUDIT: &str = "audit";
-    pub const ALL: [&str; 9] = [
+    /// Removes records older than their retention (`crate::retention`).
+    pub const RETENTION: &str = "retention";
+    pub const ALL: [&str; 10] = [
         INGEST,
         COMMIT,
         DESK,
@@ -62,7 +64,23 @@ pub mod component {
         API,
         GAUGES,
         AUDIT,
+        RETENTION,
     ];
+}
+
+/// Runs `work` on a blocking thread and waits for it; `None` when the
+/// runtime dropped it (shutting down). A panic in `work` is resumed here,
+/// so the supervisor names the task it struck.
+pub async fn on_blocking_thread<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => Some(result),
+        Err(error) => match error.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => None,
+        },
+    }
 }
 
 /// Places outside the components that the fault switch can strike.

@@ -23,6 +23,7 @@ use super::{
     blocking, check_label, error, internal, json_body, parse_instant, query_of, ranges, window,
     ApiState, HttpError, WindowQuery,
 };
+use super::ranges::{next_of, PageQuery};
 use crate::bookings::{BookRequest, DeskError, ListFilter};
 use crate::records::{Booker, Booking, Group};
 use crate::schedule::Refusal;
@@ -251,19 +252,35 @@ async fn list_bookings(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ResidentQuery {
+struct NotificationQuery {
     resident: String,
+    after: Option<String>,
+    limit: Option<usize>,
 }
 
+/// A resident's notifications, oldest first, a page at a time (`after`,
+/// `limit`; `next` absent on the last page).
 async fn notifications(
     State(state): State<Arc<ApiState>>,
-    query: Result<Query<ResidentQuery>, QueryRejection>,
+    query: Result<Query<NotificationQuery>, QueryRejection>,
 ) -> Result<Json<Value>, HttpError> {
     let query = query_of(query)?;
-    let resident = query.resident;
+    let NotificationQuery {
+        resident,
+        after,
+        limit,
+    } = query;
+    let at = PageQuery { after, limit }.checked()?;
     blocking(&state, move |state| {
-        let list = state.bookings.notifications(&resident).map_err(internal)?;
-        Ok(Json(json!({ "resident": resident, "notifications": list })))
+        let page = state
+            .bookings
+            .notifications(&resident, at.after.as_deref(), at.limit)
+            .map_err(internal)?;
+        let mut answer = json!({ "resident": resident, "notifications": page.items });
+        if let Some(next) = next_of(page.next) {
+            answer["next"] = Value::String(next);
+        }
+        Ok(Json(answer))
     })
     .await
 }

@@ -12,7 +12,7 @@ use super::Bookings;
 use crate::records::{Booking, Group, IndexEntry, Notification, SlotCount, Status};
 use crate::schedule::{free_places, Duty, DAY_MS, MINUTE_MS};
 use crate::settings::Resource;
-use crate::store::StoreError;
+use crate::store::{Page, StoreError};
 
 /// Whose bookings a list shows: a resident's, a resource's or a center's
 /// (one at least; several narrow the list).
@@ -202,7 +202,13 @@ impl Bookings {
         Ok(entries)
     }
 
-    pub fn notifications(&self, resident: &str) -> Result<Vec<Notification>, StoreError> {
-        self.store.notifications_of(resident)
+    /// One page of a resident's notifications (`store::Page`).
+    pub fn notifications(
+        &self,
+        resident: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Page<Notification>, StoreError> {
+        self.store.notifications_page(resident, after, limit)
     }
 }

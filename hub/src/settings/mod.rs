@@ -21,6 +21,7 @@ pub mod api;
 pub mod file;
 pub mod opening;
 pub mod resource;
+pub mod retention;
 pub mod rooms;
 pub mod roster;
 pub mod tokens;
@@ -43,6 +44,7 @@ pub use file::{
 };
 pub use opening::{parse_hhmm, DayWindow, OpeningHours};
 pub use resource::{Layout, Resource};
+pub use retention::{Retention, RetentionConfig};
 pub use rooms::{RoomRules, Rooms, MAX_SEATS};
 pub use roster::{Roster, Shift};
 
@@ -84,8 +86,8 @@ pub struct Settings {
     pub api: ApiConfig,
     /// How the API serves (`[api]`'s TLS and limits).
     pub http: HttpSettings,
-    /// How long the audit log keeps an entry.
-    pub audit_retention: Duration,
+    /// How long each kind of stored record is kept (the audit log's too).
+    pub retention: Retention,
     pub log: LogConfig,
 }
 
@@ -114,6 +116,7 @@ impl Settings {
         check_schedule(&config.schedule)?;
         check_lengths(&config)?;
         let (http, audit_retention) = api::parse(&config.api)?;
+        let retention = Retention::parse(&config.retention, audit_retention)?;
         let shifts = config
             .duty
             .iter()
@@ -146,7 +149,7 @@ impl Settings {
             roster: Roster { shifts },
             api: config.api,
             http,
-            audit_retention,
+            retention,
             log: config.log,
         })
     }

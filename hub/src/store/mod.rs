@@ -21,6 +21,8 @@
 //!   `outages` (bound device → outage)
 //! - `access`: `api_tokens` (tokens created through the API, their SHA-256
 //!   only) and `audit` (the API's audit log, in write order)
+//! - `retention`: `aging` (a time index of events, command records and
+//!   notifications) and pruning, the audit log's too
 //! - `meta`: boot epoch, generated admin-token hash, the credential-hashing
 //!   key, the number of twins
 //! - `codec`: key layouts and the JSON values
@@ -40,6 +42,7 @@ mod events;
 mod meta;
 mod notices;
 mod people;
+mod retention;
 mod undo;
 
 use std::path::Path;
@@ -49,6 +52,8 @@ use std::sync::OnceLock;
 pub use devices::Revocation;
 use meta::stored_twin_count;
 pub use people::ResidentConflict;
+pub use codec::Page;
+pub use retention::{Aged, Pruned};
 
 use crate::supervise::{FaultSwitch, InjectedFault};
 
@@ -90,6 +95,7 @@ pub struct Store {
     rooms: sled::Tree,
     api_tokens: sled::Tree,
     audit: sled::Tree,
+    aging: sled::Tree,
     meta: sled::Tree,
     /// Twins stored (as in `meta`), for `/metrics` without a scan.
     twin_count: AtomicU64,
@@ -134,6 +140,7 @@ impl Store {
             rooms: db.open_tree("rooms")?,
             api_tokens: db.open_tree("api_tokens")?,
             audit: db.open_tree("audit")?,
+            aging: db.open_tree("aging")?,
             meta,
             twin_count,
             flush_fault: OnceLock::new(),
