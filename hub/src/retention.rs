@@ -84,7 +84,10 @@ async fn prune_kind(
 async fn run_blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, RetentionError> {
-    on_blocking_thread(work).await.ok_or(RetentionError::Cancelled)?.map_err(RetentionError::from)
+    on_blocking_thread(work)
+        .await
+        .ok_or(RetentionError::Cancelled)?
+        .map_err(RetentionError::from)
 }
 
 /// Why the retention task ended early.

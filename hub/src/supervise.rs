@@ -52,7 +52,7 @@ pub mod component {
     pub const GAUGES: &str = "gauges";
     /// The API's audit log writer.
     pub const AUDIT: &str = "audit";
-    /// Removes records older than their retention (`crate::retention`).
+    /// Removes records older than their retention.
     pub const RETENTION: &str = "retention";
     pub const ALL: [&str; 10] = [
         INGEST,

@@ -25,6 +25,7 @@ mod operations;
 mod pianos;
 mod prometheus_live;
 mod resilience;
+mod retention;
 mod roles;
 mod schedule;
 mod supervision;

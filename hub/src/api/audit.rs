@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::routing::{get, may, Routes};
 use super::{blocking, internal, query_of, ranges, ApiState, HttpError};
-use crate::supervise::on_blocking_thread;
 use crate::records::AuditEntry;
 use crate::store::{Store, StoreError};
+use crate::supervise::on_blocking_thread;
 
 pub(super) fn routes() -> Routes {
     Routes::default().route("/api/v1/audit", get(may::ADMIN, list))
@@ -116,7 +116,10 @@ async fn write(store: &Arc<Store>, mut entries: Vec<AuditEntry>) -> Result<(), A
 async fn run_blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, AuditError> {
-    on_blocking_thread(work).await.ok_or(AuditError::Cancelled)?.map_err(AuditError::from)
+    on_blocking_thread(work)
+        .await
+        .ok_or(AuditError::Cancelled)?
+        .map_err(AuditError::from)
 }
 
 /// Why the audit task ended early.

@@ -18,12 +18,12 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::ranges::{next_of, PageQuery};
 use super::routing::{get, may, post, Routes};
 use super::{
     blocking, check_label, error, internal, json_body, parse_instant, query_of, ranges, window,
     ApiState, HttpError, WindowQuery,
 };
-use super::ranges::{next_of, PageQuery};
 use crate::bookings::{BookRequest, DeskError, ListFilter};
 use crate::records::{Booker, Booking, Group};
 use crate::schedule::Refusal;

@@ -14,9 +14,7 @@ use serde::Serialize;
 use super::devices::known_device;
 use super::ranges::{next_of, PageQuery};
 use super::routing::{get, may, post, Routes};
-use super::{
-    blocking, error, internal, json_body, query_of, unprocessable, ApiState, HttpError,
-};
+use super::{blocking, error, internal, json_body, query_of, unprocessable, ApiState, HttpError};
 use crate::clock::unix_ms;
 use crate::commands::NewCommand;
 use crate::ingest::Control;

@@ -189,7 +189,9 @@ mod tests {
             }
             .checked()
         };
-        let checked = at(&next_of(Some(b"d1\0e7".to_vec())).unwrap()).ok().unwrap();
+        let checked = at(&next_of(Some(b"d1\0e7".to_vec())).unwrap())
+            .ok()
+            .unwrap();
         assert_eq!(checked.after.as_deref(), Some(&b"d1\0e7"[..]));
         assert_eq!(checked.limit, DEFAULT_PAGE);
         for bad in ["zz", "abc", &"00".repeat(MAX_AFTER)] {

@@ -72,7 +72,11 @@ fn span(field: &str, text: &str, most: Duration) -> Result<Duration, ConfigError
         "m" => 60,
         "h" => 3_600,
         "d" => 86_400,
-        _ => return Err(invalid(format!("{text:?} is not a span like 90d, 12h, 30m or 45s"))),
+        _ => {
+            return Err(invalid(format!(
+                "{text:?} is not a span like 90d, 12h, 30m or 45s"
+            )))
+        }
     };
     let secs = number
         .parse::<u64>()

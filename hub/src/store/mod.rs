@@ -49,10 +49,10 @@ use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::OnceLock;
 
+pub use codec::Page;
 pub use devices::Revocation;
 use meta::stored_twin_count;
 pub use people::ResidentConflict;
-pub use codec::Page;
 pub use retention::{Aged, Pruned};
 
 use crate::supervise::{FaultSwitch, InjectedFault};

@@ -29,7 +29,12 @@ pub enum Aged {
 }
 
 impl Aged {
-    pub const ALL: [Aged; 4] = [Aged::Events, Aged::Commands, Aged::Notifications, Aged::Audit];
+    pub const ALL: [Aged; 4] = [
+        Aged::Events,
+        Aged::Commands,
+        Aged::Notifications,
+        Aged::Audit,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -241,14 +246,22 @@ mod tests {
         assert_eq!(ids(left, |e| &e.event.id), ["e3"]);
         assert_eq!(prune_all(&store, Aged::Events, 250, 1), 0);
 
-        store.put_command(&command("c1", 100, CommandStatus::Sent)).unwrap();
-        store.put_command(&command("c2", 110, CommandStatus::Acked)).unwrap();
-        store.put_command(&command("c3", 900, CommandStatus::Acked)).unwrap();
+        store
+            .put_command(&command("c1", 100, CommandStatus::Sent))
+            .unwrap();
+        store
+            .put_command(&command("c2", 110, CommandStatus::Acked))
+            .unwrap();
+        store
+            .put_command(&command("c3", 900, CommandStatus::Acked))
+            .unwrap();
         assert_eq!(prune_all(&store, Aged::Commands, 500, 1), 1, "c2 only");
         let left = store.commands_page("d1", None, 10).unwrap();
         assert_eq!(ids(left, |c| &c.id), ["c1", "c3"]);
         // Once c1 has its outcome it goes too (its created_at is unchanged).
-        store.put_command(&command("c1", 100, CommandStatus::Expired)).unwrap();
+        store
+            .put_command(&command("c1", 100, CommandStatus::Expired))
+            .unwrap();
         assert_eq!(prune_all(&store, Aged::Commands, 500, 2), 1);
 
         store.add_notification(&notification("n1"), true).unwrap();
@@ -257,7 +270,11 @@ mod tests {
         assert_eq!(prune_all(&store, Aged::Notifications, later, 5), 1, "n2");
         store.delivered("n1").unwrap();
         assert_eq!(prune_all(&store, Aged::Notifications, later, 5), 1, "n1");
-        assert!(store.notifications_page("r1", None, 5).unwrap().items.is_empty());
+        assert!(store
+            .notifications_page("r1", None, 5)
+            .unwrap()
+            .items
+            .is_empty());
     }
 
     #[test]
@@ -265,7 +282,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         for i in 0..7 {
-            store.insert_event_once(&event(&format!("e{i}"), i)).unwrap();
+            store
+                .insert_event_once(&event(&format!("e{i}"), i))
+                .unwrap();
         }
         let mut other = event("e0", 0);
         other.device = "d10".into();
@@ -280,7 +299,11 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(seen, ["e0", "e1", "e2", "e3", "e4", "e5", "e6"], "d10's not in");
+        assert_eq!(
+            seen,
+            ["e0", "e1", "e2", "e3", "e4", "e5", "e6"],
+            "d10's not in"
+        );
         let last = store.events_page("d1", Some(b"e3"), 3).unwrap();
         assert!(last.next.is_none(), "exactly the last three: no next");
     }
