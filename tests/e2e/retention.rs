@@ -274,3 +274,30 @@ async fn lists_page_with_after_limit_and_next_without_gaps_or_repeats() -> anyho
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_booking_list_pages_by_slot_then_id() -> anyhow::Result<()> {
+    let hub = HubProcess::start(HubOptions {
+        extra_config: SCHEDULE.into(),
+        ..HubOptions::default()
+    })
+    .await?;
+    let mut booked = Vec::new();
+    for hour in 9..16 {
+        let body = json!({"resource": "piano1", "slot_start": format!("2027-01-04T{hour:02}:00:00+08:00"),
+                          "resident": format!("r{hour}"), "group": "adult"});
+        let (status, booking) = hub.post_json("/api/v1/bookings", &body).await?;
+        anyhow::ensure!(status == 201, "{booking}");
+        booked.push(booking["id"].as_str().unwrap_or_default().to_owned());
+    }
+    let path = "/api/v1/bookings?resource=piano1&from=2027-01-04T08:00:00%2B08:00\
+                &to=2027-01-04T22:00:00%2B08:00&";
+    let (ids, pages) = walk(&hub, path, "bookings", 3, |b| {
+        b["id"].as_str().map(str::to_owned)
+    })
+    .await?;
+    assert_eq!((ids, pages), (booked, 3), "slot order, each once, 3+3+1");
+    let bad = hub.get(&format!("{path}after=00")).send().await?;
+    assert_eq!(bad.status(), 400, "a cursor shorter than a slot start");
+    Ok(())
+}

@@ -24,7 +24,7 @@ use super::{
     blocking, check_label, error, internal, json_body, parse_instant, query_of, ranges, window,
     ApiState, HttpError, WindowQuery,
 };
-use crate::bookings::{BookRequest, DeskError, ListFilter};
+use crate::bookings::{BookRequest, BookingPlace, DeskError, ListFilter};
 use crate::records::{Booker, Booking, Group};
 use crate::schedule::Refusal;
 
@@ -240,14 +240,40 @@ async fn list_bookings(
             "give `resident`, `resource` or `center` (or several)",
         ));
     }
-    let bookings = blocking(&state, move |state| {
-        let bookings = state.bookings.bookings(&filter, from, to);
-        bookings.map_err(internal)
+    let at = PageQuery {
+        after: query.after,
+        limit: query.limit,
+    }
+    .checked()?;
+    let after = at.after.as_deref().map(booking_place).transpose()?;
+    let (bookings, next) = blocking(&state, move |state| {
+        let page = state
+            .bookings
+            .bookings(&filter, (from, to), after.as_ref(), at.limit);
+        page.map_err(internal)
     })
     .await?;
-    Ok(Json(
-        json!({ "count": bookings.len(), "bookings": bookings }),
-    ))
+    let mut answer = json!({ "count": bookings.len(), "bookings": bookings });
+    if let Some(next) =
+        next_of(next.map(|(start, id)| [&start.to_be_bytes()[..], id.as_bytes()].concat()))
+    {
+        answer["next"] = Value::String(next);
+    }
+    Ok(Json(answer))
+}
+
+/// A booking list's `after` (its `next`: a slot start, big-endian, then a
+/// booking id).
+fn booking_place(after: &[u8]) -> Result<BookingPlace, HttpError> {
+    let bad = || {
+        error(
+            StatusCode::BAD_REQUEST,
+            "`after` must be a page's `next` as it was answered",
+        )
+    };
+    let (start, id) = after.split_first_chunk::<8>().ok_or_else(bad)?;
+    let id = std::str::from_utf8(id).map_err(|_| bad())?;
+    Ok((u64::from_be_bytes(*start), id.to_owned()))
 }
 
 #[derive(Deserialize)]

@@ -306,6 +306,9 @@ pub(super) struct WindowQuery {
     resident: Option<String>,
     resource: Option<String>,
     center: Option<String>,
+    /// Paging (`ranges::PageQuery`): only the booking list takes them.
+    after: Option<String>,
+    limit: Option<usize>,
 }
 
 fn window(state: &ApiState, query: &WindowQuery) -> Result<(u64, u64), HttpError> {
