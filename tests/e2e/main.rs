@@ -23,6 +23,7 @@ mod lifecycle;
 mod metrics_series;
 mod operations;
 mod pianos;
+mod privacy;
 mod prometheus_live;
 mod resilience;
 mod retention;

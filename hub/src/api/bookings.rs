@@ -134,6 +134,18 @@ fn book_request(state: &ApiState, body: BookBody) -> Result<BookRequest, HttpErr
     })
 }
 
+/// An offer as a refusal shows it: without its resident (and child's
+/// birth date), since no error answer names a resident; `GET
+/// /api/v1/bookings/{id}` shows the whole booking.
+fn without_resident(offer: Box<Booking>) -> Value {
+    let mut offer = json!(offer);
+    if let Some(fields) = offer.as_object_mut() {
+        fields.remove("resident");
+        fields.remove("child_birthdate");
+    }
+    offer
+}
+
 fn desk_error(e: DeskError) -> Response {
     match e {
         DeskError::Refused(Refusal::Rule { rule, reason }, _) => (
@@ -145,6 +157,7 @@ fn desk_error(e: DeskError) -> Response {
             let waitlist = offer
                 .as_ref()
                 .map(|o| format!("/api/v1/bookings/{}/waitlist", o.id));
+            let offer = offer.map(without_resident);
             (
                 StatusCode::CONFLICT,
                 Json(json!({ "error": reason, "offer": offer, "waitlist": waitlist })),
