@@ -14,8 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::unix_ms;
 use crate::metrics::Metrics;
 use crate::settings::Retention;
-use crate::store::{Aged, Pruned, Store, StoreError};
-use crate::supervise::on_blocking_thread;
+use crate::store::{Aged, BackgroundError, Pruned, Store};
 
 /// Records looked at in one blocking call (one sled batch per tree).
 const CHUNK: usize = 2_000;
@@ -27,7 +26,7 @@ pub async fn keep(
     metrics: Metrics,
     retention: Retention,
     stop: CancellationToken,
-) -> Result<(), RetentionError> {
+) -> Result<(), BackgroundError> {
     let mut every = tokio::time::interval(retention.every);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -63,14 +62,15 @@ async fn prune_kind(
     kind: Aged,
     kept: Duration,
     stop: &CancellationToken,
-) -> Result<usize, RetentionError> {
+) -> Result<usize, BackgroundError> {
     let kept_ms = u64::try_from(kept.as_millis()).unwrap_or(u64::MAX);
     let before = unix_ms().saturating_sub(kept_ms);
     let (mut removed, mut resume) = (0, None);
     loop {
-        let store = store.clone();
         let from = resume.take();
-        let pruned = run_blocking(move || store.prune(kind, before, CHUNK, from)).await?;
+        let pruned = store
+            .in_background(move |store| store.prune(kind, before, CHUNK, from))
+            .await?;
         removed += pruned.removed;
         match pruned {
             Pruned {
@@ -79,22 +79,4 @@ async fn prune_kind(
             _ => return Ok(removed),
         }
     }
-}
-
-async fn run_blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, RetentionError> {
-    on_blocking_thread(work)
-        .await
-        .ok_or(RetentionError::Cancelled)?
-        .map_err(RetentionError::from)
-}
-
-/// Why the retention task ended early.
-#[derive(Debug, thiserror::Error)]
-pub enum RetentionError {
-    #[error("retention: {0}")]
-    Store(#[from] StoreError),
-    #[error("retention: the runtime is shutting down")]
-    Cancelled,
 }

@@ -68,21 +68,6 @@ pub mod component {
     ];
 }
 
-/// Runs `work` on a blocking thread and waits for it; `None` when the
-/// runtime dropped it (shutting down). A panic in `work` is resumed here,
-/// so the supervisor names the task it struck.
-pub async fn on_blocking_thread<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => Some(result),
-        Err(error) => match error.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(_) => None,
-        },
-    }
-}
-
 /// Places outside the components that the fault switch can strike.
 pub mod fault_point {
     /// `Store::flush`: every fsync fails from the cue on (`error` only), as

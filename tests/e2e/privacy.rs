@@ -193,12 +193,12 @@ async fn no_resident_id_or_credential_in_the_log_metrics_or_error_answers() -> a
     let own = hub.get_json(&format!("/api/v1/residents/{real}")).await?;
     assert_eq!(
         residents_in(&own.to_string(), &centers),
-        [real.clone()],
+        vec![real.clone()],
         "{own}"
     );
     assert_eq!(
         residents_in(&format!("x{credential}."), &centers),
-        [credential.clone()]
+        vec![credential.clone()]
     );
 
     let unknown = format!("{}m99999", centers[0]);

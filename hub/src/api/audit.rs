@@ -23,8 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::routing::{get, may, Routes};
 use super::{blocking, internal, query_of, ranges, ApiState, HttpError};
 use crate::records::AuditEntry;
-use crate::store::{Store, StoreError};
-use crate::supervise::on_blocking_thread;
+use crate::store::{BackgroundError, Store};
 
 pub(super) fn routes() -> Routes {
     Routes::default().route("/api/v1/audit", get(may::ADMIN, list))
@@ -80,7 +79,7 @@ pub async fn keep(
     store: Arc<Store>,
     queue: AuditQueue,
     stop: CancellationToken,
-) -> Result<(), AuditError> {
+) -> Result<(), BackgroundError> {
     let AuditQueue(mut receiver) = queue;
     let mut batch = Vec::with_capacity(BATCH);
     let last_call = async {
@@ -108,27 +107,10 @@ pub async fn keep(
 }
 
 /// Appends a batch (fsynced) on a blocking thread.
-async fn write(store: &Arc<Store>, mut entries: Vec<AuditEntry>) -> Result<(), AuditError> {
-    let store = store.clone();
-    run_blocking(move || store.append_audit(&mut entries)).await
-}
-
-async fn run_blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, AuditError> {
-    on_blocking_thread(work)
+async fn write(store: &Arc<Store>, mut entries: Vec<AuditEntry>) -> Result<(), BackgroundError> {
+    store
+        .in_background(move |store| store.append_audit(&mut entries))
         .await
-        .ok_or(AuditError::Cancelled)?
-        .map_err(AuditError::from)
-}
-
-/// Why the audit task ended early.
-#[derive(Debug, thiserror::Error)]
-pub enum AuditError {
-    #[error("audit log: {0}")]
-    Store(#[from] StoreError),
-    #[error("audit log: the runtime is shutting down")]
-    Cancelled,
 }
 
 #[derive(Deserialize)]

@@ -106,7 +106,7 @@ impl ApiState {
     }
 }
 
-pub use audit::{keep as keep_audit, AuditError, AuditLog, AuditQueue};
+pub use audit::{keep as keep_audit, AuditLog, AuditQueue};
 pub use keys::{Caller, Keys};
 pub use routing::{Allowed, Endpoint};
 pub use serve::{serve, tls_acceptor, ServeError};

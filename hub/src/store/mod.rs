@@ -47,6 +47,7 @@ mod undo;
 
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::sync::OnceLock;
 
 pub use codec::Page;
@@ -71,6 +72,16 @@ pub enum StoreError {
     /// The test-only fault switch (`store_flush:error`) failed an fsync.
     #[error(transparent)]
     Injected(#[from] InjectedFault),
+}
+
+/// Why a task doing store work on blocking threads (`Store::in_background`)
+/// ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum BackgroundError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the runtime is shutting down")]
+    Cancelled,
 }
 
 pub struct Store {
@@ -164,6 +175,23 @@ impl Store {
     /// Test-only: every `flush` fails once `fault` has fired.
     pub fn inject_flush_fault(&self, fault: FaultSwitch) {
         let _ = self.flush_fault.set(fault);
+    }
+
+    /// Runs `work` on a blocking thread (sled may wait for the disk) and
+    /// waits for it. A panic in `work` is resumed here, so the supervisor
+    /// names the task it struck.
+    pub async fn in_background<T: Send + 'static>(
+        self: &Arc<Store>,
+        work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, BackgroundError> {
+        let store = self.clone();
+        match tokio::task::spawn_blocking(move || work(&store)).await {
+            Ok(result) => Ok(result?),
+            Err(error) => match error.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => Err(BackgroundError::Cancelled),
+            },
+        }
     }
 
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
