@@ -299,5 +299,14 @@ async fn the_booking_list_pages_by_slot_then_id() -> anyhow::Result<()> {
     assert_eq!((ids, pages), (booked, 3), "slot order, each once, 3+3+1");
     let bad = hub.get(&format!("{path}after=00")).send().await?;
     assert_eq!(bad.status(), 400, "a cursor shorter than a slot start");
+    let unpaged = hub
+        .get("/api/v1/resources/piano1/availability?from=2027-01-04&to=2027-01-05&limit=5")
+        .send()
+        .await?;
+    assert_eq!(
+        unpaged.status(),
+        400,
+        "availability is not paged: no `limit`"
+    );
     Ok(())
 }

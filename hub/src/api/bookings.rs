@@ -226,9 +226,22 @@ async fn join_waitlist(
     Ok(Json(booking))
 }
 
+/// A booking list's query: a window, whose bookings, and a page.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BookingListQuery {
+    from: String,
+    to: String,
+    resident: Option<String>,
+    resource: Option<String>,
+    center: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
 async fn list_bookings(
     State(state): State<Arc<ApiState>>,
-    query: Result<Query<WindowQuery>, QueryRejection>,
+    query: Result<Query<BookingListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, HttpError> {
     let query = query_of(query)?;
     let labels = [
@@ -241,7 +254,13 @@ async fn list_bookings(
             check_label(field, value).map_err(|e| HttpError(StatusCode::BAD_REQUEST, e.1))?;
         }
     }
-    let (from, to) = window(&state, &query)?;
+    let (from, to) = window(
+        &state,
+        &WindowQuery {
+            from: query.from,
+            to: query.to,
+        },
+    )?;
     let filter = ListFilter {
         resident: query.resident,
         resource: query.resource,

@@ -298,17 +298,12 @@ fn parse_time(state: &ApiState, field: &str, value: &Value) -> Result<u64, HttpE
     }
 }
 
+/// A window of time (`from`, `to`) a query asks about.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct WindowQuery {
     from: String,
     to: String,
-    resident: Option<String>,
-    resource: Option<String>,
-    center: Option<String>,
-    /// Paging (`ranges::PageQuery`): only the booking list takes them.
-    after: Option<String>,
-    limit: Option<usize>,
 }
 
 fn window(state: &ApiState, query: &WindowQuery) -> Result<(u64, u64), HttpError> {
