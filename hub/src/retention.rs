@@ -1,6 +1,7 @@
 //! The `retention` component: removes stored records older than their
 //! retention (`[retention]`, `api.audit_retention_days`) at start and then
-//! every `retention.every`, kind by kind, a bounded batch per blocking
+//! every `retention.every`, kind by kind (once per store, first indexing
+//! the records stored before the time index existed), a bounded batch per blocking
 //! call so neither the async runtime nor the store is held for long. The
 //! store decides what must stay whatever its age (an open command, an
 //! undelivered notification: `store::retention`); this task decides when,
@@ -27,6 +28,9 @@ pub async fn keep(
     retention: Retention,
     stop: CancellationToken,
 ) -> Result<(), BackgroundError> {
+    for kind in Aged::ALL {
+        index_unaged(&store, kind).await?;
+    }
     let mut every = tokio::time::interval(retention.every);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -45,6 +49,22 @@ pub async fn keep(
             }
         }
     }
+}
+
+/// Indexes `kind`'s records stored before the time index existed (once
+/// per store), `CHUNK` at a time.
+async fn index_unaged(store: &Arc<Store>, kind: Aged) -> Result<(), BackgroundError> {
+    let mut resume = None;
+    while store.in_background(move |store| store.unaged(kind)).await? {
+        let from = resume.take();
+        resume = store
+            .in_background(move |store| store.index_unaged(kind, CHUNK, from))
+            .await?;
+        if resume.is_none() {
+            tracing::info!(kind = kind.as_str(), "older records indexed for retention");
+        }
+    }
+    Ok(())
 }
 
 fn kept(retention: &Retention, kind: Aged) -> Duration {

@@ -12,11 +12,14 @@
 //! schedule clock's, so a device's skewed `ts` or a `fixed:` clock cannot
 //! keep a record forever or prune it at once. The index entry is written
 //! before the record, so at any crash point every record is indexed
-//! (an entry without its record is removed by the next walk).
+//! (an entry without its record is removed by the next walk). Records
+//! stored before the index existed are indexed once (`index_unaged`).
 
 use super::codec::decode;
 use super::{Store, StoreError};
-use crate::records::AuditEntry;
+use protocol::api::CommandRecord;
+
+use crate::records::{AuditEntry, Notification, StoredEvent};
 
 /// The kinds of records retention removes; the label of
 /// `yizhan_records_pruned_total`.
@@ -96,9 +99,11 @@ impl Store {
             let key = item?;
             let record = key.get(9..).unwrap_or_default();
             if !self.still_needed(kind, record)? {
+                // An entry whose record is gone (indexed twice, or its
+                // record's write lost in a crash) goes without a count.
+                removed += usize::from(tree.contains_key(record)?);
                 records.remove(record);
                 index.remove(key.clone());
-                removed += 1;
             }
             last = Some(key);
         }
@@ -112,6 +117,46 @@ impl Store {
             next
         });
         Ok(Pruned { removed, resume })
+    }
+
+    /// Whether records of `kind` may predate the `aging` tree and are not
+    /// all indexed yet (`index_unaged` has not finished on this store).
+    pub fn unaged(&self, kind: Aged) -> Result<bool, StoreError> {
+        Ok(kind != Aged::Audit && !self.meta.contains_key(backfilled(kind))?)
+    }
+
+    /// Indexes records of `kind` stored before the `aging` tree existed,
+    /// `max` at a time from `resume` (the previous call's); where to go
+    /// on, `None` once done — then noted in `meta`, so a store does it
+    /// once. Such a record is indexed by its own time (an event's
+    /// `received_at`, a command's `created_at`, a notification's `at`).
+    pub fn index_unaged(
+        &self,
+        kind: Aged,
+        max: usize,
+        resume: Option<Vec<u8>>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut index = sled::Batch::default();
+        let (mut last, mut looked) = (None, 0);
+        let start = resume.unwrap_or_default();
+        for item in self.tree_of(kind).range(start..).take(max) {
+            let (key, value) = item?;
+            index.insert(aging_key(kind, stored_at(kind, &key, &value)?, &key), &[]);
+            looked += 1;
+            last = Some(key);
+        }
+        self.aging.apply_batch(index)?;
+        match last.filter(|_| looked == max) {
+            Some(key) => {
+                let mut next = key.to_vec();
+                next.push(0);
+                Ok(Some(next))
+            }
+            None => {
+                self.meta.insert(backfilled(kind), &[])?;
+                Ok(None)
+            }
+        }
     }
 
     fn tree_of(&self, kind: Aged) -> &sled::Tree {
@@ -157,6 +202,21 @@ impl Store {
             resume: more.then(Vec::new),
         })
     }
+}
+
+/// The `meta` key noting that `kind`'s older records are indexed.
+fn backfilled(kind: Aged) -> Vec<u8> {
+    [b"aging_backfilled_", kind.as_str().as_bytes()].concat()
+}
+
+/// When a record of `kind` was stored, from the record.
+fn stored_at(kind: Aged, key: &[u8], value: &[u8]) -> Result<u64, StoreError> {
+    Ok(match kind {
+        Aged::Events => decode::<StoredEvent>(key, value)?.received_at,
+        Aged::Commands => decode::<CommandRecord>(key, value)?.created_at,
+        Aged::Notifications => decode::<Notification>(key, value)?.at,
+        Aged::Audit => decode::<AuditEntry>(key, value)?.at,
+    })
 }
 
 fn aging_key(kind: Aged, at: u64, record: &[u8]) -> Vec<u8> {
@@ -275,6 +335,36 @@ mod tests {
             .unwrap()
             .items
             .is_empty());
+    }
+
+    #[test]
+    fn records_stored_before_the_index_are_indexed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for i in 0..5 {
+            store
+                .insert_event_once(&event(&format!("e{i}"), i))
+                .unwrap();
+        }
+        store.aging.clear().unwrap(); // as a store written before it
+        assert!(store.unaged(Aged::Events).unwrap());
+        assert_eq!(prune_all(&store, Aged::Events, 100, 10), 0, "not indexed");
+        let mut resume = None;
+        for calls in 1.. {
+            resume = store.index_unaged(Aged::Events, 2, resume).unwrap();
+            if resume.is_none() {
+                assert_eq!(calls, 3, "2 + 2 + 1");
+                break;
+            }
+        }
+        assert!(!store.unaged(Aged::Events).unwrap());
+        assert_eq!(prune_all(&store, Aged::Events, 3, 10), 3, "e0, e1, e2");
+        store.age(Aged::Events, 9, b"d1\0gone").unwrap();
+        assert_eq!(
+            prune_all(&store, Aged::Events, 100, 10),
+            2,
+            "an orphan entry is not counted"
+        );
     }
 
     #[test]
