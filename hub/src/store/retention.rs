@@ -337,15 +337,21 @@ mod tests {
             .is_empty());
     }
 
-    #[test]
-    fn records_stored_before_the_index_are_indexed_once() {
+    /// A store holding d1's events e0.. received at 0...
+    fn with_events(count: u64) -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        for i in 0..5 {
+        for i in 0..count {
             store
                 .insert_event_once(&event(&format!("e{i}"), i))
                 .unwrap();
         }
+        (dir, store)
+    }
+
+    #[test]
+    fn records_stored_before_the_index_are_indexed_once() {
+        let (_dir, store) = with_events(5);
         store.aging.clear().unwrap(); // as a store written before it
         assert!(store.unaged(Aged::Events).unwrap());
         assert_eq!(prune_all(&store, Aged::Events, 100, 10), 0, "not indexed");
@@ -369,13 +375,7 @@ mod tests {
 
     #[test]
     fn pages_follow_on_without_gaps_or_repeats() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        for i in 0..7 {
-            store
-                .insert_event_once(&event(&format!("e{i}"), i))
-                .unwrap();
-        }
+        let (_dir, store) = with_events(7);
         let mut other = event("e0", 0);
         other.device = "d10".into();
         store.insert_event_once(&other).unwrap();
