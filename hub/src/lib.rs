@@ -39,6 +39,7 @@ pub mod commit;
 pub mod gauges;
 pub mod ingest;
 pub mod occupancy;
+pub mod retention;
 pub mod uplink;
 pub mod usage;
 pub mod visits;
@@ -251,10 +252,14 @@ impl Hub {
         let (audit, audit_queue) = api::AuditLog::channel();
         supervisor.spawn_task(
             component::AUDIT,
-            api::keep_audit(
+            api::keep_audit(store.clone(), audit_queue, stop.clone()),
+        );
+        supervisor.spawn_task(
+            component::RETENTION,
+            retention::keep(
                 store.clone(),
-                audit_queue,
-                settings.audit_retention,
+                metrics.clone(),
+                settings.retention.clone(),
                 stop.clone(),
             ),
         );

@@ -52,6 +52,7 @@ pub struct Metrics {
     pub booking_waitlist: IntGaugeVec,
     pub booking_slots_full: IntCounterVec,
     pub webhook_deliveries: IntCounterVec,
+    pub records_pruned: IntCounterVec,
     pub booking_slots_unstaffed: IntGaugeVec,
     pub booking_day_seat_seconds: GaugeVec,
     pub component_up: IntGaugeVec,
@@ -292,6 +293,11 @@ impl Metrics {
                 "Notification deliveries to the booking webhook: ok, or retry after a failure",
                 &["outcome"],
             ),
+            records_pruned: counter_vec(
+                "yizhan_records_pruned_total",
+                "Stored records removed by retention, by kind (events, commands, notifications, audit)",
+                &["kind"],
+            ),
             component_up: gauge_vec(
                 "yizhan_component_up",
                 "1 while a supervised thread or task runs, 0 once it ended (see /readyz)",
@@ -427,6 +433,7 @@ impl Metrics {
             Box::new(self.booking_waitlist.clone()),
             Box::new(self.booking_slots_full.clone()),
             Box::new(self.webhook_deliveries.clone()),
+            Box::new(self.records_pruned.clone()),
             Box::new(self.booking_slots_unstaffed.clone()),
             Box::new(self.booking_day_seat_seconds.clone()),
             Box::new(self.component_up.clone()),

@@ -42,6 +42,16 @@ pub fn credential_hash(key: &[u8; 32], credential: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// What the hub's log says for a resident: `r-` and the first 48 bits of
+/// the keyed hash of their id (under the credential key, apart from
+/// credentials by a prefix), so an operator can follow one resident
+/// through the log without the log naming them, and a copied log cannot
+/// be matched against a list of ids without the key.
+pub fn resident_tag(key: &[u8; 32], resident: &str) -> String {
+    let hash = credential_hash(key, &format!("resident id\0{resident}"));
+    format!("r-{}", &hash[..12])
+}
+
 /// Argon2id PHC string for a human-chosen password.
 pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
     let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())?;

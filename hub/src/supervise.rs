@@ -50,11 +50,13 @@ pub mod component {
     pub const API: &str = "api";
     /// Gauges read from outside the hub's own state (the store's size).
     pub const GAUGES: &str = "gauges";
-    /// The API's audit log writer (and its pruning).
+    /// The API's audit log writer.
     pub const AUDIT: &str = "audit";
     /// The forwarder to the upstream broker (`[uplink]`).
     pub const UPLINK: &str = "uplink";
-    pub const ALL: [&str; 10] = [
+    /// Removes records older than their retention.
+    pub const RETENTION: &str = "retention";
+    pub const ALL: [&str; 11] = [
         INGEST,
         COMMIT,
         DESK,
@@ -65,6 +67,7 @@ pub mod component {
         GAUGES,
         AUDIT,
         UPLINK,
+        RETENTION,
     ];
 }
 

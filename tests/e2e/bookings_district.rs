@@ -42,7 +42,7 @@ async fn statuses(
     let next = day + Days::new(1);
     let list = hub
         .get_json(&format!(
-            "/api/v1/bookings?center={center}&from={day}&to={next}"
+            "/api/v1/bookings?center={center}&from={day}&to={next}&limit=10000"
         ))
         .await?;
     let mut counts = BTreeMap::new();

@@ -29,7 +29,7 @@ async fn three_centers_at_speed_600_run_to_the_end_and_the_hub_stored_every_acke
     for device in truth["devices"].as_array().expect("devices") {
         let id = device["id"].as_str().expect("id");
         let events = hub
-            .get_json(&format!("/api/v1/devices/{id}/events"))
+            .get_json(&format!("/api/v1/devices/{id}/events?limit=10000"))
             .await?;
         let stored = events["count"].as_u64().expect("count");
         assert_eq!(stored, device["events_acked"].as_u64().unwrap(), "{id}");

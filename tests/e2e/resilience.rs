@@ -110,7 +110,7 @@ async fn kill_9_mid_stream_loses_no_acknowledged_event() -> anyhow::Result<()> {
     }
     assert!(acked_before_kill.is_some(), "the hub was never killed");
     let events: serde_json::Value = hub
-        .get("/api/v1/devices/piano9/events")
+        .get("/api/v1/devices/piano9/events?limit=10000")
         .send()
         .await?
         .json()

@@ -7,8 +7,8 @@
 //! batch on a blocking thread and fsyncs it there — so no request waits on
 //! the disk for its entry, and many entries share one fsync. An entry is
 //! written moments after its answer was sent; a crash in between loses it
-//! (docs/security.md). The same task removes entries older than
-//! `api.audit_retention_days` at start and every hour.
+//! (docs/security.md). Entries older than `api.audit_retention_days` are
+//! removed by the `retention` component, with every other kind of record.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,9 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::routing::{get, may, Routes};
 use super::{blocking, internal, query_of, ranges, ApiState, HttpError};
-use crate::clock::unix_ms;
 use crate::records::AuditEntry;
-use crate::store::{Store, StoreError};
+use crate::store::{BackgroundError, Store};
 
 pub(super) fn routes() -> Routes {
     Routes::default().route("/api/v1/audit", get(may::ADMIN, list))
@@ -35,10 +34,6 @@ pub(super) fn routes() -> Routes {
 const QUEUE: usize = 8_192;
 /// Entries written in one batch (one fsync) at most.
 const BATCH: usize = 1_024;
-/// How often old entries are removed.
-const PRUNE_EVERY: Duration = Duration::from_secs(3_600);
-/// Entries removed in one store call (the task yields between calls).
-const PRUNE_CHUNK: usize = 10_000;
 /// After the hub is told to stop, how long the writer waits for the API's
 /// last answers before it writes what it has and ends.
 const LAST_ENTRIES: Duration = Duration::from_millis(1_000);
@@ -77,18 +72,15 @@ impl AuditLog {
     }
 }
 
-/// The `audit` task: writes queued entries in batches and prunes old ones,
-/// until the API is gone (every `AuditLog` dropped) or, once `stop` is
+/// The `audit` task: writes queued entries in batches, until the API is gone (every `AuditLog` dropped) or, once `stop` is
 /// cancelled, `LAST_ENTRIES` later. Fails on a store error (the hub stops:
 /// an audit it cannot write is not kept silently).
 pub async fn keep(
     store: Arc<Store>,
     queue: AuditQueue,
-    retention: Duration,
     stop: CancellationToken,
-) -> Result<(), AuditError> {
+) -> Result<(), BackgroundError> {
     let AuditQueue(mut receiver) = queue;
-    let mut prune = tokio::time::interval(PRUNE_EVERY);
     let mut batch = Vec::with_capacity(BATCH);
     let last_call = async {
         stop.cancelled().await;
@@ -103,7 +95,6 @@ pub async fn keep(
                 }
                 write(&store, std::mem::take(&mut batch)).await?;
             }
-            _ = prune.tick() => prune_old(&store, retention).await?,
             () = &mut last_call => {
                 receiver.close();
                 while receiver.recv_many(&mut batch, BATCH).await > 0 {
@@ -116,47 +107,10 @@ pub async fn keep(
 }
 
 /// Appends a batch (fsynced) on a blocking thread.
-async fn write(store: &Arc<Store>, mut entries: Vec<AuditEntry>) -> Result<(), AuditError> {
-    let store = store.clone();
-    run_blocking(move || store.append_audit(&mut entries)).await
-}
-
-/// Removes entries older than `retention`, a chunk per blocking call.
-async fn prune_old(store: &Arc<Store>, retention: Duration) -> Result<(), AuditError> {
-    let retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
-    let before = unix_ms().saturating_sub(retention_ms);
-    loop {
-        let store = store.clone();
-        let removed = run_blocking(move || store.prune_audit(before, PRUNE_CHUNK)).await?;
-        if removed > 0 {
-            tracing::info!(removed, "old audit entries removed");
-        }
-        if removed < PRUNE_CHUNK {
-            return Ok(());
-        }
-    }
-}
-
-async fn run_blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, AuditError> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => Ok(result?),
-        Err(error) => match error.try_into_panic() {
-            // A panic in the store: resumed here, so the supervisor names it.
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(_) => Err(AuditError::Cancelled),
-        },
-    }
-}
-
-/// Why the audit task ended early.
-#[derive(Debug, thiserror::Error)]
-pub enum AuditError {
-    #[error("audit log: {0}")]
-    Store(#[from] StoreError),
-    #[error("audit log: the runtime is shutting down")]
-    Cancelled,
+async fn write(store: &Arc<Store>, mut entries: Vec<AuditEntry>) -> Result<(), BackgroundError> {
+    store
+        .in_background(move |store| store.append_audit(&mut entries))
+        .await
 }
 
 #[derive(Deserialize)]

@@ -18,12 +18,13 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::ranges::{next_of, PageQuery};
 use super::routing::{get, may, post, Routes};
 use super::{
     blocking, check_label, error, internal, json_body, parse_instant, query_of, ranges, window,
     ApiState, HttpError, WindowQuery,
 };
-use crate::bookings::{BookRequest, DeskError, ListFilter};
+use crate::bookings::{BookRequest, BookingPlace, DeskError, ListFilter};
 use crate::records::{Booker, Booking, Group};
 use crate::schedule::Refusal;
 
@@ -133,6 +134,18 @@ fn book_request(state: &ApiState, body: BookBody) -> Result<BookRequest, HttpErr
     })
 }
 
+/// An offer as a refusal shows it: without its resident (and child's
+/// birth date), since no error answer names a resident; `GET
+/// /api/v1/bookings/{id}` shows the whole booking.
+fn without_resident(offer: Box<Booking>) -> Value {
+    let mut offer = json!(offer);
+    if let Some(fields) = offer.as_object_mut() {
+        fields.remove("resident");
+        fields.remove("child_birthdate");
+    }
+    offer
+}
+
 fn desk_error(e: DeskError) -> Response {
     match e {
         DeskError::Refused(Refusal::Rule { rule, reason }, _) => (
@@ -144,6 +157,7 @@ fn desk_error(e: DeskError) -> Response {
             let waitlist = offer
                 .as_ref()
                 .map(|o| format!("/api/v1/bookings/{}/waitlist", o.id));
+            let offer = offer.map(without_resident);
             (
                 StatusCode::CONFLICT,
                 Json(json!({ "error": reason, "offer": offer, "waitlist": waitlist })),
@@ -212,9 +226,22 @@ async fn join_waitlist(
     Ok(Json(booking))
 }
 
+/// A booking list's query: a window, whose bookings, and a page.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BookingListQuery {
+    from: String,
+    to: String,
+    resident: Option<String>,
+    resource: Option<String>,
+    center: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
 async fn list_bookings(
     State(state): State<Arc<ApiState>>,
-    query: Result<Query<WindowQuery>, QueryRejection>,
+    query: Result<Query<BookingListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, HttpError> {
     let query = query_of(query)?;
     let labels = [
@@ -227,7 +254,13 @@ async fn list_bookings(
             check_label(field, value).map_err(|e| HttpError(StatusCode::BAD_REQUEST, e.1))?;
         }
     }
-    let (from, to) = window(&state, &query)?;
+    let (from, to) = window(
+        &state,
+        &WindowQuery {
+            from: query.from,
+            to: query.to,
+        },
+    )?;
     let filter = ListFilter {
         resident: query.resident,
         resource: query.resource,
@@ -239,31 +272,73 @@ async fn list_bookings(
             "give `resident`, `resource` or `center` (or several)",
         ));
     }
-    let bookings = blocking(&state, move |state| {
-        let bookings = state.bookings.bookings(&filter, from, to);
-        bookings.map_err(internal)
+    let at = PageQuery {
+        after: query.after,
+        limit: query.limit,
+    }
+    .checked()?;
+    let after = at.after.as_deref().map(booking_place).transpose()?;
+    let (bookings, next) = blocking(&state, move |state| {
+        let page = state
+            .bookings
+            .bookings(&filter, (from, to), after.as_ref(), at.limit);
+        page.map_err(internal)
     })
     .await?;
-    Ok(Json(
-        json!({ "count": bookings.len(), "bookings": bookings }),
-    ))
+    let mut answer = json!({ "count": bookings.len(), "bookings": bookings });
+    if let Some(next) =
+        next_of(next.map(|(start, id)| [&start.to_be_bytes()[..], id.as_bytes()].concat()))
+    {
+        answer["next"] = Value::String(next);
+    }
+    Ok(Json(answer))
+}
+
+/// A booking list's `after` (its `next`: a slot start, big-endian, then a
+/// booking id).
+fn booking_place(after: &[u8]) -> Result<BookingPlace, HttpError> {
+    let bad = || {
+        error(
+            StatusCode::BAD_REQUEST,
+            "`after` must be a page's `next` as it was answered",
+        )
+    };
+    let (start, id) = after.split_first_chunk::<8>().ok_or_else(bad)?;
+    let id = std::str::from_utf8(id).map_err(|_| bad())?;
+    Ok((u64::from_be_bytes(*start), id.to_owned()))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ResidentQuery {
+struct NotificationQuery {
     resident: String,
+    after: Option<String>,
+    limit: Option<usize>,
 }
 
+/// A resident's notifications, oldest first, a page at a time (`after`,
+/// `limit`; `next` absent on the last page).
 async fn notifications(
     State(state): State<Arc<ApiState>>,
-    query: Result<Query<ResidentQuery>, QueryRejection>,
+    query: Result<Query<NotificationQuery>, QueryRejection>,
 ) -> Result<Json<Value>, HttpError> {
     let query = query_of(query)?;
-    let resident = query.resident;
+    let NotificationQuery {
+        resident,
+        after,
+        limit,
+    } = query;
+    let at = PageQuery { after, limit }.checked()?;
     blocking(&state, move |state| {
-        let list = state.bookings.notifications(&resident).map_err(internal)?;
-        Ok(Json(json!({ "resident": resident, "notifications": list })))
+        let page = state
+            .bookings
+            .notifications(&resident, at.after.as_deref(), at.limit)
+            .map_err(internal)?;
+        let mut answer = json!({ "resident": resident, "notifications": page.items });
+        if let Some(next) = next_of(page.next) {
+            answer["next"] = Value::String(next);
+        }
+        Ok(Json(answer))
     })
     .await
 }

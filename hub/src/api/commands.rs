@@ -4,16 +4,17 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use protocol::api::{CommandOrigin, CommandRecord, CommandRequest};
 use serde::Serialize;
 
 use super::devices::known_device;
+use super::ranges::{next_of, PageQuery};
 use super::routing::{get, may, post, Routes};
-use super::{blocking, error, internal, json_body, unprocessable, ApiState, HttpError};
+use super::{blocking, error, internal, json_body, query_of, unprocessable, ApiState, HttpError};
 use crate::clock::unix_ms;
 use crate::commands::NewCommand;
 use crate::ingest::Control;
@@ -152,22 +153,33 @@ async fn get_command(
 #[derive(Serialize)]
 struct CommandList {
     device: String,
+    /// Commands on this page.
     count: usize,
     commands: Vec<CommandRecord>,
+    /// Pass as `after` for the next page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
 }
 
-/// Every command of one device, oldest first.
+/// The commands of one device, oldest first, a page at a time (`after`,
+/// `limit`).
 async fn list_commands(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
+    query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<CommandList>, HttpError> {
+    let at = query_of(query)?.checked()?;
     blocking(&state, move |state| {
         known_device(state, &id)?;
-        let commands = state.store.commands_of(&id).map_err(internal)?;
+        let page = state
+            .store
+            .commands_page(&id, at.after.as_deref(), at.limit)
+            .map_err(internal)?;
         Ok(CommandList {
             device: id,
-            count: commands.len(),
-            commands,
+            count: page.items.len(),
+            commands: page.items,
+            next: next_of(page.next),
         })
     })
     .await

@@ -11,6 +11,7 @@ use protocol::api::{ProvisionRequest, Provisioned};
 use protocol::DeviceKind;
 use serde::{Deserialize, Serialize};
 
+use super::ranges::{next_of, PageQuery};
 use super::routing::{get, may, Routes};
 use super::{
     blocking, check_label, error, internal, json_body, query_of, ranges, ApiState, HttpError,
@@ -169,6 +170,7 @@ struct ListQuery {
 struct DeviceList {
     devices: Vec<Twin>,
     /// Pass as `after` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
     next: Option<String>,
 }
 
@@ -223,22 +225,33 @@ fn list_twins(
 #[derive(Serialize)]
 struct EventList {
     device: String,
+    /// Events on this page.
     count: usize,
     events: Vec<StoredEvent>,
+    /// Pass as `after` for the next page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
 }
 
-/// Events stored for one device, each `(device, id)` once.
+/// Events stored for one device, each `(device, id)` once, in id order,
+/// a page at a time (`after`, `limit`).
 async fn device_events(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
+    query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<EventList>, HttpError> {
+    let at = query_of(query)?.checked()?;
     blocking(&state, move |state| {
         known_device(state, &id)?;
-        let events = state.store.events_of(&id).map_err(internal)?;
+        let page = state
+            .store
+            .events_page(&id, at.after.as_deref(), at.limit)
+            .map_err(internal)?;
         Ok(EventList {
             device: id,
-            count: events.len(),
-            events,
+            count: page.items.len(),
+            events: page.items,
+            next: next_of(page.next),
         })
     })
     .await

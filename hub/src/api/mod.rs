@@ -106,7 +106,7 @@ impl ApiState {
     }
 }
 
-pub use audit::{keep as keep_audit, AuditError, AuditLog, AuditQueue};
+pub use audit::{keep as keep_audit, AuditLog, AuditQueue};
 pub use keys::{Caller, Keys};
 pub use routing::{Allowed, Endpoint};
 pub use serve::{serve, tls_acceptor, ServeError};
@@ -298,14 +298,12 @@ fn parse_time(state: &ApiState, field: &str, value: &Value) -> Result<u64, HttpE
     }
 }
 
+/// A window of time (`from`, `to`) a query asks about.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct WindowQuery {
     from: String,
     to: String,
-    resident: Option<String>,
-    resource: Option<String>,
-    center: Option<String>,
 }
 
 fn window(state: &ApiState, query: &WindowQuery) -> Result<(u64, u64), HttpError> {

@@ -11,13 +11,17 @@
 //!   date from 1900.
 //! - Windows: 31 days for availability and booking lists (`MAX_WINDOW_MS`),
 //!   366 days for a center's days.
-//! - Page sizes: 1 to `MAX_PAGE`.
+//! - Page sizes: 1 to `MAX_PAGE` (each list's default: `DEFAULT_PAGE`, the
+//!   device list's 1,000); a page's `next`, passed back as `after`, is the
+//!   last record's key in hex (opaque to the caller), at most `MAX_AFTER`
+//!   characters.
 //!
 //! A query parameter out of range is a 400 naming it; a body field a 422
 //! (how the API answers every body field).
 
 use axum::http::StatusCode;
 use chrono::{Datelike, NaiveDate};
+use serde::Deserialize;
 
 use super::{error, HttpError};
 
@@ -33,6 +37,10 @@ const FIRST_BIRTH_YEAR: i32 = 1900;
 pub const MAX_WINDOW_MS: u64 = 31 * 24 * 3_600_000;
 /// Most items a list answers at once.
 pub const MAX_PAGE: usize = 10_000;
+/// Items a list answers when `limit` is not given.
+pub const DEFAULT_PAGE: usize = 100;
+/// Longest `after` taken (hex of a store key: ids are short).
+const MAX_AFTER: usize = 512;
 
 /// `ms` if it lies in the API's years, else a 400 naming `field`.
 pub fn instant(field: &str, ms: u64) -> Result<u64, HttpError> {
@@ -82,6 +90,49 @@ pub fn page(field: &str, given: Option<usize>, default: usize) -> Result<usize, 
     }
 }
 
+/// A paged list's query: `after` (the `next` of the page before) and
+/// `limit`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    pub after: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// Where a page starts and how long it is, checked.
+pub struct PageAt {
+    pub after: Option<Vec<u8>>,
+    pub limit: usize,
+}
+
+impl PageQuery {
+    /// `after` decoded and `limit` in range (`DEFAULT_PAGE` when absent),
+    /// else a 400 naming the field.
+    pub fn checked(&self) -> Result<PageAt, HttpError> {
+        let limit = page("limit", self.limit, DEFAULT_PAGE)?;
+        let after = match &self.after {
+            None => None,
+            Some(text) => Some(
+                (text.len() <= MAX_AFTER)
+                    .then(|| hex::decode(text).ok())
+                    .flatten()
+                    .ok_or_else(|| {
+                        error(
+                            StatusCode::BAD_REQUEST,
+                            "`after` must be a page's `next` as it was answered",
+                        )
+                    })?,
+            ),
+        };
+        Ok(PageAt { after, limit })
+    }
+}
+
+/// What a list answers as `next`: the store's cursor in hex.
+pub fn next_of(cursor: Option<Vec<u8>>) -> Option<String> {
+    cursor.map(hex::encode)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +177,26 @@ mod tests {
         for bad in [0, MAX_PAGE + 1, usize::MAX] {
             let refused = page("limit", Some(bad), 1_000).err().unwrap();
             assert!(refused.1.contains("`limit`"), "{}", refused.1);
+        }
+    }
+
+    #[test]
+    fn after_is_a_page_next_in_hex() {
+        let at = |after: &str| {
+            PageQuery {
+                after: Some(after.into()),
+                limit: None,
+            }
+            .checked()
+        };
+        let checked = at(&next_of(Some(b"d1\0e7".to_vec())).unwrap())
+            .ok()
+            .unwrap();
+        assert_eq!(checked.after.as_deref(), Some(&b"d1\0e7"[..]));
+        assert_eq!(checked.limit, DEFAULT_PAGE);
+        for bad in ["zz", "abc", &"00".repeat(MAX_AFTER)] {
+            let refused = at(bad).err().unwrap();
+            assert!(refused.1.contains("`after`"), "{}", refused.1);
         }
     }
 }

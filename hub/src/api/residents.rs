@@ -1,5 +1,7 @@
 //! Residents who may pass gates: registering one (its credential kept only
-//! as a keyed hash), reading one, blocking and unblocking.
+//! as a keyed hash), reading one, blocking and unblocking. Neither the log
+//! nor an error answer names a resident: the log carries
+//! `secrets::resident_tag`, errors say "no such resident".
 
 use std::sync::Arc;
 
@@ -76,7 +78,7 @@ fn register(state: &ApiState, request: ResidentRequest) -> Result<Resident, Http
         Err(ResidentConflict::IdTaken) => {
             return Err(error(
                 StatusCode::CONFLICT,
-                format!("resident {} already exists", resident.id),
+                "a resident with this id already exists",
             ))
         }
         Err(ResidentConflict::CredentialTaken) => {
@@ -86,7 +88,8 @@ fn register(state: &ApiState, request: ResidentRequest) -> Result<Resident, Http
             ))
         }
     }
-    tracing::info!(resident = %resident.id, "resident registered");
+    let tag = secrets::resident_tag(&state.credential_key, &resident.id);
+    tracing::info!(resident = %tag, "resident registered");
     Ok(resident)
 }
 
@@ -96,9 +99,7 @@ async fn get_resident(
 ) -> Result<Json<ResidentView>, HttpError> {
     blocking(&state, move |state| {
         let resident = state.store.resident(&id).map_err(internal)?;
-        resident
-            .map(resident_view)
-            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no resident {id}")))
+        resident.map(resident_view).ok_or_else(no_such_resident)
     })
     .await
     .map(Json)
@@ -118,13 +119,18 @@ async fn unblock_resident(
     blocking(&state, move |state| set_blocked(state, &id, false)).await
 }
 
+/// A 404 that does not repeat the id asked for (docs/security.md, privacy).
+fn no_such_resident() -> HttpError {
+    error(StatusCode::NOT_FOUND, "no such resident")
+}
+
 fn set_blocked(state: &ApiState, id: &str, blocked: bool) -> Result<Json<ResidentView>, HttpError> {
     let resident = state
         .store
         .set_resident_blocked(id, blocked)
         .map_err(internal)?;
-    let resident =
-        resident.ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no resident {id}")))?;
-    tracing::info!(resident = %id, blocked, "resident access changed");
+    let resident = resident.ok_or_else(no_such_resident)?;
+    let tag = secrets::resident_tag(&state.credential_key, id);
+    tracing::info!(resident = %tag, blocked, "resident access changed");
     Ok(Json(resident_view(resident)))
 }

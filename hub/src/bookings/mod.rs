@@ -45,7 +45,7 @@ use crate::store::{Store, StoreError};
 use crate::supervise::{component, InjectedFault, Supervisor};
 
 pub use catalog::Catalog;
-pub use query::{ListFilter, SlotView};
+pub use query::{BookingPlace, ListFilter, SlotView};
 
 /// What a bound device's health did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

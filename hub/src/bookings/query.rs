@@ -12,7 +12,7 @@ use super::Bookings;
 use crate::records::{Booking, Group, IndexEntry, Notification, SlotCount, Status};
 use crate::schedule::{free_places, Duty, DAY_MS, MINUTE_MS};
 use crate::settings::Resource;
-use crate::store::StoreError;
+use crate::store::{Page, StoreError};
 
 /// Whose bookings a list shows: a resident's, a resource's or a center's
 /// (one at least; several narrow the list).
@@ -44,6 +44,9 @@ pub struct SlotView {
     /// The room keeps a roster and nobody is on duty.
     pub unstaffed: bool,
 }
+
+/// Where a booking list stands: a slot start and a booking id.
+pub type BookingPlace = (u64, String);
 
 impl Bookings {
     /// `None` when `gate` guards no bookable resource; else whether
@@ -156,21 +159,27 @@ impl Bookings {
 
     /// The bookings (offers left out) with slots starting in `[from, to)`
     /// of `filter.resident`, else of `filter.resource`, else of every
-    /// resource of `filter.center`; narrowed by the other filters given.
+    /// resource of `filter.center`; narrowed by the other filters given;
+    /// by slot start then id, `limit` after the place `after` (a page's
+    /// `next`), and the next page's place when more follow.
     pub fn bookings(
         &self,
         filter: &ListFilter,
-        from: u64,
-        to: u64,
-    ) -> Result<Vec<Booking>, StoreError> {
+        (from, to): (u64, u64),
+        after: Option<&BookingPlace>,
+        limit: usize,
+    ) -> Result<(Vec<Booking>, Option<BookingPlace>), StoreError> {
         let entries = match (&filter.resident, &filter.resource, &filter.center) {
             (Some(resident), _, _) => self.store.resident_entries(resident, from, to)?,
             (None, Some(resource), _) => self.store.slot_entries(resource, from, to)?,
             (None, None, Some(center)) => self.center_entries(center, from, to)?,
             (None, None, None) => Vec::new(),
         };
-        let mut bookings = Vec::new();
-        for (_, id, entry) in entries {
+        let (mut bookings, mut last) = (Vec::new(), None);
+        for (start, id, entry) in entries {
+            if after.is_some_and(|(at, last)| (start, &id) <= (*at, last)) {
+                continue;
+            }
             let other = filter
                 .resource
                 .as_ref()
@@ -178,11 +187,19 @@ impl Bookings {
             if other || entry.status == Status::Offered {
                 continue;
             }
-            let booking = self.store.booking(&id)?;
-            let center = filter.center.as_ref();
-            bookings.extend(booking.filter(|b| center.is_none_or(|c| *c == b.center)));
+            let Some(booking) = self.store.booking(&id)? else {
+                continue;
+            };
+            if filter.center.as_ref().is_some_and(|c| *c != booking.center) {
+                continue;
+            }
+            if bookings.len() == limit {
+                return Ok((bookings, last));
+            }
+            bookings.push(booking);
+            last = Some((start, id));
         }
-        Ok(bookings)
+        Ok((bookings, None))
     }
 
     /// Index entries of every resource of `center`, by slot start then id.
@@ -202,7 +219,13 @@ impl Bookings {
         Ok(entries)
     }
 
-    pub fn notifications(&self, resident: &str) -> Result<Vec<Notification>, StoreError> {
-        self.store.notifications_of(resident)
+    /// One page of a resident's notifications (`store::Page`).
+    pub fn notifications(
+        &self,
+        resident: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Page<Notification>, StoreError> {
+        self.store.notifications_page(resident, after, limit)
     }
 }

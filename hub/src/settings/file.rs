@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::records::{ResourceConfig, RoomConfig, ShareConfig, SlotConfig};
 
+use super::retention::RetentionConfig;
 use super::ConfigError;
 
 /// What `check-config` prints in place of a secret that is set.
@@ -38,6 +39,8 @@ pub struct Config {
     /// Volunteer managers' duty shifts per room (the duty roster).
     pub duty: Vec<DutyConfig>,
     pub api: ApiConfig,
+    /// How long stored records are kept (`settings::retention`).
+    pub retention: RetentionConfig,
     pub log: LogConfig,
     /// Forwarding to the district's broker (docs/upstream.md).
     pub uplink: UplinkConfig,
@@ -337,6 +340,7 @@ impl Default for Config {
             resources: Vec::new(),
             duty: Vec::new(),
             api: ApiConfig::default(),
+            retention: RetentionConfig::default(),
             log: LogConfig::default(),
             uplink: UplinkConfig::default(),
         }
@@ -677,8 +681,22 @@ request_timeout_ms = 30000
 # Connections served at once; more wait in the listen queue.
 max_connections = 512
 # Days the audit log (GET /api/v1/audit) keeps an entry; older ones are
-# removed at start and every hour.
+# removed by the retention task (see [retention]).
 audit_retention_days = 90
+
+[retention]
+# How long the hub keeps what it stored, counted from when it stored it:
+# a whole number and s, m, h or d; 1s to 3660d. Older records are removed
+# at start and then every `every` (1s to 1d), a bounded batch at a time;
+# an open command and a notification the webhook has not delivered stay.
+# Bookings are not removed (they are the usage record the centers audit).
+# GET /api/v1/devices/{id}/events
+events = "90d"
+# Command records (every gate answer is one): GET …/commands
+commands = "30d"
+# Notifications to residents: GET /api/v1/notifications
+notifications = "30d"
+every = "1h"
 
 [log]
 # "text" or "json"

@@ -23,6 +23,7 @@ pub mod api;
 pub mod file;
 pub mod opening;
 pub mod resource;
+pub mod retention;
 pub mod rooms;
 pub mod roster;
 pub mod tokens;
@@ -46,6 +47,7 @@ pub use file::{
 };
 pub use opening::{parse_hhmm, DayWindow, OpeningHours};
 pub use resource::{Layout, Resource};
+pub use retention::{Retention, RetentionConfig};
 pub use rooms::{RoomRules, Rooms, MAX_SEATS};
 pub use roster::{Roster, Shift};
 pub use uplink::{UplinkSettings, UplinkTls, Upstream};
@@ -88,8 +90,8 @@ pub struct Settings {
     pub api: ApiConfig,
     /// How the API serves (`[api]`'s TLS and limits).
     pub http: HttpSettings,
-    /// How long the audit log keeps an entry.
-    pub audit_retention: Duration,
+    /// How long each kind of stored record is kept (the audit log's too).
+    pub retention: Retention,
     pub log: LogConfig,
     /// The upstream broker, when `[uplink] enabled`.
     pub uplink: Option<UplinkSettings>,
@@ -121,6 +123,7 @@ impl Settings {
         check_lengths(&config)?;
         let (http, audit_retention) = api::parse(&config.api)?;
         let uplink = uplink::parse(&config.uplink).map_err(named(""))?;
+        let retention = Retention::parse(&config.retention, audit_retention)?;
         let shifts = config
             .duty
             .iter()
@@ -153,7 +156,7 @@ impl Settings {
             roster: Roster { shifts },
             api: config.api,
             http,
-            audit_retention,
+            retention,
             log: config.log,
             uplink,
         })

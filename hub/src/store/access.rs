@@ -65,31 +65,12 @@ impl Store {
         }
         Ok((entries, false))
     }
-
-    /// Removes entries written before `before` (unix ms), oldest first, at
-    /// most `max` of them; how many it removed (not fsynced: a crash at
-    /// worst keeps an entry longer).
-    pub fn prune_audit(&self, before: u64, max: usize) -> Result<usize, StoreError> {
-        let mut batch = sled::Batch::default();
-        let mut removed = 0;
-        for item in self.audit.iter().take(max) {
-            let (key, value) = item?;
-            let entry: AuditEntry = decode(&key, &value)?;
-            if entry.at >= before {
-                break;
-            }
-            batch.remove(key);
-            removed += 1;
-        }
-        self.audit.apply_batch(batch)?;
-        Ok(removed)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use crate::records::{ApiToken, AuditEntry, Role};
-    use crate::store::Store;
+    use crate::store::{Aged, Store};
 
     fn entry(at: u64, route: &str) -> AuditEntry {
         AuditEntry {
@@ -142,9 +123,10 @@ mod tests {
         assert_eq!((page.len(), more), (1, false));
         assert_eq!(page[0], second[1]);
 
-        assert_eq!(store.prune_audit(200, 2).unwrap(), 2, "at most max");
-        assert_eq!(store.prune_audit(200, 100).unwrap(), 1);
-        assert_eq!(store.prune_audit(200, 100).unwrap(), 0);
+        let prune = |max| store.prune(Aged::Audit, 200, max, None).unwrap().removed;
+        assert_eq!(prune(2), 2, "at most max");
+        assert_eq!(prune(100), 1);
+        assert_eq!(prune(100), 0);
         let (left, _) = store.audit_page(None, 10).unwrap();
         assert_eq!(left, second);
     }

@@ -62,6 +62,51 @@ pub(super) fn scan_json<T: DeserializeOwned>(
         .collect()
 }
 
+/// One page of the records under `prefix`, in key order: at most `limit`
+/// after the key `prefix + after` (from the first when `None`); and the
+/// `after` of the next page (the last record's key past the prefix) when
+/// more follow. Records inserted behind a walk are not met by it; none is
+/// met twice.
+pub(super) fn page_json<T: DeserializeOwned>(
+    tree: &sled::Tree,
+    prefix: &[u8],
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Result<Page<T>, StoreError> {
+    let mut start = prefix.to_vec();
+    if let Some(after) = after {
+        start.extend_from_slice(after);
+        start.push(0);
+    }
+    let mut page = Page {
+        items: Vec::with_capacity(limit.min(1_024)),
+        next: None,
+    };
+    let mut last: Option<sled::IVec> = None;
+    for entry in tree.range(start..).take(limit.saturating_add(1)) {
+        let (key, value) = entry?;
+        if !key.starts_with(prefix) {
+            break;
+        }
+        if page.items.len() == limit {
+            page.next = last.map(|key| key[prefix.len()..].to_vec());
+            break;
+        }
+        page.items.push(decode(&key, &value)?);
+        last = Some(key);
+    }
+    Ok(page)
+}
+
+/// A page of records and where the next one starts.
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// The key (past its owner's prefix) of the last record, to pass as
+    /// `after`; `None` on the last page.
+    pub next: Option<Vec<u8>>,
+}
+
 pub(super) fn decode_u64(bytes: &[u8]) -> u64 {
     bytes.try_into().map(u64::from_be_bytes).unwrap_or(0)
 }

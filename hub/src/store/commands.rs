@@ -2,9 +2,9 @@
 
 use protocol::api::CommandRecord;
 
-use super::codec::{decode, pair_key, scan_json, to_json};
+use super::codec::{decode, page_json, pair_key, to_json, Page};
 use super::undo::keep;
-use super::{Store, StoreError};
+use super::{Aged, Store, StoreError};
 
 impl Store {
     /// Writes a command record (not fsynced) and keeps the open-commands
@@ -13,6 +13,7 @@ impl Store {
         let key = pair_key(&record.device, &record.id);
         keep(&self.commands, &key)?;
         keep(&self.open_commands, &key)?;
+        self.age(Aged::Commands, record.created_at, &key)?;
         if record.status.is_final() {
             self.commands.insert(&key, to_json(record))?;
             self.open_commands.remove(&key)?;
@@ -31,9 +32,15 @@ impl Store {
             .transpose()
     }
 
-    /// Commands of one device, oldest first (ids sort by issue time).
-    pub fn commands_of(&self, device: &str) -> Result<Vec<CommandRecord>, StoreError> {
-        scan_json(&self.commands, &pair_key(device, ""))
+    /// One page of a device's commands, oldest first (ids sort by issue
+    /// time), after the id `after`.
+    pub fn commands_page(
+        &self,
+        device: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Page<CommandRecord>, StoreError> {
+        page_json(&self.commands, &pair_key(device, ""), after, limit)
     }
 
     /// Every command without an outcome yet.

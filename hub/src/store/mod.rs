@@ -21,6 +21,8 @@
 //!   `outages` (bound device → outage)
 //! - `access`: `api_tokens` (tokens created through the API, their SHA-256
 //!   only) and `audit` (the API's audit log, in write order)
+//! - `retention`: `aging` (a time index of events, command records and
+//!   notifications) and pruning, the audit log's too
 //! - `uplink`: the uplink outbox (`uplink`, `uplink_telemetry`,
 //!   `uplink_index`): what waits for the upstream's acknowledgement,
 //!   written with the events, bookings and visits it describes
@@ -43,16 +45,20 @@ mod events;
 mod meta;
 mod notices;
 mod people;
+mod retention;
 mod undo;
 mod uplink;
 
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::sync::OnceLock;
 
+pub use codec::Page;
 pub use devices::Revocation;
 use meta::stored_twin_count;
 pub use people::ResidentConflict;
+pub use retention::{Aged, Pruned};
 pub use uplink::{OutboxConfig, OutboxMeters};
 
 use crate::supervise::{FaultSwitch, InjectedFault};
@@ -71,6 +77,16 @@ pub enum StoreError {
     /// The test-only fault switch (`store_flush:error`) failed an fsync.
     #[error(transparent)]
     Injected(#[from] InjectedFault),
+}
+
+/// Why a task doing store work on blocking threads (`Store::in_background`)
+/// ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum BackgroundError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the runtime is shutting down")]
+    Cancelled,
 }
 
 pub struct Store {
@@ -95,6 +111,7 @@ pub struct Store {
     rooms: sled::Tree,
     api_tokens: sled::Tree,
     audit: sled::Tree,
+    aging: sled::Tree,
     meta: sled::Tree,
     /// Twins stored (as in `meta`), for `/metrics` without a scan.
     twin_count: AtomicU64,
@@ -141,6 +158,7 @@ impl Store {
             rooms: db.open_tree("rooms")?,
             api_tokens: db.open_tree("api_tokens")?,
             audit: db.open_tree("audit")?,
+            aging: db.open_tree("aging")?,
             meta,
             twin_count,
             flush_fault: OnceLock::new(),
@@ -165,6 +183,23 @@ impl Store {
     /// Test-only: every `flush` fails once `fault` has fired.
     pub fn inject_flush_fault(&self, fault: FaultSwitch) {
         let _ = self.flush_fault.set(fault);
+    }
+
+    /// Runs `work` on a blocking thread (sled may wait for the disk) and
+    /// waits for it. A panic in `work` is resumed here, so the supervisor
+    /// names the task it struck.
+    pub async fn in_background<T: Send + 'static>(
+        self: &Arc<Store>,
+        work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, BackgroundError> {
+        let store = self.clone();
+        match tokio::task::spawn_blocking(move || work(&store)).await {
+            Ok(result) => Ok(result?),
+            Err(error) => match error.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => Err(BackgroundError::Cancelled),
+            },
+        }
     }
 
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {

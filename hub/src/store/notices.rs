@@ -1,8 +1,9 @@
 //! Notifications per resident, and the outbox the webhook delivers from.
 
-use super::codec::{decode, pair_key, scan_json, time_key, to_json};
+use super::codec::{decode, page_json, pair_key, time_key, to_json, Page};
 use super::undo::keep;
-use super::{Store, StoreError};
+use super::{Aged, Store, StoreError};
+use crate::clock::unix_ms;
 use crate::records::Notification;
 
 impl Store {
@@ -20,6 +21,7 @@ impl Store {
             self.outbox
                 .insert(notification.id.as_bytes(), value.clone())?;
         }
+        self.age(Aged::Notifications, unix_ms(), &key)?;
         keep(&self.notifications, &key)?;
         self.notifications.insert(key, value)?;
         Ok(())
@@ -49,8 +51,14 @@ impl Store {
         Ok(())
     }
 
-    /// A resident's notifications, oldest first.
-    pub fn notifications_of(&self, resident: &str) -> Result<Vec<Notification>, StoreError> {
-        scan_json(&self.notifications, &pair_key(resident, ""))
+    /// One page of a resident's notifications, oldest first, after the
+    /// key `after` (a page's `next`).
+    pub fn notifications_page(
+        &self,
+        resident: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Page<Notification>, StoreError> {
+        page_json(&self.notifications, &pair_key(resident, ""), after, limit)
     }
 }
