@@ -8,6 +8,8 @@
 pub mod api;
 pub mod calendar;
 pub mod limits;
+pub mod secret;
+pub mod upstream;
 pub mod topic;
 
 use serde::{Deserialize, Serialize};
