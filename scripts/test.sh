@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, installing what the tests need first.
 # The end-to-end tests start real hub processes and use mosquitto clients,
-# paho-mqtt (Python) and promtool (Debian's prometheus package).
+# paho-mqtt (Python), promtool (Debian's prometheus package) and a cluster
+# of Debian's nats-server (2.9.10 on Debian 12: MQTT, JetStream, clustering).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,7 @@ missing=()
 command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
 command -v mosquitto >/dev/null || missing+=(mosquitto)
 command -v promtool >/dev/null || missing+=(prometheus)
+command -v nats-server >/dev/null || missing+=(nats-server)
 if ((${#missing[@]})); then
     echo "installing ${missing[*]}" >&2
     SUDO=""

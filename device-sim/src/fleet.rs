@@ -16,7 +16,7 @@ use crate::behaviour::World;
 use crate::crowd::{fnv1a, member_credential, member_id, CenterCrowd, Profile};
 use crate::device::{run_device, DeviceReport, DeviceSettings};
 use crate::mqtt::{self, Endpoint};
-use crate::plan::{default_center_names, plan_fleet, DeviceMix, DeviceSpec, PlanError};
+use crate::plan::{center_names, plan_fleet, DeviceMix, DeviceSpec, PlanError};
 use crate::provision::{ProvisionError, Provisioner};
 use crate::simtime::{Calendar, SimClock};
 use crate::stats::{DeviceTruth, GroundTruth, RunSpan};
@@ -46,6 +46,8 @@ pub struct FleetConfig {
     pub mqtt_port: u16,
     /// Number of centers, named `center01`, `center02`, …
     pub centers: usize,
+    /// The first center's number (`center03` for 3); 1 by default.
+    pub first_center: usize,
     /// Devices per center.
     pub mix: DeviceMix,
     /// Where device credentials are kept (`<id>.json`, mode 0600).
@@ -79,6 +81,7 @@ impl Default for FleetConfig {
             mqtt_host: "localhost".into(),
             mqtt_port: 8883,
             centers: 1,
+            first_center: 1,
             mix: DeviceMix::default(),
             cert_dir: PathBuf::from("sim-certs"),
             telemetry_interval: Duration::from_secs(5),
@@ -136,6 +139,9 @@ fn validate(config: &FleetConfig) -> Result<(), FleetError> {
     if !(0.0..=1.0).contains(&config.overheat_chance) {
         return invalid("the overheat chance must be between 0 and 1");
     }
+    if !(1..=99_999).contains(&config.first_center) {
+        return invalid("the first center's number must be between 1 and 99999");
+    }
     Ok(())
 }
 
@@ -158,7 +164,7 @@ fn device_settings(config: &FleetConfig, run_id: String, clock: SimClock) -> Dev
 
 /// Every center's gym members as `(resident id, credential)`.
 fn gym_members(config: &FleetConfig) -> Vec<(String, String)> {
-    default_center_names(config.centers)
+    center_names(config.first_center, config.centers)
         .iter()
         .flat_map(|center| {
             (0..config.profile.gym_members).map(move |m| {
@@ -175,7 +181,7 @@ fn gym_members(config: &FleetConfig) -> Vec<(String, String)> {
 /// name), shared by its devices.
 fn center_worlds(config: &FleetConfig, clock: &SimClock) -> HashMap<String, Arc<World>> {
     let answer_timeout_ms = clock.sim_span(GATE_ANSWER_TIMEOUT).as_millis() as u64;
-    default_center_names(config.centers)
+    center_names(config.first_center, config.centers)
         .into_iter()
         .map(|center| {
             let crowd = CenterCrowd::new(
@@ -205,7 +211,7 @@ pub async fn run_fleet(
     validate(&config)?;
     mqtt::ensure_crypto_provider();
     let specs = plan_fleet(
-        &default_center_names(config.centers),
+        &center_names(config.first_center, config.centers),
         &config.mix,
         config.seed,
     )?;

@@ -8,6 +8,9 @@
 //!   devices and who is online, when it was last heard of, and today's
 //!   tally; every hub's status.
 //! - `GET /api/v1/district/hubs`: every hub's status.
+//! - `GET /api/v1/district/hubs/{hub}/messages?[after=][&limit=]`: the ids
+//!   of the hub's messages applied (an audit: compare with the hub's
+//!   store), in order, within the dedupe window.
 //! - `GET /api/v1/district/visits?from=YYYY-MM-DD&to=YYYY-MM-DD[&center=]`:
 //!   per center and local day visits, events, alarms, bookings.
 //! - `GET /api/v1/district/alarms?[from=&to=][&center=][&limit=]`: the
@@ -18,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRequestParts, MatchedPath, Query, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -56,6 +59,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/district/centers", get(centers))
         .route("/api/v1/district/hubs", get(hubs))
+        .route("/api/v1/district/hubs/{hub}/messages", get(hub_messages))
         .route("/api/v1/district/visits", get(visits))
         .route("/api/v1/district/alarms", get(alarms))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
@@ -268,6 +272,48 @@ async fn hubs(_: Reader, State(state): State<Arc<ApiState>>) -> Result<Response,
     Ok(Json(serde_json::json!({ "hubs": hubs })).into_response())
 }
 
+/// The most ids one answer lists.
+const MAX_IDS: usize = 10_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdsQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn hub_messages(
+    _: Reader,
+    State(state): State<Arc<ApiState>>,
+    Path(hub): Path<String>,
+    query: Result<Query<IdsQuery>, QueryRejection>,
+) -> Result<Response, HttpError> {
+    let query = query_of(query)?;
+    if !is_label(&hub) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "the hub must be 1-64 letters, digits, '-', '_' or '.'",
+        ));
+    }
+    let limit = query.limit.unwrap_or(MAX_IDS);
+    if !(1..=MAX_IDS).contains(&limit) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("`limit` must be between 1 and {MAX_IDS}"),
+        ));
+    }
+    let prefix = format!("{hub}/");
+    let ids = blocking(&state, move |state| {
+        state
+            .store
+            .seen_ids(&prefix, query.after.as_deref(), limit)
+            .map_err(internal)
+    })
+    .await?;
+    let next = (ids.len() == limit).then(|| ids.last().cloned()).flatten();
+    Ok(Json(serde_json::json!({ "hub": hub, "ids": ids, "next": next })).into_response())
+}
+
 /// Longest range of days `/visits` answers at once.
 const MAX_RANGE_DAYS: i64 = 366;
 
@@ -411,7 +457,9 @@ fn parse_instant(calendar: &Calendar, field: &str, text: &str) -> Result<u64, Ht
     calendar.parse_instant(text).map_err(|_| {
         error(
             StatusCode::BAD_REQUEST,
-            format!("`{field}` must be an RFC 3339 time, a date YYYY-MM-DD or unix ms, got {text:?}"),
+            format!(
+                "`{field}` must be an RFC 3339 time, a date YYYY-MM-DD or unix ms, got {text:?}"
+            ),
         )
     })
 }

@@ -89,7 +89,10 @@ impl Intake {
                 }
                 Decoded::Rejected(reason) => {
                     summary.rejected += 1;
-                    self.metrics.rejected.with_label_values(&[reason.as_str()]).inc();
+                    self.metrics
+                        .rejected
+                        .with_label_values(&[reason.as_str()])
+                        .inc();
                     let class = protocol::upstream::UpstreamTopic::parse(&incoming.topic)
                         .map_or(UNKNOWN, |t| t.class.as_str());
                     outcomes.push((class, REJECTED));
@@ -100,7 +103,10 @@ impl Intake {
         }
         self.store.commit(batch)?;
         for (class, outcome) in outcomes {
-            self.metrics.messages.with_label_values(&[class, outcome]).inc();
+            self.metrics
+                .messages
+                .with_label_values(&[class, outcome])
+                .inc();
         }
         self.metrics.hubs.add(new.hubs as i64);
         self.metrics.centers.add(new.centers as i64);

@@ -63,13 +63,22 @@ impl Rejection {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Body {
     /// A device's event; `alarm` for the alarm topic.
-    Event { alarm: bool, event: EventMessage },
+    Event {
+        alarm: bool,
+        event: EventMessage,
+    },
     Booking(BookingMessage),
-    Visits { day: NaiveDate, visits: u64, at: u64 },
+    Visits {
+        day: NaiveDate,
+        visits: u64,
+        at: u64,
+    },
     Twin(TwinMessage),
     /// A telemetry aggregate (`to`: the window's end) or a raw reading:
     /// counted, not kept.
-    Telemetry { at: u64 },
+    Telemetry {
+        at: u64,
+    },
 }
 
 /// A checked message.
@@ -280,11 +289,27 @@ mod tests {
     fn messages_are_checked_at_the_boundary() {
         check("yz/v1/c1/p1/event", event("p1", 9), Ok(Class::Event));
         check("yz/v1/c1/p1/alarm", event("p1", 9), Ok(Class::Alarm));
-        check("yz/v1/c1/visits", visits("2026-11-28", 12), Ok(Class::Visits));
+        check(
+            "yz/v1/c1/visits",
+            visits("2026-11-28", 12),
+            Ok(Class::Visits),
+        );
         check("yz/v1/c1/p1/cmd", event("p1", 9), Err(None));
-        check("yz/v1/c2/p1/event", event("p1", 9), Err(Some(Rejection::Mismatch)));
-        check("yz/v1/c1/p2/event", event("p1", 9), Err(Some(Rejection::Mismatch)));
-        check("yz/v1/c1/p1/event", event("p 1", 9), Err(Some(Rejection::BadId)));
+        check(
+            "yz/v1/c2/p1/event",
+            event("p1", 9),
+            Err(Some(Rejection::Mismatch)),
+        );
+        check(
+            "yz/v1/c1/p2/event",
+            event("p1", 9),
+            Err(Some(Rejection::Mismatch)),
+        );
+        check(
+            "yz/v1/c1/p1/event",
+            event("p 1", 9),
+            Err(Some(Rejection::BadId)),
+        );
         check(
             "yz/v1/c1/p1/event",
             event("p1", MAX_TS_MS + 1),
@@ -300,7 +325,11 @@ mod tests {
             visits("2026-11-28", MAX_VISITS_PER_DAY + 1),
             Err(Some(Rejection::OutOfRange)),
         );
-        check("yz/v1/c1/visits", json!([1, 2]), Err(Some(Rejection::BadPayload)));
+        check(
+            "yz/v1/c1/visits",
+            json!([1, 2]),
+            Err(Some(Rejection::BadPayload)),
+        );
         check(
             "yz/v1/c1/booking",
             visits("2026-11-28", 1),

@@ -65,7 +65,9 @@ impl Metrics {
         let gauge = |short: &str, help: &str| {
             // invariant: as above.
             let gauge = IntGauge::new(name(short), help).expect("metric");
-            registry.register(Box::new(gauge.clone())).expect("register");
+            registry
+                .register(Box::new(gauge.clone()))
+                .expect("register");
             gauge
         };
         let histogram = |short: &str, help: &str, buckets: Vec<f64>| {
@@ -100,7 +102,10 @@ impl Metrics {
             .register(Box::new(http_requests.clone()))
             .expect("register");
         let build_info = IntGaugeVec::new(
-            Opts::new(name("build_info"), "The running build: 1, labelled by version."),
+            Opts::new(
+                name("build_info"),
+                "The running build: 1, labelled by version.",
+            ),
             &["version"],
         )
         // invariant: as above.
@@ -156,8 +161,7 @@ impl Metrics {
                 self.messages
                     .with_label_values(&[class.as_str(), outcome.as_str()]);
             }
-            self.messages
-                .with_label_values(&[class.as_str(), REJECTED]);
+            self.messages.with_label_values(&[class.as_str(), REJECTED]);
         }
         self.messages.with_label_values(&[UNKNOWN, IGNORED]);
         for reason in Rejection::ALL {

@@ -328,17 +328,15 @@ impl Settings {
                 .parse()
                 .map_err(|_| invalid("time_zone", "not an IANA time zone name"))?,
         };
-        let token_sha256 = check_hash("api.token_sha256", &config.api.token_sha256)?
-            .ok_or_else(|| {
+        let token_sha256 =
+            check_hash("api.token_sha256", &config.api.token_sha256)?.ok_or_else(|| {
                 invalid(
                     "api.token_sha256",
                     "a bearer token is required: set DISTRICT_TOKEN or DISTRICT_TOKEN_FILE",
                 )
             })?;
-        let metrics_token_sha256 = check_hash(
-            "api.metrics_token_sha256",
-            &config.api.metrics_token_sha256,
-        )?;
+        let metrics_token_sha256 =
+            check_hash("api.metrics_token_sha256", &config.api.metrics_token_sha256)?;
         let store = &config.store;
         if !(1..=3650).contains(&store.dedupe_days) {
             return Err(invalid("store.dedupe_days", "must be between 1 and 3650"));
@@ -389,7 +387,8 @@ fn parse_source(config: &SourceConfig) -> Result<Source, ConfigError> {
         .iter()
         .enumerate()
         .map(|(index, url)| {
-            parse_url(url, scheme).map_err(|reason| invalid(&format!("source.urls[{index}]"), &reason))
+            parse_url(url, scheme)
+                .map_err(|reason| invalid(&format!("source.urls[{index}]"), &reason))
         })
         .collect::<Result<Vec<_>, _>>()?;
     if !config.password.is_empty() && config.username.is_empty() {
@@ -409,7 +408,10 @@ fn parse_source(config: &SourceConfig) -> Result<Source, ConfigError> {
     }
     let subject_ok = |s: &str| !s.is_empty() && !s.contains(char::is_whitespace);
     if !subject_ok(&config.stream) || config.stream.contains(['.', '*', '>']) {
-        return Err(invalid("source.stream", "a stream name: no spaces, '.', '*' or '>'"));
+        return Err(invalid(
+            "source.stream",
+            "a stream name: no spaces, '.', '*' or '>'",
+        ));
     }
     if !subject_ok(&config.subject) {
         return Err(invalid("source.subject", "a NATS subject without spaces"));
@@ -420,7 +422,11 @@ fn parse_source(config: &SourceConfig) -> Result<Source, ConfigError> {
     for (field, value, range) in [
         ("source.ack_wait_secs", config.ack_wait_secs, 1..=3600),
         ("source.batch", config.batch as u64, 1..=10_000),
-        ("source.connect_timeout_secs", config.connect_timeout_secs, 1..=300),
+        (
+            "source.connect_timeout_secs",
+            config.connect_timeout_secs,
+            1..=300,
+        ),
         ("source.keepalive_secs", config.keepalive_secs, 1..=65_535),
     ] {
         if !range.contains(&value) {
@@ -507,7 +513,11 @@ mod tests {
             secret::sha256_hex("district-token-0123456789")
         );
         let parsed: Config = toml::from_str(DEFAULT_CONFIG_TOML).unwrap();
-        assert_eq!(parsed, Config::default(), "the printed file is the defaults");
+        assert_eq!(
+            parsed,
+            Config::default(),
+            "the printed file is the defaults"
+        );
     }
 
     #[test]
@@ -518,7 +528,11 @@ mod tests {
         check_refused("[api]\nport = 1", &token, "port");
         check_refused("time_zone = \"Mars/Base\"", &token, "time_zone");
         check_refused("[source]\nurls = []", &token, "source.urls");
-        check_refused("[source]\nurls = [\"mqtt://a:1\"]", &token, "source.urls[0]");
+        check_refused(
+            "[source]\nurls = [\"mqtt://a:1\"]",
+            &token,
+            "source.urls[0]",
+        );
         check_refused(
             "[source]\nkind = \"mqtt\"\nurls = [\"mqtt://a:1\", \"mqtt://b\"]",
             &token,
@@ -549,7 +563,13 @@ mod tests {
         config.source.password = "pw".into();
         config.api.token_sha256 = "x".into();
         let masked = config.masked();
-        assert_eq!((masked.source.password.as_str(), masked.api.token_sha256.as_str()), (MASKED, MASKED));
+        assert_eq!(
+            (
+                masked.source.password.as_str(),
+                masked.api.token_sha256.as_str()
+            ),
+            (MASKED, MASKED)
+        );
         assert_eq!(masked.api.metrics_token_sha256, "");
     }
 }

@@ -151,6 +151,32 @@ impl Store {
             .collect()
     }
 
+    /// Ids applied (within the dedupe window) that start with `prefix`
+    /// (`{hub}/`: one hub's), after `after`, in order, at most `limit`.
+    pub fn seen_ids(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let start = match after {
+            Some(after) => [seen_key(after), vec![0]].concat(),
+            None => seen_key(prefix),
+        };
+        let mut ids = Vec::new();
+        for entry in self.tree.range(start..) {
+            let (key, _) = entry?;
+            let Some(id) = key.strip_prefix(b"s/") else {
+                break;
+            };
+            if !id.starts_with(prefix.as_bytes()) || ids.len() == limit {
+                break;
+            }
+            ids.push(String::from_utf8_lossy(id).into_owned());
+        }
+        Ok(ids)
+    }
+
     /// Hubs (`h/`) or centers (`c/`) with their status, by name.
     pub fn statuses(&self, hubs: bool) -> Result<BTreeMap<String, Status>, StoreError> {
         let prefix: &[u8] = if hubs { b"h/" } else { b"c/" };
@@ -348,12 +374,19 @@ mod tests {
         };
         batch.put_json(day_key("c1", day), &tally);
         assert!(batch.seen("a").unwrap(), "a batch reads its own writes");
-        assert!(!store.seen("a").unwrap(), "nothing is written before commit");
+        assert!(
+            !store.seen("a").unwrap(),
+            "nothing is written before commit"
+        );
         store.commit(batch).unwrap();
         assert!(store.seen("a").unwrap());
         let days = store.days(Some("c1"), day, day).unwrap();
         assert_eq!(days["c1"][&day], tally);
         assert!(store.days(Some("c2"), day, day).unwrap().is_empty());
+        assert_eq!(store.seen_ids("", None, 10).unwrap(), ["a", "b"]);
+        assert_eq!(store.seen_ids("", Some("a"), 10).unwrap(), ["b"]);
+        assert_eq!(store.seen_ids("b", None, 10).unwrap(), ["b"]);
+        assert_eq!(store.seen_ids("", None, 1).unwrap(), ["a"]);
         assert_eq!(store.forget_seen(2_000, 100).unwrap(), 1);
         assert!(!store.seen("a").unwrap());
         assert!(store.seen("b").unwrap());
@@ -379,11 +412,23 @@ mod tests {
         }
         store.commit(batch).unwrap();
         let ids = |alarms: Vec<AlarmRecord>| alarms.into_iter().map(|a| a.at).collect::<Vec<_>>();
-        assert_eq!(ids(store.alarms(0, 10_000, None, 10).unwrap()), [4000, 3000, 2000, 1000]);
-        assert_eq!(ids(store.alarms(0, 10_000, Some("c1"), 2).unwrap()), [4000, 3000]);
-        assert_eq!(ids(store.alarms(2000, 4000, None, 10).unwrap()), [3000, 2000]);
+        assert_eq!(
+            ids(store.alarms(0, 10_000, None, 10).unwrap()),
+            [4000, 3000, 2000, 1000]
+        );
+        assert_eq!(
+            ids(store.alarms(0, 10_000, Some("c1"), 2).unwrap()),
+            [4000, 3000]
+        );
+        assert_eq!(
+            ids(store.alarms(2000, 4000, None, 10).unwrap()),
+            [3000, 2000]
+        );
         store.prune(2, 10).unwrap();
-        assert_eq!(ids(store.alarms(0, 10_000, None, 10).unwrap()), [4000, 3000]);
+        assert_eq!(
+            ids(store.alarms(0, 10_000, None, 10).unwrap()),
+            [4000, 3000]
+        );
         assert_eq!(store.counts().unwrap(), (2, 0));
     }
 }

@@ -134,7 +134,11 @@ fn on_booking(
         batch.put_json(key, &state);
     }
     batch.put_json(day_key(&booking.center, day), &tally);
-    Ok(if stale { Outcome::Stale } else { Outcome::Applied })
+    Ok(if stale {
+        Outcome::Stale
+    } else {
+        Outcome::Applied
+    })
 }
 
 /// Takes a booking's previous status off the day it was counted on
@@ -241,8 +245,8 @@ fn note_status(
             .or_default() += 1;
         if let Some(p) = presence {
             status.devices += u64::from(!p.known_before);
-            status.online = (status.online + u64::from(p.online))
-                .saturating_sub(u64::from(p.online_before));
+            status.online =
+                (status.online + u64::from(p.online)).saturating_sub(u64::from(p.online_before));
         }
         batch.put_json(key, &status);
     }

@@ -141,7 +141,10 @@ mod tests {
             Ok(token) => assert_eq!(got, Ok(token.map(String::from)), "{vars:?}"),
             Err(needle) => {
                 let error = got.expect_err("an error").to_string();
-                assert!(error.contains(needle), "{error:?} should contain {needle:?}");
+                assert!(
+                    error.contains(needle),
+                    "{error:?} should contain {needle:?}"
+                );
             }
         }
     }
@@ -153,7 +156,10 @@ mod tests {
         let file = dir.path().join("token").display().to_string();
         let credentials = dir.path().display().to_string();
         check(&[], Ok(None));
-        check(&[("T", " plain-token-0123456789 ")], Ok(Some("plain-token-0123456789")));
+        check(
+            &[("T", " plain-token-0123456789 ")],
+            Ok(Some("plain-token-0123456789")),
+        );
         check(&[("T_FILE", &file)], Ok(Some("from-a-file-0123456789")));
         check(
             &[
@@ -163,8 +169,14 @@ mod tests {
             Ok(Some("from-a-file-0123456789")),
         );
         check(&[("T", "short")], Err("`T`: the token must be at least 16"));
-        check(&[("T", "a"), ("T_FILE", &file)], Err("`T_FILE`: T is set too"));
-        check(&[("T_FILE", "/nonexistent/t")], Err("`T_FILE`: cannot read"));
+        check(
+            &[("T", "a"), ("T_FILE", &file)],
+            Err("`T_FILE`: T is set too"),
+        );
+        check(
+            &[("T_FILE", "/nonexistent/t")],
+            Err("`T_FILE`: cannot read"),
+        );
         check(
             &[("T_FILE", "$CREDENTIALS_DIRECTORY/token")],
             Err("CREDENTIALS_DIRECTORY, which is not set"),

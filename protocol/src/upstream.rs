@@ -198,7 +198,10 @@ mod tests {
         check("yz/v1/c1/p1/event", Some(("c1", Some("p1"), Class::Event)));
         check("yz/v1/c1/r1/alarm", Some(("c1", Some("r1"), Class::Alarm)));
         check("yz/v1/c1/p1/twin", Some(("c1", Some("p1"), Class::Twin)));
-        check("yz/v1/c1/p1/telemetry", Some(("c1", Some("p1"), Class::Telemetry)));
+        check(
+            "yz/v1/c1/p1/telemetry",
+            Some(("c1", Some("p1"), Class::Telemetry)),
+        );
         check(
             "yz/v1/c1/p1/telemetry/raw",
             Some(("c1", Some("p1"), Class::TelemetryRaw)),

@@ -9,6 +9,7 @@ mod conformance;
 mod counting;
 mod demo;
 mod devices;
+mod district;
 mod edge_load;
 mod fleet;
 mod interlock;

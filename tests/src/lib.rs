@@ -7,6 +7,9 @@
 //!   certificates (rumqttc), and telemetry payloads
 //! - `credentials`: a device's credentials as files, for `mosquitto_pub`
 //! - `device_sim_run`: a `device-sim run` against a hub, with its ground truth
+//! - `district_process`: a real district service process and its API
+//! - `nats_cluster`: a cluster of Debian `nats-server` nodes (JetStream,
+//!   MQTT) on `deploy/nats/yizhan-nats.conf`
 //! - `silent_cut`: a TCP relay that goes dark
 //! - `tcp_proxy`: a TCP relay that goes dark and comes back (an uplink's
 //!   network)
@@ -22,7 +25,9 @@
 
 pub mod credentials;
 pub mod device_sim_run;
+pub mod district_process;
 pub mod hub_process;
+pub mod nats_cluster;
 pub mod raw_mqtt;
 pub mod silent_cut;
 pub mod stacks;
@@ -36,7 +41,9 @@ pub use credentials::{mosquitto_pub, write_credentials, CredentialFiles};
 pub use device_sim::bench::processes::{free_port, Mosquitto};
 pub use device_sim::bench::received::sum_metric;
 pub use device_sim_run::{run_device_sim, run_device_sim_at, SimRun};
+pub use district_process::{DistrictProcess, DISTRICT_TOKEN};
 pub use hub_process::{workspace_binary, HubOptions, HubProcess, SIMULATED_CLOCKS};
+pub use nats_cluster::NatsCluster;
 pub use silent_cut::SilentCut;
 pub use tcp_proxy::TcpProxy;
 pub use test_device::{telemetry, DeviceEvent, DeviceOptions, TestDevice};

@@ -158,10 +158,7 @@ async fn consumer(js: &Context, settings: &Source) -> Result<PullConsumer, Sessi
 }
 
 /// Up to `max` messages, waiting at most `PULL_WAIT` for the first.
-async fn pull(
-    consumer: &PullConsumer,
-    max: usize,
-) -> Result<Vec<jetstream::Message>, SessionEnd> {
+async fn pull(consumer: &PullConsumer, max: usize) -> Result<Vec<jetstream::Message>, SessionEnd> {
     let mut batch = consumer
         .batch()
         .max_messages(max)

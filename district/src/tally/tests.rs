@@ -22,7 +22,11 @@ fn message(topic: &str, payload: Value) -> Message {
 }
 
 fn event(id: &str, alarm_type: Option<&str>, at: u64) -> Message {
-    let what = if alarm_type.is_some() { "alarm" } else { "event" };
+    let what = if alarm_type.is_some() {
+        "alarm"
+    } else {
+        "event"
+    };
     message(
         &format!("yz/v1/c1/r1/{what}"),
         json!({"id": id, "hub": "h1", "center": "c1", "device": "r1", "kind": "therapy_robot",
@@ -96,7 +100,10 @@ fn a_resent_message_is_applied_once() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let trip = event("h1/ev/r1/t1", Some("interlock_trip"), MORNING);
-    let outcomes = run(&store, &[trip.clone(), event("h1/ev/r1/e1", None, MORNING), trip]);
+    let outcomes = run(
+        &store,
+        &[trip.clone(), event("h1/ev/r1/e1", None, MORNING), trip],
+    );
     assert_eq!(outcomes, ["applied", "applied", "duplicate"]);
     let today = tally(&store, "2026-11-28");
     assert_eq!((today.alarms, today.events, today.alarm_acks), (1, 1, 0));
@@ -158,11 +165,22 @@ fn bookings_count_by_their_latest_status_and_every_write_once() {
     );
     assert_eq!(
         outcomes,
-        ["applied", "applied", "applied", "applied", "stale", "duplicate"]
+        [
+            "applied",
+            "applied",
+            "applied",
+            "applied",
+            "stale",
+            "duplicate"
+        ]
     );
     let today = tally(&store, "2026-11-28");
     assert_eq!(today.booking_writes, 5);
-    let statuses: Vec<(&str, u64)> = today.bookings.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+    let statuses: Vec<(&str, u64)> = today
+        .bookings
+        .iter()
+        .map(|(s, n)| (s.as_str(), *n))
+        .collect();
     assert_eq!(statuses, [("cancelled", 1), ("checked_in", 1)]);
 }
 
@@ -195,7 +213,10 @@ fn a_hub_status_counts_devices_and_who_is_online() {
             twin("p2", true, 30),
         ],
     );
-    assert_eq!(outcomes, ["applied", "applied", "applied", "stale", "applied"]);
+    assert_eq!(
+        outcomes,
+        ["applied", "applied", "applied", "stale", "applied"]
+    );
     let hubs = store.statuses(true).unwrap();
     let hub = &hubs["h1"];
     assert_eq!((hub.devices, hub.online), (2, 1));
