@@ -35,14 +35,16 @@ fn center(n: usize) -> String {
 }
 
 /// A yoga class of two places in the hub's center, Mondays and Wednesdays,
-/// and the schedule clock on Monday morning; the uplink to `urls`.
+/// and the schedule clock on Monday morning; the uplink to `urls` as
+/// `user` (the password in a file).
 fn hub_options(
     n: usize,
     urls: &[String],
+    (user, password): (&str, &str),
     secrets: &tempfile::TempDir,
 ) -> anyhow::Result<HubOptions> {
-    let password = secrets.path().join(format!("uplink_password{n}"));
-    std::fs::write(&password, NATS_HUB_PASSWORD)?;
+    let password_file = secrets.path().join(format!("uplink_password{n}"));
+    std::fs::write(&password_file, password)?;
     let config = format!(
         r#"{SIMULATED_CLOCKS}
 [schedule]
@@ -62,7 +64,7 @@ market_price = 80.0
 enabled = true
 urls = {urls:?}
 client_id = "{id}"
-username = "{NATS_HUB_USER}"
+username = "{user}"
 keepalive_secs = 2
 connect_timeout_secs = 2
 backoff_initial_ms = 100
@@ -76,7 +78,7 @@ telemetry_window_secs = 5
         extra_config: config,
         env: vec![(
             "YIZHAN_UPLINK_PASSWORD_FILE".into(),
-            password.display().to_string(),
+            password_file.display().to_string(),
         )],
         ..HubOptions::default()
     })
@@ -412,7 +414,8 @@ async fn three_hubs_reach_the_district_exactly_once_through_node_stops_a_cut_and
                 _ => nodes[node].clone(),
             })
             .collect();
-        hubs.push(HubProcess::start(hub_options(n, &urls, &secrets)?).await?);
+        let login = (NATS_HUB_USER, NATS_HUB_PASSWORD);
+        hubs.push(HubProcess::start(hub_options(n, &urls, login, &secrets)?).await?);
     }
     let peaks = Peaks::default();
     let mut watchers = Vec::new();
@@ -571,5 +574,150 @@ async fn three_hubs_reach_the_district_exactly_once_through_node_stops_a_cut_and
         peaks.get("district"),
         per_hub.join("; ")
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_mosquitto_the_district_keeps_a_persistent_session_and_gets_every_fact_once(
+) -> anyhow::Result<()> {
+    const USER: &str = "district-e2e";
+    const PASSWORD: &str = "mosquitto-password-0123";
+    let dir = tempfile::tempdir()?;
+    // Persistent sessions on disk; the district's queue unbounded while it
+    // is away (mosquitto keeps 1,000 by default, then drops).
+    let extra = format!(
+        "persistence true\npersistence_location {}/\nmax_queued_messages 0\n",
+        dir.path().display()
+    );
+    let mosquitto = Mosquitto::start_with(USER, PASSWORD, &extra)?;
+    let source = format!(
+        "[source]\nkind = \"mqtt\"\nurls = [\"mqtt://127.0.0.1:{}\"]\nusername = \"{USER}\"\n\
+         consumer = \"district-e2e\"\nkeepalive_secs = 2\n",
+        mosquitto.port
+    );
+    let password = vec![("DISTRICT_SOURCE_PASSWORD".to_string(), PASSWORD.to_string())];
+    let mut district = DistrictProcess::start(&source, password).await?;
+    let secrets = tempfile::tempdir()?;
+    let url = format!("mqtt://127.0.0.1:{}", mosquitto.port);
+    let hub = HubProcess::start(hub_options(1, &[url], (USER, PASSWORD), &secrets)?).await?;
+    let sim = tokio::spawn({
+        let (api, port) = (hub.api.clone(), hub.mqtt_port);
+        let args = format!(
+            "--centers 1 --pianos 1 --therapy-robots 1 --gates 1 --counters 2 --speed 600 \
+             --seed 31 --overheat-chance 0.5 --start {START} --sim-duration 3h"
+        );
+        async move { run_device_sim_at(&api, port, &args, Duration::from_secs(120)).await }
+    });
+    let booked = bookings(&hub, "2027-01-04", "mq").await?;
+
+    // The district crashes mid-run; the broker keeps its session.
+    wait_metric(&hub, "yizhan_uplink_sent_total", |v| v >= 20.0).await?;
+    district.kill9();
+    let sent_while_away = hub.metric("yizhan_uplink_sent_total", "").await?;
+    wait_metric(&hub, "yizhan_uplink_sent_total", |v| {
+        v >= sent_while_away + 20.0
+    })
+    .await?;
+    district.kill9_and_restart().await?;
+
+    let truth = sim.await??.truth;
+    wait_metric(&hub, "yizhan_uplink_backlog_messages", |v| v == 0.0).await?;
+    let seen = check_hub(1, &hub, &district, &booked, &truth).await?;
+    let duplicates = district
+        .metric("yizhan_district_messages_total", "outcome=\"duplicate\"")
+        .await;
+    println!(
+        "district on mosquitto: {} events, {} alarms, {} booking writes, {} visits (truth); \
+         {duplicates} duplicates dropped after the restart",
+        seen.events, seen.alarms, seen.booking_writes, seen.visits
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_district_names_a_bad_setting_and_answers_only_its_tokens() -> anyhow::Result<()> {
+    let check = |vars: &[(&str, &str)], file: &str, field: &str| -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("district.toml");
+        std::fs::write(&config, file)?;
+        let output = std::process::Command::new(workspace_binary("district"))
+            .arg("check-config")
+            .arg("--config")
+            .arg(&config)
+            .env_remove("DISTRICT_TOKEN")
+            .envs(vars.iter().copied())
+            .output()?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{file:?}: {stderr}");
+        assert!(stderr.contains(field), "{stderr:?} should name {field}");
+        Ok(())
+    };
+    let token = [("DISTRICT_TOKEN", DISTRICT_TOKEN)];
+    check(&[], "", "api.token_sha256")?;
+    check(&token, "[source]\nkind = \"kafka\"\n", "kind")?;
+    check(
+        &token,
+        "[source]\nurls = [\"nats://x\"]\n",
+        "source.urls[0]",
+    )?;
+    check(&token, "[store]\ndedupe = 3\n", "dedupe")?;
+    check(&[("DISTRICT_TOKEN", "short")], "", "DISTRICT_TOKEN")?;
+
+    const USER: &str = "district-e2e";
+    const PASSWORD: &str = "mosquitto-password-0123";
+    const SCRAPE: &str = "e2e-district-metrics-token-0123";
+    let mosquitto = Mosquitto::start(USER, PASSWORD)?;
+    let source = format!(
+        "[source]\nkind = \"mqtt\"\nurls = [\"mqtt://127.0.0.1:{}\"]\nusername = \"{USER}\"\n",
+        mosquitto.port
+    );
+    let env = vec![
+        ("DISTRICT_SOURCE_PASSWORD".to_string(), PASSWORD.to_string()),
+        ("DISTRICT_METRICS_TOKEN".to_string(), SCRAPE.to_string()),
+    ];
+    let district = DistrictProcess::start(&source, env).await?;
+    let http = reqwest::Client::new();
+    let visits = format!(
+        "{}/api/v1/district/visits?from=2027-01-04&to=2027-01-04",
+        district.api
+    );
+    for (token, path, expected) in [
+        (None, visits.as_str(), 401),
+        (Some("wrong-token-0123456789"), visits.as_str(), 401),
+        (Some(SCRAPE), visits.as_str(), 403),
+        (Some(DISTRICT_TOKEN), visits.as_str(), 200),
+        (Some(SCRAPE), &format!("{}/metrics", district.api), 200),
+        (None, &format!("{}/metrics", district.api), 401),
+        (None, &format!("{}/healthz", district.api), 200),
+        (None, &format!("{}/readyz", district.api), 200),
+    ] {
+        let mut request = http.get(path);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let status = request.send().await?.status().as_u16();
+        assert_eq!(status, expected, "{path} with {token:?}");
+    }
+    for (query, reason) in [
+        ("visits?from=2027-01-04", "to"),
+        ("visits?from=2027-01-05&to=2027-01-04", "before"),
+        ("visits?from=2020-01-01&to=2027-01-04", "at most"),
+        ("visits?from=2027-13-01&to=2027-01-04", "YYYY-MM-DD"),
+        ("alarms?limit=0", "limit"),
+        ("alarms?center=a%20b", "center"),
+        ("hubs/x/messages?limit=100000", "limit"),
+    ] {
+        let response = district
+            .get(&format!("/api/v1/district/{query}"))
+            .send()
+            .await?;
+        assert_eq!(response.status(), 400, "{query}");
+        let body: Value = response.json().await?;
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(reason),
+            "{query}: {error:?} should say {reason}"
+        );
+    }
     Ok(())
 }
