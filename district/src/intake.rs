@@ -69,6 +69,12 @@ impl Intake {
         let mut outcomes = Vec::with_capacity(messages.len());
         let mut newest = 0;
         for incoming in messages {
+            let class = protocol::upstream::UpstreamTopic::parse(&incoming.topic)
+                .map_or(UNKNOWN, |t| t.class.as_str());
+            self.metrics
+                .received_bytes
+                .with_label_values(&[class])
+                .inc_by(incoming.payload.len() as u64);
             match decode(incoming) {
                 Decoded::Message(message) => {
                     let outcome = apply(&message, &context, &mut batch, &mut new)?;
@@ -93,8 +99,6 @@ impl Intake {
                         .rejected
                         .with_label_values(&[reason.as_str()])
                         .inc();
-                    let class = protocol::upstream::UpstreamTopic::parse(&incoming.topic)
-                        .map_or(UNKNOWN, |t| t.class.as_str());
                     outcomes.push((class, REJECTED));
                     keep(&mut batch, incoming, reason.as_str(), now)?;
                     tracing::warn!(topic = %incoming.topic, reason = reason.as_str(), "message refused");

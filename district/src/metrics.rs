@@ -19,6 +19,8 @@ pub struct Metrics {
     /// `{class, outcome}`: applied, duplicate, stale, ignored, rejected.
     pub messages: IntCounterVec,
     pub rejected: IntCounterVec,
+    /// Payload bytes received, by class (sizing the upstream: docs/scale.md).
+    pub received_bytes: IntCounterVec,
     /// Applying a batch and its fsync.
     pub batch_seconds: Histogram,
     pub batch_messages: Histogram,
@@ -89,6 +91,11 @@ impl Metrics {
             "Messages refused at the boundary, by reason.",
             &["reason"],
         );
+        let received_bytes = counters(
+            "received_bytes_total",
+            "Payload bytes of the messages received, by class (duplicates included).",
+            &["class"],
+        );
         let http_requests = HistogramVec::new(
             HistogramOpts::new(
                 name("http_request_duration_seconds"),
@@ -120,6 +127,7 @@ impl Metrics {
         let metrics = Metrics {
             messages,
             rejected,
+            received_bytes,
             batch_seconds: histogram(
                 "batch_duration_seconds",
                 "Applying a batch of messages and its fsync, before they are acknowledged.",
