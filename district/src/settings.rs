@@ -521,6 +521,18 @@ mod tests {
     }
 
     #[test]
+    fn the_deployed_file_parses() {
+        let deployed = include_str!("../../deploy/district/district.toml");
+        let settings = load(deployed, &[TOKEN_VAR]).unwrap();
+        assert_eq!(settings.source.kind, SourceKind::Nats);
+        assert_eq!(settings.source.endpoints.len(), 3);
+        assert_eq!(
+            settings.source.credentials,
+            Some(("district".into(), String::new()))
+        );
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let token = [TOKEN_VAR];
         check_refused("", &[], "api.token_sha256");
