@@ -30,7 +30,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::NaiveDate;
 use protocol::calendar::Calendar;
-use protocol::secret::matches_sha256;
+use protocol::secret::Presented;
 use serde::{Deserialize, Serialize};
 
 use crate::message::is_label;
@@ -73,16 +73,7 @@ async fn track(State(state): State<Arc<ApiState>>, request: Request, next: Next)
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method: &'static str = match request.method().as_str() {
-        "GET" => "GET",
-        "POST" => "POST",
-        "PUT" => "PUT",
-        "PATCH" => "PATCH",
-        "DELETE" => "DELETE",
-        "HEAD" => "HEAD",
-        "OPTIONS" => "OPTIONS",
-        _ => "other",
-    };
+    let method = protocol::api::method_label(request.method().as_str());
     let response = next.run(request).await;
     state
         .metrics
@@ -112,27 +103,18 @@ fn internal(err: impl std::fmt::Display) -> HttpError {
     )
 }
 
-/// Which token a request carried; 401 when none or an unknown one.
-fn bearer(parts: &Parts, state: &ApiState) -> Result<bool, HttpError> {
-    let token = parts
+/// The request's bearer token, recognised; 401 when none or an unknown one.
+fn bearer(parts: &Parts, state: &ApiState) -> Result<Presented, HttpError> {
+    let header = parts
         .headers
         .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .ok_or_else(|| {
-            error(
-                StatusCode::UNAUTHORIZED,
-                "missing `Authorization: Bearer <token>`",
-            )
-        })?;
-    if matches_sha256(token, &state.token_sha256) {
-        return Ok(true);
-    }
-    match &state.metrics_token_sha256 {
-        Some(hash) if matches_sha256(token, hash) => Ok(false),
-        _ => Err(error(StatusCode::UNAUTHORIZED, "invalid bearer token")),
-    }
+        .and_then(|v| v.to_str().ok());
+    protocol::secret::bearer(
+        header,
+        &state.token_sha256,
+        state.metrics_token_sha256.as_deref(),
+    )
+    .map_err(|e| error(StatusCode::UNAUTHORIZED, e.to_string()))
 }
 
 /// Proof of the API token; the metrics token gets 403.
@@ -146,8 +128,8 @@ impl FromRequestParts<Arc<ApiState>> for Reader {
         state: &Arc<ApiState>,
     ) -> Result<Reader, HttpError> {
         match bearer(parts, state)? {
-            true => Ok(Reader),
-            false => Err(error(
+            Presented::Full => Ok(Reader),
+            Presented::Scrape => Err(error(
                 StatusCode::FORBIDDEN,
                 "the metrics token may only read /metrics",
             )),
@@ -354,15 +336,6 @@ fn query_of<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, HttpError> 
         .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))
 }
 
-fn parse_day(field: &str, text: &str) -> Result<NaiveDate, HttpError> {
-    protocol::calendar::parse_date(text).map_err(|_| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("`{field}` must be a date as YYYY-MM-DD, got {text:?}"),
-        )
-    })
-}
-
 fn check_center(center: Option<String>) -> Result<Option<String>, HttpError> {
     match center {
         Some(c) if !is_label(&c) => Err(error(
@@ -379,16 +352,8 @@ async fn visits(
     query: Result<Query<VisitsQuery>, QueryRejection>,
 ) -> Result<Response, HttpError> {
     let query = query_of(query)?;
-    let (from, to) = (parse_day("from", &query.from)?, parse_day("to", &query.to)?);
-    if to < from {
-        return Err(error(StatusCode::BAD_REQUEST, "`to` is before `from`"));
-    }
-    if (to - from).num_days() >= MAX_RANGE_DAYS {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            format!("at most {MAX_RANGE_DAYS} days at once"),
-        ));
-    }
+    let (from, to) = protocol::calendar::day_range(&query.from, &query.to, MAX_RANGE_DAYS)
+        .map_err(|reason| error(StatusCode::BAD_REQUEST, reason))?;
     let center = check_center(query.center)?;
     let answer = blocking(&state, move |state| {
         let days = state

@@ -120,6 +120,45 @@ pub fn matches_sha256(secret: &str, expected_hex: &str) -> bool {
             == 0
 }
 
+/// Which of a service's two bearer tokens a request presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presented {
+    /// The token every route takes (the hub's admin token, the district's
+    /// API token).
+    Full,
+    /// The scrape-only token: `/metrics` and nothing else.
+    Scrape,
+}
+
+/// Why a request's bearer token is refused (both answer 401).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BearerError {
+    #[error("missing `Authorization: Bearer <token>`")]
+    Missing,
+    #[error("invalid bearer token")]
+    Invalid,
+}
+
+/// Recognises the token in an `Authorization` header value against the
+/// full token's hash and, if one is configured, the scrape-only token's.
+pub fn bearer(
+    authorization: Option<&str>,
+    full_sha256: &str,
+    scrape_sha256: Option<&str>,
+) -> Result<Presented, BearerError> {
+    let token = authorization
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or(BearerError::Missing)?;
+    if matches_sha256(token, full_sha256) {
+        return Ok(Presented::Full);
+    }
+    match scrape_sha256 {
+        Some(hash) if matches_sha256(token, hash) => Ok(Presented::Scrape),
+        _ => Err(BearerError::Invalid),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +220,28 @@ mod tests {
             &[("T_FILE", "$CREDENTIALS_DIRECTORY/token")],
             Err("CREDENTIALS_DIRECTORY, which is not set"),
         );
+    }
+
+    #[test]
+    fn bearer_tokens_are_recognised() {
+        let (full, scrape) = (sha256_hex("full-token"), sha256_hex("scrape-token"));
+        let check =
+            |header: Option<&str>, scrape_hash: Option<&str>| bearer(header, &full, scrape_hash);
+        assert_eq!(check(Some("Bearer full-token"), None), Ok(Presented::Full));
+        assert_eq!(
+            check(Some("Bearer  full-token "), None),
+            Ok(Presented::Full)
+        );
+        assert_eq!(
+            check(Some("Bearer scrape-token"), Some(&scrape)),
+            Ok(Presented::Scrape)
+        );
+        assert_eq!(
+            check(Some("Bearer scrape-token"), None),
+            Err(BearerError::Invalid)
+        );
+        assert_eq!(check(Some("Basic abc"), None), Err(BearerError::Missing));
+        assert_eq!(check(None, None), Err(BearerError::Missing));
     }
 
     #[test]

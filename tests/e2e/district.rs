@@ -100,11 +100,7 @@ async fn bookings(hub: &HubProcess, day: &str, tag: &str) -> anyhow::Result<Vec<
         let id = answer["id"].as_str().or(answer["offer"]["id"].as_str());
         ids.push(id.unwrap_or_default().to_string());
     }
-    let cancelled = hub
-        .delete(&format!("/api/v1/bookings/{}", ids[0]))
-        .send()
-        .await?;
-    anyhow::ensure!(cancelled.status() == 200, "cancel: {}", cancelled.status());
+    hub.cancel_booking(&ids[0]).await?;
     Ok(ids)
 }
 
@@ -154,11 +150,7 @@ async fn wait_metric(
     name: &str,
     holds: impl Fn(f64) -> bool,
 ) -> anyhow::Result<f64> {
-    eventually(WAIT, name, || async {
-        let value = hub.metric(name, "").await.unwrap_or(f64::NAN);
-        holds(value).then_some(value)
-    })
-    .await
+    hub.wait_metric(name, "", holds, WAIT).await
 }
 
 /// The hub's stored events as message ids, alarms apart.

@@ -4,12 +4,13 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::{eventually, sum_metric, workspace_binary};
+use crate::wait::{endpoints_of, ready};
+use crate::{sum_metric, workspace_binary};
 
 /// The district's API token in the tests (`DISTRICT_TOKEN`).
 pub const DISTRICT_TOKEN: &str = "e2e-district-token-0123456789";
@@ -70,34 +71,16 @@ impl DistrictProcess {
             .stderr(log)
             .spawn()
             .context("spawning the district service")?;
-        self.child = Some(child);
-        let start = Instant::now();
-        let text = loop {
-            if let Ok(text) = std::fs::read_to_string(&endpoints) {
-                break text;
-            }
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            if exited.is_some() || start.elapsed() > Duration::from_secs(20) {
-                bail!("the district did not start ({exited:?}):\n{}", self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let child = self.child.insert(child);
+        let value = match endpoints_of(child, &endpoints, Duration::from_secs(20)).await {
+            Ok(value) => value,
+            Err(error) => bail!("the district: {error}:\n{}", self.log()),
         };
-        let value: Value = serde_json::from_str(&text)?;
         self.api = format!("http://{}", value["api"].as_str().context("api address")?);
-        let ready = format!("{}/readyz", self.api);
-        let http = self.http.clone();
-        eventually(Duration::from_secs(30), "the district's /readyz", || {
-            let (http, ready) = (http.clone(), ready.clone());
-            async move {
-                let response = http.get(ready).send().await.ok()?;
-                response.status().is_success().then_some(())
-            }
-        })
-        .await
-        .map_err(|e| e.context(self.log()))
+        let url = format!("{}/readyz", self.api);
+        ready(&self.http, &url, Duration::from_secs(30))
+            .await
+            .map_err(|e| e.context(self.log()))
     }
 
     pub fn log(&self) -> String {

@@ -10,6 +10,7 @@ use protocol::api::{ProvisionRequest, Provisioned};
 use protocol::DeviceKind;
 use serde_json::Value;
 
+use crate::wait::{endpoints_of, ready};
 use crate::{eventually, sum_metric, ADMIN_TOKEN, METRICS_TOKEN};
 
 /// Hub config for devices on a simulated clock (`device-sim --start`,
@@ -124,37 +125,19 @@ impl HubProcess {
             .stderr(log)
             .spawn()
             .context("spawning the hub")?;
-        self.child = Some(child);
-        let start = Instant::now();
-        let text = loop {
-            if let Ok(text) = std::fs::read_to_string(&endpoints) {
-                break text;
-            }
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            if exited.is_some() || start.elapsed() > Duration::from_secs(20) {
-                bail!("the hub did not start ({exited:?}):\n{}", self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let child = self.child.insert(child);
+        let value = match endpoints_of(child, &endpoints, Duration::from_secs(20)).await {
+            Ok(value) => value,
+            Err(error) => bail!("the hub: {error}:\n{}", self.log()),
         };
-        let value: Value = serde_json::from_str(&text)?;
         self.api = format!("http://{}", value["api"].as_str().context("api address")?);
         let mqtt: std::net::SocketAddr = value["mqtt"].as_str().context("mqtt address")?.parse()?;
         self.mqtt_port = mqtt.port();
-        let ready = format!("{}/readyz", self.api);
-        let http = self.http.clone();
-        eventually(Duration::from_secs(10), "/readyz", || {
-            let (http, ready) = (http.clone(), ready.clone());
-            async move {
-                http.get(ready)
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-            }
-        })
+        ready(
+            &self.http,
+            &format!("{}/readyz", self.api),
+            Duration::from_secs(10),
+        )
         .await?;
         Ok(())
     }
@@ -347,6 +330,36 @@ impl HubProcess {
     /// Sum of a metric family's samples whose labels contain `labels`.
     pub async fn metric(&self, name: &str, labels: &str) -> Result<f64> {
         Ok(sum_metric(&self.metrics().await?, name, labels))
+    }
+
+    /// Waits until `metric(name, labels)` holds (NaN while the hub
+    /// restarts); its value then.
+    pub async fn wait_metric(
+        &self,
+        name: &str,
+        labels: &str,
+        holds: impl Fn(f64) -> bool,
+        timeout: Duration,
+    ) -> Result<f64> {
+        eventually(timeout, &format!("{name}{{{labels}}}"), || async {
+            let value = self.metric(name, labels).await.unwrap_or(f64::NAN);
+            holds(value).then_some(value)
+        })
+        .await
+    }
+
+    /// Cancels booking `id` (200 expected).
+    pub async fn cancel_booking(&self, id: &str) -> Result<()> {
+        let response = self
+            .delete(&format!("/api/v1/bookings/{id}"))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status() == 200,
+            "cancel {id}: {}",
+            response.status()
+        );
+        Ok(())
     }
 }
 

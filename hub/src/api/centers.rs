@@ -35,15 +35,6 @@ struct DayRangeQuery {
     to: String,
 }
 
-fn parse_day(field: &str, text: &str) -> Result<NaiveDate, HttpError> {
-    protocol::calendar::parse_date(text).map_err(|_| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("`{field}` must be a date as YYYY-MM-DD, got {text:?}"),
-        )
-    })
-}
-
 /// Visits of `center` on every day from `from` to `to`.
 fn visits_between(
     state: &ApiState,
@@ -94,17 +85,8 @@ fn day_range(
     query: Result<Query<DayRangeQuery>, QueryRejection>,
 ) -> Result<(NaiveDate, NaiveDate), HttpError> {
     let query = query_of(query)?;
-    let (from, to) = (parse_day("from", &query.from)?, parse_day("to", &query.to)?);
-    if to < from {
-        return Err(error(StatusCode::BAD_REQUEST, "`to` is before `from`"));
-    }
-    if (to - from).num_days() >= MAX_RANGE_DAYS {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            format!("at most {MAX_RANGE_DAYS} days at once"),
-        ));
-    }
-    Ok((from, to))
+    protocol::calendar::day_range(&query.from, &query.to, MAX_RANGE_DAYS)
+        .map_err(|reason| error(StatusCode::BAD_REQUEST, reason))
 }
 
 async fn center_pianos(

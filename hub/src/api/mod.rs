@@ -38,12 +38,13 @@ use std::sync::Arc;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequestParts, MatchedPath, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use protocol::api::ApiError;
 use protocol::calendar::Calendar;
+use protocol::secret::Presented;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -53,7 +54,6 @@ use crate::gauges::Census;
 use crate::ingest::Inbox;
 use crate::metrics::Metrics;
 use crate::pki::Pki;
-use crate::secrets;
 use crate::settings::{is_label, Rooms};
 use crate::store::Store;
 use crate::supervise::Supervisor;
@@ -125,7 +125,7 @@ async fn track(State(state): State<Arc<ApiState>>, request: Request, next: Next)
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = method_label(request.method());
+    let method = protocol::api::method_label(request.method().as_str());
     let response = next.run(request).await;
     state
         .metrics
@@ -133,23 +133,6 @@ async fn track(State(state): State<Arc<ApiState>>, request: Request, next: Next)
         .with_label_values(&[&route, method, response.status().as_str()])
         .observe(started.elapsed().as_secs_f64());
     response
-}
-
-/// The `method` label: bounded to the standard methods.
-fn method_label(method: &Method) -> &'static str {
-    const KNOWN: [Method; 7] = [
-        Method::GET,
-        Method::POST,
-        Method::PUT,
-        Method::PATCH,
-        Method::DELETE,
-        Method::HEAD,
-        Method::OPTIONS,
-    ];
-    KNOWN
-        .iter()
-        .find(|known| *known == method)
-        .map_or("other", |known| known.as_str())
 }
 
 /// An API error: status and reason.
@@ -186,35 +169,19 @@ fn internal(err: impl std::fmt::Display) -> HttpError {
     )
 }
 
-/// Which token a request carried.
-enum Bearer {
-    Admin,
-    /// The scrape-only token.
-    Metrics,
-}
-
-/// The request's bearer token, recognised; 401 when it is missing or
-/// unknown.
-fn bearer(parts: &Parts, state: &ApiState) -> Result<Bearer, HttpError> {
-    let token = parts
+/// The request's bearer token, recognised (`protocol::secret::bearer`);
+/// 401 when it is missing or unknown.
+fn bearer(parts: &Parts, state: &ApiState) -> Result<Presented, HttpError> {
+    let header = parts
         .headers
         .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .ok_or_else(|| {
-            error(
-                StatusCode::UNAUTHORIZED,
-                "missing `Authorization: Bearer <token>`",
-            )
-        })?;
-    if secrets::matches_sha256(token, &state.admin_token_sha256) {
-        return Ok(Bearer::Admin);
-    }
-    match &state.metrics_token_sha256 {
-        Some(hash) if secrets::matches_sha256(token, hash) => Ok(Bearer::Metrics),
-        _ => Err(error(StatusCode::UNAUTHORIZED, "invalid bearer token")),
-    }
+        .and_then(|v| v.to_str().ok());
+    protocol::secret::bearer(
+        header,
+        &state.admin_token_sha256,
+        state.metrics_token_sha256.as_deref(),
+    )
+    .map_err(|e| error(StatusCode::UNAUTHORIZED, e.to_string()))
 }
 
 /// Proof that the request carried the admin token. The metrics token gets
@@ -229,8 +196,8 @@ impl FromRequestParts<Arc<ApiState>> for Admin {
         state: &Arc<ApiState>,
     ) -> Result<Admin, HttpError> {
         match bearer(parts, state)? {
-            Bearer::Admin => Ok(Admin),
-            Bearer::Metrics => Err(error(
+            Presented::Full => Ok(Admin),
+            Presented::Scrape => Err(error(
                 StatusCode::FORBIDDEN,
                 "the metrics token may only read /metrics; this route needs the admin token",
             )),
