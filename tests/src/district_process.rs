@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use crate::http::{json_of, text_of};
 use crate::wait::{endpoints_of, ready};
 use crate::{sum_metric, workspace_binary};
 
@@ -109,23 +110,11 @@ impl DistrictProcess {
 
     /// GET `path` with the token; the JSON body of a 2xx.
     pub async fn get_json(&self, path: &str) -> Result<Value> {
-        let response = self.get(path).send().await?;
-        anyhow::ensure!(
-            response.status().is_success(),
-            "GET {path}: {}",
-            response.status()
-        );
-        Ok(response.json().await?)
+        json_of(self.get(path), &format!("GET {path}")).await
     }
 
     pub async fn metrics(&self) -> Result<String> {
-        Ok(self
-            .get("/metrics")
-            .send()
-            .await?
-            .error_for_status()?
-            .text()
-            .await?)
+        text_of(self.get("/metrics")).await
     }
 
     /// Sum of a metric family's samples whose labels contain `labels` (0

@@ -10,6 +10,7 @@ use protocol::api::{ProvisionRequest, Provisioned};
 use protocol::DeviceKind;
 use serde_json::Value;
 
+use crate::http::{json_of, text_of};
 use crate::wait::{endpoints_of, ready};
 use crate::{eventually, sum_metric, ADMIN_TOKEN, METRICS_TOKEN};
 
@@ -307,24 +308,12 @@ impl HubProcess {
 
     /// GET `path` (admin token) and decode a successful answer as `T`.
     pub async fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let response = self.get(path).send().await?;
-        anyhow::ensure!(
-            response.status().is_success(),
-            "GET {path}: {}",
-            response.status()
-        );
-        Ok(response.json().await?)
+        json_of(self.get(path), &format!("GET {path}")).await
     }
 
     /// `/metrics` as text.
     pub async fn metrics(&self) -> Result<String> {
-        Ok(self
-            .get("/metrics")
-            .send()
-            .await?
-            .error_for_status()?
-            .text()
-            .await?)
+        text_of(self.get("/metrics")).await
     }
 
     /// Sum of a metric family's samples whose labels contain `labels`.

@@ -8,6 +8,7 @@
 //! - `credentials`: a device's credentials as files, for `mosquitto_pub`
 //! - `device_sim_run`: a `device-sim run` against a hub, with its ground truth
 //! - `district_process`: a real district service process and its API
+//! - `http`: reading the services' answers
 //! - `nats_cluster`: a cluster of Debian `nats-server` nodes (JetStream,
 //!   MQTT) on `deploy/nats/yizhan-nats.conf`
 //! - `silent_cut`: a TCP relay that goes dark
@@ -26,6 +27,7 @@
 pub mod credentials;
 pub mod device_sim_run;
 pub mod district_process;
+pub mod http;
 pub mod hub_process;
 pub mod nats_cluster;
 pub mod raw_mqtt;
