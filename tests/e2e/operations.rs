@@ -77,6 +77,24 @@ fn catalog_families() -> BTreeMap<String, String> {
     families
 }
 
+/// Asserts that `exposition` passes `promtool check metrics` and holds
+/// only families of docs/metrics.md, each with its type there; returns the
+/// scrape's families (also for the uplink's test).
+pub(crate) fn check_against_catalog(exposition: &str) -> Result<BTreeMap<String, String>> {
+    let (passed, said) = promtool_check(exposition)?;
+    assert!(passed && said.is_empty(), "promtool check metrics: {said}");
+    let catalog = catalog_families();
+    let scraped = scraped_families(exposition);
+    for (name, kind) in &scraped {
+        assert_eq!(
+            catalog.get(name),
+            Some(kind),
+            "{name} ({kind}) is not in docs/metrics.md as a {kind}"
+        );
+    }
+    Ok(scraped)
+}
+
 /// The scrape's families and their types (`# TYPE` lines).
 fn scraped_families(exposition: &str) -> BTreeMap<String, String> {
     exposition
@@ -97,19 +115,7 @@ async fn a_busy_hubs_scrape_passes_promtool_and_holds_only_the_catalogs_families
     let args = "--centers 2 --speed 600 --seed 7 --sim-duration 1h --telemetry-interval 1s";
     let run = run_device_sim(&hub, args, Duration::from_secs(120)).await?;
     let exposition = scrape(&hub, METRICS_TOKEN).await?;
-
-    let (passed, said) = promtool_check(&exposition)?;
-    assert!(passed && said.is_empty(), "promtool check metrics: {said}");
-
-    let catalog = catalog_families();
-    let scraped = scraped_families(&exposition);
-    for (name, kind) in &scraped {
-        assert_eq!(
-            catalog.get(name),
-            Some(kind),
-            "{name} ({kind}) is not in docs/metrics.md as a {kind}"
-        );
-    }
+    let scraped = check_against_catalog(&exposition)?;
     for name in [
         "yizhan_build_info",
         "yizhan_devices",
@@ -245,6 +251,8 @@ fn check_config_prints_the_merged_configuration_with_secrets_masked() -> Result<
         &[
             ("YIZHAN_API__LISTEN", "127.0.0.1:9191"),
             ("YIZHAN_METRICS_TOKEN", token),
+            ("YIZHAN_UPLINK__USERNAME", "lianhua"),
+            ("YIZHAN_UPLINK_PASSWORD", "uplink-secret-pw"),
         ],
     )?;
     let printed = text(&output.stdout);
@@ -265,8 +273,11 @@ fn check_config_prints_the_merged_configuration_with_secrets_masked() -> Result<
         printed.contains("admin_token_sha256 = \"\""),
         "unset: {printed}"
     );
+    assert!(printed.contains("password = \"<masked>\""), "{printed}");
     assert!(
-        !printed.contains(token) && !printed.contains("argon2"),
+        !printed.contains(token)
+            && !printed.contains("argon2")
+            && !printed.contains("uplink-secret"),
         "{printed}"
     );
     Ok(())
@@ -284,7 +295,7 @@ type BadConfig = (
 fn check_config_names_the_bad_field_and_exits_2() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("hub.toml");
-    let cases: [BadConfig; 5] = [
+    let cases: [BadConfig; 7] = [
         ("[broker]\nsegment_count = 1\n", &[], "broker.segment_count"),
         ("[api]\nbogus = 1\n", &[], "bogus"),
         ("", &[("YIZHAN_INGEST__BATCH_MAX", "0")], "ingest.batch_max"),
@@ -294,6 +305,19 @@ fn check_config_names_the_bad_field_and_exits_2() -> Result<()> {
             "YIZHAN_ADMIN_TOKEN_FILE",
         ),
         ("", &[("RUST_LOG", "hub=loudest")], "RUST_LOG"),
+        (
+            "[uplink]\nurls = [\"http://district\"]\n",
+            &[],
+            "uplink.urls[0]",
+        ),
+        (
+            "",
+            &[(
+                "YIZHAN_UPLINK_PASSWORD_FILE",
+                "/nonexistent/uplink_password",
+            )],
+            "YIZHAN_UPLINK_PASSWORD_FILE",
+        ),
     ];
     for (config, env, field) in cases {
         std::fs::write(&file, config)?;

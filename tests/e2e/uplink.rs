@@ -252,7 +252,10 @@ async fn mosquitto_receives_every_event_alarm_and_booking_once_across_a_failover
     ];
     let urls: Vec<String> = proxies.iter().map(TcpProxy::url).collect();
     let secrets = tempfile::tempdir()?;
-    let mut hub = HubProcess::start(uplink_hub(&urls, "", &secrets)?).await?;
+    // Paced to 100 messages/s, so the drain lasts long enough to be cut by
+    // a second kill -9.
+    let paced = "max_messages_per_second = 100";
+    let mut hub = HubProcess::start(uplink_hub(&urls, paced, &secrets)?).await?;
     let sim = tokio::spawn({
         let (api, port) = (hub.api.clone(), hub.mqtt_port);
         async move {
@@ -296,19 +299,22 @@ async fn mosquitto_receives_every_event_alarm_and_booking_once_across_a_failover
         "the backlog survived kill -9 ({before_kill} before, {after_restart} after)"
     );
 
-    // The network is back: the backlog drains; the district's subscriber
-    // crashes and comes back meanwhile (its broker session kept what came).
+    // The network is back: the backlog drains; kill -9 again mid-drain
+    // (publishes in flight are lost with the process and sent again from
+    // the outbox); the district's subscriber crashes and comes back
+    // meanwhile (its broker session kept what came).
     let restored = Instant::now();
-    let sent_before = uplink_metric(&hub, "yizhan_uplink_sent_total", "").await;
     for proxy in &proxies {
         proxy.restore();
     }
-    wait_metric(&hub, "yizhan_uplink_sent_total", "", |n| n > sent_before).await?;
+    let sent_before_kill = wait_metric(&hub, "yizhan_uplink_sent_total", "", |n| n >= 30.0).await?;
+    let backlog_at_kill = uplink_metric(&hub, "yizhan_uplink_backlog_messages", "").await;
+    hub.restart().await?;
+    assert!(backlog_at_kill > 0.0, "the second kill came mid-drain");
     district.subscriber.reconnect().await?;
-    let drained = wait_metric(&hub, "yizhan_uplink_backlog_messages", "", |n| n == 0.0).await;
+    wait_metric(&hub, "yizhan_uplink_backlog_messages", "", |n| n == 0.0).await?;
     let drain_time = restored.elapsed();
     let drained_sent = uplink_metric(&hub, "yizhan_uplink_sent_total", "").await;
-    drained?;
 
     let run = sim.await??;
     bookings.extend(booking_round(&hub, "2027-01-08", "fri").await?);
@@ -351,13 +357,21 @@ async fn mosquitto_receives_every_event_alarm_and_booking_once_across_a_failover
     assert_eq!(bookings.len(), 12);
     let visits = check_visits(&hub, &received).await?;
     assert!(visits > 0, "the center counted visits");
+    let scraped = crate::operations::check_against_catalog(&hub.metrics().await?)?;
+    for family in [
+        "yizhan_uplink_sent_total",
+        "yizhan_uplink_connect_attempts_total",
+    ] {
+        assert!(scraped.contains_key(family), "{family} in the scrape");
+    }
     let counts = received.counts();
     println!(
         "uplink e2e: {} events and {} alarms stored and received once by id; {writes} booking \
          writes of {} bookings; {visits} visits; {} twin changes, {} telemetry windows; \
          {} duplicate copies; backlog peak seen {peak} ({oldest:.1} s oldest), {before_kill} \
-         before kill -9, {after_restart} after; drain after the cut: {drained_sent} sent in \
-         {drain_time:?}; device-sim: {}",
+         before kill -9, {after_restart} after; drain at 100/s: {sent_before_kill} sent, \
+         kill -9 with {backlog_at_kill} left, {drained_sent} sent after, {drain_time:?} in \
+         all; device-sim: {}",
         forwarded.len() - alarms.len(),
         alarms.len(),
         bookings.len(),

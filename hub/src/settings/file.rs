@@ -292,6 +292,9 @@ pub struct UplinkConfig {
     pub max_backlog_bytes: u64,
     /// Messages published and not yet acknowledged, at most.
     pub max_in_flight: u32,
+    /// Publishes per second at most (0: no limit), so a drain after an
+    /// outage leaves the CPU to the devices.
+    pub max_messages_per_second: u32,
     /// Forward every telemetry message as well as the per-window aggregate.
     pub raw_telemetry: bool,
     /// Length of a device's telemetry aggregate window.
@@ -317,6 +320,7 @@ impl Default for UplinkConfig {
             key_file: String::new(),
             max_backlog_bytes: 1024 * 1024 * 1024,
             max_in_flight: 256,
+            max_messages_per_second: 10_000,
             raw_telemetry: false,
             telemetry_window_secs: 60,
             keepalive_secs: 30,
@@ -690,8 +694,11 @@ key_file = ""
 # Past this size (bytes) the outbox drops its oldest telemetry; events,
 # alarms, twin changes, bookings and visits are never dropped.
 max_backlog_bytes = 1073741824
-# Publishes awaiting the broker's PUBACK at once (1-65535).
+# Publishes awaiting the broker's PUBACK at once (1-65535), and per second
+# at most (0: no limit) so that a backlog drains beside the devices, not
+# instead of them.
 max_in_flight = 256
+max_messages_per_second = 10000
 # Telemetry goes up as one aggregate per device and window (count and
 # min/max/last of each number); raw_telemetry sends every message too.
 raw_telemetry = false
@@ -775,7 +782,9 @@ mod tests {
             password_hash: "$argon2id$v=19$secret".into(),
         });
         config.schedule.webhook_url = "http://front:s3cret@10.0.0.5:8000/hook".into();
+        config.uplink.password = "uplink-s3cret".into();
         let masked = config.masked();
+        assert_eq!(masked.uplink.password, MASKED);
         assert_eq!(masked.api.admin_token_sha256, MASKED);
         assert_eq!(masked.api.metrics_token_sha256, "", "unset stays empty");
         assert_eq!(masked.broker.plain.users[0].password_hash, MASKED);

@@ -98,11 +98,12 @@ pub struct UplinkSettings {
     pub urls: Vec<Upstream>,
     /// `None`: the hub's own id (`Store::hub_id`).
     pub client_id: Option<String>,
-    /// Username and password.
-    pub credentials: Option<(String, String)>,
+    pub credentials: Credentials,
     pub tls: Option<UplinkTls>,
     pub max_backlog_bytes: u64,
     pub max_in_flight: u16,
+    /// Publishes per second at most; `None`: no limit.
+    pub max_rate: Option<u32>,
     pub raw_telemetry: bool,
     pub telemetry_window: Duration,
     pub keepalive: Duration,
@@ -111,22 +112,77 @@ pub struct UplinkSettings {
     pub backoff_max: Duration,
 }
 
-/// The smallest outbox bound accepted.
-const MIN_BACKLOG_BYTES: u64 = 64 * 1024;
+/// The numbers of `[uplink]` and their ranges (both ends included).
+fn ranges(config: &UplinkConfig) -> [(&'static str, u64, u64, u64); 7] {
+    [
+        (
+            "max_backlog_bytes",
+            config.max_backlog_bytes,
+            64 * 1024,
+            u64::MAX,
+        ),
+        ("max_in_flight", u64::from(config.max_in_flight), 1, 65_535),
+        (
+            "telemetry_window_secs",
+            config.telemetry_window_secs,
+            1,
+            3_600,
+        ),
+        ("keepalive_secs", config.keepalive_secs, 1, 65_535),
+        (
+            "connect_timeout_secs",
+            config.connect_timeout_secs,
+            1,
+            3_600,
+        ),
+        (
+            "backoff_initial_ms",
+            config.backoff_initial_ms,
+            1,
+            3_600_000,
+        ),
+        (
+            "backoff_max_ms",
+            config.backoff_max_ms,
+            config.backoff_initial_ms,
+            86_400_000,
+        ),
+    ]
+}
 
-/// Checks every value of `[uplink]` (also when it is off, so a mistake is
-/// found before the day it is turned on); `None` when it is off.
-pub fn parse(config: &UplinkConfig) -> Result<Option<UplinkSettings>, FieldError> {
-    let fail = |field: &str, reason: &str| Err((format!("uplink.{field}"), reason.to_string()));
-    let mut urls = Vec::with_capacity(config.urls.len());
-    for (index, url) in config.urls.iter().enumerate() {
-        urls.push(
-            Upstream::parse(url).map_err(|reason| (format!("uplink.urls[{index}]"), reason))?,
-        );
+/// The first number of `[uplink]` out of its range, named.
+fn check_numbers(config: &UplinkConfig) -> Result<(), FieldError> {
+    for (field, value, min, max) in ranges(config) {
+        if !(min..=max).contains(&value) {
+            let reason = match max {
+                u64::MAX => format!("must be at least {min}"),
+                _ => format!("must be between {min} and {max}"),
+            };
+            return Err((format!("uplink.{field}"), reason));
+        }
     }
+    Ok(())
+}
+
+/// The URLs, each named by its place when refused.
+fn parse_urls(config: &UplinkConfig) -> Result<Vec<Upstream>, FieldError> {
+    let urls = config.urls.iter().enumerate().map(|(index, url)| {
+        Upstream::parse(url).map_err(|reason| (format!("uplink.urls[{index}]"), reason))
+    });
+    let urls = urls.collect::<Result<Vec<_>, _>>()?;
     if config.enabled && urls.is_empty() {
-        return fail("urls", "at least one URL is required when enabled");
+        let reason = "at least one URL is required when enabled".to_string();
+        return Err(("uplink.urls".into(), reason));
     }
+    Ok(urls)
+}
+
+/// Username and password.
+type Credentials = Option<(String, String)>;
+
+/// The client id (`None`: the hub's own) and the credentials.
+fn identity(config: &UplinkConfig) -> Result<(Option<String>, Credentials), FieldError> {
+    let fail = |field: &str, reason: &str| Err((format!("uplink.{field}"), reason.to_string()));
     let client_id = match config.client_id.as_str() {
         "" => None,
         id if is_client_id(id) => Some(id.to_string()),
@@ -135,43 +191,30 @@ pub fn parse(config: &UplinkConfig) -> Result<Option<UplinkSettings>, FieldError
     if !config.password.is_empty() && config.username.is_empty() {
         return fail("username", "required with a password");
     }
-    if config.max_backlog_bytes < MIN_BACKLOG_BYTES {
-        return fail("max_backlog_bytes", "must be at least 65536");
-    }
-    let Some(max_in_flight) = u16::try_from(config.max_in_flight).ok().filter(|n| *n > 0) else {
-        return fail("max_in_flight", "must be between 1 and 65535");
-    };
-    if !(1..=3600).contains(&config.telemetry_window_secs) {
-        return fail("telemetry_window_secs", "must be between 1 and 3600");
-    }
-    if !(1..=65_535).contains(&config.keepalive_secs) {
-        return fail("keepalive_secs", "must be between 1 and 65535");
-    }
-    if config.connect_timeout_secs == 0 {
-        return fail("connect_timeout_secs", "must be at least 1");
-    }
-    if config.backoff_initial_ms == 0 {
-        return fail("backoff_initial_ms", "must be at least 1");
-    }
-    if config.backoff_max_ms < config.backoff_initial_ms {
-        return fail(
-            "backoff_max_ms",
-            "must be at least uplink.backoff_initial_ms",
-        );
-    }
+    let credentials =
+        (!config.username.is_empty()).then(|| (config.username.clone(), config.password.clone()));
+    Ok((client_id, credentials))
+}
+
+/// Checks every value of `[uplink]` (also when it is off, so a mistake is
+/// found before the day it is turned on); `None` when it is off.
+pub fn parse(config: &UplinkConfig) -> Result<Option<UplinkSettings>, FieldError> {
+    let urls = parse_urls(config)?;
+    let (client_id, credentials) = identity(config)?;
+    check_numbers(config)?;
     let tls = tls_files(config, urls.iter().any(|u| u.tls))?;
     if !config.enabled {
         return Ok(None);
     }
-    let credentials =
-        (!config.username.is_empty()).then(|| (config.username.clone(), config.password.clone()));
     Ok(Some(UplinkSettings {
         urls,
         client_id,
         credentials,
         tls,
         max_backlog_bytes: config.max_backlog_bytes,
-        max_in_flight,
+        // invariant: `check_numbers` held it to 1..=65535.
+        max_in_flight: u16::try_from(config.max_in_flight).unwrap_or(u16::MAX),
+        max_rate: Some(config.max_messages_per_second).filter(|rate| *rate > 0),
         raw_telemetry: config.raw_telemetry,
         telemetry_window: Duration::from_secs(config.telemetry_window_secs),
         keepalive: Duration::from_secs(config.keepalive_secs),

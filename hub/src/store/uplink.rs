@@ -30,6 +30,7 @@ use sled::{Batch, Transactional, Tree};
 
 use super::codec::{decode_u64, pair_key, pair_key_text};
 use super::{Store, StoreError};
+use crate::metrics::Metrics;
 use crate::records::uplink::{self, UplinkClass, UplinkEntry};
 use crate::records::{Booking, StoredEvent};
 
@@ -39,6 +40,17 @@ pub struct OutboxMeters {
     pub bytes: IntGauge,
     /// Entries dropped past the bound, by class.
     pub dropped: IntCounterVec,
+}
+
+impl OutboxMeters {
+    /// The uplink's backlog gauges and drop counter in `metrics`.
+    pub fn of(metrics: &Metrics) -> OutboxMeters {
+        OutboxMeters {
+            messages: metrics.uplink_backlog_messages.clone(),
+            bytes: metrics.uplink_backlog_bytes.clone(),
+            dropped: metrics.uplink_dropped.clone(),
+        }
+    }
 }
 
 /// How the outbox is kept.
@@ -51,6 +63,19 @@ pub struct OutboxConfig {
     /// Called after every write (wakes the forwarder).
     pub wake: Box<dyn Fn() + Send + Sync>,
     pub meters: OutboxMeters,
+}
+
+#[cfg(test)]
+impl OutboxConfig {
+    /// For unit tests: hub `hub1`, nothing woken.
+    pub(crate) fn for_tests(max_bytes: u64, metrics: &Metrics) -> OutboxConfig {
+        OutboxConfig {
+            hub: "hub1".into(),
+            max_bytes,
+            wake: Box::new(|| {}),
+            meters: OutboxMeters::of(metrics),
+        }
+    }
 }
 
 /// The outbox of a hub with an upstream.
@@ -444,7 +469,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Metrics;
     use crate::records::uplink::{DeviceRef, FieldStats, TelemetryWindow};
     use crate::records::Status;
     use protocol::DeviceKind;
@@ -456,16 +480,7 @@ mod tests {
         let metrics = Metrics::new();
         let mut store = Store::open(dir.path()).unwrap();
         store
-            .enable_uplink(OutboxConfig {
-                hub: "hub1".into(),
-                max_bytes,
-                wake: Box::new(|| {}),
-                meters: OutboxMeters {
-                    messages: metrics.uplink_backlog_messages.clone(),
-                    bytes: metrics.uplink_backlog_bytes.clone(),
-                    dropped: metrics.uplink_dropped.clone(),
-                },
-            })
+            .enable_uplink(OutboxConfig::for_tests(max_bytes, &metrics))
             .unwrap();
         (store, metrics, dir)
     }
@@ -523,6 +538,14 @@ mod tests {
             .collect()
     }
 
+    /// Removes every waiting entry as a PUBACK would; returns them.
+    fn acknowledge_all(store: &Store) -> Vec<(u64, UplinkClass)> {
+        let entries = store.uplink_read(0, 1000).unwrap();
+        let sent: Vec<_> = entries.iter().map(|(key, e)| (*key, e.class)).collect();
+        store.uplink_remove(&sent).unwrap();
+        sent
+    }
+
     #[test]
     fn facts_and_telemetry_come_back_in_write_order_and_once_per_event() {
         let (store, metrics, _dir) = outbox(1 << 30);
@@ -570,13 +593,7 @@ mod tests {
         let (store, metrics, _dir) = outbox(1 << 30);
         store.insert_event_once(&event("e1")).unwrap();
         store.uplink_append(&window(0)).unwrap();
-        let sent: Vec<(u64, UplinkClass)> = store
-            .uplink_read(0, 10)
-            .unwrap()
-            .iter()
-            .map(|(key, entry)| (*key, entry.class))
-            .collect();
-        store.uplink_remove(&sent).unwrap();
+        let sent = acknowledge_all(&store);
         store.uplink_remove(&sent).unwrap();
         assert_eq!(
             store.uplink_backlog(),
@@ -629,13 +646,7 @@ mod tests {
         );
         assert_eq!(store.uplink_backlog().0, 2);
         // Once sent, the next total is a new entry.
-        let sent: Vec<_> = store
-            .uplink_read(0, 10)
-            .unwrap()
-            .iter()
-            .map(|(k, e)| (*k, e.class))
-            .collect();
-        store.uplink_remove(&sent).unwrap();
+        acknowledge_all(&store);
         store.add_visits("c1", day, 1).unwrap();
         assert_eq!(ids(&store), ["hub1/vi/c1/2027-01-04/6"]);
         assert_eq!(store.visits("c1", day, day).unwrap(), [(day, 6)]);
@@ -657,16 +668,7 @@ mod tests {
             }
         };
         store
-            .enable_uplink(OutboxConfig {
-                hub: "hub1".into(),
-                max_bytes: 1 << 30,
-                wake: Box::new(|| {}),
-                meters: OutboxMeters {
-                    messages: metrics.uplink_backlog_messages.clone(),
-                    bytes: metrics.uplink_backlog_bytes.clone(),
-                    dropped: metrics.uplink_dropped.clone(),
-                },
-            })
+            .enable_uplink(OutboxConfig::for_tests(1 << 30, &metrics))
             .unwrap();
         assert_eq!(store.uplink_backlog(), before);
         assert_eq!(metrics.uplink_backlog_messages.get(), 2);

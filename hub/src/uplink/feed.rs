@@ -29,6 +29,22 @@ struct Window {
     fields: BTreeMap<String, FieldStats>,
 }
 
+impl Window {
+    fn add(&mut self, telemetry: &Telemetry) {
+        self.count += 1;
+        for (name, value) in &telemetry.fields {
+            if let FieldValue::Number(number) = value {
+                match self.fields.get_mut(name) {
+                    Some(stats) => stats.add(*number),
+                    None => {
+                        self.fields.insert(name.clone(), FieldStats::new(*number));
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub struct Feed {
     store: Arc<Store>,
     hub: String,
@@ -72,31 +88,31 @@ impl Feed {
 
     /// An accepted telemetry message of `twin`, received at `now`.
     pub fn telemetry(&mut self, twin: &Twin, telemetry: &Telemetry, now: u64) {
-        let device = DeviceRef::of(twin);
         if self.raw {
+            let device = DeviceRef::of(twin);
             self.append(&uplink::telemetry_raw(&self.hub, &device, telemetry, now));
         }
         let from = now - now % self.window_ms.max(1);
-        if self.windows.get(&twin.id).is_some_and(|w| w.from != from) {
-            self.close(&twin.id, None);
+        let open = self.windows.get_mut(&twin.id);
+        match open {
+            Some(window) if window.from == from => window.add(telemetry),
+            Some(_) => {
+                self.close(&twin.id, None);
+                self.open(twin, from, telemetry);
+            }
+            None => self.open(twin, from, telemetry),
         }
-        let window = self.windows.entry(twin.id.clone()).or_insert(Window {
-            device,
+    }
+
+    fn open(&mut self, twin: &Twin, from: u64, telemetry: &Telemetry) {
+        let mut window = Window {
+            device: DeviceRef::of(twin),
             from,
             count: 0,
             fields: BTreeMap::new(),
-        });
-        window.count += 1;
-        for (name, value) in &telemetry.fields {
-            if let FieldValue::Number(number) = value {
-                match window.fields.get_mut(name) {
-                    Some(stats) => stats.add(*number),
-                    None => {
-                        window.fields.insert(name.clone(), FieldStats::new(*number));
-                    }
-                }
-            }
-        }
+        };
+        window.add(telemetry);
+        self.windows.insert(twin.id.clone(), window);
     }
 
     /// Closes the windows that ended by `now`.
@@ -152,7 +168,7 @@ impl Feed {
 mod tests {
     use super::*;
     use crate::metrics::Metrics;
-    use crate::store::{OutboxConfig, OutboxMeters};
+    use crate::store::OutboxConfig;
     use serde_json::Value;
 
     fn feed(raw: bool) -> (Feed, Arc<Store>, tempfile::TempDir) {
@@ -160,16 +176,7 @@ mod tests {
         let metrics = Metrics::new();
         let mut store = Store::open(dir.path()).unwrap();
         store
-            .enable_uplink(OutboxConfig {
-                hub: "hub1".into(),
-                max_bytes: 1 << 30,
-                wake: Box::new(|| {}),
-                meters: OutboxMeters {
-                    messages: metrics.uplink_backlog_messages,
-                    bytes: metrics.uplink_backlog_bytes,
-                    dropped: metrics.uplink_dropped,
-                },
-            })
+            .enable_uplink(OutboxConfig::for_tests(1 << 30, &metrics))
             .unwrap();
         let store = Arc::new(store);
         let settings = crate::settings::uplink::parse(&crate::settings::UplinkConfig {

@@ -12,28 +12,27 @@
 //! then see a message twice; consumers drop duplicates by message id).
 //! Nothing is lost in flight: rumqttc's own resend queue is never used.
 //!
+//! Publishes are paced to `max_messages_per_second` (a token bucket of
+//! 10 ms worth), so a drain after an outage leaves the CPU to ingest.
+//!
 //! On a failure (refused, unreachable, keepalive missed, TLS) the next URL
 //! is tried after a jittered wait that doubles with every failure in a row,
 //! from `backoff_initial` up to `backoff_max`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions,
     Outgoing, Packet, QoS, TlsConfiguration, Transport,
 };
-use tokio::sync::{mpsc, Notify};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::mpsc;
 
-use super::UplinkError;
+use super::{Parts, UplinkError};
 use crate::clock::unix_ms;
-use crate::metrics::Metrics;
 use crate::records::{UplinkClass, UplinkEntry};
-use crate::settings::{UplinkSettings, Upstream};
-use crate::store::Store;
+use crate::settings::Upstream;
 use crate::supervise;
 
 /// Entries read from the outbox at once.
@@ -44,16 +43,11 @@ const MAX_PACKET: usize = 1024 * 1024;
 /// How often the oldest entry's age is shown while nothing else happens.
 const AGE_TICK: Duration = Duration::from_secs(1);
 
-/// What the forwarder runs with.
+/// What the forwarder runs with: its parts and the client TLS built from
+/// their settings.
 pub struct Forwarder {
-    pub store: Arc<Store>,
-    pub metrics: Metrics,
-    pub settings: UplinkSettings,
-    pub client_id: String,
+    pub parts: Parts,
     pub tls: Option<TlsConfiguration>,
-    /// Woken by every outbox write.
-    pub wake: Arc<Notify>,
-    pub stop: CancellationToken,
 }
 
 /// How a session ended.
@@ -83,6 +77,58 @@ impl InFlight {
     }
 }
 
+/// What `fill` left.
+enum Fill {
+    /// Nothing to send now: the window is full or the outbox empty.
+    Waiting,
+    /// Entries wait for the pace.
+    Paced,
+    /// The client is gone.
+    Lost(String),
+}
+
+/// At most `rate` publishes per second, in bursts of 10 ms worth.
+struct Pace {
+    rate: Option<f64>,
+    tokens: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl Pace {
+    fn new(rate: Option<u32>) -> Pace {
+        let burst = rate.map_or(0.0, |rate| (f64::from(rate) / 100.0).max(1.0));
+        Pace {
+            rate: rate.map(f64::from),
+            tokens: burst,
+            burst,
+            last: Instant::now(),
+        }
+    }
+
+    /// Whether one more publish may go now (and counts it).
+    fn take(&mut self) -> bool {
+        let Some(rate) = self.rate else {
+            return true;
+        };
+        let now = Instant::now();
+        let earned = now.duration_since(self.last).as_secs_f64() * rate;
+        self.tokens = (self.tokens + earned).min(self.burst);
+        self.last = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+
+    /// How long until `take` may succeed.
+    fn next(&self) -> Duration {
+        let rate = self.rate.unwrap_or(f64::MAX);
+        Duration::from_secs_f64(((1.0 - self.tokens) / rate).max(0.001))
+    }
+}
+
 impl Forwarder {
     /// Runs sessions on the URLs in turn until `stop`.
     pub async fn run(self) -> Result<(), UplinkError> {
@@ -90,12 +136,12 @@ impl Forwarder {
         let mut failures = 0u32;
         let mut next = 0;
         loop {
-            let url = &self.settings.urls[next % self.settings.urls.len()];
+            let url = &self.parts.settings.urls[next % self.parts.settings.urls.len()];
             next += 1;
             match self.session(url, &sent).await? {
                 End::Stopped => return Ok(()),
                 End::Lost { connected, reason } => {
-                    self.metrics.uplink_connected.set(0);
+                    self.parts.metrics.uplink_connected.set(0);
                     failures = if connected {
                         0
                     } else {
@@ -115,6 +161,7 @@ impl Forwarder {
             .into_iter()
             .map(|class| {
                 let counter = self
+                    .parts
                     .metrics
                     .uplink_sent
                     .with_label_values(&[class.as_str()]);
@@ -126,11 +173,11 @@ impl Forwarder {
     /// The wait after `failures` failures in a row: doubling from the
     /// initial wait up to the maximum, then a random part of its upper half.
     fn backoff(&self, failures: u32) -> Duration {
-        let doubled = self
-            .settings
+        let settings = &self.parts.settings;
+        let doubled = settings
             .backoff_initial
             .saturating_mul(2u32.saturating_pow(failures.min(20)));
-        let wait = doubled.min(self.settings.backoff_max);
+        let wait = doubled.min(settings.backoff_max);
         wait.mul_f64(0.5 + rand::random::<f64>() / 2.0)
     }
 
@@ -138,10 +185,11 @@ impl Forwarder {
     async fn pause(&self, wait: Duration) -> Result<bool, UplinkError> {
         let until = tokio::time::Instant::now() + wait;
         loop {
+            supervise::checkpoint()?;
             self.show_age()?;
             let tick = (tokio::time::Instant::now() + AGE_TICK).min(until);
             tokio::select! {
-                _ = self.stop.cancelled() => return Ok(true),
+                _ = self.parts.stop.cancelled() => return Ok(true),
                 _ = tokio::time::sleep_until(tick) => {}
             }
             if tokio::time::Instant::now() >= until {
@@ -151,17 +199,21 @@ impl Forwarder {
     }
 
     fn show_age(&self) -> Result<(), UplinkError> {
-        let age_ms = match self.store.uplink_oldest_at()? {
+        let age_ms = match self.parts.store.uplink_oldest_at()? {
             Some(at) => unix_ms().saturating_sub(at),
             None => 0,
         };
-        self.metrics.uplink_oldest_age.set(age_ms as f64 / 1000.0);
+        self.parts
+            .metrics
+            .uplink_oldest_age
+            .set(age_ms as f64 / 1000.0);
         Ok(())
     }
 
     fn options(&self, url: &Upstream) -> MqttOptions {
-        let settings = &self.settings;
-        let mut options = MqttOptions::new(self.client_id.clone(), url.host.clone(), url.port);
+        let settings = &self.parts.settings;
+        let mut options =
+            MqttOptions::new(self.parts.client_id.clone(), url.host.clone(), url.port);
         options
             .set_clean_session(false)
             .set_keep_alive(settings.keepalive)
@@ -183,20 +235,21 @@ impl Forwarder {
         url: &Upstream,
         sent: &HashMap<UplinkClass, IntCounter>,
     ) -> Result<End, UplinkError> {
-        let capacity = usize::from(self.settings.max_in_flight);
+        let capacity = usize::from(self.parts.settings.max_in_flight);
         let (client, mut eventloop) = AsyncClient::new(self.options(url), capacity);
         let mut network = NetworkOptions::new();
-        network.set_connection_timeout(self.settings.connect_timeout.as_secs());
+        network.set_connection_timeout(self.parts.settings.connect_timeout.as_secs());
         network.set_tcp_nodelay(true);
         eventloop.set_network_options(network);
         let (mut events, task) = poll_in_background(eventloop);
         let _poller = PollerGuard(task);
         let connected = tokio::select! {
-            _ = self.stop.cancelled() => return Ok(End::Stopped),
+            _ = self.parts.stop.cancelled() => return Ok(End::Stopped),
             first = events.recv() => connack(first),
         };
         if let Err(reason) = connected {
-            self.metrics
+            self.parts
+                .metrics
                 .uplink_connect_attempts
                 .with_label_values(&["failed"])
                 .inc();
@@ -205,12 +258,13 @@ impl Forwarder {
                 reason,
             });
         }
-        self.metrics
+        self.parts
+            .metrics
             .uplink_connect_attempts
             .with_label_values(&["connected"])
             .inc();
-        self.metrics.uplink_connected.set(1);
-        tracing::info!(upstream = %url, client_id = %self.client_id, "uplink connected");
+        self.parts.metrics.uplink_connected.set(1);
+        tracing::info!(upstream = %url, client_id = %self.parts.client_id, "uplink connected");
         let reason = self.forward(&client, &mut events, sent).await?;
         Ok(match reason {
             None => End::Stopped,
@@ -230,14 +284,17 @@ impl Forwarder {
         sent: &HashMap<UplinkClass, IntCounter>,
     ) -> Result<Option<String>, UplinkError> {
         let mut flight = InFlight::default();
+        let mut pace = Pace::new(self.parts.settings.max_rate);
         let mut age = tokio::time::interval(AGE_TICK);
         loop {
-            if let Some(reason) = self.fill(client, &mut flight)? {
-                return Ok(Some(reason));
-            }
+            let paced = match self.fill(client, &mut flight, &mut pace)? {
+                Fill::Lost(reason) => return Ok(Some(reason)),
+                Fill::Paced => true,
+                Fill::Waiting => false,
+            };
             tokio::select! {
                 biased;
-                _ = self.stop.cancelled() => return Ok(None),
+                _ = self.parts.stop.cancelled() => return Ok(None),
                 event = events.recv() => {
                     let mut next = event;
                     while let Some(event) = next {
@@ -247,7 +304,8 @@ impl Forwarder {
                         next = events.try_recv().ok();
                     }
                 }
-                _ = self.wake.notified() => {}
+                _ = self.parts.wake.notified() => {}
+                _ = tokio::time::sleep(pace.next()), if paced => {}
                 _ = age.tick() => {
                     supervise::checkpoint()?;
                     self.show_age()?;
@@ -258,35 +316,39 @@ impl Forwarder {
     }
 
     /// Hands entries to the client while fewer than `max_in_flight` are
-    /// outstanding; reads the outbox in batches. `Some(why)` when the
-    /// client is gone.
+    /// outstanding and the pace allows; reads the outbox in batches.
     fn fill(
         &self,
         client: &AsyncClient,
         flight: &mut InFlight,
-    ) -> Result<Option<String>, UplinkError> {
-        let most = usize::from(self.settings.max_in_flight);
+        pace: &mut Pace,
+    ) -> Result<Fill, UplinkError> {
+        let most = usize::from(self.parts.settings.max_in_flight);
         while flight.outstanding() < most {
             if flight.ahead.is_empty() {
-                let batch = self.store.uplink_read(flight.cursor, READ_BATCH)?;
+                let batch = self.parts.store.uplink_read(flight.cursor, READ_BATCH)?;
                 let Some((last, _)) = batch.last() else {
-                    return Ok(None);
+                    return Ok(Fill::Waiting);
                 };
                 flight.cursor = *last;
                 flight.ahead.extend(batch);
             }
+            if !pace.take() {
+                return Ok(Fill::Paced);
+            }
             let Some((key, entry)) = flight.ahead.pop_front() else {
-                return Ok(None);
+                return Ok(Fill::Waiting);
             };
             // The client's queue holds `max_in_flight`: never full here.
             if let Err(error) =
                 client.try_publish(entry.topic, QoS::AtLeastOnce, false, entry.payload)
             {
-                return Ok(Some(format!("handing a publish to the client: {error}")));
+                let reason = format!("handing a publish to the client: {error}");
+                return Ok(Fill::Lost(reason));
             }
             flight.handed.push_back((key, entry.class));
         }
-        Ok(None)
+        Ok(Fill::Waiting)
     }
 
     fn remove_acked(
@@ -297,14 +359,14 @@ impl Forwarder {
         if flight.acked.is_empty() {
             return Ok(());
         }
-        self.store.uplink_remove(&flight.acked)?;
+        self.parts.store.uplink_remove(&flight.acked)?;
         for (_, class) in flight.acked.drain(..) {
             if let Some(counter) = sent.get(&class) {
                 counter.inc();
             }
         }
-        if self.store.uplink_backlog().0 == 0 {
-            self.metrics.uplink_oldest_age.set(0.0);
+        if self.parts.store.uplink_backlog().0 == 0 {
+            self.parts.metrics.uplink_oldest_age.set(0.0);
         }
         Ok(())
     }
@@ -373,4 +435,63 @@ fn poll_in_background(
         }
     });
     (rx, task)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::store::Store;
+    use std::sync::Arc;
+    use tokio::sync::Notify;
+    use tokio_util::sync::CancellationToken;
+
+    #[test]
+    fn the_pace_lets_a_burst_through_then_one_per_interval() {
+        let mut unpaced = Pace::new(None);
+        assert!((0..10_000).all(|_| unpaced.take()));
+        let mut pace = Pace::new(Some(100));
+        assert!(pace.take(), "a burst of 10 ms worth: one");
+        assert!(!pace.take(), "then the pace");
+        let wait = pace.next();
+        assert!(
+            wait > Duration::from_millis(5) && wait <= Duration::from_millis(10),
+            "{wait:?}"
+        );
+        pace.last -= Duration::from_millis(10);
+        assert!(pace.take(), "10 ms later");
+        let mut fast = Pace::new(Some(10_000));
+        let burst = (0..1_000).take_while(|_| fast.take()).count();
+        assert_eq!(burst, 100, "10 ms worth at once");
+    }
+
+    #[test]
+    fn backoff_doubles_per_failure_up_to_the_maximum_with_jitter() {
+        let settings = crate::settings::uplink::parse(&crate::settings::UplinkConfig {
+            enabled: true,
+            urls: vec!["mqtt://district".into()],
+            backoff_initial_ms: 100,
+            backoff_max_ms: 1_000,
+            ..crate::settings::UplinkConfig::default()
+        })
+        .unwrap()
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let forwarder = Forwarder {
+            parts: Parts {
+                store: Arc::new(Store::open(dir.path()).unwrap()),
+                metrics: Metrics::new(),
+                settings,
+                client_id: "hub1".into(),
+                wake: Arc::new(Notify::new()),
+                stop: CancellationToken::new(),
+            },
+            tls: None,
+        };
+        for (failures, most) in [(0, 100), (1, 200), (3, 800), (4, 1_000), (40, 1_000)] {
+            let wait = forwarder.backoff(failures);
+            let most = Duration::from_millis(most);
+            assert!(wait >= most / 2 && wait <= most, "{failures}: {wait:?}");
+        }
+    }
 }

@@ -6,7 +6,13 @@
 //! - `feed`: what ingest adds itself (twin changes, telemetry windows);
 //! - `forward`: the forwarder, a thread of its own (`uplink` component)
 //!   running a current-thread runtime for the MQTT client, so its outbox
-//!   reads and removals never run on the device runtime.
+//!   reads and removals never run on the device runtime. It runs at nice
+//!   10 and paces its publishes (`max_messages_per_second`, default
+//!   10,000), so a drain takes the CPU ingest leaves. Measured on 2 busy
+//!   cores with mosquitto beside it: a 310,000-message backlog beside
+//!   1,000 readings/s drained unpaced at nice 0 in 5.5 s with ingest p99
+//!   raised from ≤ 0.8 to ≤ 6.4 ms (≤ 3.2 ms at nice 10); paced at
+//!   10,000/s in 35 s with p99 ≤ 0.8 ms against ≤ 0.4 ms before.
 //!
 //! An entry leaves the outbox only after the upstream's PUBACK for it.
 
@@ -55,11 +61,7 @@ pub fn outbox_config(
         hub,
         max_bytes: settings.max_backlog_bytes,
         wake: Box::new(move || wake.notify_one()),
-        meters: OutboxMeters {
-            messages: metrics.uplink_backlog_messages.clone(),
-            bytes: metrics.uplink_backlog_bytes.clone(),
-            dropped: metrics.uplink_dropped.clone(),
-        },
+        meters: OutboxMeters::of(metrics),
     }
 }
 
@@ -77,26 +79,33 @@ pub struct Parts {
 /// anything starts) on TLS files rustls refuses.
 pub fn start(parts: Parts, supervisor: &Supervisor) -> Result<JoinHandle<()>, UplinkError> {
     let tls = parts.settings.tls.as_ref().map(client_tls).transpose()?;
-    let forwarder = Forwarder {
-        store: parts.store,
-        metrics: parts.metrics,
-        settings: parts.settings,
-        client_id: parts.client_id,
-        tls,
-        wake: parts.wake,
-        stop: parts.stop,
-    };
+    let forwarder = Forwarder { parts, tls };
     supervisor
         .spawn_thread(component::UPLINK, move || run(forwarder))
         .map_err(UplinkError::Runtime)
 }
 
 fn run(forwarder: Forwarder) -> Result<(), UplinkError> {
+    yield_to_ingest();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(UplinkError::Runtime)?;
     runtime.block_on(forwarder.run())
+}
+
+/// The nice value of the forwarder's thread.
+const FORWARDER_NICE: i32 = 10;
+
+/// Lowers the calling thread's priority (Linux: a thread's nice value is
+/// its own), so the devices' messages come first on a busy machine.
+fn yield_to_ingest() {
+    #[cfg(target_os = "linux")]
+    if let Err(error) =
+        rustix::process::setpriority_process(Some(rustix::thread::gettid()), FORWARDER_NICE)
+    {
+        tracing::warn!(%error, "the forwarder keeps its priority");
+    }
 }
 
 /// The client side of `mqtts://`: the CA file's certificates as roots, and
