@@ -611,7 +611,13 @@ async fn three_hubs_reach_the_district_exactly_once_through_node_stops_a_cut_and
         .metric("yizhan_district_messages_total", "outcome=\"rejected\"")
         .await;
     assert_eq!(rejected, 0.0, "the district refused nothing");
-    let sizes = message_sizes(&district.metrics().await?);
+    let scrape = district.metrics().await?;
+    let (passed, said) = tests::promtool::check(&scrape)?;
+    assert!(
+        passed && said.trim().is_empty(),
+        "promtool check metrics: {said}"
+    );
+    let sizes = message_sizes(&scrape);
     let centers = district.get_json("/api/v1/district/centers").await?;
     assert_eq!(centers["hubs"].as_array().map(Vec::len), Some(3));
     let per_hub: Vec<String> = seen
@@ -764,6 +770,11 @@ async fn the_district_names_a_bad_setting_and_answers_only_its_tokens() -> anyho
         let status = request.send().await?.status().as_u16();
         assert_eq!(status, expected, "{path} with {token:?}");
     }
+    let (passed, said) = tests::promtool::check(&district.metrics().await?)?;
+    assert!(
+        passed && said.trim().is_empty(),
+        "promtool check metrics: {said}"
+    );
     for (query, reason) in [
         ("visits?from=2027-01-04", "to"),
         ("visits?from=2027-01-05&to=2027-01-04", "before"),

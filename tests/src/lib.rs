@@ -9,6 +9,7 @@
 //! - `device_sim_run`: a `device-sim run` against a hub, with its ground truth
 //! - `district_process`: a real district service process and its API
 //! - `http`: reading the services' answers
+//! - `promtool`: `promtool check metrics` on a scrape
 //! - `nats_cluster`: a cluster of Debian `nats-server` nodes (JetStream,
 //!   MQTT) on `deploy/nats/yizhan-nats.conf`
 //! - `silent_cut`: a TCP relay that goes dark
@@ -30,6 +31,7 @@ pub mod district_process;
 pub mod http;
 pub mod hub_process;
 pub mod nats_cluster;
+pub mod promtool;
 pub mod raw_mqtt;
 pub mod silent_cut;
 pub mod stacks;
