@@ -636,8 +636,8 @@ async fn three_hubs_reach_the_district_exactly_once_through_node_stops_a_cut_and
         })
         .collect();
     println!(
-        "district e2e in {:?}: {applied} messages applied ({applied_before} before the district's \
-         kill -9 and restart in this process's counters), {duplicates} duplicates dropped; \
+        "district e2e in {:?}: messages applied: {applied_before} by the district before its \
+         kill -9, {applied} by the restarted one; {duplicates} duplicates dropped; \
          district pending peak {}; hub 1 cut for {cut_for:?}, its visits {counted_by_hub1} before \
          kill -9, backlog {before_kill} before and {after_restart} after it; nodes stopped: {}; \
          {}; mean payload per class since the restart: {sizes}",
