@@ -57,13 +57,25 @@ async fn an_api_panic_stops_the_hub_and_loses_no_acknowledged_event() -> Result<
     check_fault("api", "panic").await
 }
 
-/// Starts a hub whose `component` fails (`mode`) on SIGUSR1, acknowledges
-/// events, fires the fault while the device keeps sending, watches the hub
-/// report and exit, restarts it and looks for every acknowledged event.
+#[tokio::test]
+async fn an_uplink_panic_stops_the_hub_and_loses_no_acknowledged_event() -> Result<()> {
+    // An upstream that is not there: the forwarder waits between attempts.
+    let uplink = "[uplink]\nenabled = true\nurls = [\"mqtt://127.0.0.1:1\"]\n";
+    check_fault_with("uplink", "panic", uplink).await
+}
+
 async fn check_fault(component: &str, mode: &str) -> Result<()> {
+    check_fault_with(component, mode, "").await
+}
+
+/// Starts a hub (with `extra` configuration) whose `component` fails
+/// (`mode`) on SIGUSR1, acknowledges events, fires the fault while the
+/// device keeps sending, watches the hub report and exit, restarts it and
+/// looks for every acknowledged event.
+async fn check_fault_with(component: &str, mode: &str, extra: &str) -> Result<()> {
     let webhook = WebhookSink::start(0).await?;
     let mut hub = HubProcess::start(HubOptions {
-        extra_config: format!("[schedule]\nwebhook_url = {:?}\n", webhook.url),
+        extra_config: format!("[schedule]\nwebhook_url = {:?}\n{extra}", webhook.url),
         env: vec![("YIZHAN_TEST_FAULT".into(), format!("{component}:{mode}"))],
         ..HubOptions::default()
     })

@@ -15,6 +15,7 @@
 //! - `silent_cut`: a TCP relay that goes dark
 //! - `tcp_proxy`: a TCP relay that goes dark and comes back (an uplink's
 //!   network)
+//! - `tls_files`: a throwaway CA, server and client certificate as PEM files
 //! - `upstream`: a persistent-session subscriber of the hub's upstream
 //!   broker, and its messages grouped by id
 //! - `webhook_sink`: an HTTP server receiving webhook POSTs
@@ -37,6 +38,7 @@ pub mod silent_cut;
 pub mod stacks;
 pub mod tcp_proxy;
 pub mod test_device;
+pub mod tls_files;
 pub mod upstream;
 pub mod wait;
 pub mod webhook_sink;
@@ -51,6 +53,7 @@ pub use nats_cluster::NatsCluster;
 pub use silent_cut::SilentCut;
 pub use tcp_proxy::TcpProxy;
 pub use test_device::{telemetry, DeviceEvent, DeviceOptions, TestDevice};
+pub use tls_files::TlsFiles;
 pub use upstream::{Received, SubscriberOptions, UpstreamMessage, UpstreamSubscriber};
 pub use wait::{eventually, now_ms};
 pub use webhook_sink::WebhookSink;
