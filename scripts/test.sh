@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, installing what the tests need first.
 # The end-to-end tests start real hub processes and use mosquitto clients,
-# paho-mqtt (Python) and promtool (Debian's prometheus package); the
-# operations tests run a real Prometheus (same package) and validate
+# paho-mqtt (Python), promtool (Debian's prometheus package) and a cluster
+# of Debian's nats-server (2.9.10 on Debian 12: MQTT, JetStream, clustering);
+# the operations tests run a real Prometheus (same package) and validate
 # deploy/ with systemd-analyze, check-jsonschema and kubernetes-validate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,7 @@ command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
 command -v mosquitto >/dev/null || missing+=(mosquitto)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v nats-server >/dev/null || missing+=(nats-server)
 if ((${#missing[@]})); then
     echo "installing ${missing[*]}" >&2
     SUDO=""

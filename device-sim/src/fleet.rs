@@ -20,7 +20,7 @@ use crate::district::{self, Bookable};
 use crate::frontdesk::{FrontDesk, HubClock};
 use crate::hub_api::{ApiCallError, HubApi};
 use crate::mqtt::{self, Endpoint};
-use crate::plan::{default_center_names, plan_fleet, DeviceMix, DeviceSpec, PlanError};
+use crate::plan::{center_names, plan_fleet, DeviceMix, DeviceSpec, PlanError};
 use crate::provision::{ProvisionError, Provisioner};
 use crate::residents::Attendance;
 use crate::simtime::{Calendar, SimClock};
@@ -51,6 +51,8 @@ pub struct FleetConfig {
     pub mqtt_port: u16,
     /// Number of centers, named `center01`, `center02`, …
     pub centers: usize,
+    /// The first center's number (`center03` for 3); 1 by default.
+    pub first_center: usize,
     /// Devices per center.
     pub mix: DeviceMix,
     /// Where device credentials are kept (`<id>.json`, mode 0600).
@@ -84,6 +86,7 @@ impl Default for FleetConfig {
             mqtt_host: "localhost".into(),
             mqtt_port: 8883,
             centers: 1,
+            first_center: 1,
             mix: DeviceMix::default(),
             cert_dir: PathBuf::from("sim-certs"),
             telemetry_interval: Duration::from_secs(5),
@@ -143,6 +146,9 @@ fn validate(config: &FleetConfig) -> Result<(), FleetError> {
     if !(0.0..=1.0).contains(&config.overheat_chance) {
         return invalid("the overheat chance must be between 0 and 1");
     }
+    if !(1..=99_999).contains(&config.first_center) {
+        return invalid("the first center's number must be between 1 and 99999");
+    }
     Ok(())
 }
 
@@ -165,7 +171,7 @@ fn device_settings(config: &FleetConfig, run_id: String, clock: SimClock) -> Dev
 
 /// Every center's gym members as `(resident id, credential)`.
 fn gym_members(config: &FleetConfig) -> Vec<(String, String)> {
-    default_center_names(config.centers)
+    center_names(config.first_center, config.centers)
         .iter()
         .flat_map(|center| {
             (0..config.profile.gym_members).map(move |m| {
@@ -186,7 +192,7 @@ fn center_worlds(
     attendance: &Arc<Attendance>,
 ) -> HashMap<String, Arc<World>> {
     let answer_timeout_ms = clock.sim_span(GATE_ANSWER_TIMEOUT).as_millis() as u64;
-    default_center_names(config.centers)
+    center_names(config.first_center, config.centers)
         .into_iter()
         .map(|center| {
             let crowd = CenterCrowd::new(
@@ -216,7 +222,7 @@ pub async fn run_fleet(
 ) -> Result<GroundTruth, FleetError> {
     validate(&config)?;
     mqtt::ensure_crypto_provider();
-    let centers = default_center_names(config.centers);
+    let centers = center_names(config.first_center, config.centers);
     let specs = plan_fleet(&centers, &config.mix, config.seed)?;
     let creds = provision(&config, &specs, &shutdown).await?;
     let api = HubApi::new(&config.api_url, &config.admin_token);

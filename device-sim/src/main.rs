@@ -87,6 +87,10 @@ struct RunArgs {
     /// Number of centers (center01, center02, …).
     #[arg(long, default_value_t = FleetConfig::default().centers)]
     centers: usize,
+    /// The first center's number: `--first-center 3` names them center03, …
+    /// (simulators of several hubs of one district).
+    #[arg(long, default_value_t = FleetConfig::default().first_center)]
+    first_center: usize,
     #[arg(long, default_value_t = DeviceMix::default().pianos)]
     pianos: usize,
     #[arg(long, default_value_t = DeviceMix::default().therapy_robots)]
@@ -162,6 +166,7 @@ impl RunArgs {
             mqtt_host: self.mqtt_host,
             mqtt_port: self.mqtt_port,
             centers: self.centers,
+            first_center: self.first_center,
             mix: DeviceMix {
                 pianos: self.pianos,
                 therapy_robots: self.therapy_robots,

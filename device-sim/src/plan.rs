@@ -73,8 +73,16 @@ pub enum PlanError {
 
 /// `center01`, `center02`, … with at least two digits.
 pub fn default_center_names(count: usize) -> Vec<String> {
-    let width = digits(count).max(2);
-    (1..=count).map(|n| format!("center{n:0width$}")).collect()
+    center_names(1, count)
+}
+
+/// `count` centers numbered from `first` (`center03`, `center04`, …), so
+/// simulators of different hubs of one district name different centers.
+pub fn center_names(first: usize, count: usize) -> Vec<String> {
+    let width = digits(first + count.saturating_sub(1)).max(2);
+    (first..first + count)
+        .map(|n| format!("center{n:0width$}"))
+        .collect()
 }
 
 /// Short tag of a kind inside device ids.
@@ -167,6 +175,9 @@ mod tests {
             default_center_names(3),
             ["center01", "center02", "center03"]
         );
+        assert_eq!(center_names(3, 2), ["center03", "center04"]);
+        assert_eq!(center_names(99, 2), ["center099", "center100"]);
+        assert!(center_names(5, 0).is_empty());
         let many = default_center_names(101);
         assert_eq!(many[0], "center001");
         assert_eq!(many[100], "center101");

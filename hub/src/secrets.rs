@@ -8,21 +8,16 @@
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 /// A new random secret: 32 bytes, hex.
 pub fn random_secret() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
-pub fn sha256_hex(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
-}
-
-/// Whether `secret` hashes to `expected_hex`, comparing in constant time.
-pub fn matches_sha256(secret: &str, expected_hex: &str) -> bool {
-    same_in_constant_time(&sha256_hex(secret), expected_hex)
-}
+/// SHA-256 of a token, and its constant-time check (shared with the
+/// district service).
+pub use protocol::secret::{matches_sha256, sha256_hex};
 
 /// Whether `a` equals `b`, in a time that depends on their lengths only
 /// (not on where they first differ).

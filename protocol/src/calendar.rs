@@ -37,6 +37,24 @@ pub fn parse_date(text: &str) -> Result<NaiveDate, TimeError> {
     NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| TimeError::NotDate(text.into()))
 }
 
+/// The days from `from` to `to` (both `YYYY-MM-DD`, both included) of a
+/// query, at most `max_days` of them; the reason names the bad parameter
+/// (the hub's and the district's day queries answer it with a 400).
+pub fn day_range(from: &str, to: &str, max_days: i64) -> Result<(NaiveDate, NaiveDate), String> {
+    let day = |field: &str, text: &str| {
+        parse_date(text)
+            .map_err(|_| format!("`{field}` must be a date as YYYY-MM-DD, got {text:?}"))
+    };
+    let (from, to) = (day("from", from)?, day("to", to)?);
+    if to < from {
+        return Err("`to` is before `from`".into());
+    }
+    if (to - from).num_days() >= max_days {
+        return Err(format!("at most {max_days} days at once"));
+    }
+    Ok((from, to))
+}
+
 /// The centers' time zone unless configured otherwise.
 pub const DEFAULT_TZ: Tz = chrono_tz::Asia::Shanghai;
 
@@ -144,6 +162,26 @@ impl Calendar {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn day_ranges_name_the_bad_parameter() {
+        let range = |from: &str, to: &str| day_range(from, to, 366);
+        let day = |text: &str| parse_date(text).unwrap();
+        assert_eq!(
+            range("2027-01-04", "2027-01-10"),
+            Ok((day("2027-01-04"), day("2027-01-10")))
+        );
+        for (from, to, reason) in [
+            ("2027-13-01", "2027-01-10", "`from`"),
+            ("2027-01-04", "x", "`to`"),
+            ("2027-01-10", "2027-01-04", "before"),
+            ("2020-01-01", "2027-01-04", "at most 366"),
+        ] {
+            let error = range(from, to).unwrap_err();
+            assert!(error.contains(reason), "{error:?} should say {reason}");
+        }
+    }
+
     use super::*;
 
     fn date(y: i32, m: u32, d: u32) -> NaiveDate {

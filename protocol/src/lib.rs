@@ -8,7 +8,9 @@
 pub mod api;
 pub mod calendar;
 pub mod limits;
+pub mod secret;
 pub mod topic;
+pub mod upstream;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

@@ -13,6 +13,7 @@ mod dashboards;
 mod demo;
 mod deploy;
 mod devices;
+mod district;
 mod edge_load;
 mod fleet;
 mod http_limits;

@@ -5,8 +5,7 @@
 //! `hub check-config`, `RUST_LOG` and `hub --version`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
@@ -43,26 +42,6 @@ async fn scrape(hub: &HubProcess, token: &str) -> Result<String> {
     Ok(response.text().await?)
 }
 
-/// What `promtool check metrics` prints about `exposition` (stdout and
-/// stderr), and whether it exited 0.
-fn promtool_check(exposition: &str) -> Result<(bool, String)> {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("promtool is missing: ./scripts/test.sh installs Debian's prometheus")?;
-    child
-        .stdin
-        .take()
-        .context("promtool stdin")?
-        .write_all(exposition.as_bytes())?;
-    let output = child.wait_with_output()?;
-    let said = format!("{}{}", text(&output.stdout), text(&output.stderr));
-    Ok((output.status.success(), said))
-}
-
 /// The catalog's families and their types, from the tables' first two
 /// cells (a cell may name several families).
 fn catalog_families() -> BTreeMap<String, String> {
@@ -81,7 +60,7 @@ fn catalog_families() -> BTreeMap<String, String> {
 /// only families of docs/metrics.md, each with its type there; returns the
 /// scrape's families (also for the uplink's test).
 pub(crate) fn check_against_catalog(exposition: &str) -> Result<BTreeMap<String, String>> {
-    let (passed, said) = promtool_check(exposition)?;
+    let (passed, said) = tests::promtool::check(exposition)?;
     assert!(passed && said.is_empty(), "promtool check metrics: {said}");
     let catalog = catalog_families();
     let scraped = scraped_families(exposition);

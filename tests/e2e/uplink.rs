@@ -172,7 +172,7 @@ async fn stored_event_ids(hub: &HubProcess) -> anyhow::Result<BTreeSet<String>> 
     for device in devices["devices"].as_array().into_iter().flatten() {
         let id = device["id"].as_str().unwrap_or_default();
         let events = hub
-            .get_json(&format!("/api/v1/devices/{id}/events"))
+            .get_json(&format!("/api/v1/devices/{id}/events?limit=10000"))
             .await?;
         for event in events["events"].as_array().into_iter().flatten() {
             let event_id = event["event"]["id"].as_str().unwrap_or_default();

@@ -10,6 +10,8 @@ use protocol::api::{ProvisionRequest, Provisioned};
 use protocol::DeviceKind;
 use serde_json::Value;
 
+use crate::http::{json_of, text_of};
+use crate::wait::{endpoints_of, ready};
 use crate::{eventually, sum_metric, ADMIN_TOKEN, METRICS_TOKEN};
 
 /// Hub config for devices on a simulated clock (`device-sim --start`,
@@ -178,22 +180,11 @@ impl HubProcess {
             .stderr(log)
             .spawn()
             .context("spawning the hub")?;
-        self.child = Some(child);
-        let start = Instant::now();
-        let text = loop {
-            if let Ok(text) = std::fs::read_to_string(&endpoints) {
-                break text;
-            }
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            if exited.is_some() || start.elapsed() > Duration::from_secs(20) {
-                bail!("the hub did not start ({exited:?}):\n{}", self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let child = self.child.insert(child);
+        let value = match endpoints_of(child, &endpoints, Duration::from_secs(20)).await {
+            Ok(value) => value,
+            Err(error) => bail!("the hub: {error}:\n{}", self.log()),
         };
-        let value: Value = serde_json::from_str(&text)?;
         let api = value["api"].as_str().context("api address")?;
         let scheme = if self.options.api_tls {
             "https"
@@ -206,18 +197,11 @@ impl HubProcess {
         if self.options.api_tls {
             return self.wait_ready_over_tls(api).await;
         }
-        let ready = format!("{}/readyz", self.api);
-        let http = self.http.clone();
-        eventually(Duration::from_secs(10), "/readyz", || {
-            let (http, ready) = (http.clone(), ready.clone());
-            async move {
-                http.get(ready)
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-            }
-        })
+        ready(
+            &self.http,
+            &format!("{}/readyz", self.api),
+            Duration::from_secs(10),
+        )
         .await?;
         Ok(())
     }
@@ -398,29 +382,47 @@ impl HubProcess {
 
     /// GET `path` (admin token) and decode a successful answer as `T`.
     pub async fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let response = self.get(path).send().await?;
-        anyhow::ensure!(
-            response.status().is_success(),
-            "GET {path}: {}",
-            response.status()
-        );
-        Ok(response.json().await?)
+        json_of(self.get(path), &format!("GET {path}")).await
     }
 
     /// `/metrics` as text.
     pub async fn metrics(&self) -> Result<String> {
-        Ok(self
-            .get("/metrics")
-            .send()
-            .await?
-            .error_for_status()?
-            .text()
-            .await?)
+        text_of(self.get("/metrics")).await
     }
 
     /// Sum of a metric family's samples whose labels contain `labels`.
     pub async fn metric(&self, name: &str, labels: &str) -> Result<f64> {
         Ok(sum_metric(&self.metrics().await?, name, labels))
+    }
+
+    /// Waits until `metric(name, labels)` holds (NaN while the hub
+    /// restarts); its value then.
+    pub async fn wait_metric(
+        &self,
+        name: &str,
+        labels: &str,
+        holds: impl Fn(f64) -> bool,
+        timeout: Duration,
+    ) -> Result<f64> {
+        eventually(timeout, &format!("{name}{{{labels}}}"), || async {
+            let value = self.metric(name, labels).await.unwrap_or(f64::NAN);
+            holds(value).then_some(value)
+        })
+        .await
+    }
+
+    /// Cancels booking `id` (200 expected).
+    pub async fn cancel_booking(&self, id: &str) -> Result<()> {
+        let response = self
+            .delete(&format!("/api/v1/bookings/{id}"))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status() == 200,
+            "cancel {id}: {}",
+            response.status()
+        );
+        Ok(())
     }
 }
 

@@ -7,7 +7,12 @@
 //!   certificates (rumqttc), and telemetry payloads
 //! - `credentials`: a device's credentials as files, for `mosquitto_pub`
 //! - `device_sim_run`: a `device-sim run` against a hub, with its ground truth
+//! - `district_process`: a real district service process and its API
+//! - `http`: reading the services' answers
 //! - `https`: one HTTPS request to a hub serving its API over TLS
+//! - `promtool`: `promtool check metrics` on a scrape
+//! - `nats_cluster`: a cluster of Debian `nats-server` nodes (JetStream,
+//!   MQTT) on `deploy/nats/yizhan-nats.conf`
 //! - `silent_cut`: a TCP relay that goes dark
 //! - `tcp_proxy`: a TCP relay that goes dark and comes back (an uplink's
 //!   network)
@@ -29,11 +34,15 @@
 
 pub mod credentials;
 pub mod device_sim_run;
+pub mod district_process;
+pub mod http;
 pub mod https;
 pub mod hub_process;
+pub mod nats_cluster;
 pub mod ops_files;
 pub mod prometheus;
 pub mod promql;
+pub mod promtool;
 pub mod raw_mqtt;
 pub mod silent_cut;
 pub mod stacks;
@@ -48,11 +57,13 @@ pub use credentials::{mosquitto_pub, write_credentials, CredentialFiles};
 pub use device_sim::bench::processes::{free_port, Mosquitto};
 pub use device_sim::bench::received::sum_metric;
 pub use device_sim_run::{run_device_sim, run_device_sim_at, SimRun};
+pub use district_process::{DistrictProcess, DISTRICT_TOKEN};
 pub use https::https_request;
 pub use hub_process::{
     fill_template, listed_routes, workspace_binary, HubOptions, HubProcess, ListedRoute,
     SIMULATED_CLOCKS,
 };
+pub use nats_cluster::NatsCluster;
 pub use silent_cut::SilentCut;
 pub use tcp_proxy::TcpProxy;
 pub use test_device::{telemetry, DeviceEvent, DeviceOptions, TestDevice};

@@ -38,16 +38,6 @@ struct DayRangeQuery {
     to: String,
 }
 
-fn parse_day(field: &str, text: &str) -> Result<NaiveDate, HttpError> {
-    let day = protocol::calendar::parse_date(text).map_err(|_| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("`{field}` must be a date as YYYY-MM-DD, got {text:?}"),
-        )
-    })?;
-    ranges::day(field, day)
-}
-
 /// Visits of `center` on every day from `from` to `to`.
 fn visits_between(
     state: &ApiState,
@@ -97,17 +87,9 @@ fn day_range(
     query: Result<Query<DayRangeQuery>, QueryRejection>,
 ) -> Result<(NaiveDate, NaiveDate), HttpError> {
     let query = query_of(query)?;
-    let (from, to) = (parse_day("from", &query.from)?, parse_day("to", &query.to)?);
-    if to < from {
-        return Err(error(StatusCode::BAD_REQUEST, "`to` is before `from`"));
-    }
-    if (to - from).num_days() >= MAX_RANGE_DAYS {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            format!("at most {MAX_RANGE_DAYS} days at once"),
-        ));
-    }
-    Ok((from, to))
+    let (from, to) = protocol::calendar::day_range(&query.from, &query.to, MAX_RANGE_DAYS)
+        .map_err(|reason| error(StatusCode::BAD_REQUEST, reason))?;
+    Ok((ranges::day("from", from)?, ranges::day("to", to)?))
 }
 
 async fn center_pianos(

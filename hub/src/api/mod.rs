@@ -47,7 +47,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{MatchedPath, Query, Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -181,7 +181,7 @@ async fn track(State(state): State<Arc<ApiState>>, request: Request, next: Next)
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = method_label(request.method());
+    let method = protocol::api::method_label(request.method().as_str());
     let response = next.run(request).await;
     state
         .metrics
@@ -189,23 +189,6 @@ async fn track(State(state): State<Arc<ApiState>>, request: Request, next: Next)
         .with_label_values(&[&route, method, response.status().as_str()])
         .observe(started.elapsed().as_secs_f64());
     response
-}
-
-/// The `method` label: bounded to the standard methods.
-fn method_label(method: &Method) -> &'static str {
-    const KNOWN: [Method; 7] = [
-        Method::GET,
-        Method::POST,
-        Method::PUT,
-        Method::PATCH,
-        Method::DELETE,
-        Method::HEAD,
-        Method::OPTIONS,
-    ];
-    KNOWN
-        .iter()
-        .find(|known| *known == method)
-        .map_or("other", |known| known.as_str())
 }
 
 /// An API error: status and reason.

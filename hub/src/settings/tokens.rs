@@ -9,20 +9,15 @@
 //! (`YIZHAN_UPLINK_PASSWORD`, `YIZHAN_UPLINK_PASSWORD_FILE`) and is kept
 //! as given: the upstream broker checks it.
 
+use protocol::secret;
+
 use super::file::{ApiConfig, UplinkConfig};
 use super::ConfigError;
 use crate::secrets;
 
-/// Where one token may come from.
-#[derive(Debug, Clone, Copy)]
-pub struct TokenVars {
-    /// The configuration field holding its hash.
-    pub field: &'static str,
-    /// The variable holding it in plain text.
-    pub plain: &'static str,
-    /// The variable naming a file that holds it.
-    pub file: &'static str,
-}
+/// Where one token may come from (`protocol::secret`, shared with the
+/// district service).
+pub use protocol::secret::SecretVars as TokenVars;
 
 /// The admin token: every call that changes or reveals something.
 pub const ADMIN_TOKEN: TokenVars = TokenVars {
@@ -47,9 +42,6 @@ pub const UPLINK_PASSWORD: TokenVars = TokenVars {
 
 /// The shortest token accepted.
 pub const MIN_TOKEN_CHARS: usize = 16;
-
-/// The variable systemd sets to the unit's credentials directory.
-const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
 
 /// Fills `api`'s empty token hashes from the environment (`env` looks a
 /// variable up). Fails naming the variable: both forms set, a file that
@@ -94,16 +86,7 @@ fn token(
     vars: TokenVars,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<String>, ConfigError> {
-    let Some((token, from)) = secret(vars, env)? else {
-        return Ok(None);
-    };
-    if token.chars().count() < MIN_TOKEN_CHARS {
-        return Err(invalid(
-            from,
-            format!("the token must be at least {MIN_TOKEN_CHARS} characters"),
-        ));
-    }
-    Ok(Some(token))
+    secret::token(vars, MIN_TOKEN_CHARS, env).map_err(named)
 }
 
 /// The secret `vars` name (trimmed) and the variable it came from, if
@@ -112,44 +95,11 @@ fn secret(
     vars: TokenVars,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<(String, &'static str)>, ConfigError> {
-    let (secret, from) = match (env(vars.plain), env(vars.file)) {
-        (None, None) => return Ok(None),
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                vars.file,
-                format!("{} is set too; set one of them", vars.plain),
-            ))
-        }
-        (Some(secret), None) => (secret, vars.plain),
-        (None, Some(path)) => (read_file(vars.file, &path, env)?, vars.file),
-    };
-    Ok(Some((secret.trim().to_string(), from)))
+    secret::read(vars, env).map_err(named)
 }
 
-/// The text of the token file `path` (named by variable `var`); a leading
-/// `$CREDENTIALS_DIRECTORY` is the systemd credentials directory.
-fn read_file(
-    var: &str,
-    path: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, ConfigError> {
-    let path = match path
-        .strip_prefix("$CREDENTIALS_DIRECTORY")
-        .or_else(|| path.strip_prefix("${CREDENTIALS_DIRECTORY}"))
-    {
-        Some(rest) => {
-            let dir = env(CREDENTIALS_DIRECTORY).ok_or_else(|| {
-                invalid(
-                    var,
-                    format!("{path} names {CREDENTIALS_DIRECTORY}, which is not set"),
-                )
-            })?;
-            format!("{dir}{rest}")
-        }
-        None => path.to_string(),
-    };
-    std::fs::read_to_string(&path)
-        .map_err(|error| invalid(var, format!("cannot read {path}: {error}")))
+fn named(error: secret::SecretError) -> ConfigError {
+    invalid(&error.var, error.reason)
 }
 
 fn invalid(field: &str, reason: String) -> ConfigError {
