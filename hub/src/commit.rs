@@ -12,12 +12,20 @@
 //!
 //! A failed fsync ends the thread (and so the hub, see `supervise`): its
 //! batches stay unacknowledged, and devices resend them to the next process.
+//!
+//! Ingest owns the sending half. On an orderly stop it calls `finish`,
+//! which waits for the last fsync; if ingest ends abnormally (a panic, an
+//! error), the half is dropped without waiting and this thread, finding no
+//! sender, waits for the stop token before it ends: the supervisor hears
+//! first why ingest went down, and `/readyz` never names `commit` for it.
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rumqttd::local::{LinkRx, LinkTx};
+use tokio_util::sync::CancellationToken;
 
 use crate::store::{Store, StoreError};
 use crate::supervise::{self, component, InjectedFault, Supervisor};
@@ -25,6 +33,10 @@ use crate::supervise::{self, component, InjectedFault, Supervisor};
 /// Batches waiting for an fsync before ingest blocks (back-pressure when the
 /// disk is slower than the devices).
 const QUEUE: usize = 256;
+
+/// How long the thread waits, its sender gone, for the supervisor to hear
+/// why (the stop token), before it ends anyway.
+const SENDER_GRACE: Duration = Duration::from_secs(2);
 
 /// Messages to publish once their batch is durable.
 pub type Deferred = Vec<(String, Vec<u8>)>;
@@ -53,7 +65,10 @@ impl GroupCommit {
         supervisor: &Supervisor,
     ) -> std::io::Result<GroupCommit> {
         let (tx, rx) = sync_channel(QUEUE);
-        let thread = supervisor.spawn_thread(component::COMMIT, move || run(store, link, rx))?;
+        let stop = supervisor.stop_token();
+        let thread = supervisor.spawn_thread(component::COMMIT, move || {
+            run(store, link, rx).inspect(|()| outlive_the_sender(&stop))
+        })?;
         Ok(GroupCommit {
             tx: Some(tx),
             thread: Some(thread),
@@ -89,8 +104,21 @@ impl GroupCommit {
 }
 
 impl Drop for GroupCommit {
+    /// Dropped without `finish`: its owner is ending abnormally. Hands
+    /// nothing more and does not wait (the thread flushes what it holds).
     fn drop(&mut self) {
-        self.finish();
+        self.tx.take();
+    }
+}
+
+/// The sender is gone. On an orderly stop the stop token is cancelled
+/// already; otherwise the sender's thread is going down and the
+/// supervisor is about to record why: wait for that (bounded), so this
+/// thread ends as stopped rather than as the cause.
+fn outlive_the_sender(stop: &CancellationToken) {
+    let deadline = Instant::now() + SENDER_GRACE;
+    while !stop.is_cancelled() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
