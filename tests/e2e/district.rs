@@ -524,8 +524,18 @@ async fn three_hubs_reach_the_district_exactly_once_through_node_stops_a_cut_and
     for sim in sims {
         truths.push(sim.await??.truth);
     }
-    for hub in &hubs {
-        wait_metric(hub, "yizhan_uplink_backlog_messages", |v| v == 0.0).await?;
+    for (n, hub) in hubs.iter().enumerate() {
+        // Twice the usual wait: the whole suite shares 2 cores with this
+        // test; a failure names the hub and shows its log's end.
+        let drained = hub
+            .wait_metric("yizhan_uplink_backlog_messages", "", |v| v == 0.0, 2 * WAIT)
+            .await;
+        if let Err(error) = drained {
+            let log = hub.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            anyhow::bail!("hub {}: {error}\n{}", n + 1, tail.join("\n"));
+        }
         wait_metric(hub, "yizhan_uplink_oldest_age_seconds", |v| v == 0.0).await?;
         assert_eq!(
             hub.metric("yizhan_uplink_dropped_total", "").await?,
