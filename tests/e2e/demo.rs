@@ -86,7 +86,9 @@ async fn the_demo_starts_a_hub_with_a_simulated_center_and_stops_it() -> anyhow:
         (outcome(&metrics, "booked") > 0.0).then_some(())
     })
     .await?;
-    let metrics = eventually(Duration::from_secs(60), "check-ins", || async {
+    // The minute is the demo's on an idle machine; the suite shares 2 cores
+    // with it (it timed out once at 60 s in a full run): allow two.
+    let metrics = eventually(Duration::from_secs(120), "check-ins", || async {
         let metrics = scrape().await?;
         (outcome(&metrics, "checked_in") > 0.0).then_some(metrics)
     })
