@@ -42,6 +42,11 @@ const READ_BATCH: usize = 512;
 const MAX_PACKET: usize = 1024 * 1024;
 /// How often the oldest entry's age is shown while nothing else happens.
 const AGE_TICK: Duration = Duration::from_secs(1);
+/// Publishes outstanding and no PUBACK for this long: the session is given
+/// up and the next broker tried (a broker may keep a connection alive yet
+/// never acknowledge — NATS while its stream has no quorum —, and MQTT 3.1.1
+/// resends only on a new connection).
+const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the forwarder runs with: its parts and the client TLS built from
 /// their settings.
@@ -286,6 +291,8 @@ impl Forwarder {
         let mut flight = InFlight::default();
         let mut pace = Pace::new(self.parts.settings.max_rate);
         let mut age = tokio::time::interval(AGE_TICK);
+        // Since when publishes have been outstanding without a PUBACK.
+        let mut stalled_since: Option<Instant> = None;
         loop {
             let paced = match self.fill(client, &mut flight, &mut pace)? {
                 Fill::Lost(reason) => return Ok(Some(reason)),
@@ -309,8 +316,17 @@ impl Forwarder {
                 _ = age.tick() => {
                     supervise::checkpoint()?;
                     self.show_age()?;
+                    if stalled_since.is_some_and(|since| since.elapsed() > ACK_TIMEOUT) {
+                        let reason = format!("no PUBACK for {} s", ACK_TIMEOUT.as_secs());
+                        return Ok(Some(reason));
+                    }
                 }
             }
+            stalled_since = match (flight.outstanding(), flight.acked.is_empty()) {
+                (0, _) => None,
+                (_, false) => Some(Instant::now()),
+                (_, true) => stalled_since.or_else(|| Some(Instant::now())),
+            };
             self.remove_acked(&mut flight, sent)?;
         }
     }
