@@ -43,6 +43,10 @@ done
 
 # The end-to-end tests run the hub binary: build every binary first.
 cargo build --workspace --bins
+# Errors returned by tests print their message and context only (a
+# backtrace per error buries the message in CI excerpts); panics keep
+# RUST_BACKTRACE's.
+export RUST_LIB_BACKTRACE=0
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 # Unit tests and the end-to-end binary (benches are run by hand, see

@@ -84,8 +84,14 @@ pub(super) struct Outbox {
     facts: Tree,
     telemetry: Tree,
     index: Tree,
-    /// Held while a key is taken and its entry written.
+    /// Held while a key is taken and its entry written, and while the
+    /// forwarder takes entries (so the bound never drops one it holds).
     order: Mutex<()>,
+    /// Keys up to this one were read by the forwarder's current session:
+    /// they are on their way, and the bound drops only later telemetry
+    /// (else a reading could be both delivered and counted dropped). 0
+    /// between sessions.
+    taken: AtomicU64,
     messages: AtomicU64,
     bytes: AtomicU64,
 }
@@ -131,6 +137,7 @@ impl Outbox {
             order: Mutex::new(()),
             messages: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
         };
         for tree in [&outbox.facts, &outbox.telemetry] {
             for entry in tree.iter() {
@@ -177,11 +184,24 @@ impl Outbox {
         Ok(value)
     }
 
-    /// Drops the oldest telemetry while the backlog is over the bound.
+    /// Drops the oldest telemetry the forwarder has not taken while the
+    /// backlog is over the bound (called under the order lock). What the
+    /// forwarder holds (at most a read batch and its window) may keep the
+    /// backlog over the bound until it is acknowledged.
     fn hold_bound(&self) -> Result<(), StoreError> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let taken = self.taken.load(Ordering::Relaxed).to_be_bytes();
         while self.bytes.load(Ordering::Relaxed) > self.config.max_bytes {
-            let Some((_, value)) = self.telemetry.pop_min()? else {
+            let oldest = self
+                .telemetry
+                .range::<&[u8], _>((Excluded(&taken[..]), Unbounded))
+                .next()
+                .transpose()?;
+            let Some((key, _)) = oldest else {
                 return Ok(());
+            };
+            let Some(value) = self.telemetry.remove(key)? else {
+                continue;
             };
             let class = UplinkEntry::decode(&value).map_or(UplinkClass::Telemetry, |e| e.class);
             self.forget(size(value.len()) as u64);
@@ -308,6 +328,7 @@ impl Outbox {
     /// Up to `limit` entries with keys after `after`, both trees merged in
     /// key order.
     fn read(&self, after: u64, limit: usize) -> Result<Vec<(u64, UplinkEntry)>, StoreError> {
+        let _order = self.order.lock().unwrap_or_else(PoisonError::into_inner);
         let facts = read_tree(&self.facts, after, limit)?;
         let telemetry = read_tree(&self.telemetry, after, limit)?;
         // A full batch may stop before the other tree's later keys: take
@@ -325,7 +346,15 @@ impl Outbox {
             .collect();
         merged.sort_by_key(|(key, _)| *key);
         merged.truncate(limit);
+        if let Some((last, _)) = merged.last() {
+            self.taken.fetch_max(*last, Ordering::Relaxed);
+        }
         Ok(merged)
+    }
+
+    fn release(&self) {
+        let _order = self.order.lock().unwrap_or_else(PoisonError::into_inner);
+        self.taken.store(0, Ordering::Relaxed);
     }
 
     fn remove(&self, sent: &[(u64, UplinkClass)]) -> Result<(), StoreError> {
@@ -388,7 +417,8 @@ impl Store {
     }
 
     /// Up to `limit` entries after key `after` (0: from the oldest), in key
-    /// order.
+    /// order, taken by the forwarder: the bound no longer drops them until
+    /// `uplink_release`.
     pub fn uplink_read(
         &self,
         after: u64,
@@ -397,6 +427,14 @@ impl Store {
         match &self.uplink {
             Some(outbox) => outbox.read(after, limit),
             None => Ok(Vec::new()),
+        }
+    }
+
+    /// The forwarder's session ended: what it took and did not get
+    /// acknowledged is waiting again (and may be dropped past the bound).
+    pub fn uplink_release(&self) {
+        if let Some(outbox) = &self.uplink {
+            outbox.release();
         }
     }
 
@@ -526,8 +564,9 @@ mod tests {
         .unwrap()
     }
 
+    /// The waiting entries' ids, read as a session that then ends would.
     fn ids(store: &Store) -> Vec<String> {
-        store
+        let ids = store
             .uplink_read(0, 1000)
             .unwrap()
             .into_iter()
@@ -535,7 +574,9 @@ mod tests {
                 let payload: serde_json::Value = serde_json::from_slice(&entry.payload).unwrap();
                 payload["id"].as_str().unwrap().to_string()
             })
-            .collect()
+            .collect();
+        store.uplink_release();
+        ids
     }
 
     /// Removes every waiting entry as a PUBACK would; returns them.
@@ -543,6 +584,7 @@ mod tests {
         let entries = store.uplink_read(0, 1000).unwrap();
         let sent: Vec<_> = entries.iter().map(|(key, e)| (*key, e.class)).collect();
         store.uplink_remove(&sent).unwrap();
+        store.uplink_release();
         sent
     }
 
@@ -630,6 +672,36 @@ mod tests {
         store.uplink_append(&window(0)).unwrap();
         assert_eq!(dropped("telemetry"), 7, "new telemetry cannot stay either");
         assert_eq!(dropped("event"), 0);
+    }
+
+    #[test]
+    fn telemetry_the_forwarder_took_is_not_dropped_until_its_session_ends() {
+        // Windows from 6,000,000 ms on: ids (and entries) of one length.
+        let minute = |n: u64| 6_000_000 + n * 60_000;
+        let entry_bytes = 8 + window(minute(0)).encode().len() as u64;
+        let (store, metrics, _dir) = outbox(2 * entry_bytes);
+        for n in 0..2 {
+            store.uplink_append(&window(minute(n))).unwrap();
+        }
+        let taken = store.uplink_read(0, 10).unwrap();
+        assert_eq!(taken.len(), 2);
+        store.uplink_append(&window(minute(2))).unwrap();
+        let dropped = || {
+            metrics
+                .uplink_dropped
+                .with_label_values(&["telemetry"])
+                .get()
+        };
+        assert_eq!(dropped(), 1, "the new window made way for itself");
+        assert_eq!(store.uplink_backlog().0, 2, "the taken windows stay");
+        // The session ends with nothing acknowledged: the oldest may go.
+        store.uplink_release();
+        store.uplink_append(&window(minute(3))).unwrap();
+        assert_eq!(dropped(), 2);
+        assert_eq!(
+            ids(&store),
+            ["hub1/tm/p1/6060000/6120000", "hub1/tm/p1/6180000/6240000"]
+        );
     }
 
     #[test]

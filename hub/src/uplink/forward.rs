@@ -270,8 +270,9 @@ impl Forwarder {
             .inc();
         self.parts.metrics.uplink_connected.set(1);
         tracing::info!(upstream = %url, client_id = %self.parts.client_id, "uplink connected");
-        let reason = self.forward(&client, &mut events, sent).await?;
-        Ok(match reason {
+        let reason = self.forward(&client, &mut events, sent).await;
+        self.parts.store.uplink_release();
+        Ok(match reason? {
             None => End::Stopped,
             Some(reason) => End::Lost {
                 connected: true,

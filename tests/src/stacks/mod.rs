@@ -353,6 +353,7 @@ impl Client {
         match &self.end {
             End::Process(child) => {
                 let pid = child.id().context("the client has already exited")?;
+                process::until_idle(pid, Duration::from_secs(2)).await;
                 let status = std::process::Command::new("kill")
                     .args(["-TERM", &pid.to_string()])
                     .status()?;
