@@ -9,6 +9,7 @@ mod bookings_district;
 mod commands;
 mod conformance;
 mod counting;
+mod crash_loop;
 mod dashboards;
 mod demo;
 mod deploy;

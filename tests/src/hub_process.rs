@@ -131,7 +131,15 @@ pub struct HubProcess {
     options: HubOptions,
     pub api: String,
     pub mqtt_port: u16,
-    http: reqwest::Client,
+    client: HubApi,
+}
+
+impl std::ops::Deref for HubProcess {
+    type Target = HubApi;
+
+    fn deref(&self) -> &HubApi {
+        &self.client
+    }
 }
 
 impl HubProcess {
@@ -143,7 +151,10 @@ impl HubProcess {
             options,
             api: String::new(),
             mqtt_port: 0,
-            http: reqwest::Client::new(),
+            client: HubApi {
+                http: reqwest::Client::new(),
+                base: String::new(),
+            },
         };
         hub.spawn().await?;
         Ok(hub)
@@ -192,13 +203,14 @@ impl HubProcess {
             "http"
         };
         self.api = format!("{scheme}://{api}");
+        self.client.base = self.api.clone();
         let mqtt: std::net::SocketAddr = value["mqtt"].as_str().context("mqtt address")?.parse()?;
         self.mqtt_port = mqtt.port();
         if self.options.api_tls {
             return self.wait_ready_over_tls(api).await;
         }
         ready(
-            &self.http,
+            &self.client.http,
             &format!("{}/readyz", self.api),
             Duration::from_secs(10),
         )
@@ -310,27 +322,42 @@ impl HubProcess {
         self.spawn().await
     }
 
+    /// A handle on the API for tasks of their own (it stays valid across
+    /// restarts: the address does not change).
+    pub fn api_client(&self) -> HubApi {
+        self.client.clone()
+    }
+}
+
+/// The hub's API as the admin calls it.
+#[derive(Clone)]
+pub struct HubApi {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl HubApi {
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.http
-            .get(format!("{}{path}", self.api))
+            .get(format!("{}{path}", self.base))
             .bearer_auth(ADMIN_TOKEN)
     }
 
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.http
-            .post(format!("{}{path}", self.api))
+            .post(format!("{}{path}", self.base))
             .bearer_auth(ADMIN_TOKEN)
     }
 
     pub fn put(&self, path: &str) -> reqwest::RequestBuilder {
         self.http
-            .put(format!("{}{path}", self.api))
+            .put(format!("{}{path}", self.base))
             .bearer_auth(ADMIN_TOKEN)
     }
 
     pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
         self.http
-            .delete(format!("{}{path}", self.api))
+            .delete(format!("{}{path}", self.base))
             .bearer_auth(ADMIN_TOKEN)
     }
 
@@ -383,6 +410,23 @@ impl HubProcess {
     /// GET `path` (admin token) and decode a successful answer as `T`.
     pub async fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
         json_of(self.get(path), &format!("GET {path}")).await
+    }
+
+    /// Every item of a paged list: the `items` array of each page of
+    /// `path` (which may carry a query), following `next`.
+    pub async fn list_all(&self, path: &str, items: &str) -> Result<Vec<Value>> {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let (mut all, mut after) = (Vec::new(), String::new());
+        loop {
+            let page = self
+                .get_json(&format!("{path}{separator}limit=10000{after}"))
+                .await?;
+            all.extend(page[items].as_array().cloned().unwrap_or_default());
+            match page["next"].as_str() {
+                Some(next) => after = format!("&after={next}"),
+                None => return Ok(all),
+            }
+        }
     }
 
     /// `/metrics` as text.

@@ -60,7 +60,7 @@ pub use device_sim_run::{run_device_sim, run_device_sim_at, SimRun};
 pub use district_process::{DistrictProcess, DISTRICT_TOKEN};
 pub use https::https_request;
 pub use hub_process::{
-    fill_template, listed_routes, workspace_binary, HubOptions, HubProcess, ListedRoute,
+    fill_template, listed_routes, workspace_binary, HubApi, HubOptions, HubProcess, ListedRoute,
     SIMULATED_CLOCKS,
 };
 pub use nats_cluster::NatsCluster;
