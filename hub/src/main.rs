@@ -108,13 +108,15 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
             eprintln!("hub: {error:#}");
             match error.downcast_ref::<hub::HubError>() {
                 Some(hub::HubError::ComponentsDown(_)) => ExitCode::from(COMPONENT_DOWN),
+                Some(refused) if refused.needs_operator() => ExitCode::from(INVALID_CONFIGURATION),
                 _ => ExitCode::FAILURE,
             }
         }
     }
 }
 
-/// Exit status of an invalid configuration.
+/// Exit status of an invalid configuration, and of a start refused for
+/// what an operator must fix (the data dir, the credential key).
 const INVALID_CONFIGURATION: u8 = 2;
 
 fn invalid_configuration(error: &ConfigError) -> ExitCode {

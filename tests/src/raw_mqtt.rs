@@ -45,6 +45,23 @@ impl RawDevice {
         Ok(RawDevice { stream })
     }
 
+    /// TLS with the device's certificate, a CONNECT, and the return code
+    /// of the hub's CONNACK (0 accepted, 5 not authorised, ...); the
+    /// connection is then dropped.
+    pub async fn connack_code(creds: &Provisioned, port: u16) -> Result<u8> {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+        let name = ServerName::try_from("127.0.0.1")?;
+        let mut stream = connector(creds)?.connect(name, tcp).await?;
+        let connect = connect_packet(&creds.id, &creds.mqtt_username, &creds.mqtt_password);
+        stream.write_all(&connect).await?;
+        let mut connack = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut connack))
+            .await
+            .context("no CONNACK")??;
+        anyhow::ensure!(connack[..3] == [0x20, 2, 0], "not a CONNACK: {connack:?}");
+        Ok(connack[3])
+    }
+
     pub async fn send(&mut self, bytes: &[u8]) -> Result<()> {
         self.stream.write_all(bytes).await?;
         self.stream.flush().await?;
