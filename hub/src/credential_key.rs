@@ -81,7 +81,9 @@ pub fn resolve(source: &KeySource, store: &Store) -> Result<[u8; 32], KeyError> 
                 why: "its check value differs from the one the store recorded",
             });
         }
-        tracing::warn!("a credential key other than the last start's; no credential was stored under that one");
+        tracing::warn!(
+            "a credential key other than the last start's; no credential was stored under that one"
+        );
     }
     if legacy.is_some() || recorded.as_ref() != Some(&check) {
         store.settle_credential_key(&check)?;
@@ -174,7 +176,9 @@ mod tests {
         {
             let store = Store::open(&db).unwrap();
             store.put_legacy_credential_key(&old_key).unwrap();
-            let added = store.add_resident(&resident_with(&old_key, "qr-1")).unwrap();
+            let added = store
+                .add_resident(&resident_with(&old_key, "qr-1"))
+                .unwrap();
             assert_eq!(added, Ok(()));
         }
         let file = dir.path().join("credential.key");
@@ -213,7 +217,10 @@ mod tests {
         std::fs::remove_file(&file).unwrap();
         let error = resolve(&source, &store).unwrap_err();
         assert!(matches!(error, KeyError::Missing { .. }), "{error}");
-        assert!(error.to_string().contains("`credential_key_file`"), "{error}");
+        assert!(
+            error.to_string().contains("`credential_key_file`"),
+            "{error}"
+        );
         assert!(error.needs_operator());
         assert!(!file.exists(), "no new key was made");
         let other = KeySource::Given([1; 32]);
@@ -239,13 +246,19 @@ mod tests {
         drop(store);
         let bytes = store_bytes(&db);
         let hex_key = hex::encode(key);
-        assert!(!bytes.windows(32).any(|w| w == key), "the key's bytes are in the store");
+        assert!(
+            !bytes.windows(32).any(|w| w == key),
+            "the key's bytes are in the store"
+        );
         assert!(
             !bytes.windows(64).any(|w| w == hex_key.as_bytes()),
             "the key's hex is in the store"
         );
         // Another key for a store without credentials: accepted.
         let store = Store::open(&db).unwrap();
-        assert_eq!(resolve(&KeySource::Given([9; 32]), &store).unwrap(), [9; 32]);
+        assert_eq!(
+            resolve(&KeySource::Given([9; 32]), &store).unwrap(),
+            [9; 32]
+        );
     }
 }

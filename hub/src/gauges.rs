@@ -206,7 +206,11 @@ mod tests {
         assert_eq!(earliest().as_deref(), Some("5000"));
         let renewed_b = record("b", DeviceKind::Gate, 12_000_000);
         census.renewed(&b, &renewed_b);
-        assert_eq!(earliest().as_deref(), Some("9000"), "b's old certificate is not counted");
+        assert_eq!(
+            earliest().as_deref(),
+            Some("9000"),
+            "b's old certificate is not counted"
+        );
         assert_eq!(devices(DeviceKind::Gate), 2);
         census.revoked(&renewed_b);
         assert_eq!(devices(DeviceKind::Gate), 1);

@@ -130,7 +130,11 @@ fn create_ca(cert_path: &Path, key_path: &Path) -> Result<(), PkiError> {
     set_validity(&mut params, 3650);
     let key = KeyPair::generate()?;
     let cert = params.self_signed(&key)?;
-    write_file(key_path, key.serialize_pem().as_bytes(), data_dir::SECRET_MODE)?;
+    write_file(
+        key_path,
+        key.serialize_pem().as_bytes(),
+        data_dir::SECRET_MODE,
+    )?;
     write_file(cert_path, cert.pem().as_bytes(), 0o644)?;
     Ok(())
 }

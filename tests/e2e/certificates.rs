@@ -60,8 +60,7 @@ fn within_grace(deadline: u64, step: &str) -> Result<()> {
 }
 
 #[tokio::test]
-async fn a_renewed_certificate_connects_and_the_old_one_is_refused_after_its_grace() -> Result<()>
-{
+async fn a_renewed_certificate_connects_and_the_old_one_is_refused_after_its_grace() -> Result<()> {
     let hub = HubProcess::start(HubOptions::default()).await?;
     let port = hub.mqtt_port;
     let old = hub.provision("gate7", DeviceKind::Gate).await?;
@@ -74,7 +73,10 @@ async fn a_renewed_certificate_connects_and_the_old_one_is_refused_after_its_gra
     let other = hub.provision("gate8", DeviceKind::Gate).await?;
     let earliest = "certificate=\"device_earliest\"";
     let expiry = "yizhan_certificate_expiry_timestamp_seconds";
-    assert_eq!(hub.metric(expiry, earliest).await?, (old.not_after / 1000) as f64);
+    assert_eq!(
+        hub.metric(expiry, earliest).await?,
+        (old.not_after / 1000) as f64
+    );
     let first = TestDevice::online(&old, port, DeviceKind::Gate).await?;
 
     let asked_at = now_ms();
@@ -98,7 +100,10 @@ async fn a_renewed_certificate_connects_and_the_old_one_is_refused_after_its_gra
         ..old.clone()
     };
     let metrics = hub.metrics().await?;
-    assert_eq!(sum_metric(&metrics, "yizhan_certificate_renewals_total", ""), 1.0);
+    assert_eq!(
+        sum_metric(&metrics, "yizhan_certificate_renewals_total", ""),
+        1.0
+    );
     assert_eq!(
         sum_metric(&metrics, expiry, earliest),
         (other.not_after / 1000) as f64,
@@ -114,7 +119,10 @@ async fn a_renewed_certificate_connects_and_the_old_one_is_refused_after_its_gra
     // ... the new certificate connects (mosquitto_pub) ...
     let output = mosquitto_telemetry(&new, port, 2)?;
     let stderr = String::from_utf8_lossy(&output.stderr);
-    ensure!(output.status.success(), "mosquitto_pub, new certificate: {stderr}");
+    ensure!(
+        output.status.success(),
+        "mosquitto_pub, new certificate: {stderr}"
+    );
     twin_has_seq(&hub, "gate7", 2).await?;
     // ... and so does the old one, anew (rumqttc); this session outlives it.
     let mut second = TestDevice::connect(&old, port, DeviceOptions::default());
@@ -124,7 +132,10 @@ async fn a_renewed_certificate_connects_and_the_old_one_is_refused_after_its_gra
     // At the grace's end the session on the old certificate is ended.
     let left = Duration::from_millis(deadline.saturating_sub(now_ms()));
     let ended = second.disconnected(left + Duration::from_secs(10)).await?;
-    assert!(now_ms() >= deadline, "ended before the grace was over: {ended}");
+    assert!(
+        now_ms() >= deadline,
+        "ended before the grace was over: {ended}"
+    );
     drop(second);
     hub.wait_metric(
         "yizhan_edge_disconnects_total",
@@ -137,7 +148,10 @@ async fn a_renewed_certificate_connects_and_the_old_one_is_refused_after_its_gra
     // After it: the old certificate is refused with CONNACK 5, counted...
     assert_eq!(RawDevice::connack_code(&old, port).await?, NOT_AUTHORIZED);
     let output = mosquitto_telemetry(&old, port, 3)?;
-    ensure!(!output.status.success(), "mosquitto_pub got in with the old certificate");
+    ensure!(
+        !output.status.success(),
+        "mosquitto_pub got in with the old certificate"
+    );
     let metrics = hub.metrics().await?;
     let refused = "reason=\"certificate_superseded\"";
     let failures = sum_metric(&metrics, "yizhan_edge_handshake_failures_total", refused);
@@ -146,7 +160,10 @@ async fn a_renewed_certificate_connects_and_the_old_one_is_refused_after_its_gra
     assert_eq!(RawDevice::connack_code(&new, port).await?, 0);
     let output = mosquitto_telemetry(&new, port, 4)?;
     let stderr = String::from_utf8_lossy(&output.stderr);
-    ensure!(output.status.success(), "mosquitto_pub, new certificate after the grace: {stderr}");
+    ensure!(
+        output.status.success(),
+        "mosquitto_pub, new certificate after the grace: {stderr}"
+    );
     twin_has_seq(&hub, "gate7", 4).await?;
 
     // The renewal is in the audit log.
@@ -171,17 +188,38 @@ async fn refusals(hub: &HubProcess) -> Result<()> {
     let check = |path: &'static str, body: Value, status: u16, needle: &'static str| async move {
         let (got, answer) = hub.post_json(path, &body).await?;
         let reason = answer["error"].as_str().unwrap_or_default().to_string();
-        ensure!(got == status && reason.contains(needle), "{path} {body}: {got} {answer}");
+        ensure!(
+            got == status && reason.contains(needle),
+            "{path} {body}: {got} {answer}"
+        );
         Ok::<(), anyhow::Error>(())
     };
-    check("/api/v1/devices/nosuch/certificate", json!({}), 404, "no device").await?;
+    check(
+        "/api/v1/devices/nosuch/certificate",
+        json!({}),
+        404,
+        "no device",
+    )
+    .await?;
     let longer = json!({ "grace_secs": 604_801 });
-    check("/api/v1/devices/gate8/certificate", longer, 422, "`grace_secs`").await?;
+    check(
+        "/api/v1/devices/gate8/certificate",
+        longer,
+        422,
+        "`grace_secs`",
+    )
+    .await?;
     let unknown = json!({ "days": 3 });
     check("/api/v1/devices/gate8/certificate", unknown, 422, "days").await?;
     let response = hub.delete("/api/v1/devices/gate8").send().await?;
     ensure!(response.status() == 200, "revoke: {}", response.status());
-    check("/api/v1/devices/gate8/certificate", json!({}), 409, "revoked").await?;
+    check(
+        "/api/v1/devices/gate8/certificate",
+        json!({}),
+        409,
+        "revoked",
+    )
+    .await?;
     // Without a body: the default grace.
     let response = hub.post("/api/v1/devices/gate7/certificate").send().await?;
     ensure!(response.status() == 200, "no body: {}", response.status());
@@ -230,20 +268,31 @@ async fn a_certificate_from_the_hubs_ca_that_was_never_issued_is_refused() -> Re
     assert_eq!(RawDevice::connack_code(&clone, port).await?, NOT_AUTHORIZED);
     let output = mosquitto_telemetry(&clone, port, 1)?;
     let stderr = String::from_utf8_lossy(&output.stderr).to_lowercase();
-    ensure!(!output.status.success(), "mosquitto_pub got in with a clone");
+    ensure!(
+        !output.status.success(),
+        "mosquitto_pub got in with a clone"
+    );
     assert!(stderr.contains("not authori"), "{stderr}");
     let metrics = hub.metrics().await?;
     let reason = "reason=\"certificate_not_issued\"";
     let failures = sum_metric(&metrics, "yizhan_edge_handshake_failures_total", reason);
     assert_eq!(failures, 2.0, "both refusals counted as a clone's");
-    let tls = sum_metric(&metrics, "yizhan_edge_handshake_failures_total", "reason=\"tls_error\"");
+    let tls = sum_metric(
+        &metrics,
+        "yizhan_edge_handshake_failures_total",
+        "reason=\"tls_error\"",
+    );
     assert_eq!(tls, 0.0, "the clone got through TLS");
     let refused = "outcome=\"refused\"";
     assert!(sum_metric(&metrics, "yizhan_mqtt_connect_attempts_total", refused) >= 2.0);
     // The issued certificate still gets in.
     assert_eq!(RawDevice::connack_code(&issued, port).await?, 0);
     let output = mosquitto_telemetry(&issued, port, 1)?;
-    ensure!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    ensure!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     Ok(())
 }
 
@@ -269,7 +318,9 @@ fn bytes_under(dir: &Path) -> Result<Vec<u8>> {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
 }
 
 /// HMAC-SHA256 (hex) of `credential` under `key`, as the hub stores it.
@@ -312,10 +363,19 @@ async fn the_data_dir_is_private_and_the_credential_key_is_a_file_outside_the_da
     ensure!(status.success(), "the hub's exit: {status}");
     let db = bytes_under(&dir.join("db"))?;
     assert!(!contains(&db, &key), "the key's bytes are in the database");
-    assert!(!contains(&db, key_text.trim().as_bytes()), "the key's hex is in the database");
-    assert!(!contains(&db, credential.as_bytes()), "the credential in clear");
+    assert!(
+        !contains(&db, key_text.trim().as_bytes()),
+        "the key's hex is in the database"
+    );
+    assert!(
+        !contains(&db, credential.as_bytes()),
+        "the credential in clear"
+    );
     let hash = credential_hash(&key, credential)?;
-    assert!(contains(&db, hash.as_bytes()), "the credential's hash under the file's key");
+    assert!(
+        contains(&db, hash.as_bytes()),
+        "the credential's hash under the file's key"
+    );
 
     // A data dir opened to others is tightened at start, and says so.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
@@ -329,12 +389,18 @@ async fn the_data_dir_is_private_and_the_credential_key_is_a_file_outside_the_da
     std::fs::rename(&key_file, &kept)?;
     let (status, log) = hub.restart_refused(Duration::from_secs(20)).await?;
     assert_eq!(status.code(), Some(2), "{log}");
-    assert!(log.contains("`credential_key_file`") && log.contains("does not exist"), "{log}");
+    assert!(
+        log.contains("`credential_key_file`") && log.contains("does not exist"),
+        "{log}"
+    );
     assert!(!key_file.exists(), "a new key was made");
     std::fs::write(&key_file, format!("{}\n", "5a".repeat(32)))?;
     let (status, log) = hub.restart_refused(Duration::from_secs(20)).await?;
     assert_eq!(status.code(), Some(2), "{log}");
-    assert!(log.contains("not the key this store's credentials were hashed with"), "{log}");
+    assert!(
+        log.contains("not the key this store's credentials were hashed with"),
+        "{log}"
+    );
 
     // With it back, the stored credential is still recognised.
     std::fs::rename(&kept, &key_file)?;
@@ -342,6 +408,12 @@ async fn the_data_dir_is_private_and_the_credential_key_is_a_file_outside_the_da
     let again = json!({ "id": "someoneelse", "credential": credential });
     let (status, body) = hub.post_json("/api/v1/residents", &again).await?;
     assert_eq!(status, 409, "{body}");
-    assert!(body["error"].as_str().unwrap_or_default().contains("credential"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("credential"),
+        "{body}"
+    );
     Ok(())
 }

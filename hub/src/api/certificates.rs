@@ -22,10 +22,7 @@ use crate::clock::unix_ms;
 use crate::store::{NewCertificate, Renewal};
 
 pub(super) fn routes() -> Routes {
-    Routes::default().route(
-        "/api/v1/devices/{id}/certificate",
-        post(may::ADMIN, renew),
-    )
+    Routes::default().route("/api/v1/devices/{id}/certificate", post(may::ADMIN, renew))
 }
 
 async fn renew(
@@ -79,7 +76,9 @@ fn renew_certificate(state: &ApiState, id: &str, grace_ms: u64) -> Result<Renewe
     };
     state.census.renewed(&before, &after);
     state.metrics.certificate_renewals.inc();
-    state.edge.end_superseded_at(id, new.previous_accepted_until);
+    state
+        .edge
+        .end_superseded_at(id, new.previous_accepted_until);
     tracing::info!(device = %id, previous_accepted_until = new.previous_accepted_until, "device certificate renewed");
     Ok(Renewed {
         id: id.to_string(),

@@ -132,7 +132,10 @@ mod tests {
         check(&record, "old", 10, Standing::Superseded);
         check(&record, "other", 5, Standing::NotIssued);
         let stored = serde_json::to_string(&record).unwrap();
-        assert_eq!(serde_json::from_str::<DeviceRecord>(&stored).unwrap(), record);
+        assert_eq!(
+            serde_json::from_str::<DeviceRecord>(&stored).unwrap(),
+            record
+        );
         record.previous_certificate = None;
         let old_layout = serde_json::to_string(&record).unwrap();
         assert!(!old_layout.contains("previous_certificate"), "{old_layout}");

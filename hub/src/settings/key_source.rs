@@ -87,7 +87,10 @@ mod tests {
             Err(needle) => {
                 let error = got.expect_err("an error");
                 assert!(error.contains(needle), "{error:?} should name {needle:?}");
-                assert!(key.is_empty() || !error.contains(key), "{error:?} shows the key");
+                assert!(
+                    key.is_empty() || !error.contains(key),
+                    "{error:?} shows the key"
+                );
             }
         }
     }
@@ -103,8 +106,16 @@ mod tests {
             Ok(KeySource::File("/run/creds/credential_key".into())),
         );
         check(&hex, "", Ok(KeySource::Given([0x0f; 32])));
-        check(&hex[1..], "", Err("`credential_key`: must be 64 hex digits"));
-        check(&hex, "/etc/k", Err("`credential_key_file`: credential_key is set too"));
+        check(
+            &hex[1..],
+            "",
+            Err("`credential_key`: must be 64 hex digits"),
+        );
+        check(
+            &hex,
+            "/etc/k",
+            Err("`credential_key_file`: credential_key is set too"),
+        );
         let config = Config {
             credential_key_file: "$CREDENTIALS_DIRECTORY/k".into(),
             ..Config::default()

@@ -21,8 +21,8 @@
 //! - `uplink`: the upstream brokers, TLS files and outbox bounds
 
 pub mod api;
-pub mod key_source;
 pub mod file;
+pub mod key_source;
 pub mod opening;
 pub mod resource;
 pub mod retention;
@@ -41,13 +41,13 @@ use protocol::calendar::Calendar;
 use crate::clock::Clock;
 
 pub use api::HttpSettings;
-pub use key_source::KeySource;
 pub use file::{
     AccessConfig, ApiConfig, BrokerConfig, CommandsConfig, Config, CountingConfig, DutyConfig,
     IngestConfig, InterlockConfig, LimitsConfig, LogConfig, LogFormat, PlainListenerConfig,
     PlainUser, ResourceConfig, RoomConfig, ScheduleConfig, ShareConfig, SlotConfig, UplinkConfig,
     DEFAULT_CONFIG_TOML, MASKED,
 };
+pub use key_source::KeySource;
 pub use opening::{parse_hhmm, DayWindow, OpeningHours};
 pub use resource::{Layout, Resource};
 pub use retention::{Retention, RetentionConfig};
@@ -133,8 +133,7 @@ impl Settings {
         let (http, audit_retention) = api::parse(&config.api)?;
         let uplink = uplink::parse(&config.uplink).map_err(named(""))?;
         let retention = Retention::parse(&config.retention, audit_retention)?;
-        let credential_key =
-            key_source::parse(&config, &|name: &str| std::env::var(name).ok())?;
+        let credential_key = key_source::parse(&config, &|name: &str| std::env::var(name).ok())?;
         let shifts = config
             .duty
             .iter()
