@@ -38,6 +38,14 @@ fn mosquitto_telemetry(creds: &Provisioned, port: u16, seq: u64) -> Result<std::
     mosquitto_pub(creds, &files, port, &topic, &payload)
 }
 
+/// `mosquitto_telemetry`, which must succeed (`what` names the step).
+fn mosquitto_gets_in(creds: &Provisioned, port: u16, seq: u64, what: &str) -> Result<()> {
+    let output = mosquitto_telemetry(creds, port, seq)?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(output.status.success(), "mosquitto_pub, {what}: {stderr}");
+    Ok(())
+}
+
 /// Waits until the twin of `id` shows telemetry `seq`.
 async fn twin_has_seq(hub: &HubProcess, id: &str, seq: u64) -> Result<()> {
     eventually(Duration::from_secs(5), "telemetry in the twin", || async {
@@ -117,12 +125,7 @@ async fn a_renewed_certificate_connects_and_the_old_one_is_refused_after_its_gra
     twin_has_seq(&hub, "gate7", 1).await?;
     drop(first);
     // ... the new certificate connects (mosquitto_pub) ...
-    let output = mosquitto_telemetry(&new, port, 2)?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    ensure!(
-        output.status.success(),
-        "mosquitto_pub, new certificate: {stderr}"
-    );
+    mosquitto_gets_in(&new, port, 2, "new certificate")?;
     twin_has_seq(&hub, "gate7", 2).await?;
     // ... and so does the old one, anew (rumqttc); this session outlives it.
     let mut second = TestDevice::connect(&old, port, DeviceOptions::default());
@@ -158,12 +161,7 @@ async fn a_renewed_certificate_connects_and_the_old_one_is_refused_after_its_gra
     assert!(failures >= 2.0, "refusals counted: {failures}");
     // ... while the new one connects.
     assert_eq!(RawDevice::connack_code(&new, port).await?, 0);
-    let output = mosquitto_telemetry(&new, port, 4)?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    ensure!(
-        output.status.success(),
-        "mosquitto_pub, new certificate after the grace: {stderr}"
-    );
+    mosquitto_gets_in(&new, port, 4, "new certificate after the grace")?;
     twin_has_seq(&hub, "gate7", 4).await?;
 
     // The renewal is in the audit log.
@@ -287,12 +285,7 @@ async fn a_certificate_from_the_hubs_ca_that_was_never_issued_is_refused() -> Re
     assert!(sum_metric(&metrics, "yizhan_mqtt_connect_attempts_total", refused) >= 2.0);
     // The issued certificate still gets in.
     assert_eq!(RawDevice::connack_code(&issued, port).await?, 0);
-    let output = mosquitto_telemetry(&issued, port, 1)?;
-    ensure!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    mosquitto_gets_in(&issued, port, 1, "the issued certificate")?;
     Ok(())
 }
 
@@ -333,7 +326,7 @@ fn credential_hash(key: &[u8], credential: &str) -> Result<String> {
 
 fn decode_hex(text: &str) -> Result<Vec<u8>> {
     let text = text.trim();
-    ensure!(text.len() % 2 == 0, "odd hex: {text:?}");
+    ensure!(text.len().is_multiple_of(2), "odd hex: {text:?}");
     (0..text.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&text[i..i + 2], 16).context("hex digit"))

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use protocol::secret;
 
 use super::file::Config;
-use super::ConfigError;
+use super::{invalid, ConfigError};
 use crate::secrets;
 
 /// The setting naming the key's file.
@@ -50,22 +50,15 @@ pub fn parse(
     match (key.is_empty(), file.is_empty()) {
         (false, false) => Err(invalid(
             FILE_FIELD,
-            format!("{KEY_FIELD} is set too; set one of them"),
+            &format!("{KEY_FIELD} is set too; set one of them"),
         )),
         (false, true) => secrets::decode_key(key)
             .map(KeySource::Given)
-            .ok_or_else(|| invalid(KEY_FIELD, "must be 64 hex digits".into())),
+            .ok_or_else(|| invalid(KEY_FIELD, "must be 64 hex digits")),
         (true, false) => secret::credentials_path(FILE_FIELD, file, env)
             .map(|path| KeySource::File(PathBuf::from(path)))
-            .map_err(|error| invalid(FILE_FIELD, error.reason)),
+            .map_err(|error| invalid(FILE_FIELD, &error.reason)),
         (true, true) => Ok(KeySource::File(config.data_dir.join(DEFAULT_FILE))),
-    }
-}
-
-fn invalid(field: &str, reason: String) -> ConfigError {
-    ConfigError::Invalid {
-        field: field.to_string(),
-        reason,
     }
 }
 

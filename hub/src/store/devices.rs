@@ -30,8 +30,8 @@ pub enum Renewal {
     Revoked,
     /// The record before and after.
     Renewed {
-        before: DeviceRecord,
-        after: DeviceRecord,
+        before: Box<DeviceRecord>,
+        after: Box<DeviceRecord>,
     },
 }
 
@@ -126,7 +126,10 @@ impl Store {
                 decode(key, &value).map_err(ConflictableTransactionError::Abort)?;
             let after = renewed(&before, new);
             devices.insert(key, to_json(&after))?;
-            Ok(Renewal::Renewed { before, after })
+            Ok(Renewal::Renewed {
+                before: Box::new(before),
+                after: Box::new(after),
+            })
         });
         let renewal = match outcome {
             Ok(renewal) => renewal,
