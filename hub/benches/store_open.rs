@@ -51,6 +51,7 @@ fn fill(path: &std::path::Path, count: usize) -> anyhow::Result<()> {
             certificate_sha256: String::new(),
             not_after: 0,
             provisioned_at: 0,
+            previous_certificate: None,
         };
         let mut twin = Twin::provisioned(&record);
         twin.apply_telemetry(&protocol::Telemetry {

@@ -207,6 +207,7 @@ mod tests {
             certificate_sha256: String::new(),
             not_after: 0,
             provisioned_at: 0,
+            previous_certificate: None,
         })
     }
 

@@ -1,6 +1,7 @@
 //! Gauges no single thread owns: the fleet's census (devices provisioned
 //! and not revoked per center and kind, the certificates' expiry), kept by
-//! provisioning and revocation and counted from the store once at start;
+//! provisioning, renewal and revocation and counted from the store once at
+//! start;
 //! and the store's size on disk, refreshed by a background task
 //! (`gauges` component) every `STORE_SIZE_EVERY`, never per scrape.
 //! A provisioned device's center and kind also get their counters of rare
@@ -16,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::records::{DeviceRecord, TripReason};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 /// How often the store's size on disk is read.
 pub const STORE_SIZE_EVERY: Duration = Duration::from_secs(30);
@@ -30,16 +31,16 @@ pub struct Census {
 }
 
 impl Census {
-    /// Counts the live devices in the store (one scan, at start).
-    pub fn load(store: &Store, metrics: Metrics) -> Result<Census, StoreError> {
+    /// Counts `live`, the store's live devices (read once, at start).
+    pub fn load(live: &[DeviceRecord], metrics: Metrics) -> Census {
         let census = Census {
             metrics,
             expiries: Mutex::default(),
         };
-        for record in store.live_devices()? {
-            census.provisioned(&record);
+        for record in live {
+            census.provisioned(record);
         }
-        Ok(census)
+        census
     }
 
     /// The CA's and the edge's server certificate's expiry (unix ms).
@@ -65,12 +66,16 @@ impl Census {
     pub fn revoked(&self, record: &DeviceRecord) {
         self.count(record, -1);
         let mut expiries = self.lock();
-        if let Some(count) = expiries.get_mut(&record.not_after) {
-            *count -= 1;
-            if *count == 0 {
-                expiries.remove(&record.not_after);
-            }
-        }
+        forget(&mut expiries, record.not_after);
+        self.show_earliest(&expiries);
+    }
+
+    /// A device's certificate was renewed: its new expiry counts, the
+    /// replaced one's no longer (it connects only until its grace ends).
+    pub fn renewed(&self, before: &DeviceRecord, after: &DeviceRecord) {
+        let mut expiries = self.lock();
+        forget(&mut expiries, before.not_after);
+        *expiries.entry(after.not_after).or_default() += 1;
         self.show_earliest(&expiries);
     }
 
@@ -118,6 +123,16 @@ impl Census {
     }
 }
 
+/// One certificate less expiring at `not_after`.
+fn forget(expiries: &mut BTreeMap<u64, u32>, not_after: u64) {
+    if let Some(count) = expiries.get_mut(&not_after) {
+        *count -= 1;
+        if *count == 0 {
+            expiries.remove(&not_after);
+        }
+    }
+}
+
 fn seconds(ms: u64) -> i64 {
     i64::try_from(ms / 1000).unwrap_or(i64::MAX)
 }
@@ -157,6 +172,7 @@ mod tests {
             certificate_sha256: String::new(),
             not_after,
             provisioned_at: 0,
+            previous_certificate: None,
         }
     }
 
@@ -165,7 +181,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
         let metrics = Metrics::new();
-        let census = Census::load(&store, metrics.clone()).unwrap();
+        let census = Census::load(&store.live_devices().unwrap(), metrics.clone());
         let devices = |kind: DeviceKind| {
             metrics
                 .devices
@@ -188,7 +204,15 @@ mod tests {
         census.provisioned(&b);
         assert_eq!(devices(DeviceKind::Gate), 2);
         assert_eq!(earliest().as_deref(), Some("5000"));
-        census.revoked(&b);
+        let renewed_b = record("b", DeviceKind::Gate, 12_000_000);
+        census.renewed(&b, &renewed_b);
+        assert_eq!(
+            earliest().as_deref(),
+            Some("9000"),
+            "b's old certificate is not counted"
+        );
+        assert_eq!(devices(DeviceKind::Gate), 2);
+        census.revoked(&renewed_b);
         assert_eq!(devices(DeviceKind::Gate), 1);
         assert_eq!(earliest().as_deref(), Some("9000"));
         census.revoked(&a);

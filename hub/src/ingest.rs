@@ -264,6 +264,8 @@ pub struct Ingest {
 /// What ingest talks through: the broker link it publishes on, the control
 /// channel from the API, the actions it feeds and the commit thread.
 pub struct Wiring {
+    /// The key credentials in events are hashed with.
+    pub credential_key: [u8; 32],
     pub link_tx: LinkTx,
     pub control: Receiver<Control>,
     pub actions: Actions,
@@ -283,6 +285,7 @@ impl Ingest {
         wiring: Wiring,
     ) -> Result<Ingest, IngestError> {
         let Wiring {
+            credential_key,
             link_tx,
             control,
             actions,
@@ -293,7 +296,7 @@ impl Ingest {
         let revoked = store.revoked_ids()?.into_iter().collect();
         let activity = Activity::load(&store, metrics.clone(), &revoked)?;
         let log_limiter = LogLimiter::new(Duration::from_millis(config.rejection_log_interval_ms));
-        let input = Input::new(TsWindow::from_config(&config), store.credential_key()?);
+        let input = Input::new(TsWindow::from_config(&config), credential_key);
         Ok(Ingest {
             store,
             metrics,

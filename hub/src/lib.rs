@@ -12,6 +12,7 @@
 
 // Support: no domain knowledge.
 pub mod clock;
+pub mod data_dir;
 pub mod metrics;
 pub mod pki;
 pub mod secrets;
@@ -36,6 +37,7 @@ pub mod bookings;
 pub mod broker;
 pub mod commands;
 pub mod commit;
+pub mod credential_key;
 pub mod gauges;
 pub mod ingest;
 pub mod occupancy;
@@ -95,6 +97,10 @@ pub enum HubError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Private(#[from] data_dir::DataDirError),
+    #[error("credential key: {0}")]
+    CredentialKey(#[from] credential_key::KeyError),
     #[error("store: {0}")]
     Store(#[from] store::StoreError),
     #[error("certificates: {0}")]
@@ -124,6 +130,19 @@ pub enum HubError {
     ComponentsDown(Vec<Down>),
 }
 
+impl HubError {
+    /// Whether the start was refused for something an operator must fix
+    /// (the data dir's owner, the credential key): restarting cannot help,
+    /// so `main` exits 2, as for an invalid configuration.
+    pub fn needs_operator(&self) -> bool {
+        match self {
+            HubError::Private(_) => true,
+            HubError::CredentialKey(error) => error.needs_operator(),
+            _ => false,
+        }
+    }
+}
+
 /// A started hub.
 pub struct Hub {
     api_addr: SocketAddr,
@@ -139,10 +158,7 @@ pub struct Hub {
 impl Hub {
     /// Starts every part; returns once the ports are bound and ingest runs.
     pub async fn start(settings: Settings) -> Result<Hub, HubError> {
-        std::fs::create_dir_all(&settings.data_dir).map_err(|source| HubError::DataDir {
-            path: settings.data_dir.clone(),
-            source,
-        })?;
+        data_dir::prepare(&settings.data_dir)?;
         let _ = std::fs::remove_file(settings.data_dir.join(ENDPOINTS_FILE));
         let metrics = Metrics::new();
         let mut store = Store::open(&settings.data_dir.join("db"))?;
@@ -152,6 +168,7 @@ impl Hub {
             None => None,
         };
         let store = Arc::new(store);
+        let credential_key = credential_key::resolve(&settings.credential_key, &store)?;
         let epoch = store.next_boot_epoch()?;
         let admin_token_sha256 = resolve_admin_token(&settings, &store)?;
         let pki = Arc::new(Pki::load_or_create(&settings.data_dir)?);
@@ -160,7 +177,9 @@ impl Hub {
             true => Some(api::tls_acceptor(&identity)?),
             false => None,
         };
-        let census = Arc::new(gauges::Census::load(&store, metrics.clone())?);
+        let live = store.live_devices()?;
+        let census = Arc::new(gauges::Census::load(&live, metrics.clone()));
+        let in_grace = in_grace(live, clock::unix_ms());
         census.hub_certificates(pki.ca_not_after_ms()?, identity.not_after_ms);
         metrics
             .webhook_outbox
@@ -205,6 +224,7 @@ impl Hub {
             settings.ingest.clone(),
             epoch,
             ingest::Wiring {
+                credential_key,
                 link_tx: broker.link_tx,
                 control: control_rx,
                 actions,
@@ -278,6 +298,9 @@ impl Hub {
         for (name, acceptor) in acceptors {
             supervisor.spawn_task(name, acceptor);
         }
+        for (device, until) in in_grace {
+            edge.end_superseded_at(&device, until);
+        }
         let edge = Arc::new(edge);
         let device_addr = edge.device_addr();
 
@@ -287,7 +310,7 @@ impl Hub {
             metrics,
             ingest: inbox,
             bookings,
-            credential_key: store.credential_key()?,
+            credential_key,
             edge,
             keys: Arc::new(api::Keys::new(
                 &admin_token_sha256,
@@ -299,6 +322,7 @@ impl Hub {
             supervisor: supervisor.clone(),
             epoch,
             device_cert_days: settings.broker.device_cert_days,
+            renewal_grace_secs: settings.broker.certificate_renewal_grace_secs,
             ready: AtomicBool::new(false),
             calendar: settings.calendar,
             rooms: std::sync::RwLock::new(rooms),
@@ -383,6 +407,16 @@ fn rooms_with_stored(settings: &Settings, store: &Store) -> Result<Rooms, HubErr
         }
     }
     Ok(rooms)
+}
+
+/// The devices whose previous certificate still connects, and until when.
+fn in_grace(live: Vec<records::DeviceRecord>, now_ms: u64) -> Vec<(String, u64)> {
+    live.into_iter()
+        .filter_map(|record| {
+            let until = record.previous_certificate?.accepted_until;
+            (until > now_ms).then_some((record.id, until))
+        })
+        .collect()
 }
 
 /// Joins a supervised thread (its panic was caught and reported already).

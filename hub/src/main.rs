@@ -1,6 +1,8 @@
 //! The `hub` binary: parses arguments, loads and parses the configuration
-//! (exit 2 naming the field when it is invalid), sets up tracing (`RUST_LOG`
-//! over `log.filter`) and runs the library until SIGINT or SIGTERM.
+//! (exit 2 naming the field when it is invalid, and when the start is
+//! refused for the data dir or the credential key), sets up tracing
+//! (`RUST_LOG` over `log.filter`) and runs the library until SIGINT or
+//! SIGTERM.
 //! `check-config` stops after the parse and prints the effective
 //! configuration with its secrets masked; `print-routes` lists the API.
 //! The simulated center of the README's first command is `device-sim
@@ -108,13 +110,15 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
             eprintln!("hub: {error:#}");
             match error.downcast_ref::<hub::HubError>() {
                 Some(hub::HubError::ComponentsDown(_)) => ExitCode::from(COMPONENT_DOWN),
+                Some(refused) if refused.needs_operator() => ExitCode::from(INVALID_CONFIGURATION),
                 _ => ExitCode::FAILURE,
             }
         }
     }
 }
 
-/// Exit status of an invalid configuration.
+/// Exit status of an invalid configuration, and of a start refused for
+/// what an operator must fix (the data dir, the credential key).
 const INVALID_CONFIGURATION: u8 = 2;
 
 fn invalid_configuration(error: &ConfigError) -> ExitCode {

@@ -34,6 +34,7 @@ pub struct Metrics {
     pub twins: IntGauge,
     pub http_requests: HistogramVec,
     pub revocations: IntCounter,
+    pub certificate_renewals: IntCounter,
     pub commands: IntCounterVec,
     pub command_round_trip: HistogramVec,
     pub interlock_trips: IntCounterVec,
@@ -171,6 +172,11 @@ impl Metrics {
             .expect("histogram"),
             revocations: IntCounter::new("yizhan_device_revocations_total", "Devices revoked")
                 .expect("counter"),
+            certificate_renewals: IntCounter::new(
+                "yizhan_certificate_renewals_total",
+                "Device certificates renewed through the API",
+            )
+            .expect("counter"),
             commands: counter_vec(
                 "yizhan_commands_total",
                 "Commands that reached an outcome (acked, failed, expired), by op",
@@ -415,6 +421,7 @@ impl Metrics {
             Box::new(self.twins.clone()),
             Box::new(self.http_requests.clone()),
             Box::new(self.revocations.clone()),
+            Box::new(self.certificate_renewals.clone()),
             Box::new(self.commands.clone()),
             Box::new(self.command_round_trip.clone()),
             Box::new(self.interlock_trips.clone()),

@@ -5,8 +5,6 @@
 //! reads from the handshake and confines the device to.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -15,6 +13,8 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SerialNumber,
 };
 use sha2::{Digest, Sha256};
+
+use crate::data_dir;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -130,7 +130,11 @@ fn create_ca(cert_path: &Path, key_path: &Path) -> Result<(), PkiError> {
     set_validity(&mut params, 3650);
     let key = KeyPair::generate()?;
     let cert = params.self_signed(&key)?;
-    write_file(key_path, key.serialize_pem().as_bytes(), 0o600)?;
+    write_file(
+        key_path,
+        key.serialize_pem().as_bytes(),
+        data_dir::SECRET_MODE,
+    )?;
     write_file(cert_path, cert.pem().as_bytes(), 0o644)?;
     Ok(())
 }
@@ -177,21 +181,10 @@ fn read(path: &Path) -> Result<String, PkiError> {
 }
 
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PkiError> {
-    let io = |source| PkiError::Io {
+    data_dir::write_file(path, bytes, mode).map_err(|source| PkiError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)
+    })
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 //! SHA-256 (they carry 256 random bits, so a fast hash is enough); passwords
 //! that people choose (plain-listener users) as Argon2 PHC strings; resident
 //! credentials (QR codes, cards) as HMAC-SHA256 under a per-hub random key,
-//! so a copied database does not reveal them and a gate's lookup stays a
-//! single fast hash.
+//! kept outside the database (`credential_key`), so a copied database does
+//! not reveal them and a gate's lookup stays a single fast hash.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -35,6 +35,20 @@ pub fn credential_hash(key: &[u8; 32], credential: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("hmac key");
     mac.update(credential.as_bytes());
     hex::encode(mac.finalize().into_bytes())
+}
+
+/// A credential key as its file holds it: 64 hex digits (what `openssl
+/// rand -hex 32` prints), surrounding whitespace ignored.
+pub fn decode_key(text: &str) -> Option<[u8; 32]> {
+    let bytes = hex::decode(text.trim()).ok()?;
+    bytes.try_into().ok()
+}
+
+/// A key's check value, kept in the store to tell whether a key given at
+/// start is the one the stored credentials were hashed with: the keyed
+/// hash of a fixed text, which says nothing of the key itself.
+pub fn key_check(key: &[u8; 32]) -> String {
+    credential_hash(key, "yizhan credential key check\0v1")
 }
 
 /// What the hub's log says for a resident: `r-` and the first 48 bits of
@@ -91,5 +105,17 @@ mod tests {
         assert_ne!(credential_hash(&a, "qr-1"), credential_hash(&a, "qr-2"));
         assert_ne!(credential_hash(&a, "qr-1"), credential_hash(&b, "qr-1"));
         assert_eq!(credential_hash(&a, "qr-1").len(), 64);
+        assert_ne!(key_check(&a), key_check(&b));
+        assert_eq!(key_check(&a), key_check(&[1u8; 32]));
+    }
+
+    #[test]
+    fn a_key_file_holds_64_hex_digits() {
+        let hex = "ab".repeat(32);
+        assert_eq!(decode_key(&format!(" {hex}\n")), Some([0xab; 32]));
+        assert_eq!(decode_key(&hex[2..]), None);
+        assert_eq!(decode_key(&format!("{hex}00")), None);
+        assert_eq!(decode_key(&"zz".repeat(32)), None);
+        assert_eq!(decode_key(""), None);
     }
 }

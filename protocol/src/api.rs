@@ -33,6 +33,36 @@ pub struct Provisioned {
     pub not_after: u64,
 }
 
+/// `POST /api/v1/devices/{id}/certificate`: every field optional (an empty
+/// body is the defaults).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    /// How long the certificate being replaced still connects, in seconds:
+    /// at most the hub's `broker.certificate_renewal_grace_secs`, which is
+    /// also the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_secs: Option<u64>,
+}
+
+/// 200 answer to a renewal: provisioning's answer without the MQTT
+/// password, which does not change. Shown once, like provisioning's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Renewed {
+    pub id: String,
+    /// PEM client certificate, Organization = the device id.
+    pub certificate: String,
+    /// PEM PKCS#8 private key of that certificate.
+    pub private_key: String,
+    /// PEM certificate of the hub's CA (unchanged).
+    pub ca_certificate: String,
+    /// The new certificate's expiry, unix milliseconds.
+    pub not_after: u64,
+    /// Until when (unix milliseconds) the certificate it replaces still
+    /// connects; from then on it is refused, and a session on it is ended.
+    pub previous_accepted_until: u64,
+}
+
 /// Every API error body: `{"error":"…"}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiError {

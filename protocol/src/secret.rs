@@ -75,23 +75,32 @@ fn read_file(
     path: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<String, SecretError> {
-    let path = match path
-        .strip_prefix("$CREDENTIALS_DIRECTORY")
-        .or_else(|| path.strip_prefix("${CREDENTIALS_DIRECTORY}"))
-    {
-        Some(rest) => {
-            let dir = env(CREDENTIALS_DIRECTORY).ok_or_else(|| {
-                invalid(
-                    var,
-                    format!("{path} names {CREDENTIALS_DIRECTORY}, which is not set"),
-                )
-            })?;
-            format!("{dir}{rest}")
-        }
-        None => path.to_string(),
-    };
+    let path = credentials_path(var, path, env)?;
     std::fs::read_to_string(&path)
         .map_err(|error| invalid(var, format!("cannot read {path}: {error}")))
+}
+
+/// `path` with a leading `$CREDENTIALS_DIRECTORY` (or
+/// `${CREDENTIALS_DIRECTORY}`) replaced by the systemd credentials
+/// directory; fails naming `var` when that variable is not set.
+pub fn credentials_path(
+    var: &str,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, SecretError> {
+    let Some(rest) = path
+        .strip_prefix("$CREDENTIALS_DIRECTORY")
+        .or_else(|| path.strip_prefix("${CREDENTIALS_DIRECTORY}"))
+    else {
+        return Ok(path.to_string());
+    };
+    let dir = env(CREDENTIALS_DIRECTORY).ok_or_else(|| {
+        invalid(
+            var,
+            format!("{path} names {CREDENTIALS_DIRECTORY}, which is not set"),
+        )
+    })?;
+    Ok(format!("{dir}{rest}"))
 }
 
 fn invalid(var: &str, reason: String) -> SecretError {

@@ -6,6 +6,7 @@ mod bad_input;
 mod bench;
 mod booking_faults;
 mod bookings_district;
+mod certificates;
 mod commands;
 mod conformance;
 mod counting;

@@ -215,9 +215,18 @@ fn check_config_prints_the_merged_configuration_with_secrets_masked() -> Result<
             ("YIZHAN_METRICS_TOKEN", token),
             ("YIZHAN_UPLINK__USERNAME", "lianhua"),
             ("YIZHAN_UPLINK_PASSWORD", "uplink-secret-pw"),
+            ("YIZHAN_CREDENTIAL_KEY", &"c0ffee42".repeat(8)),
         ],
     )?;
     let printed = text(&output.stdout);
+    assert!(
+        printed.contains("\ncredential_key = \"<masked>\""),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains("c0ffee42"),
+        "the credential key: {printed}"
+    );
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert!(
         printed.contains("listen = \"127.0.0.1:9191\""),

@@ -165,32 +165,9 @@ impl HubProcess {
     }
 
     async fn spawn(&mut self) -> Result<()> {
-        let config = self.data.path().join("hub.toml");
-        let text = format!(
-            "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:{}\"\n[api]\nlisten = \"127.0.0.1:{}\"\ntls = {}\n{}\n{}\n",
-            self.data.path().display().to_string(),
-            self.options.mqtt_port,
-            self.options.api_port,
-            self.options.api_tls,
-            self.options.api_config,
-            self.options.extra_config
-        );
-        std::fs::write(&config, text)?;
         let endpoints = self.data.path().join("endpoints.json");
         let _ = std::fs::remove_file(&endpoints);
-        let log = std::fs::File::create(self.data.path().join("hub.log"))?;
-        let mut command = Command::new(workspace_binary("hub"));
-        command.envs(self.token_env()?);
-        let child = command
-            .arg("--config")
-            .arg(&config)
-            .env("YIZHAN_LOG__FILTER", "info,rumqttd=warn")
-            .envs(self.options.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("spawning the hub")?;
+        let child = self.command()?.spawn().context("spawning the hub")?;
         let child = self.child.insert(child);
         let value = match endpoints_of(child, &endpoints, Duration::from_secs(20)).await {
             Ok(value) => value,
@@ -216,6 +193,44 @@ impl HubProcess {
         )
         .await?;
         Ok(())
+    }
+
+    /// Writes the config file and returns the hub's command on it, with
+    /// the options' environment and its output into `hub.log` (new).
+    fn command(&self) -> Result<Command> {
+        let config = self.data.path().join("hub.toml");
+        let text = format!(
+            "data_dir = {:?}\n[broker]\nlisten = \"127.0.0.1:{}\"\n[api]\nlisten = \"127.0.0.1:{}\"\ntls = {}\n{}\n{}\n",
+            self.data.path().display().to_string(),
+            self.options.mqtt_port,
+            self.options.api_port,
+            self.options.api_tls,
+            self.options.api_config,
+            self.options.extra_config
+        );
+        std::fs::write(&config, text)?;
+        let log = std::fs::File::create(self.data.path().join("hub.log"))?;
+        let mut command = Command::new(workspace_binary("hub"));
+        command
+            .envs(self.token_env()?)
+            .arg("--config")
+            .arg(&config)
+            .env("YIZHAN_LOG__FILTER", "info,rumqttd=warn")
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        Ok(command)
+    }
+
+    /// Stops the hub (SIGKILL) and starts it again on the same data dir,
+    /// expecting it to refuse to start: its exit status once it exited by
+    /// itself within `timeout`, and its log.
+    pub async fn restart_refused(&mut self, timeout: Duration) -> Result<(ExitStatus, String)> {
+        self.kill9();
+        self.child = Some(self.command()?.spawn().context("spawning the hub")?);
+        let (status, _) = self.wait_exit(timeout).await?;
+        Ok((status, self.log()))
     }
 
     /// Polls `/readyz` over TLS until it answers 200.

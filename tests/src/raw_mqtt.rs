@@ -32,17 +32,16 @@ impl RawDevice {
     /// TLS with the device's certificate to `127.0.0.1:port`, a CONNECT
     /// (clean session, keepalive 30 s), and an accepting CONNACK.
     pub async fn connect(creds: &Provisioned, port: u16) -> Result<RawDevice> {
-        let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
-        let name = ServerName::try_from("127.0.0.1")?;
-        let mut stream = connector(creds)?.connect(name, tcp).await?;
-        let connect = connect_packet(&creds.id, &creds.mqtt_username, &creds.mqtt_password);
-        stream.write_all(&connect).await?;
-        let mut connack = [0u8; 4];
-        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut connack))
-            .await
-            .context("no CONNACK")??;
-        anyhow::ensure!(connack == [0x20, 2, 0, 0], "CONNACK {connack:?}");
+        let (stream, code) = connack(creds, port).await?;
+        anyhow::ensure!(code == 0, "CONNACK return code {code}");
         Ok(RawDevice { stream })
+    }
+
+    /// TLS with the device's certificate, a CONNECT, and the return code
+    /// of the hub's CONNACK (0 accepted, 5 not authorised, ...); the
+    /// connection is then dropped.
+    pub async fn connack_code(creds: &Provisioned, port: u16) -> Result<u8> {
+        Ok(connack(creds, port).await?.1)
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> Result<()> {
@@ -64,6 +63,23 @@ impl RawDevice {
             }
         }
     }
+}
+
+/// TLS with the device's certificate to `127.0.0.1:port`, a CONNECT
+/// (clean session, keepalive 30 s): the stream and the CONNACK's return
+/// code.
+async fn connack(creds: &Provisioned, port: u16) -> Result<(TlsStream<TcpStream>, u8)> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    let name = ServerName::try_from("127.0.0.1")?;
+    let mut stream = connector(creds)?.connect(name, tcp).await?;
+    let connect = connect_packet(&creds.id, &creds.mqtt_username, &creds.mqtt_password);
+    stream.write_all(&connect).await?;
+    let mut connack = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut connack))
+        .await
+        .context("no CONNACK")??;
+    anyhow::ensure!(connack[..3] == [0x20, 2, 0], "not a CONNACK: {connack:?}");
+    Ok((stream, connack[3]))
 }
 
 fn connector(creds: &Provisioned) -> Result<TlsConnector> {

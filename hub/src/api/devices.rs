@@ -68,6 +68,7 @@ fn provision_device(state: &ApiState, request: ProvisionRequest) -> Result<Provi
         certificate_sha256: issued.certificate_sha256,
         not_after: issued.not_after_ms,
         provisioned_at: unix_ms(),
+        previous_certificate: None,
     };
     let twin = Twin::provisioned(&record);
     if !state.store.provision(&record, &twin).map_err(internal)? {

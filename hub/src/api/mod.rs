@@ -1,6 +1,6 @@
 //! The HTTP API (axum), one module per route group: `health` (liveness,
 //! readiness, metrics), `devices` (provisioning, revocation, twins,
-//! events), `commands` (commands, interlock alarm acknowledgement),
+//! events), `certificates` (renewal), `commands` (commands, interlock alarm acknowledgement),
 //! `residents`, `centers` (occupancy, visits, piano use), `rooms` (rooms'
 //! seats and hours), `resources` (resources and availability), `bookings`
 //! (bookings, check-in, waitlists, notifications), `clock` (the
@@ -28,6 +28,7 @@
 mod audit;
 mod bookings;
 mod centers;
+mod certificates;
 mod clock;
 mod commands;
 mod devices;
@@ -88,6 +89,9 @@ pub struct ApiState {
     pub supervisor: Supervisor,
     pub epoch: u64,
     pub device_cert_days: u32,
+    /// The longest (and default) grace of a renewed device's previous
+    /// certificate (`broker.certificate_renewal_grace_secs`).
+    pub renewal_grace_secs: u64,
     pub ready: AtomicBool,
     /// The centers' calendar (visits per local day).
     pub calendar: Calendar,
@@ -116,6 +120,7 @@ fn all_routes() -> routing::Routes {
     routing::Routes::default()
         .merge(health::routes())
         .merge(devices::routes())
+        .merge(certificates::routes())
         .merge(commands::routes())
         .merge(residents::routes())
         .merge(centers::routes())

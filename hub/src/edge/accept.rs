@@ -17,7 +17,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::connect;
 use super::tls::{self, PeerDevice};
-use super::{auth, Listener, Shared};
+use super::{Listener, Shared};
 
 /// How a listener secures its connections.
 #[derive(Clone)]
@@ -176,11 +176,9 @@ impl Connection {
                     .await
                     .map_err(|_| "timeout")?
                     .map_err(|_| "tls_error")?;
+                // Whether this device and certificate may connect is
+                // decided at CONNECT, so a refusal gets a CONNACK saying so.
                 let device = tls::peer_device(stream.get_ref().1).map_err(|e| e.label())?;
-                if !auth::device_allowed(&self.shared.store, &device) {
-                    self.count_connect(false);
-                    return Err("device_not_allowed");
-                }
                 self.establish(stream, Some(device), deadline, permit).await
             }
         }

@@ -2,8 +2,10 @@
 //!
 //! - A device: client id = username = the device id of its certificate,
 //!   that device's password, a live (unrevoked) record, and the very
-//!   certificate issued at provisioning. Its link gets the device id as
-//!   tenant, so the router confines it to `/tenants/D/`.
+//!   certificate issued to it last (or the one before, until the grace of
+//!   its renewal ends). Its link gets the device id as tenant, so the
+//!   router confines it to `/tenants/D/`. A certificate from the hub's CA
+//!   that was not issued to it is refused with CONNACK 5, counted by why.
 //! - A tool (loopback listener): a configured user with its Argon2
 //!   password, and a client id that can take over no device's or hub's
 //!   session.
@@ -18,9 +20,11 @@ use rumqttd::protocol::{ConnectReturnCode, Login};
 
 use super::policy::Scope;
 use super::tls::PeerDevice;
+use crate::clock::unix_ms;
+use crate::records::{DeviceRecord, Standing};
 use crate::secrets;
 use crate::settings::BrokerConfig;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Longest client id a tool may use.
 const MAX_CLIENT_ID_BYTES: usize = 128;
@@ -30,8 +34,16 @@ const MAX_CLIENT_ID_BYTES: usize = 128;
 pub enum Denied {
     BadClientId,
     BadCredentials,
-    /// Unknown, revoked, or not the certificate issued to it.
+    /// Not a client this listener admits, or the store could not say.
     NotAuthorized,
+    /// The certificate names a device never provisioned.
+    UnknownDevice,
+    Revoked,
+    /// Signed by the hub's CA for the device, but not a certificate issued
+    /// to it (a clone, or one replaced two renewals ago).
+    CertificateNotIssued,
+    /// The device's certificate before its last renewal, past its grace.
+    CertificateSuperseded,
 }
 
 impl Denied {
@@ -39,7 +51,11 @@ impl Denied {
         match self {
             Denied::BadClientId => ConnectReturnCode::ClientIdentifierNotValid,
             Denied::BadCredentials => ConnectReturnCode::BadUserNamePassword,
-            Denied::NotAuthorized => ConnectReturnCode::NotAuthorized,
+            Denied::NotAuthorized
+            | Denied::UnknownDevice
+            | Denied::Revoked
+            | Denied::CertificateNotIssued
+            | Denied::CertificateSuperseded => ConnectReturnCode::NotAuthorized,
         }
     }
 
@@ -48,6 +64,10 @@ impl Denied {
             Denied::BadClientId => "bad_client_id",
             Denied::BadCredentials => "bad_credentials",
             Denied::NotAuthorized => "not_authorized",
+            Denied::UnknownDevice => "unknown_device",
+            Denied::Revoked => "revoked",
+            Denied::CertificateNotIssued => "certificate_not_issued",
+            Denied::CertificateSuperseded => "certificate_superseded",
         }
     }
 }
@@ -61,17 +81,32 @@ pub struct Admitted {
     /// The router's name for the session (`D.D` for device `D`): the key
     /// of takeovers.
     pub session_key: String,
+    /// A device's certificate (SHA-256), kept with its session so the end
+    /// of a renewal's grace can find a session still on the old one.
+    pub certificate_sha256: Option<String>,
 }
 
-/// Is `device` provisioned, unrevoked, and is `certificate_sha256` the
-/// certificate issued to it? Checked after the handshake and again at
-/// CONNECT (a revoke may land in between).
-pub fn device_allowed(store: &Store, device: &PeerDevice) -> bool {
-    if store.is_revoked(&device.id).unwrap_or(true) {
-        return false;
+/// The record of `device` if it may connect now: provisioned, unrevoked,
+/// and presenting the certificate issued last, or the one before it within
+/// its grace. Checked at CONNECT and again once the session's place is
+/// claimed (a revoke may land in between).
+pub fn device_allowed(store: &Store, device: &PeerDevice) -> Result<DeviceRecord, Denied> {
+    let unknown = |error: StoreError| {
+        tracing::warn!(%error, device = %device.id, "device record not read; connection refused");
+        Denied::NotAuthorized
+    };
+    let record = store
+        .device(&device.id)
+        .map_err(unknown)?
+        .ok_or(Denied::UnknownDevice)?;
+    if store.is_revoked(&device.id).map_err(unknown)? {
+        return Err(Denied::Revoked);
     }
-    matches!(store.device(&device.id),
-        Ok(Some(record)) if record.certificate_sha256 == device.certificate_sha256)
+    match record.standing(&device.certificate_sha256, unix_ms()) {
+        Standing::Current | Standing::InGrace(_) => Ok(record),
+        Standing::Superseded => Err(Denied::CertificateSuperseded),
+        Standing::NotIssued => Err(Denied::CertificateNotIssued),
+    }
 }
 
 /// A device's CONNECT.
@@ -88,18 +123,15 @@ pub fn admit_device(
     if login.username != device.id {
         return Err(Denied::BadCredentials);
     }
-    if !device_allowed(store, device) {
-        return Err(Denied::NotAuthorized);
-    }
-    let password_ok = matches!(store.device(&device.id),
-        Ok(Some(record)) if secrets::matches_sha256(&login.password, &record.password_sha256));
-    if !password_ok {
+    let record = device_allowed(store, device)?;
+    if !secrets::matches_sha256(&login.password, &record.password_sha256) {
         return Err(Denied::BadCredentials);
     }
     Ok(Admitted {
         scope: Scope::Device(device.id.clone()),
         client_id: device.id.clone(),
         session_key: device_session_key(&device.id),
+        certificate_sha256: Some(device.certificate_sha256.clone()),
     })
 }
 
@@ -136,6 +168,7 @@ pub fn admitted_tool(client_id: String) -> Admitted {
         scope: Scope::Tool,
         session_key: client_id.clone(),
         client_id,
+        certificate_sha256: None,
     }
 }
 

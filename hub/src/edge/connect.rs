@@ -90,12 +90,18 @@ pub async fn establish<S: AsyncRead + AsyncWrite + Unpin + OverTcp>(
     };
     let claim = shared
         .registry
-        .claim(&admitted.session_key, &shared.shutdown, TAKEOVER_WAIT)
+        .claim(
+            &admitted.session_key,
+            admitted.certificate_sha256.as_deref(),
+            &shared.shutdown,
+            TAKEOVER_WAIT,
+        )
         .await;
     // A revoke stores the revocation, then kicks the live session: one
-    // that registered after the kick sees the revocation here.
-    if device.is_some_and(|device| !auth::device_allowed(&shared.store, device)) {
-        let failed = Failed::Denied(Denied::NotAuthorized);
+    // that registered after the kick sees the revocation here (and a
+    // renewal's grace that ended meanwhile).
+    if let Some(Err(denied)) = device.map(|device| auth::device_allowed(&shared.store, device)) {
+        let failed = Failed::Denied(denied);
         refuse(&mut stream, &failed, deadline).await;
         return Err(failed);
     }

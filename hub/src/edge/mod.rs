@@ -38,8 +38,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::window::IngestWindow;
 use crate::broker::LinkFactory;
+use crate::clock::unix_ms;
 use crate::metrics::Metrics;
 use crate::pki::ServerIdentity;
+use crate::records::Standing;
 use crate::settings::BrokerConfig;
 use crate::store::Store;
 use crate::supervise::component;
@@ -196,6 +198,47 @@ impl Edge {
     pub fn disconnect_device(&self, device_id: &str) -> bool {
         let key = auth::device_session_key(device_id);
         self.shared.registry.kick(&key, Kick::Revoked)
+    }
+
+    /// Ends `device`'s session at `deadline_ms` (unix ms) if it is then on
+    /// a certificate the device's record no longer accepts: the end of a
+    /// renewal's grace. Set at every renewal and, at start, for every device
+    /// still within one (a session on the old certificate may have
+    /// connected since); a timer ends with the hub. A session on the new
+    /// certificate, or on none of the record's, is left alone (the latter
+    /// cannot exist: it would have been refused).
+    pub fn end_superseded_at(&self, device: &str, deadline_ms: u64) {
+        let shared = self.shared.clone();
+        let device = device.to_owned();
+        tokio::spawn(async move {
+            let wait = Duration::from_millis(deadline_ms.saturating_sub(unix_ms()));
+            tokio::select! {
+                _ = shared.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            let (store, id) = (shared.store.clone(), device.clone());
+            let record = match tokio::task::spawn_blocking(move || store.device(&id)).await {
+                Ok(Ok(Some(record))) => record,
+                // Gone: nothing to end (a revoke ends its session itself).
+                Ok(Ok(None)) => return,
+                Ok(Err(error)) => return tracing::warn!(%error, %device, "grace end not checked"),
+                Err(error) => return tracing::warn!(%error, %device, "grace end not checked"),
+            };
+            // The timer may fire a little before the wall clock's deadline.
+            let at = deadline_ms.max(unix_ms());
+            let superseded = |certificate: Option<&str>| {
+                certificate.is_some_and(|sha256| {
+                    !matches!(
+                        record.standing(sha256, at),
+                        Standing::Current | Standing::InGrace(_)
+                    )
+                })
+            };
+            let key = auth::device_session_key(&device);
+            if shared.registry.kick_if(&key, Kick::Superseded, superseded) {
+                tracing::info!(%device, "session on a superseded certificate ended");
+            }
+        });
     }
 
     /// Sessions connected now.

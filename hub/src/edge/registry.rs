@@ -30,6 +30,9 @@ pub enum Kick {
     Revoked = 2,
     /// The hub is stopping.
     Shutdown = 3,
+    /// The grace of a renewal ended and the session is on the certificate
+    /// it replaced.
+    Superseded = 4,
 }
 
 impl Kick {
@@ -37,6 +40,7 @@ impl Kick {
         match value {
             1 => Kick::TakenOver,
             2 => Kick::Revoked,
+            4 => Kick::Superseded,
             _ => Kick::Shutdown,
         }
     }
@@ -44,6 +48,8 @@ impl Kick {
 
 struct Entry {
     serial: u64,
+    /// The certificate (SHA-256) a device's session connected with.
+    certificate: Option<String>,
     kick: CancellationToken,
     reason: Arc<AtomicU8>,
     ended: watch::Receiver<()>,
@@ -92,12 +98,13 @@ impl Drop for Claim {
 }
 
 impl Registry {
-    /// Takes the place of `key`: a live session with that key is told to
-    /// end and awaited (at most `wait`). `shutdown` ends the new session
-    /// with the hub.
+    /// Takes the place of `key` for a session on `certificate` (a
+    /// device's): a live session with that key is told to end and awaited
+    /// (at most `wait`). `shutdown` ends the new session with the hub.
     pub async fn claim(
         self: &Arc<Self>,
         key: &str,
+        certificate: Option<&str>,
         shutdown: &CancellationToken,
         wait: Duration,
     ) -> Claim {
@@ -107,6 +114,7 @@ impl Registry {
         let reason = Arc::new(AtomicU8::new(Kick::Shutdown as u8));
         let entry = Entry {
             serial,
+            certificate: certificate.map(str::to_owned),
             kick: kick.clone(),
             reason: reason.clone(),
             ended: ended_rx,
@@ -139,6 +147,21 @@ impl Registry {
         let Some(entry) = live.get(key) else {
             return false;
         };
+        entry.reason.store(why as u8, Ordering::Release);
+        entry.kick.cancel();
+        true
+    }
+
+    /// Tells the session with `key` to end if `ends` says so of the
+    /// certificate it connected with; whether it was told.
+    pub fn kick_if(&self, key: &str, why: Kick, ends: impl Fn(Option<&str>) -> bool) -> bool {
+        let live = self.live();
+        let Some(entry) = live.get(key) else {
+            return false;
+        };
+        if !ends(entry.certificate.as_deref()) {
+            return false;
+        }
         entry.reason.store(why as u8, Ordering::Release);
         entry.kick.cancel();
         true
@@ -209,16 +232,22 @@ mod tests {
     async fn a_second_claim_ends_the_first_and_waits_for_it() {
         let registry = Arc::new(Registry::default());
         let shutdown = CancellationToken::new();
-        let first = registry.claim("a", &shutdown, Duration::from_secs(5)).await;
+        let first = registry
+            .claim("a", Some("old"), &shutdown, Duration::from_secs(5))
+            .await;
         let kicked = first.kicked().clone();
         let ender = tokio::spawn(async move {
             kicked.cancelled().await;
             assert_eq!(first.reason(), Kick::TakenOver);
             drop(first);
         });
-        let second = registry.claim("a", &shutdown, Duration::from_secs(5)).await;
+        let second = registry
+            .claim("a", Some("new"), &shutdown, Duration::from_secs(5))
+            .await;
         ender.await.expect("first ended");
         assert_eq!(registry.len(), 1);
+        assert!(!registry.kick_if("a", Kick::Superseded, |c| c == Some("old")));
+        assert!(!second.kicked().is_cancelled());
         assert!(registry.kick("a", Kick::Revoked));
         assert_eq!(second.reason(), Kick::Revoked);
         drop(second);

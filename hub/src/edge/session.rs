@@ -74,6 +74,7 @@ impl End {
             End::Kicked(Kick::TakenOver) => "taken_over",
             End::Kicked(Kick::Revoked) => "revoked",
             End::Kicked(Kick::Shutdown) => "shutdown",
+            End::Kicked(Kick::Superseded) => "certificate_superseded",
             End::ProtocolViolation => "protocol_violation",
             End::Flooding => "flooding",
             End::Confinement => "confinement",

@@ -3,9 +3,10 @@
 //! finished handshake identifies.
 //!
 //! A device's identity is its certificate's Organization (the device id,
-//! ASCII letters and digits only) and the certificate's SHA-256, which must
-//! be the one issued at provisioning: a re-provisioned device's old
-//! certificate no longer gets in.
+//! ASCII letters and digits only) and the certificate's SHA-256, which the
+//! CONNECT checks against the device's record (`auth::device_allowed`):
+//! the certificate issued last, or the one a renewal replaced within its
+//! grace; a re-provisioned device's old certificate no longer gets in.
 
 use std::sync::Arc;
 

@@ -42,6 +42,7 @@ fn twin(kind: DeviceKind, session_since: Option<u64>) -> Twin {
         certificate_sha256: String::new(),
         not_after: 0,
         provisioned_at: 0,
+        previous_certificate: None,
     };
     let mut twin = Twin::provisioned(&record);
     twin.session_since = session_since;

@@ -99,6 +99,7 @@ fn store_with_a_device() -> (Store, tempfile::TempDir) {
         certificate_sha256: String::new(),
         not_after: 0,
         provisioned_at: 0,
+        previous_certificate: None,
     };
     store
         .provision(&record, &Twin::provisioned(&record))

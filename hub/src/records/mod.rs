@@ -29,7 +29,7 @@ pub use booking::{
     Booker, Booking, Group, IndexEntry, KeptAnswer, Milestone, Slot, SlotCount, SlotLoad, Status,
     KEPT_ANSWER_MS,
 };
-pub use device::{DeviceRecord, StoredEvent};
+pub use device::{DeviceRecord, PreviousCertificate, Standing, StoredEvent};
 pub use notice::{Notification, Outage, OutageReason};
 pub use resident::Resident;
 pub use resource::{ResourceConfig, ShareConfig, SlotConfig};

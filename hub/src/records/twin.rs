@@ -206,6 +206,7 @@ pub(crate) fn provisioned(kind: DeviceKind) -> Twin {
         certificate_sha256: String::new(),
         not_after: 0,
         provisioned_at: 0,
+        previous_certificate: None,
     })
 }
 

@@ -25,6 +25,11 @@ pub const MASKED: &str = "<masked>";
 pub struct Config {
     /// Directory for sled, the CA and the broker's TLS files.
     pub data_dir: PathBuf,
+    /// The file holding the key residents' credentials are hashed with
+    /// (64 hex digits); empty: `credential.key` in `data_dir`.
+    pub credential_key_file: String,
+    /// The key itself (64 hex digits), instead of a file.
+    pub credential_key: String,
     pub broker: BrokerConfig,
     pub ingest: IngestConfig,
     pub commands: CommandsConfig,
@@ -56,6 +61,8 @@ pub struct BrokerConfig {
     pub server_names: Vec<String>,
     /// Days an issued device certificate stays valid.
     pub device_cert_days: u32,
+    /// How long a renewed device's previous certificate still connects.
+    pub certificate_renewal_grace_secs: u64,
     /// Largest MQTT packet the edge accepts, in bytes.
     pub max_packet_bytes: usize,
     pub max_connections: usize,
@@ -329,6 +336,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("./data"),
+            credential_key_file: String::new(),
+            credential_key: String::new(),
             broker: BrokerConfig::default(),
             ingest: IngestConfig::default(),
             commands: CommandsConfig::default(),
@@ -353,6 +362,7 @@ impl Default for BrokerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8883)),
             server_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             device_cert_days: 365,
+            certificate_renewal_grace_secs: 7 * 86_400,
             max_packet_bytes: 64 * 1024,
             max_connections: 20_000,
             segment_bytes: 256 * 1024,
@@ -490,7 +500,20 @@ pub const DEFAULT_CONFIG_TOML: &str = r#"# Yizhan hub configuration. Every key i
 # YIZHAN_ADMIN_TOKEN_FILE and YIZHAN_METRICS_TOKEN_FILE.
 
 # sled database, the hub's CA (key mode 0600) and the broker's TLS files.
+# The hub creates it 0700, or tightens it to 0700 at start.
 data_dir = "./data"
+
+# The key residents' credentials (QR codes, cards) are hashed with, kept
+# apart from the database: a file holding 64 hex digits (openssl rand -hex
+# 32). Empty: credential.key in data_dir (mode 0600), made at first start
+# (or moved there out of the database of an earlier hub). Or set
+# YIZHAN_CREDENTIAL_KEY_FILE, e.g. to a systemd credential
+# ($CREDENTIALS_DIRECTORY/credential_key) or a mounted secret. A hub that
+# holds credentials refuses to start without the key they were hashed with.
+credential_key_file = ""
+# The key itself instead (64 hex digits), e.g. from YIZHAN_CREDENTIAL_KEY;
+# a file is better (a process's environment is readable in /proc).
+credential_key = ""
 
 # Rooms behind gates (gate access decisions). One entry per room (or set
 # through the API: PUT /api/v1/centers/{id}/rooms/{room}, which overrides):
@@ -545,6 +568,10 @@ listen = "0.0.0.0:8883"
 server_names = ["localhost", "127.0.0.1", "::1"]
 # Validity of an issued device certificate, in days.
 device_cert_days = 365
+# After POST /api/v1/devices/{id}/certificate the certificate it replaces
+# still connects this long, in seconds (0 to 7776000, 90 days); a request
+# may ask for less. A session on it is ended when the time is up.
+certificate_renewal_grace_secs = 604800
 # Largest MQTT packet accepted, in bytes.
 max_packet_bytes = 65536
 max_connections = 20000
@@ -770,7 +797,8 @@ impl Config {
 
     /// The configuration with its secrets replaced by `MASKED`: token
     /// hashes, tool password hashes, a password in the webhook URL, the
-    /// uplink's password.
+    /// uplink's password, a credential key given in clear (its file's
+    /// path is shown, not its content).
     pub fn masked(&self) -> Config {
         let mask = |secret: &mut String| {
             if !secret.is_empty() {
@@ -781,6 +809,7 @@ impl Config {
         mask(&mut config.api.admin_token_sha256);
         mask(&mut config.api.metrics_token_sha256);
         mask(&mut config.uplink.password);
+        mask(&mut config.credential_key);
         for user in &mut config.broker.plain.users {
             mask(&mut user.password_hash);
         }
@@ -817,7 +846,11 @@ mod tests {
         });
         config.schedule.webhook_url = "http://front:s3cret@10.0.0.5:8000/hook".into();
         config.uplink.password = "uplink-s3cret".into();
+        config.credential_key = "cd".repeat(32);
+        config.credential_key_file = "/etc/yizhan/credential_key".into();
         let masked = config.masked();
+        assert_eq!(masked.credential_key, MASKED);
+        assert_eq!(masked.credential_key_file, "/etc/yizhan/credential_key");
         assert_eq!(masked.uplink.password, MASKED);
         assert_eq!(masked.api.admin_token_sha256, MASKED);
         assert_eq!(masked.api.metrics_token_sha256, "", "unset stays empty");

@@ -15,12 +15,14 @@
 //! - `roster`: managers' duty shifts
 //! - `tokens`: the API's tokens and the uplink's password from the
 //!   environment (plain or `*_FILE`)
+//! - `key_source`: where the credential-hashing key comes from
 //! - `api`: how the API serves (TLS, header and request timeouts,
 //!   connections) and the audit log's retention
 //! - `uplink`: the upstream brokers, TLS files and outbox bounds
 
 pub mod api;
 pub mod file;
+pub mod key_source;
 pub mod opening;
 pub mod resource;
 pub mod retention;
@@ -45,6 +47,7 @@ pub use file::{
     PlainUser, ResourceConfig, RoomConfig, ScheduleConfig, ShareConfig, SlotConfig, UplinkConfig,
     DEFAULT_CONFIG_TOML, MASKED,
 };
+pub use key_source::KeySource;
 pub use opening::{parse_hhmm, DayWindow, OpeningHours};
 pub use resource::{Layout, Resource};
 pub use retention::{Retention, RetentionConfig};
@@ -63,11 +66,17 @@ pub enum ConfigError {
     Invalid { field: String, reason: String },
 }
 
+/// The longest grace `broker.certificate_renewal_grace_secs` may give a
+/// renewed device's previous certificate: 90 days.
+pub const MAX_RENEWAL_GRACE_SECS: u64 = 90 * 86_400;
+
 /// The hub's settings: the configuration, checked and parsed.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Directory for sled, the CA and the broker's TLS files.
     pub data_dir: PathBuf,
+    /// Where the credential-hashing key comes from.
+    pub credential_key: KeySource,
     pub broker: BrokerConfig,
     pub ingest: IngestConfig,
     pub commands: CommandsConfig,
@@ -124,6 +133,7 @@ impl Settings {
         let (http, audit_retention) = api::parse(&config.api)?;
         let uplink = uplink::parse(&config.uplink).map_err(named(""))?;
         let retention = Retention::parse(&config.retention, audit_retention)?;
+        let credential_key = key_source::parse(&config, &|name: &str| std::env::var(name).ok())?;
         let shifts = config
             .duty
             .iter()
@@ -143,6 +153,7 @@ impl Settings {
         }
         Ok(Settings {
             data_dir: config.data_dir,
+            credential_key,
             broker: config.broker,
             ingest: config.ingest,
             commands: config.commands,
@@ -215,6 +226,12 @@ fn check_plain_values(config: &Config) -> Result<(), ConfigError> {
     }
     if broker.device_cert_days == 0 {
         return fail("broker.device_cert_days", "must be at least 1");
+    }
+    if broker.certificate_renewal_grace_secs > MAX_RENEWAL_GRACE_SECS {
+        return fail(
+            "broker.certificate_renewal_grace_secs",
+            "must be at most 7776000 (90 days)",
+        );
     }
     if broker.plain.enabled && !broker.plain.listen.ip().is_loopback() {
         return fail(
@@ -406,6 +423,11 @@ mod tests {
         check("[api]\nlisten = \"nope\"\n", "api.listen");
         check("[broker]\nbogus = 1\n", "bogus");
         check("[broker]\nsegment_count = 1\n", "broker.segment_count");
+        check(
+            "[broker]\ncertificate_renewal_grace_secs = 7776001\n",
+            "broker.certificate_renewal_grace_secs",
+        );
+        check("credential_key = \"abc\"\n", "`credential_key`");
         check(
             "[broker]\ningest_window_bytes = 99999999\n",
             "broker.ingest_window_bytes",

@@ -8,7 +8,7 @@ use sled::Transactional;
 use super::codec::{decode, decode_u64, get_json, to_json};
 use super::meta::TWIN_COUNT_KEY;
 use super::{Store, StoreError};
-use crate::records::{DeviceRecord, Twin};
+use crate::records::{DeviceRecord, PreviousCertificate, Twin};
 
 /// What revoking a device did.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,6 +19,44 @@ pub enum Revocation {
     Revoked(DeviceRecord),
     /// It was revoked already.
     AlreadyRevoked,
+}
+
+/// What renewing a device's certificate did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Renewal {
+    /// No such device was ever provisioned.
+    Unknown,
+    /// The device is revoked: nothing changed.
+    Revoked,
+    /// The record before and after.
+    Renewed {
+        before: Box<DeviceRecord>,
+        after: Box<DeviceRecord>,
+    },
+}
+
+/// A device's new certificate, and how long the one it replaces may still
+/// connect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewCertificate {
+    pub certificate_sha256: String,
+    pub not_after: u64,
+    /// Unix ms until which the replaced certificate connects.
+    pub previous_accepted_until: u64,
+}
+
+/// `before` with `new` as its certificate and its certificate as the
+/// previous one.
+fn renewed(before: &DeviceRecord, new: &NewCertificate) -> DeviceRecord {
+    DeviceRecord {
+        certificate_sha256: new.certificate_sha256.clone(),
+        not_after: new.not_after,
+        previous_certificate: Some(PreviousCertificate {
+            certificate_sha256: before.certificate_sha256.clone(),
+            accepted_until: new.previous_accepted_until,
+        }),
+        ..before.clone()
+    }
 }
 
 impl Store {
@@ -69,6 +107,39 @@ impl Store {
             None => Revocation::Revoked(record),
             Some(_) => Revocation::AlreadyRevoked,
         })
+    }
+
+    /// Makes `new` the certificate of live device `id`; the one it replaces
+    /// stays accepted until `new.previous_accepted_until` (one renewed
+    /// before it is forgotten). One transaction with the revocations, so a
+    /// revoke is never undone; fsynced.
+    pub fn renew_certificate(&self, id: &str, new: &NewCertificate) -> Result<Renewal, StoreError> {
+        let key = id.as_bytes();
+        let outcome = (&self.devices, &self.revoked).transaction(|(devices, revoked)| {
+            let Some(value) = devices.get(key)? else {
+                return Ok(Renewal::Unknown);
+            };
+            if revoked.get(key)?.is_some() {
+                return Ok(Renewal::Revoked);
+            }
+            let before: DeviceRecord =
+                decode(key, &value).map_err(ConflictableTransactionError::Abort)?;
+            let after = renewed(&before, new);
+            devices.insert(key, to_json(&after))?;
+            Ok(Renewal::Renewed {
+                before: Box::new(before),
+                after: Box::new(after),
+            })
+        });
+        let renewal = match outcome {
+            Ok(renewal) => renewal,
+            Err(TransactionError::Abort(error)) => return Err(error),
+            Err(TransactionError::Storage(error)) => return Err(error.into()),
+        };
+        if matches!(renewal, Renewal::Renewed { .. }) {
+            self.db.flush()?;
+        }
+        Ok(renewal)
     }
 
     /// Every device provisioned and not revoked (one scan: the census at

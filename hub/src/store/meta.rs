@@ -1,12 +1,17 @@
-//! `meta`: the boot epoch, the generated admin-token hash, the
-//! credential-hashing key, the hub's id and the number of twins.
+//! `meta`: the boot epoch, the generated admin-token hash, the check value
+//! of the credential-hashing key (and, in a store of an earlier hub, the key
+//! itself until the hub moves it out), the hub's id and the number of
+//! twins.
 
 use super::codec::decode_u64;
 use super::{Store, StoreError};
 
 pub(super) const BOOT_EPOCH_KEY: &[u8] = b"boot_epoch";
 pub(super) const ADMIN_TOKEN_KEY: &[u8] = b"admin_token_sha256";
-pub(super) const CREDENTIAL_KEY: &[u8] = b"credential_hmac_key";
+/// Where earlier hubs kept the credential key itself.
+const LEGACY_CREDENTIAL_KEY: &[u8] = b"credential_hmac_key";
+/// `secrets::key_check` of the key credentials are hashed with.
+const CREDENTIAL_KEY_CHECK: &[u8] = b"credential_key_check";
 pub(super) const TWIN_COUNT_KEY: &[u8] = b"twin_count";
 pub(super) const HUB_ID_KEY: &[u8] = b"hub_id";
 
@@ -39,17 +44,46 @@ impl Store {
         Ok(())
     }
 
-    /// The key credentials are hashed with: 32 random bytes made at first
-    /// use and kept in `meta` (never leaves the hub).
-    pub fn credential_key(&self) -> Result<[u8; 32], StoreError> {
-        let fresh = rand::random::<[u8; 32]>();
-        // Only the first writer's key sticks; later calls read it back.
-        let _ =
-            self.meta
-                .compare_and_swap(CREDENTIAL_KEY, None as Option<&[u8]>, Some(&fresh[..]))?;
-        let stored = self.meta.get(CREDENTIAL_KEY)?.unwrap_or_default();
+    /// The credential-hashing key as earlier hubs kept it, in `meta`:
+    /// only read, to move it out (`settle_credential_key`).
+    pub fn legacy_credential_key(&self) -> Result<Option<[u8; 32]>, StoreError> {
+        let Some(stored) = self.meta.get(LEGACY_CREDENTIAL_KEY)? else {
+            return Ok(None);
+        };
+        let key = stored
+            .as_ref()
+            .try_into()
+            .map_err(|_| StoreError::BadKey("meta/credential_hmac_key".into()))?;
+        Ok(Some(key))
+    }
+
+    /// The check value of the key the stored credentials are hashed with
+    /// (`secrets::key_check`), if one was recorded.
+    pub fn credential_key_check(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .meta
+            .get(CREDENTIAL_KEY_CHECK)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Records `check` as the key's check value and removes a legacy key
+    /// from `meta`, in one batch; fsynced. Called once the key is safe
+    /// outside the store.
+    pub fn settle_credential_key(&self, check: &str) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(CREDENTIAL_KEY_CHECK, check.as_bytes());
+        batch.remove(LEGACY_CREDENTIAL_KEY);
+        self.meta.apply_batch(batch)?;
         self.db.flush()?;
-        Ok(stored.as_ref().try_into().unwrap_or(fresh))
+        Ok(())
+    }
+
+    /// Test-only: a store as earlier hubs left it, the key in `meta`.
+    #[cfg(test)]
+    pub fn put_legacy_credential_key(&self, key: &[u8; 32]) -> Result<(), StoreError> {
+        self.meta.insert(LEGACY_CREDENTIAL_KEY, &key[..])?;
+        self.db.flush()?;
+        Ok(())
     }
 }
 

@@ -26,8 +26,10 @@
 //! - `uplink`: the uplink outbox (`uplink`, `uplink_telemetry`,
 //!   `uplink_index`): what waits for the upstream's acknowledgement,
 //!   written with the events, bookings and visits it describes
-//! - `meta`: boot epoch, the hub's id, generated admin-token hash, the credential-hashing
-//!   key, the number of twins
+//! - `meta`: boot epoch, the hub's id, generated admin-token hash, the
+//!   credential key's check value (the key itself is kept outside the
+//!   store; a store from before keeps it here until the hub moves it
+//!   out), the number of twins
 //! - `codec`: key layouts and the JSON values
 //! - `undo`: the desk's batch put back when its fsync failed
 //!
@@ -55,7 +57,7 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 
 pub use codec::Page;
-pub use devices::Revocation;
+pub use devices::{NewCertificate, Renewal, Revocation};
 use meta::stored_twin_count;
 pub use people::ResidentConflict;
 pub use retention::{Aged, Pruned};
@@ -223,6 +225,7 @@ mod tests {
             certificate_sha256: "11".into(),
             not_after: 0,
             provisioned_at: 0,
+            previous_certificate: None,
         }
     }
 

@@ -50,6 +50,12 @@ impl Store {
         }
     }
 
+    /// Whether any resident's credential is stored (hashed under the
+    /// credential key, so a new key would orphan it).
+    pub fn holds_credentials(&self) -> Result<bool, StoreError> {
+        Ok(self.credentials.first()?.is_some())
+    }
+
     pub fn resident(&self, id: &str) -> Result<Option<Resident>, StoreError> {
         get_json(&self.residents, id)
     }
