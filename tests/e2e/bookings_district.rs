@@ -78,6 +78,7 @@ fn expected_statuses(b: &BookingDay) -> BTreeMap<String, u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hubs_booking_metrics_and_lists_match_the_residents_ground_truth() -> anyhow::Result<()>
 {
+    let _heavy = heavy();
     let hub = HubProcess::start(HubOptions {
         extra_config: format!(
             "{SIMULATED_CLOCKS}[schedule]\nclock = \"fixed:{START}\"\ntick_ms = 20\n"

@@ -13,6 +13,7 @@ use tests::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_simulated_week_of_visits_per_center_and_day_matches_the_ground_truth(
 ) -> anyhow::Result<()> {
+    let _heavy = heavy();
     let hub = HubProcess::start(HubOptions::simulated_clocks()).await?;
     // Monday 00:00 to the next Monday 03:00 (171 h), Shanghai time: ~62 s real.
     let args = "--centers 3 --seed 11 --speed 10000 --start 2026-11-23 \

@@ -249,6 +249,7 @@ async fn run_commands(api: HubApi, ledger: Arc<Mutex<ApiLedger>>, stop: Arc<Atom
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_kill_9s_under_mixed_load_lose_nothing_acknowledged() -> anyhow::Result<()> {
+    let _heavy = heavy();
     let mut hub = HubProcess::start(HubOptions {
         extra_config: format!("{CONFIG}\n[broker.limits]\nmessages_per_second = 0\n"),
         ..HubOptions::default()

@@ -12,6 +12,7 @@ use tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_starts_a_hub_with_a_simulated_center_and_stops_it() -> anyhow::Result<()> {
+    let _heavy = heavy();
     let data = tempfile::tempdir()?;
     let mut demo = tokio::process::Command::new(workspace_binary("device-sim"))
         .arg("demo")

@@ -390,6 +390,7 @@ fn message_sizes(scrape: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hubs_reach_the_district_exactly_once_through_node_stops_a_cut_and_kill_9(
 ) -> anyhow::Result<()> {
+    let _heavy = heavy();
     let started = Instant::now();
     let mut cluster = NatsCluster::start(3).await?;
     let source = format!(

@@ -52,6 +52,7 @@ fn idle_devices(hub: &HubProcess, connections: usize, dir: &std::path::Path) -> 
 #[tokio::test]
 async fn a_thousand_devices_dropped_and_reconnecting_at_once_five_times_all_come_back() -> Result<()>
 {
+    let _heavy = heavy();
     const DEVICES: usize = 1_000;
     let hub = HubProcess::start(HubOptions::default()).await?;
     let certs = tempfile::tempdir()?;

@@ -110,6 +110,7 @@ fn series(exposition: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_devices_in_a_hundred_centers_stay_under_the_series_bound() -> Result<()> {
+    let _heavy = heavy();
     let started = Instant::now();
     let centers = default_center_names(CENTERS);
     let hub = HubProcess::start(HubOptions {

@@ -42,6 +42,7 @@ const METRICS_TOKEN: &str = "e2e-metrics-token-0123456789";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_and_alert_expression_returns_data_from_a_real_prometheus_and_names_exported_metrics(
 ) -> anyhow::Result<()> {
+    let _heavy = heavy();
     // Three centers from 09:30 today (the hub's "today": visits today and
     // this month follow its wall clock), ten simulated minutes a real
     // second; therapy sessions overheat often.

@@ -72,6 +72,25 @@ pub use upstream::{Received, SubscriberOptions, UpstreamMessage, UpstreamSubscri
 pub use wait::{eventually, now_ms};
 pub use webhook_sink::WebhookSink;
 
+/// Held for its whole run by each test that loads the machine most (a
+/// district of hubs, a simulated week, thousands of devices, the crash
+/// loop): two of them at once on a 2-core runner starved each other into
+/// timeouts; so they run one at a time, beside the light tests.
+pub fn heavy() -> Heavy {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    Heavy {
+        _turn: HEAVY
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    }
+}
+
+/// The turn of a heavy test (see `heavy`), given back when dropped.
+#[must_use]
+pub struct Heavy {
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
 /// The admin token every test hub takes (`YIZHAN_ADMIN_TOKEN`).
 pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
 
