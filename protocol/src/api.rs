@@ -2,11 +2,12 @@
 //! send or read.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::DeviceKind;
 
 /// `POST /api/v1/devices`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProvisionRequest {
     pub id: String,
@@ -17,7 +18,7 @@ pub struct ProvisionRequest {
 
 /// 201 answer to a provisioning request. Shown once: the hub keeps only the
 /// certificate's fingerprint and a hash of the password.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Provisioned {
     pub id: String,
     /// PEM client certificate, Organization = the device id.
@@ -33,15 +34,43 @@ pub struct Provisioned {
     pub not_after: u64,
 }
 
-/// Every API error body: `{"error":"…"}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ApiError {
-    pub error: String,
+/// Every API error body: an RFC 9457 problem details object, answered as
+/// `application/problem+json`. `type` is a stable URI per kind of problem
+/// (the list is in docs/api.md), `title` its short name, `detail` the
+/// reason (naming the field at fault), `rule` the booking rule that
+/// refused. Some kinds add members of their own (a full slot's `offer`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Problem {
+    /// `https://yizhan.dev/problems/<kind>`.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: String,
+    /// The HTTP status code of the answer.
+    pub status: u16,
+    pub detail: String,
+    /// The booking rule that refused (`booking-rule` problems only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+}
+
+/// Where the problem types live: `PROBLEM_BASE` then the kind's name.
+pub const PROBLEM_BASE: &str = "https://yizhan.dev/problems/";
+
+/// The media type of every error answer (RFC 9457).
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+impl Problem {
+    /// The kind's name: the last segment of `type` (`booking-rule`).
+    pub fn kind(&self) -> &str {
+        self.problem_type
+            .strip_prefix(PROBLEM_BASE)
+            .unwrap_or(&self.problem_type)
+    }
 }
 
 /// `POST /api/v1/devices/{id}/commands`. Give exactly one of `expires_in_ms`
 /// and `expires_at` (unix ms).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandRequest {
     pub op: String,
@@ -57,7 +86,7 @@ pub struct CommandRequest {
 /// `sent`: published at least once, no answer yet; then exactly one of
 /// `acked`, `failed` (the device answered `ok:false`) or `expired` (no answer
 /// by `expires_at`; never sent after it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CommandStatus {
     Pending,
@@ -88,7 +117,7 @@ impl CommandStatus {
 }
 
 /// Who asked for a command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CommandOrigin {
     /// Staff or a front end, through the HTTP API.
@@ -103,7 +132,7 @@ pub enum CommandOrigin {
 
 /// A command as the hub records it (the 202 answer and
 /// `GET /api/v1/devices/{id}/commands/{cid}`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CommandRecord {
     pub id: String,
     pub device: String,
@@ -136,7 +165,7 @@ impl CommandRecord {
 }
 
 /// `POST /api/v1/residents`. The credential is kept only as a keyed hash.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResidentRequest {
     pub id: String,
@@ -146,7 +175,7 @@ pub struct ResidentRequest {
 }
 
 /// A resident as the API shows it (never the credential or its hash).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ResidentView {
     pub id: String,
     pub group: Option<String>,
@@ -157,7 +186,7 @@ pub struct ResidentView {
 /// `GET /api/v1/centers/{id}/occupancy`: people in the center and its rooms
 /// now, and its visits today and this month (local days of the centers'
 /// time zone, by the hub's clock).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CenterOccupancy {
     pub center: String,
     /// People inside: the entrance counter's in minus out.
@@ -167,7 +196,7 @@ pub struct CenterOccupancy {
     pub rooms: Vec<RoomOccupancy>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RoomOccupancy {
     pub room: String,
     pub people: u64,
@@ -180,7 +209,7 @@ pub struct RoomOccupancy {
 }
 
 /// `GET /api/v1/centers/{id}/visits?from=YYYY-MM-DD&to=YYYY-MM-DD`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CenterVisits {
     pub center: String,
     pub from: String,
@@ -190,7 +219,7 @@ pub struct CenterVisits {
     pub total: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DayVisits {
     pub day: String,
     pub visits: u64,
@@ -198,7 +227,7 @@ pub struct DayVisits {
 
 /// `GET /api/v1/centers/{id}/pianos?from=YYYY-MM-DD&to=YYYY-MM-DD`: how
 /// long each piano played per local day (ended sessions).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CenterPianoUsage {
     pub center: String,
     pub from: String,
@@ -208,7 +237,7 @@ pub struct CenterPianoUsage {
     pub total_minutes: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PianoDay {
     pub day: String,
     pub piano: String,
@@ -219,7 +248,7 @@ pub struct PianoDay {
 /// config file, or the body of `PUT /api/v1/centers/{center}/rooms/{id}`.
 /// Give `hours = "24h"`, or `open` and `close` as `HH:MM` (local time;
 /// `close` before `open` spans midnight).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoomConfig {
     pub center: String,
@@ -237,7 +266,7 @@ pub struct RoomConfig {
 
 /// A bookable resource. Give `slot_minutes` with opening hours (`hours =
 /// "24h"`, or `open` and `close`), or explicit `[[resources.slots]]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceConfig {
     pub id: String,
@@ -296,7 +325,7 @@ fn default_release_before_minutes() -> u32 {
 
 /// Explicit slots: `start`-`end` (local `HH:MM`) on `days` (`mon`..`sun`;
 /// empty: every day).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SlotConfig {
     #[serde(default)]
@@ -307,7 +336,7 @@ pub struct SlotConfig {
 
 /// A share of each slot's places held for a group (`child`, `youth`,
 /// `adult`, `senior`), in percent of the capacity (rounded up).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShareConfig {
     pub group: String,

@@ -20,7 +20,7 @@ pub struct DeviceRecord {
 }
 
 /// An event as stored, exactly once per `(device, id)`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StoredEvent {
     pub device: String,
     pub center: String,
