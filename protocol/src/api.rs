@@ -10,8 +10,14 @@ use crate::DeviceKind;
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProvisionRequest {
+    /// 1-48 ASCII letters or digits: the certificate's Organization, the
+    /// MQTT client id and username.
+    #[schema(pattern = r"^[A-Za-z0-9]{1,48}$", example = "piano2")]
     pub id: String,
+    /// 1-64 letters, digits, '-' or '_' (so is every label the API takes).
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "c1")]
     pub center: String,
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "music")]
     pub room: String,
     pub kind: DeviceKind,
 }
@@ -46,6 +52,7 @@ pub struct Problem {
     pub problem_type: String,
     pub title: String,
     /// The HTTP status code of the answer.
+    #[schema(minimum = 400, maximum = 599)]
     pub status: u16,
     pub detail: String,
     /// The booking rule that refused (`booking-rule` problems only).
@@ -73,11 +80,18 @@ impl Problem {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandRequest {
+    /// 1-32 lowercase ASCII letters, digits or '_'.
+    #[schema(pattern = r"^[a-z0-9_]{1,32}$", example = "unlock")]
     pub op: String,
+    /// A JSON object of at most 4096 bytes (none: `{}`).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub args: serde_json::Value,
+    /// How long the command stays deliverable: at most 7 days.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 604800000, example = 60000)]
     pub expires_in_ms: Option<u64>,
+    /// Or until when (unix ms, at most 7 days ahead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
 }
@@ -168,9 +182,14 @@ impl CommandRecord {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResidentRequest {
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "r2")]
     pub id: String,
+    /// What the resident shows a gate (a card number, a QR code's text):
+    /// 1-512 bytes.
+    #[schema(min_length = 1, max_length = 512, example = "card-0042")]
     pub credential: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     pub group: Option<String>,
 }
 
@@ -250,17 +269,25 @@ pub struct PianoDay {
 /// `close` before `open` spans midnight).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"center": "c1", "id": "spin", "capacity": 20, "hours": "24h"}))]
 pub struct RoomConfig {
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "c1")]
     pub center: String,
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "spin")]
     pub id: String,
     /// People allowed in at once.
+    #[schema(minimum = 1, maximum = 100000, example = 20)]
     pub capacity: u32,
     /// `"24h"`, or none and `open` and `close`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^24h$", example = "24h")]
     pub hours: Option<String>,
+    /// `HH:MM`, local time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[0-2][0-9]:[0-5][0-9]$")]
     pub open: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[0-2][0-9]:[0-5][0-9]$")]
     pub close: Option<String>,
 }
 
@@ -268,50 +295,76 @@ pub struct RoomConfig {
 /// "24h"`, or `open` and `close`), or explicit `[[resources.slots]]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"id": "yoga", "center": "c1", "kind": "class", "room": "hall",
+    "capacity": 3, "slots": [{"days": ["mon", "wed", "fri"], "start": "19:00", "end": "20:00"}],
+    "price": 0.0, "market_price": 80.0}))]
 pub struct ResourceConfig {
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "pottery")]
     pub id: String,
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "c1")]
     pub center: String,
     /// piano, therapy, gym, class, childcare, seat, ...
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "class")]
     pub kind: String,
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "crafts")]
     pub room: String,
     /// Devices commanded `unlock`/`lock` at slot start/end, whose events
-    /// check bookings in, and whose faults block slots.
+    /// check bookings in, and whose faults block slots (at most 64).
     #[serde(default)]
+    #[schema(max_items = 64)]
     pub devices: Vec<String>,
     /// Places per slot.
+    #[schema(minimum = 1, maximum = 10000, example = 6)]
     pub capacity: u32,
+    /// With opening hours: slots of this many minutes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 5, maximum = 1440, example = 60)]
     pub slot_minutes: Option<u32>,
+    /// `"24h"`, or none and `open` and `close`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^24h$")]
     pub hours: Option<String>,
+    /// `HH:MM`, local time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[0-2][0-9]:[0-5][0-9]$", example = "09:00")]
     pub open: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[0-2][0-9]:[0-5][0-9]$", example = "17:00")]
     pub close: Option<String>,
+    /// Explicit slots, instead of `slot_minutes` (at most 96).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 96)]
     pub slots: Vec<SlotConfig>,
     /// Days ahead a slot may be booked.
     #[serde(default = "default_horizon_days")]
+    #[schema(minimum = 1, maximum = 366)]
     pub horizon_days: u32,
     /// Price per slot, in yuan; must stay below `market_price`.
+    #[schema(minimum = 0, example = 25.0)]
     pub price: f64,
     /// What the market charges for the same slot.
+    #[schema(exclusive_minimum = 0, maximum = 1000000, example = 60.0)]
     pub market_price: f64,
-    /// `[min, max]` age in months of the child at the slot (childcare).
+    /// `[min, max]` age in months of the child at the slot (childcare),
+    /// at most 216.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub child_age_months: Option<[u32; 2]>,
     /// Bookings per resident per local day / per week (Monday to Sunday).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub per_day: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub per_week: Option<u32>,
     /// Bookings a resident may hold for slots not yet ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub max_active: Option<u32>,
     /// Places held for a group until `release_before_minutes` before the slot.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shares: Vec<ShareConfig>,
     #[serde(default = "default_release_before_minutes")]
+    #[schema(minimum = 0, maximum = 527040)]
     pub release_before_minutes: u32,
 }
 
@@ -329,8 +382,13 @@ fn default_release_before_minutes() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct SlotConfig {
     #[serde(default)]
+    #[schema(example = json!(["mon", "wed"]))]
     pub days: Vec<String>,
+    /// `HH:MM`
+    #[schema(pattern = "^[0-2][0-9]:[0-5][0-9]$", example = "15:00")]
     pub start: String,
+    /// `HH:MM`
+    #[schema(pattern = "^[0-2][0-9]:[0-5][0-9]$", example = "17:00")]
     pub end: String,
 }
 
@@ -339,7 +397,9 @@ pub struct SlotConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShareConfig {
+    #[schema(example = "senior")]
     pub group: String,
+    #[schema(minimum = 1, maximum = 100)]
     pub percent: u32,
 }
 

@@ -47,18 +47,22 @@ pub(super) fn routes() -> Routes {
 /// A booking asked for.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"resource": "yoga", "slot_start": "2027-01-06T19:00:00+08:00",
+                          "resident": "r1", "group": "adult"}))]
 struct BookBody {
     #[schema(example = "yoga")]
     resource: String,
     /// The slot's start.
     #[schema(value_type = Instant)]
     slot_start: Value,
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "r1")]
     resident: String,
-    /// `child`, `youth`, `adult` or `senior`.
-    #[schema(example = "adult")]
+    /// The resident's group (fair shares and age rules).
+    #[schema(value_type = Group)]
     group: String,
     /// YYYY-MM-DD (childcare: the child's age is checked at the slot).
     #[serde(default)]
+    #[schema(format = Date)]
     child_birthdate: Option<String>,
 }
 
@@ -88,10 +92,16 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, HttpError> {
     params(("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters: a retry with the same key for the same resident gets the first answer")),
     request_body = BookBody,
     responses(
-        (status = 201, description = "booked", body = Booking),
+        (status = 201, description = "booked", body = Booking, links(
+            ("read" = (operation_id = "get_booking", parameters(("id" = "$response.body#/id")))),
+            ("cancel" = (operation_id = "cancel", parameters(("id" = "$response.body#/id")))),
+            ("check_in" = (operation_id = "check_in", parameters(("id" = "$response.body#/id")))),
+        )),
         (status = 400, description = "`Idempotency-Key` invalid"),
         (status = 404, description = "no resource with this id"),
-        (status = 409, description = "the slot is full: a waitlist place is offered (`offer`, `waitlist`); or closed for maintenance, or the resident already holds a place", body = SlotFull, content_type = "application/problem+json"),
+        (status = 409, description = "the slot is full: a waitlist place is offered (`offer`, `waitlist`); or closed for maintenance, or the resident already holds a place", body = SlotFull, content_type = "application/problem+json", links(
+            ("join_waitlist" = (operation_id = "join_waitlist", parameters(("id" = "$response.body#/offer/id")))),
+        )),
         (status = 422, description = "a field invalid, a booking rule refused (`rule`), or the key was used with another request"),
         (status = 503, description = "the desk is busy, stopped, or could not make the booking durable (`Retry-After`)"),
     ))]

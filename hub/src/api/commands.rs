@@ -95,7 +95,9 @@ fn command_args(args: serde_json::Value) -> Result<serde_json::Value, HttpError>
     params(("id" = String, Path, description = "the device's id", example = "piano1")),
     request_body = CommandRequest,
     responses(
-        (status = 202, description = "recorded; sent when the device is online", body = CommandRecord),
+        (status = 202, description = "recorded; sent when the device is online", body = CommandRecord, links(
+            ("read" = (operation_id = "get_command", parameters(("id" = "$request.path.id"), ("cid" = "$response.body#/id")))),
+        )),
         (status = 404, description = "no device with this id"),
         (status = 409, description = "the device is revoked"),
         (status = 422, description = "`op`, `args` or the expiry invalid"),

@@ -39,7 +39,12 @@ pub(super) fn routes() -> Routes {
 #[utoipa::path(post, path = "/api/v1/devices",
     request_body = ProvisionRequest,
     responses(
-        (status = 201, description = "provisioned", body = Provisioned),
+        (status = 201, description = "provisioned", body = Provisioned, links(
+            ("read" = (operation_id = "get_device", parameters(("id" = "$response.body#/id")))),
+            ("command" = (operation_id = "issue_command", parameters(("id" = "$response.body#/id")))),
+            ("events" = (operation_id = "device_events", parameters(("id" = "$response.body#/id")))),
+            ("revoke" = (operation_id = "revoke_device", parameters(("id" = "$response.body#/id")))),
+        )),
         (status = 409, description = "a device with this id exists"),
         (status = 422, description = "`id`, `center` or `room` invalid"),
     ))]

@@ -269,6 +269,30 @@ mod tests {
         }
     }
 
+    #[test]
+    fn links_lead_to_operations_that_exist() {
+        let doc = json();
+        let mut ids = BTreeSet::new();
+        let mut targets = Vec::new();
+        for item in doc["paths"].as_object().unwrap().values() {
+            for op in item.as_object().unwrap().values() {
+                ids.insert(op["operationId"].as_str().unwrap().to_string());
+                for response in op["responses"].as_object().unwrap().values() {
+                    for link in response["links"].as_object().into_iter().flatten() {
+                        targets.push(link.1["operationId"].as_str().unwrap().to_string());
+                    }
+                }
+            }
+        }
+        assert!(targets.len() >= 5, "{targets:?}");
+        for target in targets {
+            assert!(
+                ids.contains(&target),
+                "a link to {target}, which is no operation"
+            );
+        }
+    }
+
     /// Whether `reference` names `Problem`, or a schema that is a
     /// `Problem` with members of its own.
     fn is_problem(doc: &Value, reference: &Value) -> bool {

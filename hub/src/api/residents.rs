@@ -44,7 +44,10 @@ fn resident_view(resident: Resident) -> ResidentView {
 #[utoipa::path(post, path = "/api/v1/residents",
     request_body = ResidentRequest,
     responses(
-        (status = 201, description = "registered", body = ResidentView),
+        (status = 201, description = "registered", body = ResidentView, links(
+            ("read" = (operation_id = "get_resident", parameters(("id" = "$response.body#/id")))),
+            ("block" = (operation_id = "block_resident", parameters(("id" = "$response.body#/id")))),
+        )),
         (status = 409, description = "the id or the credential is taken"),
         (status = 422, description = "`id`, `group` or `credential` invalid"),
     ))]
@@ -97,7 +100,7 @@ fn register(state: &ApiState, request: ResidentRequest) -> Result<Resident, Http
 
 /// A resident (never the credential or its hash).
 #[utoipa::path(get, path = "/api/v1/residents/{id}",
-    params(("id" = String, Path, description = "the resident's id")),
+    params(("id" = String, Path, description = "the resident's id", example = "r1")),
     responses(
         (status = 200, description = "the resident", body = ResidentView),
         (status = 404, description = "no such resident (the id is not repeated)"),
@@ -116,7 +119,7 @@ async fn get_resident(
 
 /// Blocks a resident: gates refuse their credential.
 #[utoipa::path(post, path = "/api/v1/residents/{id}/block",
-    params(("id" = String, Path, description = "the resident's id")),
+    params(("id" = String, Path, description = "the resident's id", example = "r1")),
     responses(
         (status = 200, description = "blocked", body = ResidentView),
         (status = 404, description = "no such resident (the id is not repeated)"),
@@ -130,7 +133,7 @@ async fn block_resident(
 
 /// Unblocks a resident.
 #[utoipa::path(post, path = "/api/v1/residents/{id}/unblock",
-    params(("id" = String, Path, description = "the resident's id")),
+    params(("id" = String, Path, description = "the resident's id", example = "r1")),
     responses(
         (status = 200, description = "unblocked", body = ResidentView),
         (status = 404, description = "no such resident (the id is not repeated)"),

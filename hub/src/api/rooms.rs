@@ -52,7 +52,7 @@ async fn list_rooms(
 #[utoipa::path(get, path = "/api/v1/centers/{id}/rooms/{room}",
     params(
         ("id" = String, Path, description = "the center's id", example = "c1"),
-        ("room" = String, Path, description = "the room's id", example = "r1"),
+        ("room" = String, Path, description = "the room's id", example = "spin"),
     ),
     responses(
         (status = 200, description = "the room", body = RoomConfig),
@@ -73,7 +73,7 @@ async fn get_room(
 #[utoipa::path(put, path = "/api/v1/centers/{id}/rooms/{room}",
     params(
         ("id" = String, Path, description = "the center's id", example = "c1"),
-        ("room" = String, Path, description = "the room's id", example = "r1"),
+        ("room" = String, Path, description = "the room's id", example = "spin"),
     ),
     request_body = RoomConfig,
     responses(

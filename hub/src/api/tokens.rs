@@ -33,11 +33,11 @@ pub(super) fn routes() -> Routes {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewToken {
-    /// `admin`, `staff`, `frontend`, `readonly` or `metrics`.
-    #[schema(example = "frontend")]
+    /// What the token may do.
+    #[schema(value_type = Role)]
     role: String,
     /// Who or what holds it: 1-64 letters, digits, '-' or '_'.
-    #[schema(example = "wechat-frontend")]
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "wechat-frontend")]
     name: String,
 }
 
@@ -74,7 +74,9 @@ struct TokenCreated {
 #[utoipa::path(post, path = "/api/v1/tokens",
     request_body = NewToken,
     responses(
-        (status = 201, description = "created", body = TokenCreated),
+        (status = 201, description = "created", body = TokenCreated, links(
+            ("revoke" = (operation_id = "revoke_token", parameters(("id" = "$response.body#/id")))),
+        )),
         (status = 409, description = "the name is taken, or the hub holds its most tokens"),
         (status = 422, description = "`role` or `name` invalid"),
     ))]
