@@ -124,22 +124,21 @@ fn refused(method: &'static str, path: &'static str, status: u16, kind: &'static
     }
 }
 
-fn refused_body(
-    path: &'static str,
-    content_type: Option<&'static str>,
-    body: String,
-    status: u16,
-    kind: &'static str,
-    names: &'static str,
-) -> Refused {
-    Refused {
-        method: "POST",
-        path,
-        content_type,
-        body,
-        status,
-        kind,
-        names,
+impl Refused {
+    /// The request carries `body` as `content_type`, and `detail` must
+    /// name `names`.
+    fn sending(
+        self,
+        content_type: Option<&'static str>,
+        body: String,
+        names: &'static str,
+    ) -> Refused {
+        Refused {
+            content_type,
+            body,
+            names,
+            ..self
+        }
     }
 }
 
@@ -154,49 +153,30 @@ async fn every_refusal_is_a_problem_including_axums_own_rejections() -> Result<(
         refused("GET", "/api/v1/devices/%FF", 400, "invalid-parameter"),
         refused("GET", "/api/v1/devices?limit=x", 400, "invalid-parameter"),
         refused("GET", "/api/v1/devices?color=red", 400, "invalid-parameter"),
-        refused_body(
-            "/api/v1/residents",
-            json,
-            "{".into(),
-            400,
-            "malformed-body",
-            "",
-        ),
-        refused_body(
-            "/api/v1/residents",
+        refused("POST", "/api/v1/residents", 400, "malformed-body").sending(json, "{".into(), ""),
+        refused("POST", "/api/v1/residents", 415, "unsupported-media-type").sending(
             None,
             "{}".into(),
-            415,
-            "unsupported-media-type",
             "",
         ),
-        refused_body(
-            "/api/v1/residents",
+        refused("POST", "/api/v1/residents", 422, "invalid-field").sending(
             json,
             "{}".into(),
-            422,
-            "invalid-field",
             "`id`",
         ),
-        refused_body(
-            "/api/v1/residents",
+        refused("POST", "/api/v1/residents", 413, "body-too-large").sending(
             json,
             format!(
                 "{{\"id\":\"r9\",\"credential\":\"{}\"}}",
                 "x".repeat(20_000)
             ),
-            413,
-            "body-too-large",
             "",
         ),
-        refused_body(
-            "/api/v1/bookings",
+        refused("POST", "/api/v1/bookings", 422, "booking-rule").sending(
             json,
             json!({"resource": "yoga", "slot_start": "2027-02-01T19:00:00+08:00",
                    "resident": "r1", "group": "adult"})
             .to_string(),
-            422,
-            "booking-rule",
             "",
         ),
     ];

@@ -19,7 +19,7 @@ use axum::Json;
 use protocol::api::Problem;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::{IntoParams, IntoResponses, ToSchema};
 use utoipa_axum::routes;
 
 use super::problem::{answer, Kind};
@@ -32,6 +32,14 @@ use super::{
 use crate::bookings::{BookRequest, BookingPlace, DeskError, ListFilter};
 use crate::records::{Booker, Booking, Group, Notification, Status};
 use crate::schedule::Refusal;
+
+/// A booking (or an offer, a waitlist place) the path names.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct BookingPath {
+    /// The booking's id.
+    id: String,
+}
 
 pub(super) fn routes() -> Routes {
     Routes::group("bookings")
@@ -242,16 +250,30 @@ fn unavailable(e: &DeskError, retry_after_secs: u32) -> Response {
     (retry, error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())).into_response()
 }
 
+/// What a change the desk makes to a named booking answers besides its
+/// own answers: a part of the document only (`desk_error` makes them).
+#[derive(IntoResponses)]
+#[allow(dead_code)] // never built: the variants describe answers
+enum DeskAnswers {
+    #[response(status = 404, description = "no booking with this id")]
+    NoBooking,
+    #[response(
+        status = 503,
+        description = "the desk is busy, stopped, or could not make the change durable (`Retry-After`)"
+    )]
+    Unavailable,
+}
+
 /// One booking, whole.
 #[utoipa::path(get, path = "/api/v1/bookings/{id}",
-    params(("id" = String, Path, description = "the booking's id")),
+    params(BookingPath),
     responses(
         (status = 200, description = "the booking", body = Booking),
         (status = 404, description = "no booking with this id"),
     ))]
 async fn get_booking(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(BookingPath { id }): Path<BookingPath>,
 ) -> Result<Json<Booking>, HttpError> {
     blocking(&state, move |state| {
         let booking = state.bookings.booking(&id).map_err(internal)?;
@@ -264,16 +286,15 @@ async fn get_booking(
 /// Cancels a booking (or leaves a waitlist); the place goes to the
 /// waitlist's first.
 #[utoipa::path(delete, path = "/api/v1/bookings/{id}",
-    params(("id" = String, Path, description = "the booking's id")),
+    params(BookingPath),
     responses(
         (status = 200, description = "cancelled", body = Booking),
-        (status = 404, description = "no booking with this id"),
         (status = 409, description = "the booking can no longer be cancelled"),
-        (status = 503, description = "the desk is busy, stopped, or could not make it durable (`Retry-After`)"),
+        DeskAnswers,
     ))]
 async fn cancel(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(BookingPath { id }): Path<BookingPath>,
 ) -> Result<Json<Booking>, Response> {
     let booking = state.bookings.cancel(id).await.map_err(desk_error)?;
     Ok(Json(booking))
@@ -281,16 +302,15 @@ async fn cancel(
 
 /// Checks a booking in (staff, at the desk).
 #[utoipa::path(post, path = "/api/v1/bookings/{id}/checkin",
-    params(("id" = String, Path, description = "the booking's id")),
+    params(BookingPath),
     responses(
         (status = 200, description = "checked in", body = Booking),
-        (status = 404, description = "no booking with this id"),
         (status = 409, description = "not a booked place, or outside its check-in window"),
-        (status = 503, description = "the desk is busy, stopped, or could not make it durable (`Retry-After`)"),
+        DeskAnswers,
     ))]
 async fn check_in(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(BookingPath { id }): Path<BookingPath>,
 ) -> Result<Json<Booking>, Response> {
     let booking = state.bookings.check_in(id).await.map_err(desk_error)?;
     Ok(Json(booking))
@@ -298,16 +318,15 @@ async fn check_in(
 
 /// Takes the waitlist place a full slot's refusal offered.
 #[utoipa::path(post, path = "/api/v1/bookings/{id}/waitlist",
-    params(("id" = String, Path, description = "the offer's id")),
+    params(BookingPath),
     responses(
         (status = 200, description = "on the waitlist", body = Booking),
-        (status = 404, description = "no booking with this id"),
         (status = 409, description = "not an open offer"),
-        (status = 503, description = "the desk is busy, stopped, or could not make it durable (`Retry-After`)"),
+        DeskAnswers,
     ))]
 async fn join_waitlist(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(BookingPath { id }): Path<BookingPath>,
 ) -> Result<Json<Booking>, Response> {
     let booking = state.bookings.join_waitlist(id).await.map_err(desk_error)?;
     Ok(Json(booking))

@@ -21,6 +21,15 @@ use super::routing::{may, Routes};
 use super::{blocking, check_parameter, error, internal, query_of, ranges, ApiState, HttpError};
 use crate::clock::unix_ms;
 
+/// A center the path names.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(super) struct CenterPath {
+    /// The center's id.
+    #[param(example = "c1")]
+    pub(super) id: String,
+}
+
 pub(super) fn routes() -> Routes {
     Routes::group("centers")
         .route(may::READ, routes!(center_occupancy))
@@ -76,11 +85,11 @@ fn visits_between(
 
 /// Visits of a center per local day (its entrance counters' `in`).
 #[utoipa::path(get, path = "/api/v1/centers/{id}/visits",
-    params(("id" = String, Path, description = "the center's id", example = "c1"), DayRangeQuery),
+    params(CenterPath, DayRangeQuery),
     responses((status = 200, description = "every day of the range, days without visits as 0", body = CenterVisits)))]
 async fn center_visits(
     State(state): State<Arc<ApiState>>,
-    Path(center): Path<String>,
+    Path(CenterPath { id: center }): Path<CenterPath>,
     query: Result<Query<DayRangeQuery>, QueryRejection>,
 ) -> Result<Json<CenterVisits>, HttpError> {
     check_parameter("center", &center)?;
@@ -104,11 +113,11 @@ fn day_range(
 
 /// How long each piano of a center played per local day.
 #[utoipa::path(get, path = "/api/v1/centers/{id}/pianos",
-    params(("id" = String, Path, description = "the center's id", example = "c1"), DayRangeQuery),
+    params(CenterPath, DayRangeQuery),
     responses((status = 200, description = "minutes per piano and day (ended sessions)", body = CenterPianoUsage)))]
 async fn center_pianos(
     State(state): State<Arc<ApiState>>,
-    Path(center): Path<String>,
+    Path(CenterPath { id: center }): Path<CenterPath>,
     query: Result<Query<DayRangeQuery>, QueryRejection>,
 ) -> Result<Json<CenterPianoUsage>, HttpError> {
     check_parameter("center", &center)?;
@@ -146,11 +155,11 @@ fn piano_usage(
 
 /// People in a center and its rooms now, its visits today and this month.
 #[utoipa::path(get, path = "/api/v1/centers/{id}/occupancy",
-    params(("id" = String, Path, description = "the center's id", example = "c1")),
+    params(CenterPath),
     responses((status = 200, description = "headcount, rooms, visits", body = CenterOccupancy)))]
 async fn center_occupancy(
     State(state): State<Arc<ApiState>>,
-    Path(center): Path<String>,
+    Path(CenterPath { id: center }): Path<CenterPath>,
 ) -> Result<Json<CenterOccupancy>, HttpError> {
     check_parameter("center", &center)?;
     blocking(&state, move |state| occupancy(state, center))

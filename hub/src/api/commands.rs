@@ -9,11 +9,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use protocol::api::{CommandOrigin, CommandRecord, CommandRequest};
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
-use super::devices::known_device;
+use super::devices::{known_device, DevicePath};
 use super::ranges::{next_of, PageQuery};
 use super::routing::{may, Routes};
 use super::{blocking, error, internal, json_body, query_of, unprocessable, ApiState, HttpError};
@@ -21,6 +21,17 @@ use crate::clock::unix_ms;
 use crate::commands::NewCommand;
 use crate::ingest::Control;
 use crate::records::Alarm;
+
+/// A device's command the path names.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct CommandPath {
+    /// The device's id.
+    #[param(example = "piano1")]
+    id: String,
+    /// The command's id.
+    cid: String,
+}
 
 pub(super) fn routes() -> Routes {
     Routes::group("commands")
@@ -92,7 +103,7 @@ fn command_args(args: serde_json::Value) -> Result<serde_json::Value, HttpError>
 /// Records a command `pending` (fsynced) and hands it to ingest, which
 /// publishes it when the device is online. 202: the outcome comes later.
 #[utoipa::path(post, path = "/api/v1/devices/{id}/commands",
-    params(("id" = String, Path, description = "the device's id", example = "piano1")),
+    params(DevicePath),
     request_body = CommandRequest,
     responses(
         (status = 202, description = "recorded; sent when the device is online", body = CommandRecord, links(
@@ -104,7 +115,7 @@ fn command_args(args: serde_json::Value) -> Result<serde_json::Value, HttpError>
     ))]
 async fn issue_command(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(DevicePath { id }): Path<DevicePath>,
     body: Result<Json<CommandRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<CommandRecord>), HttpError> {
     let request = json_body(body)?;
@@ -145,17 +156,14 @@ fn issue(
 
 /// One command's record: where it stands.
 #[utoipa::path(get, path = "/api/v1/devices/{id}/commands/{cid}",
-    params(
-        ("id" = String, Path, description = "the device's id", example = "piano1"),
-        ("cid" = String, Path, description = "the command's id"),
-    ),
+    params(CommandPath),
     responses(
         (status = 200, description = "the command", body = CommandRecord),
         (status = 404, description = "no such command for this device"),
     ))]
 async fn get_command(
     State(state): State<Arc<ApiState>>,
-    Path((id, cid)): Path<(String, String)>,
+    Path(CommandPath { id, cid }): Path<CommandPath>,
 ) -> Result<Json<CommandRecord>, HttpError> {
     blocking(&state, move |state| {
         let record = state.store.command(&id, &cid).map_err(internal)?;
@@ -180,14 +188,14 @@ struct CommandList {
 /// The commands of one device, oldest first, a page at a time (`after`,
 /// `limit`).
 #[utoipa::path(get, path = "/api/v1/devices/{id}/commands",
-    params(("id" = String, Path, description = "the device's id", example = "piano1"), PageQuery),
+    params(DevicePath, PageQuery),
     responses(
         (status = 200, description = "a page of commands", body = CommandList),
         (status = 404, description = "no device with this id"),
     ))]
 async fn list_commands(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(DevicePath { id }): Path<DevicePath>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<CommandList>, HttpError> {
     let at = query_of(query)?.checked()?;
@@ -218,7 +226,7 @@ struct AlarmAcknowledged {
 /// Staff acknowledge a robot's interlock alarm; from then on it may start
 /// sessions again. 202: ingest clears the alarm on the twin moments later.
 #[utoipa::path(post, path = "/api/v1/devices/{id}/alarm/ack",
-    params(("id" = String, Path, description = "the therapy robot's id", example = "piano1")),
+    params(DevicePath),
     responses(
         (status = 202, description = "taken; the twin's alarm is cleared moments later", body = AlarmAcknowledged),
         (status = 404, description = "no device with this id"),
@@ -226,7 +234,7 @@ struct AlarmAcknowledged {
     ))]
 async fn acknowledge_alarm(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(DevicePath { id }): Path<DevicePath>,
 ) -> Result<(StatusCode, Json<AlarmAcknowledged>), HttpError> {
     let key = id.clone();
     let twin = blocking(&state, move |state| {

@@ -24,6 +24,15 @@ use crate::records::{DeviceRecord, StoredEvent, Twin};
 use crate::secrets;
 use crate::store::Revocation;
 
+/// A device the path names.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(super) struct DevicePath {
+    /// The device's id.
+    #[param(example = "piano1")]
+    pub(super) id: String,
+}
+
 pub(super) fn routes() -> Routes {
     Routes::group("devices")
         .route(may::READ, routes!(list_devices))
@@ -116,14 +125,14 @@ struct DeviceRevoked {
 /// Revokes a device: the edge refuses it from now on and its session is
 /// cut. Revoking again answers the same.
 #[utoipa::path(delete, path = "/api/v1/devices/{id}",
-    params(("id" = String, Path, description = "the device's id", example = "piano1")),
+    params(DevicePath),
     responses(
         (status = 200, description = "revoked", body = DeviceRevoked),
         (status = 404, description = "no device with this id"),
     ))]
 async fn revoke_device(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(DevicePath { id }): Path<DevicePath>,
 ) -> Result<Json<DeviceRevoked>, HttpError> {
     let key = id.clone();
     let revocation = blocking(&state, move |state| {
@@ -152,14 +161,14 @@ async fn revoke_device(
 
 /// A device's twin: what the hub knows of it now.
 #[utoipa::path(get, path = "/api/v1/devices/{id}",
-    params(("id" = String, Path, description = "the device's id", example = "piano1")),
+    params(DevicePath),
     responses(
         (status = 200, description = "the twin", body = DeviceView),
         (status = 404, description = "no device with this id"),
     ))]
 async fn get_device(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(DevicePath { id }): Path<DevicePath>,
 ) -> Result<Json<DeviceView>, HttpError> {
     blocking(&state, move |state| device_view(state, &id))
         .await
@@ -278,14 +287,14 @@ struct EventList {
 /// Events stored for one device, each `(device, id)` once, in id order,
 /// a page at a time (`after`, `limit`).
 #[utoipa::path(get, path = "/api/v1/devices/{id}/events",
-    params(("id" = String, Path, description = "the device's id", example = "piano1"), PageQuery),
+    params(DevicePath, PageQuery),
     responses(
         (status = 200, description = "a page of events", body = EventList),
         (status = 404, description = "no device with this id"),
     ))]
 async fn device_events(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(DevicePath { id }): Path<DevicePath>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<EventList>, HttpError> {
     let at = query_of(query)?.checked()?;

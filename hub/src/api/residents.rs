@@ -10,6 +10,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use protocol::api::{ResidentRequest, ResidentView};
+use serde::Deserialize;
+use utoipa::IntoParams;
 use utoipa_axum::routes;
 
 use super::routing::{may, Routes};
@@ -20,6 +22,15 @@ use crate::clock::unix_ms;
 use crate::records::Resident;
 use crate::secrets;
 use crate::store::ResidentConflict;
+
+/// A resident the path names.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct ResidentPath {
+    /// The resident's id.
+    #[param(example = "r1")]
+    id: String,
+}
 
 pub(super) fn routes() -> Routes {
     Routes::group("residents")
@@ -100,14 +111,14 @@ fn register(state: &ApiState, request: ResidentRequest) -> Result<Resident, Http
 
 /// A resident (never the credential or its hash).
 #[utoipa::path(get, path = "/api/v1/residents/{id}",
-    params(("id" = String, Path, description = "the resident's id", example = "r1")),
+    params(ResidentPath),
     responses(
         (status = 200, description = "the resident", body = ResidentView),
         (status = 404, description = "no such resident (the id is not repeated)"),
     ))]
 async fn get_resident(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(ResidentPath { id }): Path<ResidentPath>,
 ) -> Result<Json<ResidentView>, HttpError> {
     blocking(&state, move |state| {
         let resident = state.store.resident(&id).map_err(internal)?;
@@ -119,28 +130,28 @@ async fn get_resident(
 
 /// Blocks a resident: gates refuse their credential.
 #[utoipa::path(post, path = "/api/v1/residents/{id}/block",
-    params(("id" = String, Path, description = "the resident's id", example = "r1")),
+    params(ResidentPath),
     responses(
         (status = 200, description = "blocked", body = ResidentView),
         (status = 404, description = "no such resident (the id is not repeated)"),
     ))]
 async fn block_resident(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(ResidentPath { id }): Path<ResidentPath>,
 ) -> Result<Json<ResidentView>, HttpError> {
     blocking(&state, move |state| set_blocked(state, &id, true)).await
 }
 
 /// Unblocks a resident.
 #[utoipa::path(post, path = "/api/v1/residents/{id}/unblock",
-    params(("id" = String, Path, description = "the resident's id", example = "r1")),
+    params(ResidentPath),
     responses(
         (status = 200, description = "unblocked", body = ResidentView),
         (status = 404, description = "no such resident (the id is not repeated)"),
     ))]
 async fn unblock_resident(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(ResidentPath { id }): Path<ResidentPath>,
 ) -> Result<Json<ResidentView>, HttpError> {
     blocking(&state, move |state| set_blocked(state, &id, false)).await
 }

@@ -7,8 +7,8 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
 use super::routing::{may, Routes};
@@ -21,6 +21,15 @@ use crate::settings::Resource;
 
 /// A resource's entry may list many slots and shares.
 const RESOURCE_BODY: usize = 64 * 1024;
+
+/// A resource the path names.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct ResourcePath {
+    /// The resource's id.
+    #[param(example = "yoga")]
+    id: String,
+}
 
 pub(super) fn routes() -> Routes {
     Routes::group("resources")
@@ -52,7 +61,7 @@ async fn list_resources(State(state): State<Arc<ApiState>>) -> Json<ResourceList
 /// Adds or changes a resource (admin): checked like a config entry, kept
 /// in the store (fsynced), in use at once and after restarts.
 #[utoipa::path(put, path = "/api/v1/resources/{id}",
-    params(("id" = String, Path, description = "the resource's id", example = "yoga")),
+    params(ResourcePath),
     request_body = ResourceConfig,
     responses(
         (status = 200, description = "set", body = ResourceConfig),
@@ -60,7 +69,7 @@ async fn list_resources(State(state): State<Arc<ApiState>>) -> Json<ResourceList
     ))]
 async fn put_resource(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(ResourcePath { id }): Path<ResourcePath>,
     body: Result<Json<ResourceConfig>, JsonRejection>,
 ) -> Result<Json<ResourceConfig>, HttpError> {
     let config = json_body(body)?;
@@ -96,14 +105,14 @@ struct Availability {
 /// A resource's slots in a window: places, bookings, held shares,
 /// waitlists, maintenance, the manager on duty.
 #[utoipa::path(get, path = "/api/v1/resources/{id}/availability",
-    params(("id" = String, Path, description = "the resource's id", example = "yoga"), WindowQuery),
+    params(ResourcePath, WindowQuery),
     responses(
         (status = 200, description = "the slots starting in the window", body = Availability),
         (status = 404, description = "no resource with this id"),
     ))]
 async fn availability(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(ResourcePath { id }): Path<ResourcePath>,
     query: Result<Query<WindowQuery>, QueryRejection>,
 ) -> Result<Json<Availability>, HttpError> {
     let query = query_of(query)?;

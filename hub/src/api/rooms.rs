@@ -10,15 +10,28 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
+use super::centers::CenterPath;
 use super::routing::{may, Routes};
 use super::{blocking, check_parameter, error, internal, json_body, ApiState, HttpError};
 use crate::ingest::Control;
 use crate::records::RoomConfig;
 use crate::settings::RoomRules;
+
+/// A center's room the path names.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct RoomPath {
+    /// The center's id.
+    #[param(example = "c1")]
+    id: String,
+    /// The room's id.
+    #[param(example = "spin")]
+    room: String,
+}
 
 pub(super) fn routes() -> Routes {
     Routes::group("rooms")
@@ -37,11 +50,11 @@ struct RoomList {
 
 /// A center's rooms: seats and opening hours (the file's, or the API's).
 #[utoipa::path(get, path = "/api/v1/centers/{id}/rooms",
-    params(("id" = String, Path, description = "the center's id", example = "c1")),
+    params(CenterPath),
     responses((status = 200, description = "the rooms (none for a center the hub does not know)", body = RoomList)))]
 async fn list_rooms(
     State(state): State<Arc<ApiState>>,
-    Path(center): Path<String>,
+    Path(CenterPath { id: center }): Path<CenterPath>,
 ) -> Result<Json<RoomList>, HttpError> {
     check_parameter("center", &center)?;
     let rooms = state.rooms().of_center(&center);
@@ -50,17 +63,14 @@ async fn list_rooms(
 
 /// One room's seats and opening hours.
 #[utoipa::path(get, path = "/api/v1/centers/{id}/rooms/{room}",
-    params(
-        ("id" = String, Path, description = "the center's id", example = "c1"),
-        ("room" = String, Path, description = "the room's id", example = "spin"),
-    ),
+    params(RoomPath),
     responses(
         (status = 200, description = "the room", body = RoomConfig),
         (status = 404, description = "no such room"),
     ))]
 async fn get_room(
     State(state): State<Arc<ApiState>>,
-    Path((center, room)): Path<(String, String)>,
+    Path(RoomPath { id: center, room }): Path<RoomPath>,
 ) -> Result<Json<RoomConfig>, HttpError> {
     let rules = state.rooms().get(&center, &room).copied();
     rules
@@ -71,10 +81,7 @@ async fn get_room(
 /// Sets a room's seats and hours: stored (fsynced), then shown by the API
 /// and handed to ingest, in the order the requests were taken.
 #[utoipa::path(put, path = "/api/v1/centers/{id}/rooms/{room}",
-    params(
-        ("id" = String, Path, description = "the center's id", example = "c1"),
-        ("room" = String, Path, description = "the room's id", example = "spin"),
-    ),
+    params(RoomPath),
     request_body = RoomConfig,
     responses(
         (status = 200, description = "set", body = RoomConfig),
@@ -82,7 +89,7 @@ async fn get_room(
     ))]
 async fn put_room(
     State(state): State<Arc<ApiState>>,
-    Path((center, room)): Path<(String, String)>,
+    Path(RoomPath { id: center, room }): Path<RoomPath>,
     body: Result<Json<RoomConfig>, JsonRejection>,
 ) -> Result<Json<RoomConfig>, HttpError> {
     let entry = json_body(body)?;

@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
 use super::keys::KeysError;
@@ -21,6 +21,14 @@ use super::{
 };
 use crate::clock::unix_ms;
 use crate::records::{ApiToken, Role};
+
+/// A token the path names.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct TokenPath {
+    /// The token's id (not the token).
+    id: String,
+}
 
 pub(super) fn routes() -> Routes {
     Routes::group("tokens")
@@ -131,7 +139,7 @@ struct TokenRevoked {
 
 /// Revokes a token: refused from the next request on.
 #[utoipa::path(delete, path = "/api/v1/tokens/{id}",
-    params(("id" = String, Path, description = "the token's id (not the token)")),
+    params(TokenPath),
     responses(
         (status = 200, description = "revoked", body = TokenRevoked),
         (status = 404, description = "no token with this id"),
@@ -139,7 +147,7 @@ struct TokenRevoked {
     ))]
 async fn revoke_token(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(TokenPath { id }): Path<TokenPath>,
 ) -> Result<Json<TokenRevoked>, HttpError> {
     let token = blocking(&state, move |state| {
         state.keys.revoke(&state.store, &id).map_err(keys_error)
