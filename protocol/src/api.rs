@@ -348,6 +348,7 @@ pub struct ResourceConfig {
     /// `[min, max]` age in months of the child at the slot (childcare),
     /// at most 216.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_items = 2, max_items = 2)]
     pub child_age_months: Option<[u32; 2]>,
     /// Bookings per resident per local day / per week (Monday to Sunday).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -20,10 +20,10 @@ const CONFIG: &str = include_str!("../fixtures/schedule.toml");
 const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,\
                       response_schema_conformance";
 /// Examples per operation and phase: with 39 operations the run takes
-/// about a minute on a loaded 2-core machine.
+/// 15-25 s on a 2-core machine running other tests beside it.
 const MAX_EXAMPLES: &str = "25";
-/// The run may not take longer than this.
-const BUDGET: Duration = Duration::from_secs(150);
+/// A run that has not ended by then is stopped and fails the test.
+const DEADLINE: Duration = Duration::from_secs(120);
 
 /// The schemathesis program: on the PATH, else in the virtual environment
 /// `./scripts/test.sh` installs it into.
@@ -250,9 +250,9 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
         ])
         .kill_on_drop(true)
         .output();
-    let output = tokio::time::timeout(BUDGET, output)
+    let output = tokio::time::timeout(DEADLINE, output)
         .await
-        .with_context(|| format!("schemathesis ran over {BUDGET:?}"))??;
+        .with_context(|| format!("schemathesis ran over {DEADLINE:?}"))??;
     let took = started.elapsed();
     let report = format!(
         "{}{}",

@@ -343,11 +343,14 @@ struct BookingListQuery {
     from: String,
     #[param(example = "2027-01-05")]
     to: String,
+    #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     resident: Option<String>,
-    #[param(example = "yoga")]
+    #[param(example = "yoga", pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     resource: Option<String>,
+    #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     center: Option<String>,
     /// The `next` of the page before, as it was answered.
+    #[param(pattern = "^[0-9a-f]{0,512}$")]
     after: Option<String>,
     /// 1-10000; 100 when not given.
     #[param(minimum = 1, maximum = 10000)]
@@ -445,6 +448,7 @@ fn booking_place(after: &[u8]) -> Result<BookingPlace, HttpError> {
 struct NotificationQuery {
     resident: String,
     /// The `next` of the page before, as it was answered.
+    #[param(pattern = "^[0-9a-f]{0,512}$")]
     after: Option<String>,
     /// 1-10000; 100 when not given.
     #[param(minimum = 1, maximum = 10000)]

@@ -26,7 +26,7 @@ use crate::clock::unix_ms;
 #[into_params(parameter_in = Path)]
 pub(super) struct CenterPath {
     /// The center's id.
-    #[param(example = "c1")]
+    #[param(example = "c1", pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     pub(super) id: String,
 }
 

@@ -201,7 +201,8 @@ pub struct DeviceView {
 struct ListQuery {
     /// Only this center's.
     center: Option<String>,
-    /// Only this kind (`piano`, `therapy_robot`, `gate`, `counter`).
+    /// Only this kind.
+    #[param(value_type = Option<DeviceKind>)]
     kind: Option<String>,
     online: Option<bool>,
     /// Only ids after this one (the `next` of the page before).

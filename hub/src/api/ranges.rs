@@ -98,6 +98,7 @@ pub fn page(field: &str, given: Option<usize>, default: usize) -> Result<usize, 
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// The `next` of the page before, as it was answered.
+    #[param(pattern = "^[0-9a-f]{0,512}$")]
     pub after: Option<String>,
     /// 1-10000; 100 when not given.
     #[param(minimum = 1, maximum = 10000)]
