@@ -4,7 +4,8 @@
 # paho-mqtt (Python), promtool (Debian's prometheus package) and a cluster
 # of Debian's nats-server (2.9.10 on Debian 12: MQTT, JetStream, clustering);
 # the operations tests run a real Prometheus (same package) and validate
-# deploy/ with systemd-analyze, check-jsonschema and kubernetes-validate.
+# deploy/ with systemd-analyze, check-jsonschema and kubernetes-validate;
+# the API test runs schemathesis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +41,17 @@ for tool in check-jsonschema kubernetes-validate; do
             python3 -m pip install --quiet --break-system-packages "$tool"
     fi
 done
+
+# The API test runs schemathesis against a live hub (tests/e2e/openapi.rs).
+# It has many dependencies of its own, so it gets a virtual environment
+# in the user's cache, where the test looks for it; pinned, as its flags
+# change between releases.
+schemathesis_venv="${XDG_CACHE_HOME:-$HOME/.cache}/yizhan/schemathesis"
+if ! "$schemathesis_venv/bin/schemathesis" --version 2>/dev/null | grep -q ' 4\.32\.5$'; then
+    echo "installing schemathesis into $schemathesis_venv" >&2
+    python3 -m venv "$schemathesis_venv"
+    "$schemathesis_venv/bin/pip" install --quiet 'schemathesis==4.32.5'
+fi
 
 # The end-to-end tests run the hub binary: build every binary first.
 cargo build --workspace --bins

@@ -33,9 +33,9 @@ pub struct Answer {
 }
 
 impl Answer {
-    /// The `error` text of a refusal, or "".
+    /// The `detail` of a refusal (an RFC 9457 problem), or "".
     pub fn reason(&self) -> &str {
-        self.body["error"].as_str().unwrap_or_default()
+        self.body["detail"].as_str().unwrap_or_default()
     }
 }
 

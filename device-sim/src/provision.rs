@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use protocol::api::{ApiError, ProvisionRequest, Provisioned, ResidentRequest};
+use protocol::api::{Problem, ProvisionRequest, Provisioned, ResidentRequest};
 use reqwest::StatusCode;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -232,12 +232,12 @@ fn check_not_expired(creds: &Provisioned, now_ms: u64) -> Result<(), ProvisionEr
     Ok(())
 }
 
-/// The error for an answer other than 201 or 409, with the hub's
-/// `{"error": …}` message when there is one.
+/// The error for an answer other than 201 or 409, with the problem's
+/// `detail` when the hub answered one.
 async fn refusal(id: &str, status: StatusCode, response: reqwest::Response) -> ProvisionError {
     let text = response.text().await.unwrap_or_default();
-    let message = serde_json::from_str::<ApiError>(&text)
-        .map(|e| e.error)
+    let message = serde_json::from_str::<Problem>(&text)
+        .map(|problem| problem.detail)
         .unwrap_or(text);
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
         return ProvisionError::Unauthorized { status, message };
@@ -343,11 +343,20 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// A problem's body as the hub answers it.
+    fn problem(status: u16, kind: &str, detail: &str) -> String {
+        serde_json::json!({
+            "type": format!("{}{kind}", protocol::api::PROBLEM_BASE),
+            "title": kind, "status": status, "detail": detail,
+        })
+        .to_string()
+    }
+
     #[tokio::test]
     async fn conflict_uses_the_stored_file_or_says_it_is_missing() {
         let dir = temp_dir("prov-conflict");
         let store = CredentialStore::new(&dir);
-        let conflict = || fake_hub("409 Conflict", r#"{"error":"exists"}"#.into());
+        let conflict = || fake_hub("409 Conflict", problem(409, "conflict", "exists"));
 
         let (url, _server) = conflict().await;
         let p = Provisioner::new(&url, "t", store.clone());
@@ -370,7 +379,11 @@ mod tests {
     #[tokio::test]
     async fn a_bad_token_is_reported_with_the_hubs_message() {
         let dir = temp_dir("prov-401");
-        let (url, _server) = fake_hub("401 Unauthorized", r#"{"error":"bad token"}"#.into()).await;
+        let (url, _server) = fake_hub(
+            "401 Unauthorized",
+            problem(401, "unauthorized", "bad token"),
+        )
+        .await;
         let p = Provisioner::new(&url, "t", CredentialStore::new(&dir));
         match p.ensure(&spec("a")).await {
             Err(ProvisionError::Unauthorized { message, .. }) => assert_eq!(message, "bad token"),

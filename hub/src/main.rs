@@ -4,7 +4,8 @@
 //! (`RUST_LOG` over `log.filter`) and runs the library until SIGINT or
 //! SIGTERM.
 //! `check-config` stops after the parse and prints the effective
-//! configuration with its secrets masked; `print-routes` lists the API.
+//! configuration with its secrets masked; `print-routes` lists the API,
+//! `print-openapi` prints its OpenAPI document.
 //! The simulated center of the README's first command is `device-sim
 //! demo`, which starts this binary.
 
@@ -62,6 +63,9 @@ enum Command {
     /// Print every route of the HTTP API, one `METHOD /path roles` a line
     /// (`anyone`, or the roles that may call it, comma-separated).
     PrintRoutes,
+    /// Print the HTTP API's OpenAPI document (what `GET
+    /// /api/v1/openapi.json` serves).
+    PrintOpenapi,
     /// Read a password on stdin and print its Argon2 hash (for broker.plain.users).
     HashPassword,
 }
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
             }
             return ExitCode::SUCCESS;
         }
+        Command::PrintOpenapi => return report(print_openapi()),
         Command::HashPassword => return report(hash_password()),
         Command::CheckConfig => return check_config(&cli),
         Command::Run => {}
@@ -262,6 +267,11 @@ async fn cancel_on_signal(stop: CancellationToken) {
     }
     stop.cancel();
     exit_after_grace_period();
+}
+
+fn print_openapi() -> anyhow::Result<()> {
+    println!("{}", hub::api::document().to_pretty_json()?);
+    Ok(())
 }
 
 fn hash_password() -> anyhow::Result<()> {

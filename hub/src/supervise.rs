@@ -101,7 +101,7 @@ pub enum SuperviseError {
 pub struct InjectedFault;
 
 /// A component that is down, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Down {
     pub component: &'static str,
     pub reason: String,

@@ -2,22 +2,29 @@
 //! send or read.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::DeviceKind;
 
 /// `POST /api/v1/devices`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProvisionRequest {
+    /// 1-48 ASCII letters or digits: the certificate's Organization, the
+    /// MQTT client id and username.
+    #[schema(pattern = r"^[A-Za-z0-9]{1,48}$", example = "piano2")]
     pub id: String,
+    /// 1-64 letters, digits, '-' or '_' (so is every label the API takes).
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "c1")]
     pub center: String,
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "music")]
     pub room: String,
     pub kind: DeviceKind,
 }
 
 /// 201 answer to a provisioning request. Shown once: the hub keeps only the
 /// certificate's fingerprint and a hash of the password.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Provisioned {
     pub id: String,
     /// PEM client certificate, Organization = the device id.
@@ -35,7 +42,7 @@ pub struct Provisioned {
 
 /// `POST /api/v1/devices/{id}/certificate`: every field optional (an empty
 /// body is the defaults).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenewRequest {
     /// How long the certificate being replaced still connects, in seconds:
@@ -47,7 +54,7 @@ pub struct RenewRequest {
 
 /// 200 answer to a renewal: provisioning's answer without the MQTT
 /// password, which does not change. Shown once, like provisioning's.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Renewed {
     pub id: String,
     /// PEM client certificate, Organization = the device id.
@@ -63,22 +70,58 @@ pub struct Renewed {
     pub previous_accepted_until: u64,
 }
 
-/// Every API error body: `{"error":"…"}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ApiError {
-    pub error: String,
+/// Every API error body: an RFC 9457 problem details object, answered as
+/// `application/problem+json`. `type` is a stable URI per kind of problem
+/// (the list is in docs/api.md), `title` its short name, `detail` the
+/// reason (naming the field at fault), `rule` the booking rule that
+/// refused. Some kinds add members of their own (a full slot's `offer`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Problem {
+    /// `https://yizhan.dev/problems/<kind>`.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: String,
+    /// The HTTP status code of the answer.
+    #[schema(minimum = 400, maximum = 599)]
+    pub status: u16,
+    pub detail: String,
+    /// The booking rule that refused (`booking-rule` problems only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+}
+
+/// Where the problem types live: `PROBLEM_BASE` then the kind's name.
+pub const PROBLEM_BASE: &str = "https://yizhan.dev/problems/";
+
+/// The media type of every error answer (RFC 9457).
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+impl Problem {
+    /// The kind's name: the last segment of `type` (`booking-rule`).
+    pub fn kind(&self) -> &str {
+        self.problem_type
+            .strip_prefix(PROBLEM_BASE)
+            .unwrap_or(&self.problem_type)
+    }
 }
 
 /// `POST /api/v1/devices/{id}/commands`. Give exactly one of `expires_in_ms`
 /// and `expires_at` (unix ms).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandRequest {
+    /// 1-32 lowercase ASCII letters, digits or '_'.
+    #[schema(pattern = r"^[a-z0-9_]{1,32}$", example = "unlock")]
     pub op: String,
+    /// A JSON object of at most 4096 bytes (none: `{}`).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub args: serde_json::Value,
+    /// How long the command stays deliverable: at most 7 days.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 604800000, example = 60000)]
     pub expires_in_ms: Option<u64>,
+    /// Or until when (unix ms, at most 7 days ahead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
 }
@@ -87,7 +130,7 @@ pub struct CommandRequest {
 /// `sent`: published at least once, no answer yet; then exactly one of
 /// `acked`, `failed` (the device answered `ok:false`) or `expired` (no answer
 /// by `expires_at`; never sent after it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CommandStatus {
     Pending,
@@ -118,7 +161,7 @@ impl CommandStatus {
 }
 
 /// Who asked for a command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CommandOrigin {
     /// Staff or a front end, through the HTTP API.
@@ -133,7 +176,7 @@ pub enum CommandOrigin {
 
 /// A command as the hub records it (the 202 answer and
 /// `GET /api/v1/devices/{id}/commands/{cid}`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CommandRecord {
     pub id: String,
     pub device: String,
@@ -166,17 +209,22 @@ impl CommandRecord {
 }
 
 /// `POST /api/v1/residents`. The credential is kept only as a keyed hash.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResidentRequest {
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "r2")]
     pub id: String,
+    /// What the resident shows a gate (a card number, a QR code's text):
+    /// 1-512 bytes.
+    #[schema(min_length = 1, max_length = 512, example = "card-0042")]
     pub credential: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     pub group: Option<String>,
 }
 
 /// A resident as the API shows it (never the credential or its hash).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ResidentView {
     pub id: String,
     pub group: Option<String>,
@@ -187,7 +235,7 @@ pub struct ResidentView {
 /// `GET /api/v1/centers/{id}/occupancy`: people in the center and its rooms
 /// now, and its visits today and this month (local days of the centers'
 /// time zone, by the hub's clock).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CenterOccupancy {
     pub center: String,
     /// People inside: the entrance counter's in minus out.
@@ -197,7 +245,7 @@ pub struct CenterOccupancy {
     pub rooms: Vec<RoomOccupancy>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RoomOccupancy {
     pub room: String,
     pub people: u64,
@@ -210,7 +258,7 @@ pub struct RoomOccupancy {
 }
 
 /// `GET /api/v1/centers/{id}/visits?from=YYYY-MM-DD&to=YYYY-MM-DD`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CenterVisits {
     pub center: String,
     pub from: String,
@@ -220,7 +268,7 @@ pub struct CenterVisits {
     pub total: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DayVisits {
     pub day: String,
     pub visits: u64,
@@ -228,7 +276,7 @@ pub struct DayVisits {
 
 /// `GET /api/v1/centers/{id}/pianos?from=YYYY-MM-DD&to=YYYY-MM-DD`: how
 /// long each piano played per local day (ended sessions).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CenterPianoUsage {
     pub center: String,
     pub from: String,
@@ -238,7 +286,7 @@ pub struct CenterPianoUsage {
     pub total_minutes: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PianoDay {
     pub day: String,
     pub piano: String,
@@ -249,70 +297,105 @@ pub struct PianoDay {
 /// config file, or the body of `PUT /api/v1/centers/{center}/rooms/{id}`.
 /// Give `hours = "24h"`, or `open` and `close` as `HH:MM` (local time;
 /// `close` before `open` spans midnight).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"center": "c1", "id": "spin", "capacity": 20, "hours": "24h"}))]
 pub struct RoomConfig {
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "c1")]
     pub center: String,
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "spin")]
     pub id: String,
     /// People allowed in at once.
+    #[schema(minimum = 1, maximum = 100000, example = 20)]
     pub capacity: u32,
     /// `"24h"`, or none and `open` and `close`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^24h$", example = "24h")]
     pub hours: Option<String>,
+    /// `HH:MM`, local time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[0-2][0-9]:[0-5][0-9]$")]
     pub open: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[0-2][0-9]:[0-5][0-9]$")]
     pub close: Option<String>,
 }
 
 /// A bookable resource. Give `slot_minutes` with opening hours (`hours =
 /// "24h"`, or `open` and `close`), or explicit `[[resources.slots]]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"id": "yoga", "center": "c1", "kind": "class", "room": "hall",
+    "capacity": 3, "slots": [{"days": ["mon", "wed", "fri"], "start": "19:00", "end": "20:00"}],
+    "price": 0.0, "market_price": 80.0}))]
 pub struct ResourceConfig {
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "pottery")]
     pub id: String,
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "c1")]
     pub center: String,
     /// piano, therapy, gym, class, childcare, seat, ...
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "class")]
     pub kind: String,
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "crafts")]
     pub room: String,
     /// Devices commanded `unlock`/`lock` at slot start/end, whose events
-    /// check bookings in, and whose faults block slots.
+    /// check bookings in, and whose faults block slots (at most 64).
     #[serde(default)]
+    #[schema(max_items = 64)]
     pub devices: Vec<String>,
     /// Places per slot.
+    #[schema(minimum = 1, maximum = 10000, example = 6)]
     pub capacity: u32,
+    /// With opening hours: slots of this many minutes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 5, maximum = 1440, example = 60)]
     pub slot_minutes: Option<u32>,
+    /// `"24h"`, or none and `open` and `close`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^24h$")]
     pub hours: Option<String>,
+    /// `HH:MM`, local time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[0-2][0-9]:[0-5][0-9]$", example = "09:00")]
     pub open: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[0-2][0-9]:[0-5][0-9]$", example = "17:00")]
     pub close: Option<String>,
+    /// Explicit slots, instead of `slot_minutes` (at most 96).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 96)]
     pub slots: Vec<SlotConfig>,
     /// Days ahead a slot may be booked.
     #[serde(default = "default_horizon_days")]
+    #[schema(minimum = 1, maximum = 366)]
     pub horizon_days: u32,
     /// Price per slot, in yuan; must stay below `market_price`.
+    #[schema(minimum = 0, example = 25.0)]
     pub price: f64,
     /// What the market charges for the same slot.
+    #[schema(exclusive_minimum = 0, maximum = 1000000, example = 60.0)]
     pub market_price: f64,
-    /// `[min, max]` age in months of the child at the slot (childcare).
+    /// `[min, max]` age in months of the child at the slot (childcare),
+    /// at most 216.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_items = 2, max_items = 2)]
     pub child_age_months: Option<[u32; 2]>,
     /// Bookings per resident per local day / per week (Monday to Sunday).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub per_day: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub per_week: Option<u32>,
     /// Bookings a resident may hold for slots not yet ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub max_active: Option<u32>,
     /// Places held for a group until `release_before_minutes` before the slot.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shares: Vec<ShareConfig>,
     #[serde(default = "default_release_before_minutes")]
+    #[schema(minimum = 0, maximum = 527040)]
     pub release_before_minutes: u32,
 }
 
@@ -326,21 +409,28 @@ fn default_release_before_minutes() -> u32 {
 
 /// Explicit slots: `start`-`end` (local `HH:MM`) on `days` (`mon`..`sun`;
 /// empty: every day).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SlotConfig {
     #[serde(default)]
+    #[schema(example = json!(["mon", "wed"]))]
     pub days: Vec<String>,
+    /// `HH:MM`
+    #[schema(pattern = "^[0-2][0-9]:[0-5][0-9]$", example = "15:00")]
     pub start: String,
+    /// `HH:MM`
+    #[schema(pattern = "^[0-2][0-9]:[0-5][0-9]$", example = "17:00")]
     pub end: String,
 }
 
 /// A share of each slot's places held for a group (`child`, `youth`,
 /// `adult`, `senior`), in percent of the capacity (rounded up).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShareConfig {
+    #[schema(example = "senior")]
     pub group: String,
+    #[schema(minimum = 1, maximum = 100)]
     pub percent: u32,
 }
 

@@ -29,7 +29,7 @@ pub fn is_valid_device_id(id: &str) -> bool {
 }
 
 /// What a device is. Unknown kinds are rejected by the hub.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceKind {
     Piano,
@@ -89,7 +89,7 @@ pub const ENTRANCE_ROOM: &str = "entrance";
 
 /// A telemetry value: number, bool or string. Nested objects and arrays are
 /// a contract violation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum FieldValue {
     Bool(bool),
@@ -107,7 +107,7 @@ pub struct Telemetry {
 
 /// `/tenants/D/event`: `{"id":"…","ts":unix_ms,"seq":n,"type":"…", …}`.
 /// Fields other than the four named ones are kept as the event's body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: String,
     pub ts: u64,

@@ -243,7 +243,7 @@ async fn a_room_set_through_the_api_opens_its_gate_and_is_kept() -> anyhow::Resu
     ];
     for (body, status, field) in refused {
         let (got, answer) = put_room(&hub, path, body.clone()).await?;
-        let reason = answer["error"].as_str().unwrap_or_default();
+        let reason = answer["detail"].as_str().unwrap_or_default();
         assert_eq!(got, status, "{body}: {answer}");
         assert!(reason.contains(field), "{body}: {reason:?} names {field}");
     }
@@ -312,10 +312,11 @@ async fn residents_are_validated_and_unique() -> anyhow::Result<()> {
     assert_eq!(add(json!({"id":"r1","credential":"c2"})).await?.0, 409);
     let (status, body) = add(json!({"id":"r2","credential":"c1"})).await?;
     assert_eq!(status, 409);
-    assert!(body["error"]
+    assert!(body["detail"]
         .as_str()
         .unwrap_or_default()
         .contains("credential"));
+    assert_eq!(body["type"], "https://yizhan.dev/problems/conflict");
     assert_eq!(add(json!({"id":"r 3","credential":"c3"})).await?.0, 422);
     assert_eq!(add(json!({"id":"r4","credential":""})).await?.0, 422);
     assert_eq!(add(json!({"id":"r5"})).await?.0, 422);

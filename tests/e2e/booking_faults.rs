@@ -79,12 +79,13 @@ async fn a_booking_whose_fsync_failed_is_503_not_applied_and_its_retry_books_onc
     assert_eq!(status, 503, "{refused}\n{}", hub.log());
     assert_eq!(retry_after.as_deref(), Some("5"));
     assert!(
-        refused["error"]
+        refused["detail"]
             .as_str()
             .unwrap_or("")
             .contains("not applied"),
         "{refused}"
     );
+    assert_eq!(refused["type"], "https://yizhan.dev/problems/unavailable");
     let (exit, _) = hub.wait_exit(Duration::from_secs(10)).await?;
     assert_eq!(exit.code(), Some(COMPONENT_DOWN), "{}", hub.log());
 

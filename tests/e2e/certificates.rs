@@ -185,7 +185,7 @@ async fn a_renewed_certificate_connects_and_the_old_one_is_refused_after_its_gra
 async fn refusals(hub: &HubProcess) -> Result<()> {
     let check = |path: &'static str, body: Value, status: u16, needle: &'static str| async move {
         let (got, answer) = hub.post_json(path, &body).await?;
-        let reason = answer["error"].as_str().unwrap_or_default().to_string();
+        let reason = answer["detail"].as_str().unwrap_or_default().to_string();
         ensure!(
             got == status && reason.contains(needle),
             "{path} {body}: {got} {answer}"
@@ -402,7 +402,7 @@ async fn the_data_dir_is_private_and_the_credential_key_is_a_file_outside_the_da
     let (status, body) = hub.post_json("/api/v1/residents", &again).await?;
     assert_eq!(status, 409, "{body}");
     assert!(
-        body["error"]
+        body["detail"]
             .as_str()
             .unwrap_or_default()
             .contains("credential"),

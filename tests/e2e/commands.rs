@@ -167,7 +167,7 @@ async fn bad_command_requests_are_refused_with_a_reason() -> anyhow::Result<()> 
     ] {
         let (got, error) = hub.post_json(path, &body).await?;
         assert_eq!(got, status, "{body}: {error}");
-        let reason = error["error"].as_str().unwrap_or_default();
+        let reason = error["detail"].as_str().unwrap_or_default();
         assert!(reason.contains(needle), "{body}: {reason}");
     }
     let (status, _) = hub

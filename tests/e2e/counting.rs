@@ -94,7 +94,7 @@ async fn visit_queries_name_what_is_wrong() -> anyhow::Result<()> {
             .await?;
         assert_eq!(response.status(), 400, "{query}");
         let body: Value = response.json().await?;
-        let error = body["error"].as_str().unwrap_or_default();
+        let error = body["detail"].as_str().unwrap_or_default();
         assert!(error.contains(reason), "{query}: {error}");
     }
     let anonymous = reqwest::get(format!("{}/api/v1/centers/center01/occupancy", hub.api)).await?;

@@ -49,7 +49,10 @@ async fn the_api_refuses_bad_requests_with_a_reason() -> anyhow::Result<()> {
     let anonymous = http.get(&devices).send().await?;
     assert_eq!(anonymous.status(), 401);
     let body: serde_json::Value = anonymous.json().await?;
-    assert!(body["error"].as_str().is_some_and(|e| e.contains("Bearer")));
+    assert!(body["detail"]
+        .as_str()
+        .is_some_and(|e| e.contains("Bearer")));
+    assert_eq!(body["type"], "https://yizhan.dev/problems/unauthorized");
     let wrong = http.get(&devices).bearer_auth("wrong-token").send().await?;
     assert_eq!(wrong.status(), 401);
     assert_eq!(
@@ -81,7 +84,7 @@ async fn the_api_refuses_bad_requests_with_a_reason() -> anyhow::Result<()> {
         json!({"id":"bad-id","center":"c","room":"r","kind":"piano"}),
     )
     .await?;
-    assert!(reply["error"].as_str().is_some_and(|e| e.contains("`id`")));
+    assert!(reply["detail"].as_str().is_some_and(|e| e.contains("`id`")));
     check(
         422,
         json!({"id":"dév1","center":"c","room":"r","kind":"piano"}),

@@ -24,6 +24,7 @@ mod interlock;
 mod isolation;
 mod lifecycle;
 mod metrics_series;
+mod openapi;
 mod operations;
 mod pianos;
 mod privacy;

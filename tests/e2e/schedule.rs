@@ -407,7 +407,10 @@ async fn a_device_fault_blocks_slots_and_cancels_bookings_until_it_clears() -> a
     let (status, body) = book(&hub, "piano1", &monday("09:00"), "jo", "adult").await?;
     assert_eq!(status, 409, "{body}");
     assert!(
-        body["error"].as_str().unwrap_or("").contains("maintenance"),
+        body["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("maintenance"),
         "{body}"
     );
     assert_eq!(
@@ -516,7 +519,7 @@ async fn bad_booking_requests_are_refused_with_a_reason() -> anyhow::Result<()> 
         let (got, answer) = hub.post_json("/api/v1/bookings", &body).await?;
         assert_eq!(got, status, "{body} → {answer}");
         assert!(
-            answer["error"].as_str().unwrap_or("").contains(needle),
+            answer["detail"].as_str().unwrap_or("").contains(needle),
             "{answer} should name {needle}"
         );
     }
@@ -532,7 +535,7 @@ async fn bad_booking_requests_are_refused_with_a_reason() -> anyhow::Result<()> 
         )
         .await?;
     assert_eq!(
-        (status, answer["error"].as_str()),
+        (status, answer["detail"].as_str()),
         (409, Some("the clock never goes back"))
     );
     let response = hub.delete("/api/v1/bookings/unknown").send().await?;
@@ -560,7 +563,7 @@ async fn resources_added_through_the_api_are_checked_bookable_and_kept() -> anyh
     assert_eq!(response.status(), 422);
     let refusal: Value = response.json().await?;
     assert!(
-        refusal["error"].as_str().unwrap_or("").contains("`price`"),
+        refusal["detail"].as_str().unwrap_or("").contains("`price`"),
         "{refusal}"
     );
 

@@ -19,14 +19,16 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
-use super::routing::{get, may, Routes};
+use super::routing::{may, Routes};
 use super::{blocking, internal, query_of, ranges, ApiState, HttpError};
 use crate::records::AuditEntry;
 use crate::store::{BackgroundError, Store};
 
 pub(super) fn routes() -> Routes {
-    Routes::default().route("/api/v1/audit", get(may::ADMIN, list))
+    Routes::group("audit").route(may::ADMIN, routes!(list_audit))
 }
 
 /// Entries waiting for the writer; beyond this the newest are dropped and
@@ -113,15 +115,20 @@ async fn write(store: &Arc<Store>, mut entries: Vec<AuditEntry>) -> Result<(), B
         .await
 }
 
-#[derive(Deserialize)]
+/// A page of the log: after an entry, how many.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct PageQuery {
+#[into_params(parameter_in = Query)]
+struct AuditQuery {
     /// The `next` of the page before.
     after: Option<u64>,
+    /// 1-10000; 100 when not given.
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<usize>,
 }
 
-#[derive(Serialize)]
+/// A page of audit entries.
+#[derive(Serialize, ToSchema)]
 struct AuditPage {
     entries: Vec<AuditEntry>,
     /// Pass as `after` for the next page; absent on the last.
@@ -129,10 +136,13 @@ struct AuditPage {
     next: Option<String>,
 }
 
-/// Oldest first, `limit` (default 100) at a time.
-async fn list(
+/// The audit log, oldest first, `limit` (default 100) at a time.
+#[utoipa::path(get, path = "/api/v1/audit",
+    params(AuditQuery),
+    responses((status = 200, description = "a page of entries", body = AuditPage)))]
+async fn list_audit(
     State(state): State<Arc<ApiState>>,
-    query: Result<Query<PageQuery>, QueryRejection>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Json<AuditPage>, HttpError> {
     let query = query_of(query)?;
     let limit = ranges::page("limit", query.limit, 100)?;

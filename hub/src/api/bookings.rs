@@ -1,8 +1,9 @@
 //! Bookings: book, read, list, cancel, check in, join a waitlist, and a
 //! resident's notifications. Changes go to the booking desk and are
-//! answered once durable. Refusals carry the rule: 422 `{"error","rule"}`;
-//! a full slot is 409 `{"error","offer":{booking},"waitlist":
-//! "/api/v1/bookings/<id>/waitlist"}`. A change the desk could not make
+//! answered once durable. Refusals are problems (`problem`): a booking
+//! rule's a 422 `booking-rule` naming the `rule`; a full slot a 409
+//! `slot-full` with the `offer` of a waitlist place and its `waitlist`
+//! link (`/api/v1/bookings/<id>/waitlist`). A change the desk could not make
 //! durable (undone), a desk with `API_QUEUE` requests waiting, or a
 //! stopped desk is 503 with `Retry-After`. A booking sent with an
 //! `Idempotency-Key` header is answered once: a retry with the same key
@@ -15,48 +16,61 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use protocol::api::Problem;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, IntoResponses, ToSchema};
+use utoipa_axum::routes;
 
+use super::problem::{answer, Kind};
 use super::ranges::{next_of, PageQuery};
-use super::routing::{get, may, post, Routes};
+use super::routing::{may, Routes};
 use super::{
-    blocking, check_label, error, internal, json_body, parse_instant, query_of, ranges, window,
-    ApiState, HttpError, WindowQuery,
+    blocking, check_label, check_parameter, error, internal, json_body, parse_instant, query_of,
+    ranges, window, ApiState, HttpError, Instant, WindowQuery,
 };
 use crate::bookings::{BookRequest, BookingPlace, DeskError, ListFilter};
-use crate::records::{Booker, Booking, Group};
+use crate::records::{Booker, Booking, Group, Notification, Status};
 use crate::schedule::Refusal;
 
-pub(super) fn routes() -> Routes {
-    Routes::default()
-        .route(
-            "/api/v1/bookings",
-            get(may::SEE_BOOKINGS, list_bookings).post(may::BOOK, book),
-        )
-        .route(
-            "/api/v1/bookings/{id}",
-            get(may::SEE_BOOKINGS, get_booking).delete(may::BOOK, cancel),
-        )
-        .route("/api/v1/bookings/{id}/checkin", post(may::STAFF, check_in))
-        .route(
-            "/api/v1/bookings/{id}/waitlist",
-            post(may::BOOK, join_waitlist),
-        )
-        .route(
-            "/api/v1/notifications",
-            get(may::SEE_BOOKINGS, notifications),
-        )
+/// A booking (or an offer, a waitlist place) the path names.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct BookingPath {
+    /// The booking's id.
+    id: String,
 }
 
-#[derive(Deserialize)]
+pub(super) fn routes() -> Routes {
+    Routes::group("bookings")
+        .route(may::SEE_BOOKINGS, routes!(list_bookings))
+        .route(may::BOOK, routes!(book))
+        .route(may::SEE_BOOKINGS, routes!(get_booking))
+        .route(may::BOOK, routes!(cancel))
+        .route(may::STAFF, routes!(check_in))
+        .route(may::BOOK, routes!(join_waitlist))
+        .route(may::SEE_BOOKINGS, routes!(notifications))
+}
+
+/// A booking asked for.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"resource": "yoga", "slot_start": "2027-01-06T19:00:00+08:00",
+                          "resident": "r1", "group": "adult"}))]
 struct BookBody {
+    #[schema(example = "yoga")]
     resource: String,
+    /// The slot's start.
+    #[schema(value_type = Instant)]
     slot_start: Value,
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "r1")]
     resident: String,
+    /// The resident's group (fair shares and age rules).
+    #[schema(value_type = Group)]
     group: String,
+    /// YYYY-MM-DD (childcare: the child's age is checked at the slot).
     #[serde(default)]
+    #[schema(format = Date)]
     child_birthdate: Option<String>,
 }
 
@@ -80,6 +94,25 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, HttpError> {
     Ok(Some(key.to_string()))
 }
 
+/// Books a place in a slot for a resident, once durable. With an
+/// `Idempotency-Key`, a retry of the same request answers the first answer.
+#[utoipa::path(post, path = "/api/v1/bookings",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters: a retry with the same key for the same resident gets the first answer")),
+    request_body = BookBody,
+    responses(
+        (status = 201, description = "booked", body = Booking, links(
+            ("read" = (operation_id = "get_booking", parameters(("id" = "$response.body#/id")))),
+            ("cancel" = (operation_id = "cancel", parameters(("id" = "$response.body#/id")))),
+            ("check_in" = (operation_id = "check_in", parameters(("id" = "$response.body#/id")))),
+        )),
+        (status = 400, description = "`Idempotency-Key` invalid"),
+        (status = 404, description = "no resource with this id"),
+        (status = 409, description = "the slot is full: a waitlist place is offered (`offer`, `waitlist`); or closed for maintenance, or the resident already holds a place", body = SlotFull, content_type = "application/problem+json", links(
+            ("join_waitlist" = (operation_id = "join_waitlist", parameters(("id" = "$response.body#/offer/id")))),
+        )),
+        (status = 422, description = "a field invalid, a booking rule refused (`rule`), or the key was used with another request"),
+        (status = 503, description = "the desk is busy, stopped, or could not make the booking durable (`Retry-After`)"),
+    ))]
 async fn book(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -120,8 +153,8 @@ fn book_request(state: &ApiState, body: BookBody) -> Result<BookRequest, HttpErr
             ranges::birth_date("child_birthdate", date)
         })
         .transpose()?;
-    let slot_start = parse_instant(state, "slot_start", &body.slot_start)
-        .map_err(|e| HttpError(StatusCode::UNPROCESSABLE_ENTITY, e.1))?;
+    let slot_start =
+        parse_instant(state, "slot_start", &body.slot_start).map_err(HttpError::for_field)?;
     Ok(BookRequest {
         resource: body.resource,
         slot_start,
@@ -134,43 +167,70 @@ fn book_request(state: &ApiState, body: BookBody) -> Result<BookRequest, HttpErr
     })
 }
 
-/// An offer as a refusal shows it: without its resident (and child's
-/// birth date), since no error answer names a resident; `GET
-/// /api/v1/bookings/{id}` shows the whole booking.
-fn without_resident(offer: Box<Booking>) -> Value {
-    let mut offer = json!(offer);
-    if let Some(fields) = offer.as_object_mut() {
-        fields.remove("resident");
-        fields.remove("child_birthdate");
+/// A waitlist place offered with a full slot's refusal: the booking
+/// without its resident (and child's birth date), since no error answer
+/// names a resident; `GET /api/v1/bookings/{id}` shows the whole booking.
+#[derive(Serialize, ToSchema)]
+struct Offer {
+    id: String,
+    resource: String,
+    center: String,
+    kind: String,
+    slot_start: u64,
+    slot_end: u64,
+    group: Group,
+    status: Status,
+    created_at: u64,
+}
+
+impl From<Booking> for Offer {
+    fn from(b: Booking) -> Offer {
+        Offer {
+            id: b.id,
+            resource: b.resource,
+            center: b.center,
+            kind: b.kind,
+            slot_start: b.slot_start,
+            slot_end: b.slot_end,
+            group: b.group,
+            status: b.status,
+            created_at: b.created_at,
+        }
     }
-    offer
+}
+
+/// A full slot's refusal: a `slot-full` problem with the offer of a
+/// waitlist place, and where to take it.
+#[derive(Serialize, ToSchema)]
+struct SlotFull {
+    #[serde(flatten)]
+    problem: Problem,
+    offer: Option<Offer>,
+    /// `POST` here to join the waitlist with the offer.
+    waitlist: Option<String>,
 }
 
 fn desk_error(e: DeskError) -> Response {
     match e {
-        DeskError::Refused(Refusal::Rule { rule, reason }, _) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({ "error": reason, "rule": rule })),
-        )
-            .into_response(),
+        DeskError::Refused(Refusal::Rule { rule, reason }, _) => {
+            HttpError::refused_by(rule, reason).into_response()
+        }
         DeskError::Refused(Refusal::Full { reason }, offer) => {
             let waitlist = offer
                 .as_ref()
                 .map(|o| format!("/api/v1/bookings/{}/waitlist", o.id));
-            let offer = offer.map(without_resident);
-            (
-                StatusCode::CONFLICT,
-                Json(json!({ "error": reason, "offer": offer, "waitlist": waitlist })),
-            )
-                .into_response()
+            let body = SlotFull {
+                problem: HttpError::new(Kind::SlotFull, reason).problem(),
+                offer: offer.map(|o| Offer::from(*o)),
+                waitlist,
+            };
+            answer(StatusCode::CONFLICT, &body)
         }
         DeskError::NoResource(_) | DeskError::NoBooking(_) => {
             error(StatusCode::NOT_FOUND, e.to_string()).into_response()
         }
         DeskError::Conflict(reason) => error(StatusCode::CONFLICT, reason).into_response(),
-        DeskError::KeyReused => {
-            error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).into_response()
-        }
+        DeskError::KeyReused => HttpError::new(Kind::KeyReused, e.to_string()).into_response(),
         DeskError::Busy => unavailable(&e, BUSY_RETRY_SECS),
         DeskError::NotDurable | DeskError::Stopped => unavailable(&e, STOPPED_RETRY_SECS),
         DeskError::Store(_) => internal(e).into_response(),
@@ -190,9 +250,30 @@ fn unavailable(e: &DeskError, retry_after_secs: u32) -> Response {
     (retry, error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())).into_response()
 }
 
+/// What a change the desk makes to a named booking answers besides its
+/// own answers: a part of the document only (`desk_error` makes them).
+#[derive(IntoResponses)]
+#[allow(dead_code)] // never built: the variants describe answers
+enum DeskAnswers {
+    #[response(status = 404, description = "no booking with this id")]
+    NoBooking,
+    #[response(
+        status = 503,
+        description = "the desk is busy, stopped, or could not make the change durable (`Retry-After`)"
+    )]
+    Unavailable,
+}
+
+/// One booking, whole.
+#[utoipa::path(get, path = "/api/v1/bookings/{id}",
+    params(BookingPath),
+    responses(
+        (status = 200, description = "the booking", body = Booking),
+        (status = 404, description = "no booking with this id"),
+    ))]
 async fn get_booking(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(BookingPath { id }): Path<BookingPath>,
 ) -> Result<Json<Booking>, HttpError> {
     blocking(&state, move |state| {
         let booking = state.bookings.booking(&id).map_err(internal)?;
@@ -202,47 +283,100 @@ async fn get_booking(
     .map(Json)
 }
 
+/// Cancels a booking (or leaves a waitlist); the place goes to the
+/// waitlist's first.
+#[utoipa::path(delete, path = "/api/v1/bookings/{id}",
+    params(BookingPath),
+    responses(
+        (status = 200, description = "cancelled", body = Booking),
+        (status = 409, description = "the booking can no longer be cancelled"),
+        DeskAnswers,
+    ))]
 async fn cancel(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(BookingPath { id }): Path<BookingPath>,
 ) -> Result<Json<Booking>, Response> {
     let booking = state.bookings.cancel(id).await.map_err(desk_error)?;
     Ok(Json(booking))
 }
 
+/// Checks a booking in (staff, at the desk).
+#[utoipa::path(post, path = "/api/v1/bookings/{id}/checkin",
+    params(BookingPath),
+    responses(
+        (status = 200, description = "checked in", body = Booking),
+        (status = 409, description = "not a booked place, or outside its check-in window"),
+        DeskAnswers,
+    ))]
 async fn check_in(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(BookingPath { id }): Path<BookingPath>,
 ) -> Result<Json<Booking>, Response> {
     let booking = state.bookings.check_in(id).await.map_err(desk_error)?;
     Ok(Json(booking))
 }
 
+/// Takes the waitlist place a full slot's refusal offered.
+#[utoipa::path(post, path = "/api/v1/bookings/{id}/waitlist",
+    params(BookingPath),
+    responses(
+        (status = 200, description = "on the waitlist", body = Booking),
+        (status = 409, description = "not an open offer"),
+        DeskAnswers,
+    ))]
 async fn join_waitlist(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(BookingPath { id }): Path<BookingPath>,
 ) -> Result<Json<Booking>, Response> {
     let booking = state.bookings.join_waitlist(id).await.map_err(desk_error)?;
     Ok(Json(booking))
 }
 
-/// A booking list's query: a window, whose bookings, and a page.
-#[derive(Deserialize)]
+/// A booking list's query: a window of slot starts (as availability's),
+/// whose bookings (at least one of `resident`, `resource`, `center`), and
+/// a page.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct BookingListQuery {
+    #[param(example = "2027-01-04")]
     from: String,
+    #[param(example = "2027-01-05")]
     to: String,
+    #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     resident: Option<String>,
+    #[param(example = "yoga", pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     resource: Option<String>,
+    #[param(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     center: Option<String>,
+    /// The `next` of the page before, as it was answered.
+    #[param(pattern = "^[0-9a-f]{0,512}$")]
     after: Option<String>,
+    /// 1-10000; 100 when not given.
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<usize>,
 }
 
+/// A page of bookings.
+#[derive(Serialize, ToSchema)]
+struct BookingList {
+    /// Bookings on this page.
+    count: usize,
+    bookings: Vec<Booking>,
+    /// Pass as `after` for the next page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+}
+
+/// Bookings whose slots start in a window, of a resident, a resource or a
+/// center, in slot order, a page at a time.
+#[utoipa::path(get, path = "/api/v1/bookings",
+    params(BookingListQuery),
+    responses((status = 200, description = "a page of bookings", body = BookingList)))]
 async fn list_bookings(
     State(state): State<Arc<ApiState>>,
     query: Result<Query<BookingListQuery>, QueryRejection>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<BookingList>, HttpError> {
     let query = query_of(query)?;
     let labels = [
         ("resident", &query.resident),
@@ -251,7 +385,7 @@ async fn list_bookings(
     ];
     for (field, value) in labels {
         if let Some(value) = value {
-            check_label(field, value).map_err(|e| HttpError(StatusCode::BAD_REQUEST, e.1))?;
+            check_parameter(field, value)?;
         }
     }
     let (from, to) = window(
@@ -285,13 +419,12 @@ async fn list_bookings(
         page.map_err(internal)
     })
     .await?;
-    let mut answer = json!({ "count": bookings.len(), "bookings": bookings });
-    if let Some(next) =
-        next_of(next.map(|(start, id)| [&start.to_be_bytes()[..], id.as_bytes()].concat()))
-    {
-        answer["next"] = Value::String(next);
-    }
-    Ok(Json(answer))
+    let next = next_of(next.map(|(start, id)| [&start.to_be_bytes()[..], id.as_bytes()].concat()));
+    Ok(Json(BookingList {
+        count: bookings.len(),
+        bookings,
+        next,
+    }))
 }
 
 /// A booking list's `after` (its `next`: a slot start, big-endian, then a
@@ -308,20 +441,39 @@ fn booking_place(after: &[u8]) -> Result<BookingPlace, HttpError> {
     Ok((u64::from_be_bytes(*start), id.to_owned()))
 }
 
-#[derive(Deserialize)]
+/// Whose notifications, and a page.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct NotificationQuery {
     resident: String,
+    /// The `next` of the page before, as it was answered.
+    #[param(pattern = "^[0-9a-f]{0,512}$")]
     after: Option<String>,
+    /// 1-10000; 100 when not given.
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<usize>,
+}
+
+/// A page of a resident's notifications.
+#[derive(Serialize, ToSchema)]
+struct NotificationList {
+    resident: String,
+    notifications: Vec<Notification>,
+    /// Pass as `after` for the next page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
 }
 
 /// A resident's notifications, oldest first, a page at a time (`after`,
 /// `limit`; `next` absent on the last page).
+#[utoipa::path(get, path = "/api/v1/notifications",
+    params(NotificationQuery),
+    responses((status = 200, description = "a page of notifications", body = NotificationList)))]
 async fn notifications(
     State(state): State<Arc<ApiState>>,
     query: Result<Query<NotificationQuery>, QueryRejection>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<NotificationList>, HttpError> {
     let query = query_of(query)?;
     let NotificationQuery {
         resident,
@@ -334,17 +486,19 @@ async fn notifications(
             .bookings
             .notifications(&resident, at.after.as_deref(), at.limit)
             .map_err(internal)?;
-        let mut answer = json!({ "resident": resident, "notifications": page.items });
-        if let Some(next) = next_of(page.next) {
-            answer["next"] = Value::String(next);
-        }
-        Ok(Json(answer))
+        Ok(Json(NotificationList {
+            resident,
+            notifications: page.items,
+            next: next_of(page.next),
+        }))
     })
     .await
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     /// The status and JSON body `desk_error` answers `error` with.
@@ -368,7 +522,8 @@ mod tests {
             (status, body["rule"].as_str()),
             (422, Some("quota_per_day"))
         );
-        assert_eq!(body["error"], "at most 1 booking(s) a day");
+        assert_eq!(body["detail"], "at most 1 booking(s) a day");
+        assert_eq!(body["type"], "https://yizhan.dev/problems/booking-rule");
 
         let offer: Booking = serde_json::from_value(json!({
             "id": "00000000000000ab", "resource": "yoga", "center": "c1", "kind": "class",
@@ -380,8 +535,12 @@ mod tests {
             reason: "slot full".into(),
         };
         let (status, body) = answer(DeskError::Refused(full, Some(Box::new(offer)))).await;
-        assert_eq!(status, 409);
+        assert_eq!(
+            (status, body["type"].as_str()),
+            (409, Some("https://yizhan.dev/problems/slot-full"))
+        );
         assert_eq!(body["offer"]["id"], "00000000000000ab");
+        assert!(body["offer"].get("resident").is_none(), "{body}");
         assert_eq!(
             body["waitlist"],
             "/api/v1/bookings/00000000000000ab/waitlist"
@@ -391,7 +550,7 @@ mod tests {
         assert_eq!(status, 404);
         let (status, body) = answer(DeskError::Conflict("closed for maintenance".into())).await;
         assert_eq!(
-            (status, body["error"].as_str()),
+            (status, body["detail"].as_str()),
             (409, Some("closed for maintenance"))
         );
         let (status, _) = answer(DeskError::KeyReused).await;
@@ -417,7 +576,7 @@ mod tests {
         let check = |value: &str| {
             let mut headers = HeaderMap::new();
             headers.insert(IDEMPOTENCY_KEY, value.parse().unwrap());
-            idempotency_key(&headers).map_err(|e| (e.0, e.1))
+            idempotency_key(&headers).map_err(|e| (e.status(), e.detail().to_string()))
         };
         assert_eq!(idempotency_key(&HeaderMap::new()).ok(), Some(None));
         assert_eq!(check("a1-b2").ok(), Some(Some("a1-b2".to_string())));

@@ -14,27 +14,42 @@ use protocol::api::{
 };
 use protocol::ENTRANCE_ROOM;
 use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::routes;
 
-use super::routing::{get, may, Routes};
-use super::{blocking, check_label, error, internal, query_of, ranges, ApiState, HttpError};
+use super::routing::{may, Routes};
+use super::{blocking, check_parameter, error, internal, query_of, ranges, ApiState, HttpError};
 use crate::clock::unix_ms;
 
+/// A center the path names.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(super) struct CenterPath {
+    /// The center's id.
+    #[param(example = "c1", pattern = r"^[A-Za-z0-9_-]{1,64}$")]
+    pub(super) id: String,
+}
+
 pub(super) fn routes() -> Routes {
-    Routes::default()
-        .route(
-            "/api/v1/centers/{id}/occupancy",
-            get(may::READ, center_occupancy),
-        )
-        .route("/api/v1/centers/{id}/visits", get(may::READ, center_visits))
-        .route("/api/v1/centers/{id}/pianos", get(may::READ, center_pianos))
+    Routes::group("centers")
+        .route(may::READ, routes!(center_occupancy))
+        .route(may::READ, routes!(center_visits))
+        .route(may::READ, routes!(center_pianos))
 }
 
 /// Longest range of days a center query answers at once.
 const MAX_RANGE_DAYS: i64 = 366;
 
-#[derive(Debug, Deserialize)]
+/// The local days asked about, both included, at most 366, in the years
+/// 2000-2199.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DayRangeQuery {
+    /// YYYY-MM-DD
+    #[param(example = "2027-01-01")]
     from: String,
+    /// YYYY-MM-DD
+    #[param(example = "2027-01-31")]
     to: String,
 }
 
@@ -68,12 +83,16 @@ fn visits_between(
     })
 }
 
+/// Visits of a center per local day (its entrance counters' `in`).
+#[utoipa::path(get, path = "/api/v1/centers/{id}/visits",
+    params(CenterPath, DayRangeQuery),
+    responses((status = 200, description = "every day of the range, days without visits as 0", body = CenterVisits)))]
 async fn center_visits(
     State(state): State<Arc<ApiState>>,
-    Path(center): Path<String>,
+    Path(CenterPath { id: center }): Path<CenterPath>,
     query: Result<Query<DayRangeQuery>, QueryRejection>,
 ) -> Result<Json<CenterVisits>, HttpError> {
-    check_label("center", &center)?;
+    check_parameter("center", &center)?;
     let (from, to) = day_range(query)?;
     blocking(&state, move |state| {
         visits_between(state, &center, from, to)
@@ -92,12 +111,16 @@ fn day_range(
     Ok((ranges::day("from", from)?, ranges::day("to", to)?))
 }
 
+/// How long each piano of a center played per local day.
+#[utoipa::path(get, path = "/api/v1/centers/{id}/pianos",
+    params(CenterPath, DayRangeQuery),
+    responses((status = 200, description = "minutes per piano and day (ended sessions)", body = CenterPianoUsage)))]
 async fn center_pianos(
     State(state): State<Arc<ApiState>>,
-    Path(center): Path<String>,
+    Path(CenterPath { id: center }): Path<CenterPath>,
     query: Result<Query<DayRangeQuery>, QueryRejection>,
 ) -> Result<Json<CenterPianoUsage>, HttpError> {
-    check_label("center", &center)?;
+    check_parameter("center", &center)?;
     let (from, to) = day_range(query)?;
     blocking(&state, move |state| piano_usage(state, center, from, to))
         .await
@@ -130,11 +153,15 @@ fn piano_usage(
     })
 }
 
+/// People in a center and its rooms now, its visits today and this month.
+#[utoipa::path(get, path = "/api/v1/centers/{id}/occupancy",
+    params(CenterPath),
+    responses((status = 200, description = "headcount, rooms, visits", body = CenterOccupancy)))]
 async fn center_occupancy(
     State(state): State<Arc<ApiState>>,
-    Path(center): Path<String>,
+    Path(CenterPath { id: center }): Path<CenterPath>,
 ) -> Result<Json<CenterOccupancy>, HttpError> {
-    check_label("center", &center)?;
+    check_parameter("center", &center)?;
     blocking(&state, move |state| occupancy(state, center))
         .await
         .map(Json)

@@ -14,26 +14,40 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use protocol::api::{RenewRequest, Renewed};
+use utoipa_axum::routes;
 
-use super::devices::known_device;
-use super::routing::{may, post, Routes};
-use super::{blocking, error, internal, unprocessable, ApiState, HttpError};
+use super::devices::{known_device, DevicePath};
+use super::routing::{may, Routes};
+use super::{blocking, error, internal, json_problem, unprocessable, ApiState, HttpError};
 use crate::clock::unix_ms;
 use crate::store::{NewCertificate, Renewal};
 
 pub(super) fn routes() -> Routes {
-    Routes::default().route("/api/v1/devices/{id}/certificate", post(may::ADMIN, renew))
+    Routes::group("devices").route(may::ADMIN, routes!(renew_device_certificate))
 }
 
-async fn renew(
+/// Renews a device's certificate: a new certificate and key (answered this
+/// once; the MQTT password stays); the one it replaces still connects
+/// until `previous_accepted_until`, then is refused and a session on it
+/// ended.
+#[utoipa::path(post, path = "/api/v1/devices/{id}/certificate",
+    params(DevicePath),
+    request_body(content = Option<RenewRequest>, description = "optional: a shorter grace"),
+    responses(
+        (status = 200, description = "the new certificate and key", body = Renewed),
+        (status = 404, description = "no device with this id"),
+        (status = 409, description = "the device is revoked"),
+        (status = 422, description = "`grace_secs` over the configured grace"),
+    ))]
+async fn renew_device_certificate(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(DevicePath { id }): Path<DevicePath>,
     body: Result<Option<Json<RenewRequest>>, JsonRejection>,
 ) -> Result<Json<Renewed>, HttpError> {
-    let request = match body {
-        Ok(body) => body.map(|Json(request)| request).unwrap_or_default(),
-        Err(rejection) => return Err(error(rejection.status(), rejection.body_text())),
-    };
+    let request = body
+        .map_err(json_problem)?
+        .map(|Json(request)| request)
+        .unwrap_or_default();
     let grace_ms = grace_ms(state.renewal_grace_secs, request.grace_secs)?;
     blocking(&state, move |state| renew_certificate(state, &id, grace_ms))
         .await
@@ -104,7 +118,7 @@ mod tests {
     #[test]
     fn a_request_may_shorten_the_grace_but_not_lengthen_it() {
         let check = |asked: Option<u64>, expect: Result<u64, &str>| {
-            let got = grace_ms(60, asked).map_err(|e| e.1);
+            let got = grace_ms(60, asked).map_err(|e| e.detail().to_string());
             match expect {
                 Ok(ms) => assert_eq!(got.ok(), Some(ms), "{asked:?}"),
                 Err(needle) => {

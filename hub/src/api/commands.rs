@@ -9,31 +9,36 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use protocol::api::{CommandOrigin, CommandRecord, CommandRequest};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
-use super::devices::known_device;
+use super::devices::{known_device, DevicePath};
 use super::ranges::{next_of, PageQuery};
-use super::routing::{get, may, post, Routes};
+use super::routing::{may, Routes};
 use super::{blocking, error, internal, json_body, query_of, unprocessable, ApiState, HttpError};
 use crate::clock::unix_ms;
 use crate::commands::NewCommand;
 use crate::ingest::Control;
 use crate::records::Alarm;
 
+/// A device's command the path names.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct CommandPath {
+    /// The device's id.
+    #[param(example = "piano1")]
+    id: String,
+    /// The command's id.
+    cid: String,
+}
+
 pub(super) fn routes() -> Routes {
-    Routes::default()
-        .route(
-            "/api/v1/devices/{id}/commands",
-            get(may::READ, list_commands).post(may::STAFF, issue_command),
-        )
-        .route(
-            "/api/v1/devices/{id}/commands/{cid}",
-            get(may::READ, get_command),
-        )
-        .route(
-            "/api/v1/devices/{id}/alarm/ack",
-            post(may::STAFF, acknowledge_alarm),
-        )
+    Routes::group("commands")
+        .route(may::READ, routes!(list_commands))
+        .route(may::STAFF, routes!(issue_command))
+        .route(may::READ, routes!(get_command))
+        .route(may::STAFF, routes!(acknowledge_alarm))
 }
 
 /// Longest time a command issued through the API may stay deliverable.
@@ -97,9 +102,20 @@ fn command_args(args: serde_json::Value) -> Result<serde_json::Value, HttpError>
 
 /// Records a command `pending` (fsynced) and hands it to ingest, which
 /// publishes it when the device is online. 202: the outcome comes later.
+#[utoipa::path(post, path = "/api/v1/devices/{id}/commands",
+    params(DevicePath),
+    request_body = CommandRequest,
+    responses(
+        (status = 202, description = "recorded; sent when the device is online", body = CommandRecord, links(
+            ("read" = (operation_id = "get_command", parameters(("id" = "$request.path.id"), ("cid" = "$response.body#/id")))),
+        )),
+        (status = 404, description = "no device with this id"),
+        (status = 409, description = "the device is revoked"),
+        (status = 422, description = "`op`, `args` or the expiry invalid"),
+    ))]
 async fn issue_command(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(DevicePath { id }): Path<DevicePath>,
     body: Result<Json<CommandRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<CommandRecord>), HttpError> {
     let request = json_body(body)?;
@@ -138,9 +154,16 @@ fn issue(
     Ok(record)
 }
 
+/// One command's record: where it stands.
+#[utoipa::path(get, path = "/api/v1/devices/{id}/commands/{cid}",
+    params(CommandPath),
+    responses(
+        (status = 200, description = "the command", body = CommandRecord),
+        (status = 404, description = "no such command for this device"),
+    ))]
 async fn get_command(
     State(state): State<Arc<ApiState>>,
-    Path((id, cid)): Path<(String, String)>,
+    Path(CommandPath { id, cid }): Path<CommandPath>,
 ) -> Result<Json<CommandRecord>, HttpError> {
     blocking(&state, move |state| {
         let record = state.store.command(&id, &cid).map_err(internal)?;
@@ -150,7 +173,8 @@ async fn get_command(
     .map(Json)
 }
 
-#[derive(Serialize)]
+/// A page of a device's commands.
+#[derive(Serialize, ToSchema)]
 struct CommandList {
     device: String,
     /// Commands on this page.
@@ -163,9 +187,15 @@ struct CommandList {
 
 /// The commands of one device, oldest first, a page at a time (`after`,
 /// `limit`).
+#[utoipa::path(get, path = "/api/v1/devices/{id}/commands",
+    params(DevicePath, PageQuery),
+    responses(
+        (status = 200, description = "a page of commands", body = CommandList),
+        (status = 404, description = "no device with this id"),
+    ))]
 async fn list_commands(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(DevicePath { id }): Path<DevicePath>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<CommandList>, HttpError> {
     let at = query_of(query)?.checked()?;
@@ -186,7 +216,8 @@ async fn list_commands(
     .map(Json)
 }
 
-#[derive(Serialize)]
+/// An acknowledgement taken.
+#[derive(Serialize, ToSchema)]
 struct AlarmAcknowledged {
     id: String,
     alarm: Alarm,
@@ -194,9 +225,16 @@ struct AlarmAcknowledged {
 
 /// Staff acknowledge a robot's interlock alarm; from then on it may start
 /// sessions again. 202: ingest clears the alarm on the twin moments later.
+#[utoipa::path(post, path = "/api/v1/devices/{id}/alarm/ack",
+    params(DevicePath),
+    responses(
+        (status = 202, description = "taken; the twin's alarm is cleared moments later", body = AlarmAcknowledged),
+        (status = 404, description = "no device with this id"),
+        (status = 409, description = "the device has no unacknowledged alarm"),
+    ))]
 async fn acknowledge_alarm(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(DevicePath { id }): Path<DevicePath>,
 ) -> Result<(StatusCode, Json<AlarmAcknowledged>), HttpError> {
     let key = id.clone();
     let twin = blocking(&state, move |state| {

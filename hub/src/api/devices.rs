@@ -10,9 +10,11 @@ use axum::Json;
 use protocol::api::{ProvisionRequest, Provisioned};
 use protocol::DeviceKind;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
 use super::ranges::{next_of, PageQuery};
-use super::routing::{get, may, Routes};
+use super::routing::{may, Routes};
 use super::{
     blocking, check_label, error, internal, json_body, query_of, ranges, ApiState, HttpError,
 };
@@ -22,19 +24,39 @@ use crate::records::{DeviceRecord, StoredEvent, Twin};
 use crate::secrets;
 use crate::store::Revocation;
 
-pub(super) fn routes() -> Routes {
-    Routes::default()
-        .route(
-            "/api/v1/devices",
-            get(may::READ, list_devices).post(may::ADMIN, provision),
-        )
-        .route(
-            "/api/v1/devices/{id}",
-            get(may::READ, get_device).delete(may::ADMIN, revoke),
-        )
-        .route("/api/v1/devices/{id}/events", get(may::READ, device_events))
+/// A device the path names.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(super) struct DevicePath {
+    /// The device's id.
+    #[param(example = "piano1")]
+    pub(super) id: String,
 }
 
+pub(super) fn routes() -> Routes {
+    Routes::group("devices")
+        .route(may::READ, routes!(list_devices))
+        .route(may::ADMIN, routes!(provision))
+        .route(may::READ, routes!(get_device))
+        .route(may::ADMIN, routes!(revoke_device))
+        .route(may::READ, routes!(device_events))
+}
+
+/// Provisions a device: issues its client certificate and MQTT password
+/// (answered this once; the hub keeps their fingerprint and hash), records
+/// it and its twin (fsynced) and tells ingest.
+#[utoipa::path(post, path = "/api/v1/devices",
+    request_body = ProvisionRequest,
+    responses(
+        (status = 201, description = "provisioned", body = Provisioned, links(
+            ("read" = (operation_id = "get_device", parameters(("id" = "$response.body#/id")))),
+            ("command" = (operation_id = "issue_command", parameters(("id" = "$response.body#/id")))),
+            ("events" = (operation_id = "device_events", parameters(("id" = "$response.body#/id")))),
+            ("revoke" = (operation_id = "revoke_device", parameters(("id" = "$response.body#/id")))),
+        )),
+        (status = 409, description = "a device with this id exists"),
+        (status = 422, description = "`id`, `center` or `room` invalid"),
+    ))]
 async fn provision(
     State(state): State<Arc<ApiState>>,
     body: Result<Json<ProvisionRequest>, JsonRejection>,
@@ -92,17 +114,27 @@ fn provision_device(state: &ApiState, request: ProvisionRequest) -> Result<Provi
     Ok(body)
 }
 
-#[derive(Serialize)]
-struct Revoked {
+/// A revocation's answer.
+#[derive(Serialize, ToSchema)]
+struct DeviceRevoked {
     id: String,
     revoked: bool,
+    /// Whether a live MQTT session of the device was cut.
     session_closed: bool,
 }
 
-async fn revoke(
+/// Revokes a device: the edge refuses it from now on and its session is
+/// cut. Revoking again answers the same.
+#[utoipa::path(delete, path = "/api/v1/devices/{id}",
+    params(DevicePath),
+    responses(
+        (status = 200, description = "revoked", body = DeviceRevoked),
+        (status = 404, description = "no device with this id"),
+    ))]
+async fn revoke_device(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-) -> Result<Json<Revoked>, HttpError> {
+    Path(DevicePath { id }): Path<DevicePath>,
+) -> Result<Json<DeviceRevoked>, HttpError> {
     let key = id.clone();
     let revocation = blocking(&state, move |state| {
         state.store.revoke(&key, unix_ms()).map_err(internal)
@@ -121,16 +153,23 @@ async fn revoke(
     state.ingest.send(Control::Revoked(id.clone()));
     let session_closed = state.edge.disconnect_device(&id);
     tracing::info!(device = %id, session_closed, "device revoked");
-    Ok(Json(Revoked {
+    Ok(Json(DeviceRevoked {
         id,
         revoked: true,
         session_closed,
     }))
 }
 
+/// A device's twin: what the hub knows of it now.
+#[utoipa::path(get, path = "/api/v1/devices/{id}",
+    params(DevicePath),
+    responses(
+        (status = 200, description = "the twin", body = DeviceView),
+        (status = 404, description = "no device with this id"),
+    ))]
 async fn get_device(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(DevicePath { id }): Path<DevicePath>,
 ) -> Result<Json<DeviceView>, HttpError> {
     blocking(&state, move |state| device_view(state, &id))
         .await
@@ -149,25 +188,33 @@ fn device_view(state: &ApiState, id: &str) -> Result<DeviceView, HttpError> {
 }
 
 /// A twin as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct DeviceView {
     #[serde(flatten)]
     twin: Twin,
     revoked: bool,
 }
 
-#[derive(Deserialize)]
+/// Which twins a list holds.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only this center's.
     center: Option<String>,
+    /// Only this kind.
+    #[param(value_type = Option<DeviceKind>)]
     kind: Option<String>,
     online: Option<bool>,
-    /// Only ids after this one (paging).
+    /// Only ids after this one (the `next` of the page before).
     after: Option<String>,
+    /// 1-10000; 1000 when not given.
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<usize>,
 }
 
-#[derive(Serialize)]
+/// A page of twins.
+#[derive(Serialize, ToSchema)]
 struct DeviceList {
     devices: Vec<Twin>,
     /// Pass as `after` to get the next page; absent on the last page.
@@ -175,6 +222,10 @@ struct DeviceList {
     next: Option<String>,
 }
 
+/// The devices' twins in id order, a page at a time.
+#[utoipa::path(get, path = "/api/v1/devices",
+    params(ListQuery),
+    responses((status = 200, description = "a page of twins", body = DeviceList)))]
 async fn list_devices(
     State(state): State<Arc<ApiState>>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -223,7 +274,8 @@ fn list_twins(
     Ok(DeviceList { devices, next })
 }
 
-#[derive(Serialize)]
+/// A page of a device's events.
+#[derive(Serialize, ToSchema)]
 struct EventList {
     device: String,
     /// Events on this page.
@@ -236,9 +288,15 @@ struct EventList {
 
 /// Events stored for one device, each `(device, id)` once, in id order,
 /// a page at a time (`after`, `limit`).
+#[utoipa::path(get, path = "/api/v1/devices/{id}/events",
+    params(DevicePath, PageQuery),
+    responses(
+        (status = 200, description = "a page of events", body = EventList),
+        (status = 404, description = "no device with this id"),
+    ))]
 async fn device_events(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(DevicePath { id }): Path<DevicePath>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<EventList>, HttpError> {
     let at = query_of(query)?.checked()?;

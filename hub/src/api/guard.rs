@@ -181,9 +181,9 @@ mod tests {
             role: Role::Metrics,
         };
         let refusal = forbidden(&caller, super::super::routing::may::READ);
-        assert_eq!(refusal.0, StatusCode::FORBIDDEN);
+        assert_eq!(refusal.status(), StatusCode::FORBIDDEN);
         assert_eq!(
-            refusal.1,
+            refusal.detail(),
             "this route needs the admin, staff or readonly role; the metrics token may not call it"
         );
         assert!(is_change(&Method::DELETE) && !is_change(&Method::HEAD));

@@ -4,9 +4,11 @@
 //! `residents`, `centers` (occupancy, visits, piano use), `rooms` (rooms'
 //! seats and hours), `resources` (resources and availability), `bookings`
 //! (bookings, check-in, waitlists, notifications), `clock` (the
-//! schedule's clock), `tokens` (tokens an admin creates and revokes) and
-//! `audit` (the log of changes). Errors are `{"error":"…"}` with a 4xx
-//! naming the problem.
+//! schedule's clock), `tokens` (tokens an admin creates and revokes),
+//! `audit` (the log of changes) and `openapi` (the API's OpenAPI document,
+//! derived from the handlers' `#[utoipa::path]` and the route
+//! declarations). Errors are RFC 9457 problem details (`problem`): a 4xx
+//! whose `detail` names the problem, `type` its kind.
 //!
 //! Routes are declared through `Routes` (`routing`) with the roles that
 //! may call each method (docs/security.md): `hub print-routes` lists them,
@@ -35,6 +37,8 @@ mod devices;
 mod guard;
 mod health;
 mod keys;
+mod openapi;
+mod problem;
 mod ranges;
 mod residents;
 mod resources;
@@ -52,10 +56,10 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use protocol::api::ApiError;
 use protocol::calendar::Calendar;
 use serde::Deserialize;
 use serde_json::Value;
+use utoipa::IntoParams;
 
 use crate::bookings::Bookings;
 use crate::edge::Edge;
@@ -112,6 +116,8 @@ impl ApiState {
 
 pub use audit::{keep as keep_audit, AuditLog, AuditQueue};
 pub use keys::{Caller, Keys};
+pub use openapi::document;
+pub use problem::{HttpError, Kind};
 pub use routing::{Allowed, Endpoint};
 pub use serve::{serve, tls_acceptor, ServeError};
 
@@ -130,21 +136,24 @@ fn all_routes() -> routing::Routes {
         .merge(clock::routes())
         .merge(tokens::routes())
         .merge(audit::routes())
+        .merge(openapi::routes())
 }
 
 /// Every route; each request timed (outermost), checked by the guard,
-/// then answered within the request timeout.
+/// its errors made problems, then answered within the request timeout.
 pub fn router(state: Arc<ApiState>) -> Router {
-    let (router, endpoints) = all_routes().into_parts();
+    let parts = all_routes().into_parts();
     let guard = Arc::new(guard::Guard {
-        policy: routing::Policy::of(&endpoints),
+        policy: routing::Policy::of(&parts.endpoints),
         keys: state.keys.clone(),
         audit: state.audit.clone(),
     });
-    use axum::middleware::from_fn_with_state;
-    router
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
+    use axum::middleware::{from_fn, from_fn_with_state};
+    parts
+        .router
+        .fallback(|| async { HttpError::new(Kind::NoSuchRoute, "no such route") })
         .layer(from_fn_with_state(state.request_timeout, deadline))
+        .layer(from_fn(problem::problems))
         .layer(from_fn_with_state(guard, guard::guard))
         .layer(from_fn_with_state(state.clone(), track))
         .with_state(state)
@@ -153,7 +162,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
 /// Every route's method, path and roles, in declaration order
 /// (`hub print-routes`).
 pub fn endpoints() -> Vec<Endpoint> {
-    all_routes().into_parts().1
+    all_routes().into_parts().endpoints
 }
 
 /// Answers 503 when the handler has not answered within `timeout`. The
@@ -166,8 +175,8 @@ async fn deadline(
 ) -> Response {
     match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
+        Err(_) => HttpError::new(
+            Kind::Timeout,
             format!(
                 "no answer within {} ms (api.request_timeout_ms); a change asked for may still be made",
                 timeout.as_millis()
@@ -196,18 +205,10 @@ async fn track(State(state): State<Arc<ApiState>>, request: Request, next: Next)
     response
 }
 
-/// An API error: status and reason.
-pub struct HttpError(StatusCode, pub(crate) String);
-
-impl IntoResponse for HttpError {
-    fn into_response(self) -> Response {
-        let body = ApiError { error: self.1 };
-        (self.0, Json(body)).into_response()
-    }
-}
-
+/// An error answered with `status`, of the kind that status is by
+/// default (`Kind::of_status`).
 fn error(status: StatusCode, reason: impl Into<String>) -> HttpError {
-    HttpError(status, reason.into())
+    HttpError::of_status(status, reason)
 }
 
 /// Runs `work` on a blocking thread: sled reads may wait for the disk and
@@ -241,13 +242,28 @@ fn check_label(field: &str, value: &str) -> Result<(), HttpError> {
     }
 }
 
+/// `check_label` of a path or query parameter: 400.
+fn check_parameter(field: &str, value: &str) -> Result<(), HttpError> {
+    check_label(field, value).map_err(HttpError::for_parameter)
+}
+
 fn unprocessable(reason: impl Into<String>) -> HttpError {
     error(StatusCode::UNPROCESSABLE_ENTITY, reason)
 }
 
+/// A JSON body decoded as `T`, or the problem axum found: 400 not JSON,
+/// 413 too large, 415 not `application/json`, 422 a field wrong.
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, HttpError> {
-    body.map(|Json(value)| value)
-        .map_err(|e| error(e.status(), e.body_text()))
+    body.map(|Json(value)| value).map_err(json_problem)
+}
+
+/// The problem axum found in a JSON body (see `json_body`).
+fn json_problem(rejection: JsonRejection) -> HttpError {
+    let kind = match rejection.status() {
+        StatusCode::BAD_REQUEST => Kind::MalformedBody,
+        status => Kind::of_status(status),
+    };
+    HttpError::new(kind, rejection.body_text())
 }
 
 /// A query string decoded as `T`, or a 400 naming the problem.
@@ -286,11 +302,41 @@ fn parse_time(state: &ApiState, field: &str, value: &Value) -> Result<u64, HttpE
     }
 }
 
-/// A window of time (`from`, `to`) a query asks about.
-#[derive(Deserialize)]
+/// How an instant is given in a body (`slot_start`, the clock's `now`):
+/// unix ms, or a string holding an RFC 3339 time, a local date
+/// `YYYY-MM-DD` (its midnight) or unix ms; in the years 2000-2199
+/// (`ranges::instant`). A schema only: handlers read the field as a JSON
+/// value, so a wrong one is refused naming the field.
+pub(super) struct Instant;
+
+impl utoipa::PartialSchema for Instant {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        let ms = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(ranges::EARLIEST_MS))
+            .exclusive_maximum(Some(ranges::END_MS))
+            .description(Some("unix ms"));
+        let text = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("RFC 3339, YYYY-MM-DD or unix ms"))
+            .examples(["2027-01-04T09:00:00+08:00"]);
+        OneOfBuilder::new().item(ms).item(text).into()
+    }
+}
+
+impl utoipa::ToSchema for Instant {}
+
+/// A window of time (`from`, `to`) a query asks about: each an RFC 3339
+/// time, a local date (its midnight) or unix ms, in the years 2000-2199,
+/// `to` after `from`, at most 31 days apart.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct WindowQuery {
+    #[param(example = "2027-01-04T09:00:00+08:00")]
     from: String,
+    #[param(example = "2027-01-05")]
     to: String,
 }
 

@@ -22,6 +22,7 @@
 use axum::http::StatusCode;
 use chrono::{Datelike, NaiveDate};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::{error, HttpError};
 
@@ -92,10 +93,15 @@ pub fn page(field: &str, given: Option<usize>, default: usize) -> Result<usize, 
 
 /// A paged list's query: `after` (the `next` of the page before) and
 /// `limit`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// The `next` of the page before, as it was answered.
+    #[param(pattern = "^[0-9a-f]{0,512}$")]
     pub after: Option<String>,
+    /// 1-10000; 100 when not given.
+    #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<usize>,
 }
 
@@ -155,8 +161,8 @@ mod tests {
             assert_eq!(instant("from", ms).is_ok(), ok, "{ms}");
         }
         let refused = instant("slot_start", u64::MAX).err().unwrap();
-        assert_eq!(refused.0, StatusCode::BAD_REQUEST);
-        assert!(refused.1.contains("`slot_start`"), "{}", refused.1);
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+        assert!(refused.detail().contains("`slot_start`"), "{refused:?}");
         for (day_, ok) in [
             (date(1999, 12, 31), false),
             (date(2000, 1, 1), true),
@@ -176,7 +182,7 @@ mod tests {
         assert_eq!(page("limit", Some(MAX_PAGE), 1_000).ok(), Some(MAX_PAGE));
         for bad in [0, MAX_PAGE + 1, usize::MAX] {
             let refused = page("limit", Some(bad), 1_000).err().unwrap();
-            assert!(refused.1.contains("`limit`"), "{}", refused.1);
+            assert!(refused.detail().contains("`limit`"), "{refused:?}");
         }
     }
 
@@ -196,7 +202,7 @@ mod tests {
         assert_eq!(checked.limit, DEFAULT_PAGE);
         for bad in ["zz", "abc", &"00".repeat(MAX_AFTER)] {
             let refused = at(bad).err().unwrap();
-            assert!(refused.1.contains("`after`"), "{}", refused.1);
+            assert!(refused.detail().contains("`after`"), "{refused:?}");
         }
     }
 }

@@ -10,8 +10,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use protocol::api::{ResidentRequest, ResidentView};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::routes;
 
-use super::routing::{get, may, post, Routes};
+use super::routing::{may, Routes};
 use super::{
     blocking, check_label, error, internal, json_body, unprocessable, ApiState, HttpError,
 };
@@ -20,18 +23,21 @@ use crate::records::Resident;
 use crate::secrets;
 use crate::store::ResidentConflict;
 
+/// A resident the path names.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct ResidentPath {
+    /// The resident's id.
+    #[param(example = "r1")]
+    id: String,
+}
+
 pub(super) fn routes() -> Routes {
-    Routes::default()
-        .route("/api/v1/residents", post(may::ADMIN, add_resident))
-        .route("/api/v1/residents/{id}", get(may::READ, get_resident))
-        .route(
-            "/api/v1/residents/{id}/block",
-            post(may::ADMIN, block_resident),
-        )
-        .route(
-            "/api/v1/residents/{id}/unblock",
-            post(may::ADMIN, unblock_resident),
-        )
+    Routes::group("residents")
+        .route(may::ADMIN, routes!(add_resident))
+        .route(may::READ, routes!(get_resident))
+        .route(may::ADMIN, routes!(block_resident))
+        .route(may::ADMIN, routes!(unblock_resident))
 }
 
 const MAX_CREDENTIAL_LEN: usize = 512;
@@ -46,6 +52,16 @@ fn resident_view(resident: Resident) -> ResidentView {
 }
 
 /// Registers a resident; the credential is kept only as a keyed hash.
+#[utoipa::path(post, path = "/api/v1/residents",
+    request_body = ResidentRequest,
+    responses(
+        (status = 201, description = "registered", body = ResidentView, links(
+            ("read" = (operation_id = "get_resident", parameters(("id" = "$response.body#/id")))),
+            ("block" = (operation_id = "block_resident", parameters(("id" = "$response.body#/id")))),
+        )),
+        (status = 409, description = "the id or the credential is taken"),
+        (status = 422, description = "`id`, `group` or `credential` invalid"),
+    ))]
 async fn add_resident(
     State(state): State<Arc<ApiState>>,
     body: Result<Json<ResidentRequest>, JsonRejection>,
@@ -93,9 +109,16 @@ fn register(state: &ApiState, request: ResidentRequest) -> Result<Resident, Http
     Ok(resident)
 }
 
+/// A resident (never the credential or its hash).
+#[utoipa::path(get, path = "/api/v1/residents/{id}",
+    params(ResidentPath),
+    responses(
+        (status = 200, description = "the resident", body = ResidentView),
+        (status = 404, description = "no such resident (the id is not repeated)"),
+    ))]
 async fn get_resident(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(ResidentPath { id }): Path<ResidentPath>,
 ) -> Result<Json<ResidentView>, HttpError> {
     blocking(&state, move |state| {
         let resident = state.store.resident(&id).map_err(internal)?;
@@ -105,16 +128,30 @@ async fn get_resident(
     .map(Json)
 }
 
+/// Blocks a resident: gates refuse their credential.
+#[utoipa::path(post, path = "/api/v1/residents/{id}/block",
+    params(ResidentPath),
+    responses(
+        (status = 200, description = "blocked", body = ResidentView),
+        (status = 404, description = "no such resident (the id is not repeated)"),
+    ))]
 async fn block_resident(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(ResidentPath { id }): Path<ResidentPath>,
 ) -> Result<Json<ResidentView>, HttpError> {
     blocking(&state, move |state| set_blocked(state, &id, true)).await
 }
 
+/// Unblocks a resident.
+#[utoipa::path(post, path = "/api/v1/residents/{id}/unblock",
+    params(ResidentPath),
+    responses(
+        (status = 200, description = "unblocked", body = ResidentView),
+        (status = 404, description = "no such resident (the id is not repeated)"),
+    ))]
 async fn unblock_resident(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(ResidentPath { id }): Path<ResidentPath>,
 ) -> Result<Json<ResidentView>, HttpError> {
     blocking(&state, move |state| set_blocked(state, &id, false)).await
 }

@@ -7,9 +7,11 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
-use super::routing::{get, may, put, Routes};
+use super::routing::{may, Routes};
 use super::{
     blocking, error, internal, json_body, query_of, window, ApiState, HttpError, WindowQuery,
 };
@@ -20,20 +22,32 @@ use crate::settings::Resource;
 /// A resource's entry may list many slots and shares.
 const RESOURCE_BODY: usize = 64 * 1024;
 
-pub(super) fn routes() -> Routes {
-    Routes::default()
-        .route("/api/v1/resources", get(may::SEE_BOOKINGS, list_resources))
-        .route(
-            "/api/v1/resources/{id}",
-            put(may::ADMIN, put_resource).body_limit(RESOURCE_BODY),
-        )
-        .route(
-            "/api/v1/resources/{id}/availability",
-            get(may::SEE_BOOKINGS, availability),
-        )
+/// A resource the path names.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct ResourcePath {
+    /// The resource's id.
+    #[param(example = "yoga")]
+    id: String,
 }
 
-async fn list_resources(State(state): State<Arc<ApiState>>) -> Json<Value> {
+pub(super) fn routes() -> Routes {
+    Routes::group("resources")
+        .route(may::SEE_BOOKINGS, routes!(list_resources))
+        .route_reading(may::ADMIN, RESOURCE_BODY, routes!(put_resource))
+        .route(may::SEE_BOOKINGS, routes!(availability))
+}
+
+/// The bookable resources.
+#[derive(Serialize, ToSchema)]
+struct ResourceList {
+    resources: Vec<ResourceConfig>,
+}
+
+/// The bookable resources: the file's, then those set through the API.
+#[utoipa::path(get, path = "/api/v1/resources",
+    responses((status = 200, description = "every resource", body = ResourceList)))]
+async fn list_resources(State(state): State<Arc<ApiState>>) -> Json<ResourceList> {
     let resources: Vec<_> = state
         .bookings
         .resources
@@ -41,14 +55,21 @@ async fn list_resources(State(state): State<Arc<ApiState>>) -> Json<Value> {
         .iter()
         .map(|r| r.config.clone())
         .collect();
-    Json(json!({ "resources": resources }))
+    Json(ResourceList { resources })
 }
 
 /// Adds or changes a resource (admin): checked like a config entry, kept
 /// in the store (fsynced), in use at once and after restarts.
+#[utoipa::path(put, path = "/api/v1/resources/{id}",
+    params(ResourcePath),
+    request_body = ResourceConfig,
+    responses(
+        (status = 200, description = "set", body = ResourceConfig),
+        (status = 422, description = "a field invalid (`detail` names it), or `id` not the path's"),
+    ))]
 async fn put_resource(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(ResourcePath { id }): Path<ResourcePath>,
     body: Result<Json<ResourceConfig>, JsonRejection>,
 ) -> Result<Json<ResourceConfig>, HttpError> {
     let config = json_body(body)?;
@@ -74,11 +95,26 @@ async fn put_resource(
     Ok(Json(config))
 }
 
+/// A resource's slots in a window.
+#[derive(Serialize, ToSchema)]
+struct Availability {
+    resource: String,
+    slots: Vec<SlotView>,
+}
+
+/// A resource's slots in a window: places, bookings, held shares,
+/// waitlists, maintenance, the manager on duty.
+#[utoipa::path(get, path = "/api/v1/resources/{id}/availability",
+    params(ResourcePath, WindowQuery),
+    responses(
+        (status = 200, description = "the slots starting in the window", body = Availability),
+        (status = 404, description = "no resource with this id"),
+    ))]
 async fn availability(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
+    Path(ResourcePath { id }): Path<ResourcePath>,
     query: Result<Query<WindowQuery>, QueryRejection>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<Availability>, HttpError> {
     let query = query_of(query)?;
     let resource = state
         .bookings
@@ -91,5 +127,8 @@ async fn availability(
         slots.map_err(internal)
     })
     .await?;
-    Ok(Json(json!({ "resource": id, "slots": slots })))
+    Ok(Json(Availability {
+        resource: id,
+        slots,
+    }))
 }

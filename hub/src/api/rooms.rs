@@ -10,35 +10,67 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
-use super::routing::{get, may, Routes};
-use super::{blocking, check_label, error, internal, json_body, ApiState, HttpError};
+use super::centers::CenterPath;
+use super::routing::{may, Routes};
+use super::{blocking, check_parameter, error, internal, json_body, ApiState, HttpError};
 use crate::ingest::Control;
 use crate::records::RoomConfig;
 use crate::settings::RoomRules;
 
-pub(super) fn routes() -> Routes {
-    Routes::default()
-        .route("/api/v1/centers/{id}/rooms", get(may::READ, list_rooms))
-        .route(
-            "/api/v1/centers/{id}/rooms/{room}",
-            get(may::READ, get_room).put(may::ADMIN, put_room),
-        )
+/// A center's room the path names.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct RoomPath {
+    /// The center's id.
+    #[param(example = "c1")]
+    id: String,
+    /// The room's id.
+    #[param(example = "spin")]
+    room: String,
 }
 
+pub(super) fn routes() -> Routes {
+    Routes::group("rooms")
+        .route(may::READ, routes!(list_rooms))
+        .route(may::READ, routes!(get_room))
+        .route(may::ADMIN, routes!(put_room))
+}
+
+/// A center's rooms.
+#[derive(Serialize, ToSchema)]
+struct RoomList {
+    center: String,
+    /// In id order.
+    rooms: Vec<RoomConfig>,
+}
+
+/// A center's rooms: seats and opening hours (the file's, or the API's).
+#[utoipa::path(get, path = "/api/v1/centers/{id}/rooms",
+    params(CenterPath),
+    responses((status = 200, description = "the rooms (none for a center the hub does not know)", body = RoomList)))]
 async fn list_rooms(
     State(state): State<Arc<ApiState>>,
-    Path(center): Path<String>,
-) -> Result<Json<Value>, HttpError> {
-    check_label("center", &center)?;
+    Path(CenterPath { id: center }): Path<CenterPath>,
+) -> Result<Json<RoomList>, HttpError> {
+    check_parameter("center", &center)?;
     let rooms = state.rooms().of_center(&center);
-    Ok(Json(json!({ "center": center, "rooms": rooms })))
+    Ok(Json(RoomList { center, rooms }))
 }
 
+/// One room's seats and opening hours.
+#[utoipa::path(get, path = "/api/v1/centers/{id}/rooms/{room}",
+    params(RoomPath),
+    responses(
+        (status = 200, description = "the room", body = RoomConfig),
+        (status = 404, description = "no such room"),
+    ))]
 async fn get_room(
     State(state): State<Arc<ApiState>>,
-    Path((center, room)): Path<(String, String)>,
+    Path(RoomPath { id: center, room }): Path<RoomPath>,
 ) -> Result<Json<RoomConfig>, HttpError> {
     let rules = state.rooms().get(&center, &room).copied();
     rules
@@ -48,9 +80,16 @@ async fn get_room(
 
 /// Sets a room's seats and hours: stored (fsynced), then shown by the API
 /// and handed to ingest, in the order the requests were taken.
+#[utoipa::path(put, path = "/api/v1/centers/{id}/rooms/{room}",
+    params(RoomPath),
+    request_body = RoomConfig,
+    responses(
+        (status = 200, description = "set", body = RoomConfig),
+        (status = 422, description = "a field invalid, or `center`/`id` not the path's"),
+    ))]
 async fn put_room(
     State(state): State<Arc<ApiState>>,
-    Path((center, room)): Path<(String, String)>,
+    Path(RoomPath { id: center, room }): Path<RoomPath>,
     body: Result<Json<RoomConfig>, JsonRejection>,
 ) -> Result<Json<RoomConfig>, HttpError> {
     let entry = json_body(body)?;

@@ -1,21 +1,25 @@
 //! How route groups declare their routes:
-//! `Routes::route(path, get(may::READ, h).post(may::ADMIN, g))` builds
-//! axum's router and, beside it, the list of `(method, path, who may call
-//! it)` — axum's router cannot be asked for its routes, and a list kept
-//! apart from it would fall behind. The guard (`guard`) enforces that list
-//! for every request in one place (`Policy`); `hub print-routes` prints it;
-//! the tests walk it. A path also declares the largest body it reads
-//! (`SMALL_BODY` unless it says otherwise).
+//! `Routes::group("devices").route(may::READ, routes!(list_devices))`
+//! takes the operation a handler's `#[utoipa::path]` declares (method,
+//! path, parameters, bodies, answers) and who may call it, and builds from
+//! them axum's router, the list of `(method, path, who may call it)` and
+//! the OpenAPI paths (`openapi`) side by side — axum's router cannot be
+//! asked for its routes, and a list or a document kept apart from it would
+//! fall behind. The guard (`guard`) enforces the list for every request in
+//! one place (`Policy`); `hub print-routes` prints it; the tests walk it.
+//! An operation also declares the largest body it reads (`SMALL_BODY`
+//! unless it says otherwise).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::handler::Handler;
 use axum::http::Method;
-use axum::routing::{MethodFilter, MethodRouter};
 use axum::Router;
 use serde::Serialize;
+use utoipa::openapi::path::{Operation, PathItem, Paths};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa_axum::router::UtoipaMethodRouter;
 
 use super::ApiState;
 use crate::records::Role;
@@ -104,136 +108,129 @@ pub const SMALL_BODY: usize = 16 * 1024;
 pub struct Endpoint {
     pub method: &'static str,
     /// axum's template, e.g. `/api/v1/devices/{id}`.
-    pub path: &'static str,
+    pub path: String,
     pub allowed: Allowed,
+    /// The largest body the route reads (larger: 413).
+    pub body_limit: usize,
 }
 
-/// A group of routes and their list.
+/// One handler's operation as `utoipa_axum::routes!(handler)` gives it:
+/// the schemas it names, its path and method, and the handler.
+pub(super) type Declared = UtoipaMethodRouter<Arc<ApiState>>;
+
+/// A group of routes: the router, the list, the document's paths and
+/// schemas.
 #[derive(Default)]
 pub(super) struct Routes {
     router: Router<Arc<ApiState>>,
     endpoints: Vec<Endpoint>,
+    paths: Paths,
+    schemas: Vec<(String, RefOr<Schema>)>,
+    /// The tag the group's operations carry in the document.
+    tag: Option<&'static str>,
+}
+
+/// What all route groups declared, taken apart.
+pub(super) struct Parts {
+    pub(super) router: Router<Arc<ApiState>>,
+    pub(super) endpoints: Vec<Endpoint>,
+    pub(super) paths: Paths,
+    pub(super) schemas: Vec<(String, RefOr<Schema>)>,
 }
 
 impl Routes {
-    pub(super) fn route(mut self, path: &'static str, methods: Methods) -> Routes {
-        let router = methods
-            .router
-            .layer(DefaultBodyLimit::max(methods.body_limit));
-        self.router = self.router.route(path, router);
-        self.endpoints
-            .extend(methods.names.into_iter().map(|(method, allowed)| Endpoint {
-                method,
-                path,
-                allowed,
-            }));
+    /// A route group whose operations the document tags `tag`.
+    pub(super) fn group(tag: &'static str) -> Routes {
+        Routes {
+            tag: Some(tag),
+            ..Routes::default()
+        }
+    }
+
+    /// The operation `routes!(handler)` declares, callable by `allowed`,
+    /// reading bodies up to `SMALL_BODY`. One handler per call: its
+    /// `#[utoipa::path]` names one method and one path.
+    pub(super) fn route(self, allowed: Allowed, declared: Declared) -> Routes {
+        self.route_reading(allowed, SMALL_BODY, declared)
+    }
+
+    /// As `route`, reading bodies up to `bytes` (larger: 413).
+    pub(super) fn route_reading(
+        mut self,
+        allowed: Allowed,
+        bytes: usize,
+        (schemas, mut paths, handler): Declared,
+    ) -> Routes {
+        let handler = handler.layer(DefaultBodyLimit::max(bytes));
+        for (path, item) in paths.paths.iter_mut() {
+            self.router = self.router.route(path, handler.clone());
+            for (method, operation) in operations_mut(item) {
+                if let Some(tag) = self.tag {
+                    operation
+                        .tags
+                        .get_or_insert_with(Vec::new)
+                        .push(tag.to_string());
+                }
+                self.endpoints.push(Endpoint {
+                    method,
+                    path: path.clone(),
+                    allowed,
+                    body_limit: bytes,
+                });
+            }
+        }
+        self.paths.merge(paths);
+        self.schemas.extend(schemas);
         self
     }
 
     pub(super) fn merge(mut self, other: Routes) -> Routes {
         self.router = self.router.merge(other.router);
         self.endpoints.extend(other.endpoints);
+        self.paths.merge(other.paths);
+        self.schemas.extend(other.schemas);
         self
     }
 
-    pub(super) fn into_parts(self) -> (Router<Arc<ApiState>>, Vec<Endpoint>) {
-        (self.router, self.endpoints)
+    pub(super) fn into_parts(self) -> Parts {
+        Parts {
+            router: self.router,
+            endpoints: self.endpoints,
+            paths: self.paths,
+            schemas: self.schemas,
+        }
     }
 }
 
-/// One path's handlers by method, who may call each, and the largest body
-/// the path reads.
-pub(super) struct Methods {
-    router: MethodRouter<Arc<ApiState>>,
-    names: Vec<(&'static str, Allowed)>,
-    body_limit: usize,
-}
-
-impl Methods {
-    fn on<H, T>(mut self, verb: Verb, allowed: Allowed, h: H) -> Methods
-    where
-        H: Handler<T, Arc<ApiState>>,
-        T: 'static,
-    {
-        self.router = self.router.on(verb.1, h);
-        self.names.push((verb.0, allowed));
-        self
-    }
-
-    pub(super) fn post<H: Handler<T, Arc<ApiState>>, T: 'static>(
-        self,
-        allowed: Allowed,
-        handler: H,
-    ) -> Methods {
-        self.on(POST, allowed, handler)
-    }
-
-    pub(super) fn put<H: Handler<T, Arc<ApiState>>, T: 'static>(
-        self,
-        allowed: Allowed,
-        handler: H,
-    ) -> Methods {
-        self.on(PUT, allowed, handler)
-    }
-
-    pub(super) fn delete<H: Handler<T, Arc<ApiState>>, T: 'static>(
-        self,
-        allowed: Allowed,
-        handler: H,
-    ) -> Methods {
-        self.on(DELETE, allowed, handler)
-    }
-
-    /// The path reads bodies up to `bytes` (larger: 413).
-    pub(super) fn body_limit(mut self, bytes: usize) -> Methods {
-        self.body_limit = bytes;
-        self
-    }
-}
-
-/// A method's name and axum's filter for it.
-type Verb = (&'static str, MethodFilter);
-const GET: Verb = ("GET", MethodFilter::GET);
-const POST: Verb = ("POST", MethodFilter::POST);
-const PUT: Verb = ("PUT", MethodFilter::PUT);
-const DELETE: Verb = ("DELETE", MethodFilter::DELETE);
-
-fn no_methods() -> Methods {
-    Methods {
-        router: MethodRouter::new(),
-        names: Vec::new(),
-        body_limit: SMALL_BODY,
-    }
-}
-
-pub(super) fn get<H: Handler<T, Arc<ApiState>>, T: 'static>(allowed: Allowed, h: H) -> Methods {
-    no_methods().on(GET, allowed, h)
-}
-
-pub(super) fn post<H: Handler<T, Arc<ApiState>>, T: 'static>(allowed: Allowed, h: H) -> Methods {
-    no_methods().on(POST, allowed, h)
-}
-
-pub(super) fn put<H: Handler<T, Arc<ApiState>>, T: 'static>(allowed: Allowed, h: H) -> Methods {
-    no_methods().on(PUT, allowed, h)
-}
-
-pub(super) fn delete<H: Handler<T, Arc<ApiState>>, T: 'static>(allowed: Allowed, h: H) -> Methods {
-    no_methods().on(DELETE, allowed, h)
+/// The operations a path item holds, by method name.
+pub(super) fn operations_mut(item: &mut PathItem) -> Vec<(&'static str, &mut Operation)> {
+    [
+        ("GET", &mut item.get),
+        ("POST", &mut item.post),
+        ("PUT", &mut item.put),
+        ("PATCH", &mut item.patch),
+        ("DELETE", &mut item.delete),
+    ]
+    .into_iter()
+    .filter_map(|(method, operation)| operation.as_mut().map(|op| (method, op)))
+    .collect()
 }
 
 /// Who may call each route's methods: the list the routes declared, as
 /// the guard looks it up.
 pub(super) struct Policy {
-    by_route: HashMap<(&'static str, &'static str), Allowed>,
+    by_route: HashMap<String, Vec<(&'static str, Allowed)>>,
 }
 
 impl Policy {
     pub(super) fn of(endpoints: &[Endpoint]) -> Policy {
-        let by_route = endpoints
-            .iter()
-            .map(|e| ((e.path, e.method), e.allowed))
-            .collect();
+        let mut by_route: HashMap<String, Vec<(&'static str, Allowed)>> = HashMap::new();
+        for e in endpoints {
+            by_route
+                .entry(e.path.clone())
+                .or_default()
+                .push((e.method, e.allowed));
+        }
         Policy { by_route }
     }
 
@@ -246,16 +243,21 @@ impl Policy {
         } else {
             method.as_str()
         };
-        self.by_route.get(&(path, method)).copied()
+        let methods = self.by_route.get(path)?;
+        methods
+            .iter()
+            .find(|(m, _)| *m == method)
+            .map(|(_, allowed)| *allowed)
     }
 
     /// The methods `path` takes (a 405's reason).
     pub(super) fn methods_of(&self, path: &str) -> Vec<&'static str> {
         let mut methods: Vec<&'static str> = self
             .by_route
-            .keys()
-            .filter(|(p, _)| *p == path)
-            .map(|(_, method)| *method)
+            .get(path)
+            .into_iter()
+            .flatten()
+            .map(|(method, _)| *method)
             .collect();
         methods.sort_unstable();
         methods
@@ -276,13 +278,15 @@ mod tests {
         let endpoints = [
             Endpoint {
                 method: "GET",
-                path: "/a",
+                path: "/a".into(),
                 allowed: may::READ,
+                body_limit: SMALL_BODY,
             },
             Endpoint {
                 method: "POST",
-                path: "/a",
+                path: "/a".into(),
                 allowed: may::ADMIN,
+                body_limit: SMALL_BODY,
             },
         ];
         let policy = Policy::of(&endpoints);

@@ -11,33 +11,46 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
 use super::keys::KeysError;
-use super::routing::{delete, get, may, Routes};
+use super::routing::{may, Routes};
 use super::{
     blocking, check_label, error, internal, json_body, unprocessable, ApiState, HttpError,
 };
 use crate::clock::unix_ms;
 use crate::records::{ApiToken, Role};
 
-pub(super) fn routes() -> Routes {
-    Routes::default()
-        .route(
-            "/api/v1/tokens",
-            get(may::ADMIN, list).post(may::ADMIN, create),
-        )
-        .route("/api/v1/tokens/{id}", delete(may::ADMIN, revoke))
+/// A token the path names.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct TokenPath {
+    /// The token's id (not the token).
+    id: String,
 }
 
-#[derive(Deserialize)]
+pub(super) fn routes() -> Routes {
+    Routes::group("tokens")
+        .route(may::ADMIN, routes!(list_tokens))
+        .route(may::ADMIN, routes!(create_token))
+        .route(may::ADMIN, routes!(revoke_token))
+}
+
+/// A token to create.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewToken {
+    /// What the token may do.
+    #[schema(value_type = Role)]
     role: String,
+    /// Who or what holds it: 1-64 letters, digits, '-' or '_'.
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$", example = "wechat-frontend")]
     name: String,
 }
 
 /// A token as listed: never its secret or hash.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TokenView {
     id: String,
     name: String,
@@ -57,17 +70,28 @@ impl From<ApiToken> for TokenView {
 }
 
 /// The answer to a creation: the token, shown this once.
-#[derive(Serialize)]
-struct Created {
+#[derive(Serialize, ToSchema)]
+struct TokenCreated {
     #[serde(flatten)]
     view: TokenView,
     token: String,
 }
 
-async fn create(
+/// Creates a token of a role; the token is answered this once (only its
+/// SHA-256 is kept).
+#[utoipa::path(post, path = "/api/v1/tokens",
+    request_body = NewToken,
+    responses(
+        (status = 201, description = "created", body = TokenCreated, links(
+            ("revoke" = (operation_id = "revoke_token", parameters(("id" = "$response.body#/id")))),
+        )),
+        (status = 409, description = "the name is taken, or the hub holds its most tokens"),
+        (status = 422, description = "`role` or `name` invalid"),
+    ))]
+async fn create_token(
     State(state): State<Arc<ApiState>>,
     body: Result<Json<NewToken>, JsonRejection>,
-) -> Result<(StatusCode, Json<Created>), HttpError> {
+) -> Result<(StatusCode, Json<TokenCreated>), HttpError> {
     let body = json_body(body)?;
     let role = Role::parse(&body.role).ok_or_else(|| {
         unprocessable("`role` must be admin, staff, frontend, readonly or metrics")
@@ -82,42 +106,56 @@ async fn create(
     let view = TokenView::from(token);
     Ok((
         StatusCode::CREATED,
-        Json(Created {
+        Json(TokenCreated {
             view,
             token: secret,
         }),
     ))
 }
 
-#[derive(Serialize)]
+/// The tokens created through the API.
+#[derive(Serialize, ToSchema)]
 struct TokenList {
     tokens: Vec<TokenView>,
 }
 
-async fn list(State(state): State<Arc<ApiState>>) -> Result<Json<TokenList>, HttpError> {
+/// The tokens created through the API, without secrets (the
+/// configuration's are not listed).
+#[utoipa::path(get, path = "/api/v1/tokens",
+    responses((status = 200, description = "every token created", body = TokenList)))]
+async fn list_tokens(State(state): State<Arc<ApiState>>) -> Result<Json<TokenList>, HttpError> {
     let tokens = blocking(&state, |state| state.store.api_tokens().map_err(internal)).await?;
     let tokens = tokens.into_iter().map(TokenView::from).collect();
     Ok(Json(TokenList { tokens }))
 }
 
-#[derive(Serialize)]
-struct Revoked {
+/// A revocation's answer.
+#[derive(Serialize, ToSchema)]
+struct TokenRevoked {
     #[serde(flatten)]
     view: TokenView,
     revoked: bool,
 }
 
-async fn revoke(
+/// Revokes a token: refused from the next request on.
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}",
+    params(TokenPath),
+    responses(
+        (status = 200, description = "revoked", body = TokenRevoked),
+        (status = 404, description = "no token with this id"),
+        (status = 409, description = "a token of the configuration, revoked only there"),
+    ))]
+async fn revoke_token(
     State(state): State<Arc<ApiState>>,
-    Path(id): Path<String>,
-) -> Result<Json<Revoked>, HttpError> {
+    Path(TokenPath { id }): Path<TokenPath>,
+) -> Result<Json<TokenRevoked>, HttpError> {
     let token = blocking(&state, move |state| {
         state.keys.revoke(&state.store, &id).map_err(keys_error)
     })
     .await?;
     tracing::info!(token = %token.id, name = %token.name, role = %token.role, "API token revoked");
     let view = TokenView::from(token);
-    Ok(Json(Revoked {
+    Ok(Json(TokenRevoked {
         view,
         revoked: true,
     }))

@@ -24,7 +24,7 @@ pub struct ListFilter {
 }
 
 /// One slot as availability shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SlotView {
     pub start: u64,
     pub end: u64,
@@ -35,6 +35,7 @@ pub struct SlotView {
     /// Free for anyone (held shares excluded while they hold).
     pub free: u32,
     /// Places still held per group.
+    #[schema(value_type = BTreeMap<String, u32>)]
     pub held: BTreeMap<&'static str, u32>,
     pub waitlist: u32,
     /// Closed for maintenance (a bound device is out of service).

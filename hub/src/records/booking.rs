@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::resource::ResourceConfig;
 
 /// Who a place is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Group {
     Child,
@@ -40,8 +40,9 @@ impl Group {
 }
 
 /// Where a booking stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = BookingStatus)]
 pub enum Status {
     /// Refused as full; may join the waitlist.
     Offered,
@@ -94,7 +95,7 @@ pub struct Booker {
 }
 
 /// A booking (or a waitlist place, or the offer of one).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Booking {
     pub id: String,
     pub resource: String,

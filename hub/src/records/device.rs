@@ -66,7 +66,7 @@ impl DeviceRecord {
 }
 
 /// An event as stored, exactly once per `(device, id)`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StoredEvent {
     pub device: String,
     pub center: String,

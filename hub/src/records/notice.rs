@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A message to a resident (listed by the API).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Notification {
     pub id: String,
     pub resident: String,

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// What a token may do (docs/security.md has the table of routes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Devices, certificates, resources, rooms, residents, tokens, the
@@ -68,7 +68,7 @@ pub struct ApiToken {
 
 /// One change asked of the API: who, what, when, and how it was answered.
 /// Never the request's body: no credential, password or token is in it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// Increasing across restarts; the paging cursor.
     pub id: u64,

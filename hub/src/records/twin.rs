@@ -11,14 +11,14 @@ use serde::{Deserialize, Serialize};
 use super::device::DeviceRecord;
 
 /// Last reported value of one telemetry field.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LastValue {
     pub value: FieldValue,
     pub ts: u64,
 }
 
 /// Why a robot was stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TripReason {
     OverTemperature,
@@ -44,7 +44,7 @@ impl TripReason {
 }
 
 /// An unacknowledged interlock alarm, kept on the robot's twin.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Alarm {
     pub reason: TripReason,
     /// Unix ms of the trip.
@@ -55,7 +55,7 @@ pub struct Alarm {
     pub command: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Twin {
     pub id: String,
     pub kind: DeviceKind,
