@@ -8,12 +8,22 @@
 //! carries the id it had: `{hub}/ev/{device}/{event id}`,
 //! `{hub}/bk/{booking}/{rev}`, `{hub}/vi/{center}/{day}/{visits}`,
 //! `{hub}/tw/{device}/{at}/{change}`, `{hub}/tm/{device}/{from}/{to}`,
-//! `{hub}/tr/{device}/{seq}/{ts}`.
+//! `{hub}/tr/{device}/{seq}/{ts}`, `{hub}/co/{device}/{command}` (a district
+//! command's outcome); a refusal's is made once, `{hub}/cr/{at}/{n}`.
+//!
+//! Also the downlink's record of a command taken (`DownlinkTaken`): kept
+//! until its expiry, so its id is never taken twice.
 
 use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
+use protocol::api::CommandRecord;
+use protocol::upstream::{
+    outcome_id, outcome_topic, refused_id, refused_topic, CommandOutcomeMessage,
+    CommandRefusedMessage, Refusal,
+};
 use protocol::{DeviceKind, FieldValue, Telemetry};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::booking::Booking;
@@ -42,10 +52,15 @@ pub enum UplinkClass {
     Telemetry,
     /// One telemetry message as received (`[uplink] raw_telemetry`).
     TelemetryRaw,
+    /// A district command's outcome: acked, failed, expired.
+    CommandOutcome,
+    /// A command refused, and why (dropped with telemetry past the bound,
+    /// so a flood of forged commands cannot grow the outbox).
+    CommandRefused,
 }
 
 impl UplinkClass {
-    pub const ALL: [UplinkClass; 7] = [
+    pub const ALL: [UplinkClass; 9] = [
         UplinkClass::Event,
         UplinkClass::Alarm,
         UplinkClass::Twin,
@@ -53,6 +68,8 @@ impl UplinkClass {
         UplinkClass::Visits,
         UplinkClass::Telemetry,
         UplinkClass::TelemetryRaw,
+        UplinkClass::CommandOutcome,
+        UplinkClass::CommandRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -64,12 +81,17 @@ impl UplinkClass {
             UplinkClass::Visits => "visits",
             UplinkClass::Telemetry => "telemetry",
             UplinkClass::TelemetryRaw => "telemetry_raw",
+            UplinkClass::CommandOutcome => "command_outcome",
+            UplinkClass::CommandRefused => "command_refused",
         }
     }
 
     /// Dropped (oldest first) when the outbox is over its bound.
     pub fn droppable(self) -> bool {
-        matches!(self, UplinkClass::Telemetry | UplinkClass::TelemetryRaw)
+        matches!(
+            self,
+            UplinkClass::Telemetry | UplinkClass::TelemetryRaw | UplinkClass::CommandRefused
+        )
     }
 
     fn code(self) -> u8 {
@@ -357,6 +379,60 @@ pub fn telemetry_raw(hub: &str, device: &DeviceRef, telemetry: &Telemetry, at: u
     )
 }
 
+/// A district command taken by the hub: kept (by id) until it expired, so
+/// its id is never taken again, and so its outcome goes to its center.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DownlinkTaken {
+    pub center: String,
+    pub device: String,
+    pub expires_at: u64,
+}
+
+/// A district command's outcome (its record is final), for `center`.
+pub fn command_outcome(hub: &str, center: &str, record: &CommandRecord) -> UplinkEntry {
+    let at = record.completed_at.unwrap_or(record.created_at);
+    let message = CommandOutcomeMessage {
+        id: outcome_id(hub, &record.device, &record.id),
+        hub: hub.into(),
+        center: center.into(),
+        device: record.device.clone(),
+        command: record.id.clone(),
+        op: record.op.clone(),
+        status: record.status.as_str().into(),
+        error: record.error.clone(),
+        attempts: record.attempts,
+        at,
+    };
+    let topic = outcome_topic(center, &record.device);
+    UplinkEntry::new(UplinkClass::CommandOutcome, at, topic, &json!(message))
+}
+
+/// What a refused command named (its topic's center and device, its id),
+/// and why it was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub center: Option<String>,
+    pub command: Option<String>,
+    pub device: Option<String>,
+    pub reason: Refusal,
+}
+
+/// A command refused at `at`, reported to `center`; `n` makes its id
+/// unique in the hub.
+pub fn command_refused(hub: &str, center: &str, refused: &Refused, at: u64, n: u64) -> UplinkEntry {
+    let message = CommandRefusedMessage {
+        id: refused_id(hub, at, n),
+        hub: hub.into(),
+        center: center.into(),
+        command: refused.command.clone(),
+        device: refused.device.clone(),
+        reason: refused.reason.as_str().into(),
+        at,
+    };
+    let topic = refused_topic(center);
+    UplinkEntry::new(UplinkClass::CommandRefused, at, topic, &json!(message))
+}
+
 fn field_json(value: &FieldValue) -> Value {
     match value {
         FieldValue::Bool(b) => json!(b),
@@ -451,7 +527,11 @@ mod tests {
             .collect();
         assert_eq!(
             droppable,
-            [UplinkClass::Telemetry, UplinkClass::TelemetryRaw]
+            [
+                UplinkClass::Telemetry,
+                UplinkClass::TelemetryRaw,
+                UplinkClass::CommandRefused
+            ]
         );
     }
 }

@@ -18,8 +18,11 @@
 //! - `api`: how the API serves (TLS, header and request timeouts,
 //!   connections) and the audit log's retention
 //! - `uplink`: the upstream brokers, TLS files and outbox bounds
+//! - `downlink`: the keys trusted for the district's signed commands, the
+//!   centers taken, the longest lifetime
 
 pub mod api;
+pub mod downlink;
 pub mod file;
 pub mod opening;
 pub mod resource;
@@ -40,7 +43,8 @@ use crate::clock::Clock;
 
 pub use api::HttpSettings;
 pub use file::{
-    AccessConfig, ApiConfig, BrokerConfig, CommandsConfig, Config, CountingConfig, DutyConfig,
+    AccessConfig, ApiConfig, BrokerConfig, CommandsConfig, Config, CountingConfig, DownlinkConfig,
+    DutyConfig,
     IngestConfig, InterlockConfig, LimitsConfig, LogConfig, LogFormat, PlainListenerConfig,
     PlainUser, ResourceConfig, RoomConfig, ScheduleConfig, ShareConfig, SlotConfig, UplinkConfig,
     DEFAULT_CONFIG_TOML, MASKED,
@@ -50,6 +54,7 @@ pub use resource::{Layout, Resource};
 pub use retention::{Retention, RetentionConfig};
 pub use rooms::{RoomRules, Rooms, MAX_SEATS};
 pub use roster::{Roster, Shift};
+pub use downlink::DownlinkSettings;
 pub use uplink::{UplinkSettings, UplinkTls, Upstream};
 
 /// A field (relative to its entry) and why its value is refused.

@@ -18,6 +18,11 @@
 //! On a failure (refused, unreachable, keepalive missed, TLS) the next URL
 //! is tried after a jittered wait that doubles with every failure in a row,
 //! from `backoff_initial` up to `backoff_max`.
+//!
+//! With a downlink the session also subscribes (QoS 1) to the hub's
+//! centers' command topics after every CONNACK, and acknowledges each
+//! command only once `downlink::Downlink` has made its decision durable
+//! (manual acks): a hub killed before that gets the message again.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -25,7 +30,8 @@ use std::time::{Duration, Instant};
 use prometheus::IntCounter;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions,
-    Outgoing, Packet, QoS, TlsConfiguration, Transport,
+    Outgoing, Packet, Publish, QoS, SubAck, SubscribeFilter, SubscribeReasonCode,
+    TlsConfiguration, Transport,
 };
 use tokio::sync::mpsc;
 
@@ -230,7 +236,47 @@ impl Forwarder {
         if let (true, Some(tls)) = (url.tls, &self.tls) {
             options.set_transport(Transport::tls_with_config(tls.clone()));
         }
+        options.set_manual_acks(self.parts.downlink.is_some());
         options
+    }
+
+    /// Subscribes to the centers' command topics (with a downlink).
+    async fn subscribe(&self, client: &AsyncClient) -> Result<(), String> {
+        let Some(downlink) = &self.parts.downlink else {
+            return Ok(());
+        };
+        let filters = downlink
+            .filters()
+            .into_iter()
+            .map(|filter| SubscribeFilter::new(filter, QoS::AtLeastOnce));
+        client
+            .subscribe_many(filters)
+            .await
+            .map_err(|error| format!("subscribing to the command topics: {error}"))
+    }
+
+    /// A SUBACK: subscribed when the broker granted every filter.
+    fn subscribed(&self, ack: &SubAck) {
+        let granted = ack
+            .return_codes
+            .iter()
+            .all(|code| !matches!(code, SubscribeReasonCode::Failure));
+        self.parts.metrics.downlink_subscribed.set(i64::from(granted));
+        match granted {
+            true => tracing::info!("subscribed to the district's commands"),
+            false => tracing::error!("the upstream refused the command topics' subscription"),
+        }
+    }
+
+    /// A command from the district: decided, then acknowledged.
+    async fn command(&self, client: &AsyncClient, publish: &Publish) -> Result<Option<String>, UplinkError> {
+        if let Some(downlink) = &self.parts.downlink {
+            downlink.receive(&publish.topic, &publish.payload, unix_ms())?;
+        }
+        match client.ack(publish).await {
+            Ok(()) => Ok(None),
+            Err(error) => Ok(Some(format!("acknowledging a command: {error}"))),
+        }
     }
 
     /// One connection to `url`: connect, then forward until it fails or
@@ -240,7 +286,8 @@ impl Forwarder {
         url: &Upstream,
         sent: &HashMap<UplinkClass, IntCounter>,
     ) -> Result<End, UplinkError> {
-        let capacity = usize::from(self.parts.settings.max_in_flight);
+        // Room for the publishes in flight, the subscription and the acks.
+        let capacity = usize::from(self.parts.settings.max_in_flight) + 64;
         let (client, mut eventloop) = AsyncClient::new(self.options(url), capacity);
         let mut network = NetworkOptions::new();
         network.set_connection_timeout(self.parts.settings.connect_timeout.as_secs());
@@ -270,7 +317,15 @@ impl Forwarder {
             .inc();
         self.parts.metrics.uplink_connected.set(1);
         tracing::info!(upstream = %url, client_id = %self.parts.client_id, "uplink connected");
-        let reason = self.forward(&client, &mut events, sent).await?;
+        if let Err(reason) = self.subscribe(&client).await {
+            return Ok(End::Lost {
+                connected: true,
+                reason,
+            });
+        }
+        let reason = self.forward(&client, &mut events, sent).await;
+        self.parts.metrics.downlink_subscribed.set(0);
+        let reason = reason?;
         Ok(match reason {
             None => End::Stopped,
             Some(reason) => End::Lost {
@@ -305,8 +360,18 @@ impl Forwarder {
                 event = events.recv() => {
                     let mut next = event;
                     while let Some(event) = next {
-                        if let Err(reason) = on_event(event, &mut flight) {
-                            return Ok(Some(reason));
+                        let lost = match event {
+                            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                                self.command(client, &publish).await?
+                            }
+                            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                                self.subscribed(&ack);
+                                None
+                            }
+                            event => on_event(event, &mut flight).err(),
+                        };
+                        if lost.is_some() {
+                            return Ok(lost);
                         }
                         next = events.try_recv().ok();
                     }
@@ -501,6 +566,7 @@ mod tests {
                 client_id: "hub1".into(),
                 wake: Arc::new(Notify::new()),
                 stop: CancellationToken::new(),
+                downlink: None,
             },
             tls: None,
         };
