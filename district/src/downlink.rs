@@ -304,7 +304,8 @@ impl Publisher {
             // Its caller answered `unconfirmed` already: never sent late.
             return Ok(());
         }
-        if let Err(error) = client.try_publish(request.topic, QoS::AtLeastOnce, false, request.payload)
+        if let Err(error) =
+            client.try_publish(request.topic, QoS::AtLeastOnce, false, request.payload)
         {
             let reason = format!("publish: {error}");
             let _ = request.done.send(Err(reason.clone()));

@@ -8,8 +8,8 @@
 //! to the hubs) are `Skipped`: counted only.
 
 use chrono::NaiveDate;
-use protocol::limits::{MAX_SEQ, MAX_TS_MS};
 use protocol::api::is_command_op;
+use protocol::limits::{MAX_SEQ, MAX_TS_MS};
 use protocol::upstream::{
     is_command_id, BookingMessage, Class, CommandOutcomeMessage, CommandRefusedMessage,
     EventMessage, Refusal, TelemetryMessage, TwinMessage, UpstreamTopic, VisitsMessage,
@@ -236,13 +236,19 @@ fn body(topic: &UpstreamTopic, payload: &[u8]) -> Result<Body, Rejection> {
             in_range(
                 OUTCOME_STATUSES.contains(&outcome.status.as_str())
                     && outcome.at <= MAX_TS_MS
-                    && outcome.error.as_ref().is_none_or(|e| e.len() <= MAX_ERROR_LEN),
+                    && outcome
+                        .error
+                        .as_ref()
+                        .is_none_or(|e| e.len() <= MAX_ERROR_LEN),
             )?;
             Body::Outcome(outcome)
         }
         Class::CommandRefused => {
             let refused: CommandRefusedMessage = parse(payload)?;
-            let device_ok = refused.device.as_deref().is_none_or(protocol::is_valid_device_id);
+            let device_ok = refused
+                .device
+                .as_deref()
+                .is_none_or(protocol::is_valid_device_id);
             let command_ok = refused.command.as_deref().is_none_or(is_command_id);
             if !device_ok || !command_ok {
                 return Err(Rejection::BadId);

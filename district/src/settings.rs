@@ -18,8 +18,8 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use protocol::calendar::Calendar;
-use protocol::upstream::{key_id, parse_signing_key, SigningKey};
 use protocol::secret::{self, SecretVars};
+use protocol::upstream::{key_id, parse_signing_key, SigningKey};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -542,8 +542,16 @@ fn parse_downlink(
     source: &SourceConfig,
 ) -> Result<Option<Downlink>, ConfigError> {
     for (field, value, range) in [
-        ("downlink.max_lifetime_secs", config.max_lifetime_secs, 1..=86_400),
-        ("downlink.publish_timeout_secs", config.publish_timeout_secs, 1..=300),
+        (
+            "downlink.max_lifetime_secs",
+            config.max_lifetime_secs,
+            1..=86_400,
+        ),
+        (
+            "downlink.publish_timeout_secs",
+            config.publish_timeout_secs,
+            1..=300,
+        ),
     ] {
         if !range.contains(&value) {
             let reason = format!("must be between {} and {}", range.start(), range.end());
@@ -612,8 +620,7 @@ pub fn read_signing_key(path: &Path) -> Result<SigningKey, ConfigError> {
     use std::os::unix::fs::PermissionsExt;
     let field = "downlink.key_file";
     let shown = path.display();
-    let metadata =
-        std::fs::metadata(path).map_err(|e| invalid(field, &format!("{shown}: {e}")))?;
+    let metadata = std::fs::metadata(path).map_err(|e| invalid(field, &format!("{shown}: {e}")))?;
     let mode = metadata.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         let reason = format!("{shown} is readable by others (mode {mode:o}): chmod 600 it");

@@ -311,9 +311,9 @@ impl Store {
     /// Records a new command and fsyncs; `false` if the id exists.
     pub fn insert_command(&self, command: &CommandState) -> Result<bool, StoreError> {
         let key = command_key(&command.id);
-        let swapped = self
-            .tree
-            .compare_and_swap(key, None as Option<&[u8]>, Some(encode(command)))?;
+        let swapped =
+            self.tree
+                .compare_and_swap(key, None as Option<&[u8]>, Some(encode(command)))?;
         self.db.flush()?;
         Ok(swapped.is_ok())
     }

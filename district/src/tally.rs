@@ -194,7 +194,10 @@ fn on_visits(
 /// A hub's outcome of a command: the command's status from now on. A
 /// command the district holds no record of (another district's, or one
 /// whose record was lost) gets one from the outcome.
-fn on_outcome(outcome: &CommandOutcomeMessage, batch: &mut Batch<'_>) -> Result<Outcome, StoreError> {
+fn on_outcome(
+    outcome: &CommandOutcomeMessage,
+    batch: &mut Batch<'_>,
+) -> Result<Outcome, StoreError> {
     let key = command_key(&outcome.command);
     let mut command = batch
         .get_json::<CommandState>(&key)?
@@ -229,7 +232,10 @@ const UNANSWERED: [&str; 3] = ["publishing", "sent", "unconfirmed"];
 /// A hub refused a message naming one of the district's commands: noted
 /// on it (the first `MAX_REFUSALS`); it is `refused` unless the hub had
 /// already answered it (a replay of a command that ran stays `acked`).
-fn on_refused(refused: &CommandRefusedMessage, batch: &mut Batch<'_>) -> Result<Outcome, StoreError> {
+fn on_refused(
+    refused: &CommandRefusedMessage,
+    batch: &mut Batch<'_>,
+) -> Result<Outcome, StoreError> {
     let Some(id) = &refused.command else {
         return Ok(Outcome::Applied);
     };

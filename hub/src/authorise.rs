@@ -143,8 +143,18 @@ mod tests {
         let mut named_key = other_key.clone();
         named_key.key = message(|_| {}).key;
         check(topic, &named_key, NOW, Err(Forged));
-        check(topic, &message(|m| m.op = "Bad".into()), NOW, Err(Malformed));
-        check(topic, &message(|m| m.args = "[]".into()), NOW, Err(Malformed));
+        check(
+            topic,
+            &message(|m| m.op = "Bad".into()),
+            NOW,
+            Err(Malformed),
+        );
+        check(
+            topic,
+            &message(|m| m.args = "[]".into()),
+            NOW,
+            Err(Malformed),
+        );
         check("yz/v1/c1/p2/cmd", &message(|_| {}), NOW, Err(Malformed));
         check("yz/v1/c2/p1/cmd", &message(|_| {}), NOW, Err(Malformed));
         check("yz/v1/c1/p1/event", &message(|_| {}), NOW, Err(Malformed));

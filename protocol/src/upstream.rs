@@ -236,7 +236,10 @@ mod tests {
             "yz/v1/c1/p1/cmd/outcome",
             Some(("c1", Some("p1"), Class::CommandOutcome)),
         );
-        check("yz/v1/c1/cmd_refused", Some(("c1", None, Class::CommandRefused)));
+        check(
+            "yz/v1/c1/cmd_refused",
+            Some(("c1", None, Class::CommandRefused)),
+        );
         for outside in [
             "yz/v2/c1/booking",
             "yz/v1/c1",

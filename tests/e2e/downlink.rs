@@ -46,7 +46,10 @@ fn keygen(path: &Path) -> anyhow::Result<KeyPair> {
             .ok_or_else(|| anyhow::anyhow!("no {name:?} in {text:?}"))
     };
     let seed = std::fs::read_to_string(path)?;
-    anyhow::ensure!(!text.contains(seed.trim()), "keygen printed the private key");
+    anyhow::ensure!(
+        !text.contains(seed.trim()),
+        "keygen printed the private key"
+    );
     Ok(KeyPair {
         id: field("key id:")?,
         public: field("public key:")?,
@@ -119,7 +122,12 @@ async fn wait_refusals(hub: &HubProcess, expect: &[(&str, f64)]) -> anyhow::Resu
     })
     .await;
     let last = last.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    waited.map_err(|e| e.context(format!("counted {last:?}, expected {expect:?}:\n{}", hub.log())))
+    waited.map_err(|e| {
+        e.context(format!(
+            "counted {last:?}, expected {expect:?}:\n{}",
+            hub.log()
+        ))
+    })
 }
 
 /// Sends a command through the district's API; its id.
@@ -193,7 +201,9 @@ async fn forged_expired_and_replayed_commands_are_refused_and_a_signed_one_runs_
     let password = vec![("DISTRICT_SOURCE_PASSWORD".to_string(), PASSWORD.to_string())];
     let district = DistrictProcess::start(&source, password).await?;
     assert!(
-        !district.log().contains(std::fs::read_to_string(&key_file)?.trim()),
+        !district
+            .log()
+            .contains(std::fs::read_to_string(&key_file)?.trim()),
         "the district logged its private key"
     );
     let mut hub = HubProcess::start(hub_options(mosquitto.port, &key)).await?;
@@ -217,7 +227,9 @@ async fn forged_expired_and_replayed_commands_are_refused_and_a_signed_one_runs_
     let now = now_ms();
     let mut forged = command(&SigningKey::from_bytes(&[9; 32]), now, now + 60_000);
     forged.key = key.id.clone();
-    upstream.publish(TOPIC, serde_json::to_vec(&forged)?).await?;
+    upstream
+        .publish(TOPIC, serde_json::to_vec(&forged)?)
+        .await?;
     wait_refusals(&hub, &[("forged", 1.0)]).await?;
 
     // Expired: the district's own key, but a minute late.
@@ -243,7 +255,10 @@ async fn forged_expired_and_replayed_commands_are_refused_and_a_signed_one_runs_
     let record = hub
         .get_json(&format!("/api/v1/devices/{DEVICE}/commands/{id}"))
         .await?;
-    assert_eq!((record["origin"].as_str(), record["status"].as_str()), (Some("district"), Some("acked")));
+    assert_eq!(
+        (record["origin"].as_str(), record["status"].as_str()),
+        (Some("district"), Some("acked"))
+    );
 
     // Replayed: the district's own publish, sent again.
     let replay = captured(&upstream, &id).await?;
@@ -278,7 +293,11 @@ async fn forged_expired_and_replayed_commands_are_refused_and_a_signed_one_runs_
         .flatten()
         .filter_map(|c| c["id"].as_str())
         .collect();
-    assert_eq!(ids, [id.as_str(), second.as_str()], "the hub ran two commands");
+    assert_eq!(
+        ids,
+        [id.as_str(), second.as_str()],
+        "the hub ran two commands"
+    );
 
     // The district saw why: the replays noted on the command, which stays
     // acked; every refusal counted by reason.
@@ -333,19 +352,57 @@ async fn the_districts_command_api_checks_every_field_and_its_key_file() -> anyh
     };
     let good = path(CENTER, DEVICE);
     for (path, body, status, reason) in [
-        (path("a.b", DEVICE), json!({"op": "unlock", "expires_in_ms": 1000}), 400, "center"),
-        (path(CENTER, "p-1"), json!({"op": "unlock", "expires_in_ms": 1000}), 400, "device"),
-        (good.clone(), json!({"op": "Unlock", "expires_in_ms": 1000}), 422, "`op`"),
+        (
+            path("a.b", DEVICE),
+            json!({"op": "unlock", "expires_in_ms": 1000}),
+            400,
+            "center",
+        ),
+        (
+            path(CENTER, "p-1"),
+            json!({"op": "unlock", "expires_in_ms": 1000}),
+            400,
+            "device",
+        ),
+        (
+            good.clone(),
+            json!({"op": "Unlock", "expires_in_ms": 1000}),
+            422,
+            "`op`",
+        ),
         (good.clone(), json!({"op": "unlock"}), 422, "exactly one"),
-        (good.clone(), json!({"op": "unlock", "expires_in_ms": 300_001}), 422, "300 s"),
-        (good.clone(), json!({"op": "unlock", "expires_at": 1}), 422, "past"),
-        (good.clone(), json!({"op": "unlock", "expires_in_ms": 1000, "args": [1]}), 422, "`args`"),
-        (good.clone(), json!({"op": "unlock", "expires_in_ms": 1000, "to": "x"}), 400, "unknown field"),
+        (
+            good.clone(),
+            json!({"op": "unlock", "expires_in_ms": 300_001}),
+            422,
+            "300 s",
+        ),
+        (
+            good.clone(),
+            json!({"op": "unlock", "expires_at": 1}),
+            422,
+            "past",
+        ),
+        (
+            good.clone(),
+            json!({"op": "unlock", "expires_in_ms": 1000, "args": [1]}),
+            422,
+            "`args`",
+        ),
+        (
+            good.clone(),
+            json!({"op": "unlock", "expires_in_ms": 1000, "to": "x"}),
+            400,
+            "unknown field",
+        ),
     ] {
         let (got, answer) = district.post_json(&path, &body).await?;
         let error = answer["error"].as_str().unwrap_or_default();
         assert_eq!(got, status, "{path} {body}: {answer}");
-        assert!(error.contains(reason), "{path} {body}: {error:?} should say {reason}");
+        assert!(
+            error.contains(reason),
+            "{path} {body}: {error:?} should say {reason}"
+        );
     }
     let unauthorised = reqwest::Client::new()
         .post(format!("{}{good}", district.api))
@@ -373,6 +430,9 @@ async fn the_districts_command_api_checks_every_field_and_its_key_file() -> anyh
         .output()?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("downlink.key_file") && stderr.contains("chmod 600"), "{stderr}");
+    assert!(
+        stderr.contains("downlink.key_file") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
     Ok(())
 }

@@ -288,7 +288,10 @@ fn a_hubs_outcome_settles_a_command_and_a_later_refusal_of_its_id_is_only_noted(
         ["applied", "duplicate", "applied", "applied", "applied"]
     );
     let ran = store.command(ran).unwrap().unwrap();
-    assert_eq!(ran.status, "acked", "a replay refused later changes nothing");
+    assert_eq!(
+        ran.status, "acked",
+        "a replay refused later changes nothing"
+    );
     assert_eq!(ran.outcome.unwrap().hub, "h1");
     assert_eq!(ran.refusals.len(), 1);
     assert_eq!(ran.refusals[0].reason, "replayed");
@@ -297,7 +300,9 @@ fn a_hubs_outcome_settles_a_command_and_a_later_refusal_of_its_id_is_only_noted(
     let unknown = store.command(unknown).unwrap().unwrap();
     assert_eq!((unknown.status.as_str(), unknown.issued_at), ("expired", 0));
     assert!(
-        !store.advance_command(refused_id, "publishing", "sent").unwrap(),
+        !store
+            .advance_command(refused_id, "publishing", "sent")
+            .unwrap(),
         "the API never overwrites the hub's word"
     );
 }

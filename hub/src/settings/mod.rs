@@ -42,19 +42,18 @@ use protocol::calendar::Calendar;
 use crate::clock::Clock;
 
 pub use api::HttpSettings;
+pub use downlink::DownlinkSettings;
 pub use file::{
     AccessConfig, ApiConfig, BrokerConfig, CommandsConfig, Config, CountingConfig, DownlinkConfig,
-    DutyConfig,
-    IngestConfig, InterlockConfig, LimitsConfig, LogConfig, LogFormat, PlainListenerConfig,
-    PlainUser, ResourceConfig, RoomConfig, ScheduleConfig, ShareConfig, SlotConfig, UplinkConfig,
-    DEFAULT_CONFIG_TOML, MASKED,
+    DutyConfig, IngestConfig, InterlockConfig, LimitsConfig, LogConfig, LogFormat,
+    PlainListenerConfig, PlainUser, ResourceConfig, RoomConfig, ScheduleConfig, ShareConfig,
+    SlotConfig, UplinkConfig, DEFAULT_CONFIG_TOML, MASKED,
 };
 pub use opening::{parse_hhmm, DayWindow, OpeningHours};
 pub use resource::{Layout, Resource};
 pub use retention::{Retention, RetentionConfig};
 pub use rooms::{RoomRules, Rooms, MAX_SEATS};
 pub use roster::{Roster, Shift};
-pub use downlink::DownlinkSettings;
 pub use uplink::{UplinkSettings, UplinkTls, Upstream};
 
 /// A field (relative to its entry) and why its value is refused.

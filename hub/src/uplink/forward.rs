@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 use prometheus::IntCounter;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions,
-    Outgoing, Packet, Publish, QoS, SubAck, SubscribeFilter, SubscribeReasonCode,
-    TlsConfiguration, Transport,
+    Outgoing, Packet, Publish, QoS, SubAck, SubscribeFilter, SubscribeReasonCode, TlsConfiguration,
+    Transport,
 };
 use tokio::sync::mpsc;
 
@@ -261,7 +261,10 @@ impl Forwarder {
             .return_codes
             .iter()
             .all(|code| !matches!(code, SubscribeReasonCode::Failure));
-        self.parts.metrics.downlink_subscribed.set(i64::from(granted));
+        self.parts
+            .metrics
+            .downlink_subscribed
+            .set(i64::from(granted));
         match granted {
             true => tracing::info!("subscribed to the district's commands"),
             false => tracing::error!("the upstream refused the command topics' subscription"),
@@ -269,7 +272,11 @@ impl Forwarder {
     }
 
     /// A command from the district: decided, then acknowledged.
-    async fn command(&self, client: &AsyncClient, publish: &Publish) -> Result<Option<String>, UplinkError> {
+    async fn command(
+        &self,
+        client: &AsyncClient,
+        publish: &Publish,
+    ) -> Result<Option<String>, UplinkError> {
         if let Some(downlink) = &self.parts.downlink {
             downlink.receive(&publish.topic, &publish.payload, unix_ms())?;
         }

@@ -426,10 +426,7 @@ mod tests {
         assert_eq!(parse_public_key("abcd"), Err(KeyError::NotHex));
         assert_eq!(parse_public_key(&"zz".repeat(32)), Err(KeyError::NotHex));
         let seed = hex::encode([3u8; 32]);
-        assert_eq!(
-            parse_signing_key(&seed).map(|k| k.verifying_key()),
-            Ok(key)
-        );
+        assert_eq!(parse_signing_key(&seed).map(|k| k.verifying_key()), Ok(key));
         assert_ne!(key_id(&key), key_id(&signer(4).verifying_key()));
         for reason in Refusal::ALL {
             assert_eq!(Refusal::parse(reason.as_str()), Some(reason));
