@@ -21,11 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::api::CommandRequest;
+use protocol::mqtt::{poll_in_background, Events};
 use protocol::upstream::{command_id, key_id, CommandMessage};
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Outgoing,
-    Packet, QoS,
-};
+use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -260,8 +258,7 @@ impl Publisher {
         queue: &mut mpsc::Receiver<Request>,
     ) -> (bool, End) {
         let (client, eventloop) = AsyncClient::new(self.options(endpoint), 8);
-        let (mut events, poller) = poll_in_background(eventloop);
-        let _poller = AbortOnDrop(poller);
+        let (mut events, _poller) = poll_in_background(eventloop);
         let connack = tokio::select! {
             _ = self.stop.cancelled() => return (false, End::Stopped),
             first = events.recv() => first,
@@ -297,7 +294,7 @@ impl Publisher {
     async fn publish_one(
         &self,
         client: &AsyncClient,
-        events: &mut mpsc::UnboundedReceiver<Result<Event, ConnectionError>>,
+        events: &mut Events,
         request: Request,
     ) -> Result<(), String> {
         if request.done.is_closed() {
@@ -336,34 +333,4 @@ impl Publisher {
             }
         }
     }
-}
-
-/// Aborts the event loop's task when the session is over.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Polls `eventloop` in a task of its own (its `poll` is not to be dropped
-/// half-way), passing every event on until the first error.
-fn poll_in_background(
-    mut eventloop: EventLoop,
-) -> (
-    mpsc::UnboundedReceiver<Result<Event, ConnectionError>>,
-    tokio::task::JoinHandle<()>,
-) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        loop {
-            let event = eventloop.poll().await;
-            let failed = event.is_err();
-            if tx.send(event).is_err() || failed {
-                return;
-            }
-        }
-    });
-    (rx, task)
 }

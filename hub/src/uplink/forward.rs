@@ -28,12 +28,12 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
+use protocol::mqtt::{poll_in_background, Events};
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions,
-    Outgoing, Packet, Publish, QoS, SubAck, SubscribeFilter, SubscribeReasonCode, TlsConfiguration,
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, NetworkOptions, Outgoing,
+    Packet, Publish, QoS, SubAck, SubscribeFilter, SubscribeReasonCode, TlsConfiguration,
     Transport,
 };
-use tokio::sync::mpsc;
 
 use super::{Parts, UplinkError};
 use crate::clock::unix_ms;
@@ -300,8 +300,7 @@ impl Forwarder {
         network.set_connection_timeout(self.parts.settings.connect_timeout.as_secs());
         network.set_tcp_nodelay(true);
         eventloop.set_network_options(network);
-        let (mut events, task) = poll_in_background(eventloop);
-        let _poller = PollerGuard(task);
+        let (mut events, _poller) = poll_in_background(eventloop);
         let connected = tokio::select! {
             _ = self.parts.stop.cancelled() => return Ok(End::Stopped),
             first = events.recv() => connack(first),
@@ -347,7 +346,7 @@ impl Forwarder {
     async fn forward(
         &self,
         client: &AsyncClient,
-        events: &mut mpsc::UnboundedReceiver<Result<Event, ConnectionError>>,
+        events: &mut Events,
         sent: &HashMap<UplinkClass, IntCounter>,
     ) -> Result<Option<String>, UplinkError> {
         let mut flight = InFlight::default();
@@ -493,36 +492,6 @@ fn on_event(event: Result<Event, ConnectionError>, flight: &mut InFlight) -> Res
         _ => {}
     }
     Ok(())
-}
-
-/// Aborts the event loop's task when the session is over.
-struct PollerGuard(tokio::task::JoinHandle<()>);
-
-impl Drop for PollerGuard {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Polls `eventloop` in a task of its own (its `poll` is not to be
-/// dropped half-way), passing every event on until the first error.
-fn poll_in_background(
-    mut eventloop: EventLoop,
-) -> (
-    mpsc::UnboundedReceiver<Result<Event, ConnectionError>>,
-    tokio::task::JoinHandle<()>,
-) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        loop {
-            let event = eventloop.poll().await;
-            let failed = event.is_err();
-            if tx.send(event).is_err() || failed {
-                return;
-            }
-        }
-    });
-    (rx, task)
 }
 
 #[cfg(test)]
