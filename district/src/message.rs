@@ -12,7 +12,8 @@ use protocol::api::is_command_op;
 use protocol::limits::{MAX_SEQ, MAX_TS_MS};
 use protocol::upstream::{
     is_command_id, BookingMessage, Class, CommandOutcomeMessage, CommandRefusedMessage,
-    EventMessage, Refusal, TelemetryMessage, TwinMessage, UpstreamTopic, VisitsMessage,
+    EventMessage, Refusal, TelemetryMessage, TelemetryRawMessage, TwinMessage, UpstreamTopic,
+    VisitsMessage,
 };
 use serde::de::DeserializeOwned;
 
@@ -217,12 +218,7 @@ fn body(topic: &UpstreamTopic, payload: &[u8]) -> Result<Body, Rejection> {
             Body::Telemetry { at: window.to }
         }
         Class::TelemetryRaw => {
-            #[derive(serde::Deserialize)]
-            struct Raw {
-                device: String,
-                received_at: u64,
-            }
-            let raw: Raw = parse(payload)?;
+            let raw: TelemetryRawMessage = parse(payload)?;
             same_device(device, &raw.device)?;
             in_range(raw.received_at <= MAX_TS_MS)?;
             Body::Telemetry {

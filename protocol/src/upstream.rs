@@ -202,6 +202,23 @@ pub struct TelemetryMessage {
     pub fields: Map<String, Value>,
 }
 
+/// `yz/v1/{center}/{device}/telemetry/raw`: one telemetry message as the
+/// hub received it (`[uplink] raw_telemetry`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TelemetryRawMessage {
+    pub id: String,
+    pub hub: String,
+    pub center: String,
+    pub device: String,
+    pub kind: String,
+    /// Unix ms the hub received it.
+    pub received_at: u64,
+    pub ts: u64,
+    pub seq: u64,
+    /// As sent.
+    pub fields: Map<String, Value>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
