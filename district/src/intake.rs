@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use protocol::calendar::Calendar;
 
-use crate::message::{decode, Decoded, Incoming};
-use crate::metrics::{Metrics, IGNORED, REJECTED, UNKNOWN};
+use crate::message::{decode, Body, Decoded, Incoming, Message};
+use crate::metrics::{Metrics, IGNORED, REJECTED, SKIPPED, UNKNOWN};
 use crate::records::RejectedRecord;
 use crate::store::{Store, StoreError};
 use crate::tally::{apply, Context, NewNames, Outcome};
@@ -51,6 +51,7 @@ pub struct Summary {
     pub stale: u64,
     pub ignored: u64,
     pub rejected: u64,
+    pub skipped: u64,
 }
 
 impl Intake {
@@ -67,6 +68,7 @@ impl Intake {
         let mut summary = Summary::default();
         let mut new = NewNames::default();
         let mut outcomes = Vec::with_capacity(messages.len());
+        let mut commands = Vec::new();
         let mut newest = 0;
         for incoming in messages {
             let class = protocol::upstream::UpstreamTopic::parse(&incoming.topic)
@@ -80,6 +82,7 @@ impl Intake {
                     let outcome = apply(&message, &context, &mut batch, &mut new)?;
                     if outcome == Outcome::Applied {
                         newest = newest.max(message.at());
+                        commands.extend(CommandNews::of(&message));
                     }
                     outcomes.push((message.class.as_str(), outcome.as_str()));
                     match outcome {
@@ -87,6 +90,10 @@ impl Intake {
                         Outcome::Duplicate => summary.duplicates += 1,
                         Outcome::Stale => summary.stale += 1,
                     }
+                }
+                Decoded::Skipped => {
+                    summary.skipped += 1;
+                    outcomes.push((class, SKIPPED));
                 }
                 Decoded::Ignored => {
                     summary.ignored += 1;
@@ -111,6 +118,9 @@ impl Intake {
                 .messages
                 .with_label_values(&[class, outcome])
                 .inc();
+        }
+        for news in commands {
+            news.count(&self.metrics);
         }
         self.metrics.hubs.add(new.hubs as i64);
         self.metrics.centers.add(new.centers as i64);
@@ -144,6 +154,31 @@ impl Intake {
         let size = i64::try_from(self.store.size_on_disk()).unwrap_or(i64::MAX);
         self.metrics.store_bytes.set(size);
         Ok(())
+    }
+}
+
+/// What an applied message said of the district's commands, counted
+/// once the batch is durable (labels checked at the boundary).
+enum CommandNews {
+    Outcome(String),
+    Refused(String),
+}
+
+impl CommandNews {
+    fn of(message: &Message) -> Option<CommandNews> {
+        match &message.body {
+            Body::Outcome(outcome) => Some(CommandNews::Outcome(outcome.status.clone())),
+            Body::Refused(refused) => Some(CommandNews::Refused(refused.reason.clone())),
+            _ => None,
+        }
+    }
+
+    fn count(&self, metrics: &Metrics) {
+        match self {
+            CommandNews::Outcome(status) => metrics.command_outcomes.with_label_values(&[status]),
+            CommandNews::Refused(reason) => metrics.commands_refused.with_label_values(&[reason]),
+        }
+        .inc();
     }
 }
 

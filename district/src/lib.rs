@@ -11,10 +11,14 @@
 //! - `intake`: a batch applied, committed and fsynced
 //! - `source`: NATS (JetStream durable consumer) or MQTT (persistent
 //!   session); acknowledges only what `intake` made durable
+//! - `downlink`: commands to devices, signed and published through the
+//!   hubs' upstream; `keygen`: its key pair
 //! - `api`: the HTTP API; `metrics`: Prometheus
 
 pub mod api;
+pub mod downlink;
 pub mod intake;
+pub mod keygen;
 pub mod message;
 pub mod metrics;
 pub mod records;
@@ -68,6 +72,8 @@ pub struct District {
     stop: CancellationToken,
     source: JoinHandle<Result<(), source::SourceError>>,
     api: JoinHandle<std::io::Result<()>>,
+    /// The command publisher, with `[downlink]`.
+    publisher: Option<JoinHandle<()>>,
     failed: Arc<Mutex<Option<String>>>,
 }
 
@@ -100,6 +106,14 @@ impl District {
                 source,
             })?;
         let api_addr = listener.local_addr().map_err(DistrictError::Api)?;
+        let (commands, publisher) = match settings.downlink.clone() {
+            Some(downlink) => {
+                let (commands, task) =
+                    downlink::start(downlink, store.clone(), metrics.clone(), stop.clone());
+                (Some(Arc::new(commands)), Some(task))
+            }
+            None => (None, None),
+        };
         let state = Arc::new(ApiState {
             store: store.clone(),
             metrics,
@@ -108,6 +122,7 @@ impl District {
             metrics_token_sha256: settings.metrics_token_sha256.clone(),
             ready: ready.clone(),
             failed: failed.clone(),
+            commands,
         });
         let api = tokio::spawn({
             let stop = stop.clone();
@@ -131,6 +146,7 @@ impl District {
             stop,
             source,
             api,
+            publisher,
             failed,
         })
     }
@@ -143,6 +159,7 @@ impl District {
             stop,
             mut source,
             api,
+            publisher,
             failed,
             ..
         } = self;
@@ -168,6 +185,9 @@ impl District {
                 Err(DistrictError::Source(reason))
             }
         };
+        if let Some(publisher) = publisher {
+            let _ = publisher.await;
+        }
         match api.await {
             Ok(Err(error)) => tracing::warn!(%error, "the API server"),
             Err(error) => tracing::warn!(%error, "the API task"),

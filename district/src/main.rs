@@ -2,7 +2,8 @@
 //! configuration (exit 2 naming the field when it is invalid), sets up
 //! tracing (`RUST_LOG` over `log.filter`) and runs the library until
 //! SIGINT or SIGTERM. Exit 3 when the service stopped by itself (its store
-//! failed), so a process manager restarts it.
+//! failed), so a process manager restarts it. `keygen` makes the downlink's
+//! signing key.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +41,14 @@ enum Command {
     CheckConfig,
     /// Print the complete, commented default configuration.
     PrintDefaultConfig,
+    /// Make an Ed25519 key pair for signing commands: the private key into
+    /// a new file (mode 0600) for `[downlink] key_file`; prints the key id
+    /// and public key for the hubs' `[uplink.downlink] keys`.
+    Keygen {
+        /// The private key's file (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// Exit status of an invalid configuration.
@@ -56,6 +65,23 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig => check_config(&cli),
         Command::Run => run(&cli),
+        Command::Keygen { out } => keygen(out),
+    }
+}
+
+fn keygen(out: &std::path::Path) -> ExitCode {
+    match district::keygen::write_new_key(out) {
+        Ok(public) => {
+            println!("key id: {}", public.key_id);
+            println!("public key: {}", public.hex);
+            println!("# the hubs' [uplink.downlink]:");
+            println!("keys = {{ \"{}\" = \"{}\" }}", public.key_id, public.hex);
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("district: keygen: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -4,12 +4,15 @@
 //! range-checked. What the district does not know is `Ignored` (a newer
 //! hub's topic), what it cannot read is `Rejected` with a reason; both are
 //! counted, kept for inspection and acknowledged, so one bad message never
-//! holds up the queue.
+//! holds up the queue. Commands (`…/cmd`, the district's own on their way
+//! to the hubs) are `Skipped`: counted only.
 
 use chrono::NaiveDate;
+use protocol::api::is_command_op;
 use protocol::limits::{MAX_SEQ, MAX_TS_MS};
 use protocol::upstream::{
-    BookingMessage, Class, EventMessage, TelemetryMessage, TwinMessage, UpstreamTopic,
+    is_command_id, BookingMessage, Class, CommandOutcomeMessage, CommandRefusedMessage,
+    EventMessage, Refusal, TelemetryMessage, TelemetryRawMessage, TwinMessage, UpstreamTopic,
     VisitsMessage,
 };
 use serde::de::DeserializeOwned;
@@ -18,6 +21,10 @@ use serde::de::DeserializeOwned;
 pub const MAX_VISITS_PER_DAY: u64 = 10_000_000;
 /// The longest message id accepted.
 pub const MAX_ID_LEN: usize = 256;
+/// The longest device error a command's outcome may carry.
+pub const MAX_ERROR_LEN: usize = 1024;
+/// The statuses a command's outcome may have.
+pub const OUTCOME_STATUSES: [&str; 3] = ["acked", "failed", "expired"];
 
 /// A message as the source delivered it.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +86,10 @@ pub enum Body {
     Telemetry {
         at: u64,
     },
+    /// A district command's outcome.
+    Outcome(CommandOutcomeMessage),
+    /// A command a hub refused.
+    Refused(CommandRefusedMessage),
 }
 
 /// A checked message.
@@ -99,6 +110,8 @@ impl Message {
             Body::Booking(booking) => booking.at,
             Body::Visits { at, .. } | Body::Telemetry { at } => *at,
             Body::Twin(twin) => twin.at,
+            Body::Outcome(outcome) => outcome.at,
+            Body::Refused(refused) => refused.at,
         }
     }
 }
@@ -109,6 +122,8 @@ pub enum Decoded {
     Message(Box<Message>),
     /// A topic outside the contract this district knows.
     Ignored,
+    /// A command on its way to a hub (the district's own): not applied.
+    Skipped,
     Rejected(Rejection),
 }
 
@@ -124,6 +139,9 @@ pub fn decode(incoming: &Incoming) -> Decoded {
     let Some(topic) = UpstreamTopic::parse(&incoming.topic) else {
         return Decoded::Ignored;
     };
+    if topic.class == Class::Command {
+        return Decoded::Skipped;
+    }
     match check(&topic, &incoming.payload) {
         Ok(message) => Decoded::Message(Box::new(message)),
         Err(rejection) => Decoded::Rejected(rejection),
@@ -200,18 +218,42 @@ fn body(topic: &UpstreamTopic, payload: &[u8]) -> Result<Body, Rejection> {
             Body::Telemetry { at: window.to }
         }
         Class::TelemetryRaw => {
-            #[derive(serde::Deserialize)]
-            struct Raw {
-                device: String,
-                received_at: u64,
-            }
-            let raw: Raw = parse(payload)?;
+            let raw: TelemetryRawMessage = parse(payload)?;
             same_device(device, &raw.device)?;
             in_range(raw.received_at <= MAX_TS_MS)?;
             Body::Telemetry {
                 at: raw.received_at,
             }
         }
+        Class::CommandOutcome => {
+            let outcome: CommandOutcomeMessage = parse(payload)?;
+            same_device(device, &outcome.device)?;
+            in_range(is_command_id(&outcome.command) && is_command_op(&outcome.op))?;
+            in_range(
+                OUTCOME_STATUSES.contains(&outcome.status.as_str())
+                    && outcome.at <= MAX_TS_MS
+                    && outcome
+                        .error
+                        .as_ref()
+                        .is_none_or(|e| e.len() <= MAX_ERROR_LEN),
+            )?;
+            Body::Outcome(outcome)
+        }
+        Class::CommandRefused => {
+            let refused: CommandRefusedMessage = parse(payload)?;
+            let device_ok = refused
+                .device
+                .as_deref()
+                .is_none_or(protocol::is_valid_device_id);
+            let command_ok = refused.command.as_deref().is_none_or(is_command_id);
+            if !device_ok || !command_ok {
+                return Err(Rejection::BadId);
+            }
+            in_range(Refusal::parse(&refused.reason).is_some() && refused.at <= MAX_TS_MS)?;
+            Body::Refused(refused)
+        }
+        // Decided before the envelope (`decode`).
+        Class::Command => return Err(Rejection::BadPayload),
     };
     Ok(body)
 }
@@ -279,7 +321,7 @@ mod tests {
     fn check(topic: &str, payload: Value, expect: Result<Class, Option<Rejection>>) {
         let got = match decode(&incoming(topic, payload)) {
             Decoded::Message(message) => Ok(message.class),
-            Decoded::Ignored => Err(None),
+            Decoded::Ignored | Decoded::Skipped => Err(None),
             Decoded::Rejected(reason) => Err(Some(reason)),
         };
         assert_eq!(got, expect, "{topic}");
@@ -294,7 +336,51 @@ mod tests {
             visits("2026-11-28", 12),
             Ok(Class::Visits),
         );
-        check("yz/v1/c1/p1/cmd", event("p1", 9), Err(None));
+        assert_eq!(
+            decode(&incoming("yz/v1/c1/p1/cmd", event("p1", 9))),
+            Decoded::Skipped
+        );
+        check("yz/v1/c1/p1/what", event("p1", 9), Err(None));
+        let outcome = |status: &str, command: &str| {
+            json!({"id": "h1/co/p1/x", "hub": "h1", "center": "c1", "device": "p1",
+                   "command": command, "op": "unlock", "status": status,
+                   "attempts": 1, "at": 9})
+        };
+        let command = "0123456789abcdef0";
+        check(
+            "yz/v1/c1/p1/cmd/outcome",
+            outcome("acked", command),
+            Ok(Class::CommandOutcome),
+        );
+        check(
+            "yz/v1/c1/p1/cmd/outcome",
+            outcome("done", command),
+            Err(Some(Rejection::OutOfRange)),
+        );
+        check(
+            "yz/v1/c1/p2/cmd/outcome",
+            outcome("acked", command),
+            Err(Some(Rejection::Mismatch)),
+        );
+        let refused = |reason: &str, device: &str| {
+            json!({"id": "h1/cr/9/1", "hub": "h1", "center": "c1", "device": device,
+                   "command": null, "reason": reason, "at": 9})
+        };
+        check(
+            "yz/v1/c1/cmd_refused",
+            refused("forged", "p1"),
+            Ok(Class::CommandRefused),
+        );
+        check(
+            "yz/v1/c1/cmd_refused",
+            refused("bored", "p1"),
+            Err(Some(Rejection::OutOfRange)),
+        );
+        check(
+            "yz/v1/c1/cmd_refused",
+            refused("forged", "p/1"),
+            Err(Some(Rejection::BadId)),
+        );
         check(
             "yz/v1/c2/p1/event",
             event("p1", 9),

@@ -8,9 +8,9 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
-use protocol::upstream::Class;
+use protocol::upstream::{Class, Refusal};
 
-use crate::message::Rejection;
+use crate::message::{Rejection, OUTCOME_STATUSES};
 use crate::tally::Outcome;
 
 #[derive(Clone)]
@@ -36,6 +36,14 @@ pub struct Metrics {
     pub store_bytes: IntGauge,
     pub http_requests: HistogramVec,
     pub build_info: IntGaugeVec,
+    /// Commands published: `sent` (the broker acknowledged), `unconfirmed`.
+    pub commands_published: IntCounterVec,
+    /// The hubs' outcomes of commands, by status.
+    pub command_outcomes: IntCounterVec,
+    /// The hubs' refusals of messages on command topics, by reason.
+    pub commands_refused: IntCounterVec,
+    /// 1 while the command publisher holds a session with a broker.
+    pub downlink_connected: IntGauge,
 }
 
 /// The service's version.
@@ -124,7 +132,30 @@ impl Metrics {
         let process = prometheus::process_collector::ProcessCollector::for_self();
         // invariant: registered once.
         registry.register(Box::new(process)).expect("register");
+        let commands_published = counters(
+            "commands_published_total",
+            "Commands published to the hubs' upstream, by outcome (sent: acknowledged by the broker; unconfirmed).",
+            &["outcome"],
+        );
+        let command_outcomes = counters(
+            "command_outcomes_total",
+            "Outcomes of the district's commands as the hubs reported them, by status.",
+            &["status"],
+        );
+        let commands_refused = counters(
+            "commands_refused_total",
+            "Messages on command topics the hubs refused, by reason.",
+            &["reason"],
+        );
+        let downlink_connected = gauge(
+            "downlink_connected",
+            "1 while the command publisher holds a session with an upstream broker.",
+        );
         let metrics = Metrics {
+            commands_published,
+            command_outcomes,
+            commands_refused,
+            downlink_connected,
             messages,
             rejected,
             received_bytes,
@@ -172,6 +203,17 @@ impl Metrics {
             self.messages.with_label_values(&[class.as_str(), REJECTED]);
         }
         self.messages.with_label_values(&[UNKNOWN, IGNORED]);
+        self.messages
+            .with_label_values(&[Class::Command.as_str(), SKIPPED]);
+        for outcome in [SENT, UNCONFIRMED] {
+            self.commands_published.with_label_values(&[outcome]);
+        }
+        for status in OUTCOME_STATUSES {
+            self.command_outcomes.with_label_values(&[status]);
+        }
+        for reason in Refusal::ALL {
+            self.commands_refused.with_label_values(&[reason.as_str()]);
+        }
         for reason in Rejection::ALL {
             self.rejected.with_label_values(&[reason.as_str()]);
         }
@@ -192,3 +234,8 @@ pub const UNKNOWN: &str = "unknown";
 /// Outcomes decided at the boundary.
 pub const IGNORED: &str = "ignored";
 pub const REJECTED: &str = "rejected";
+/// The district's own commands seen on the source.
+pub const SKIPPED: &str = "skipped";
+/// A command's publishing: acknowledged by the broker, or not in time.
+pub const SENT: &str = "sent";
+pub const UNCONFIRMED: &str = "unconfirmed";

@@ -1,7 +1,7 @@
 //! What the district keeps, as stored (JSON values in the store): per
 //! center and local day the tally, each booking's latest write, each
-//! device's presence, each hub's and each center's status, the alarms and
-//! the refused messages.
+//! device's presence, each hub's and each center's status, the alarms, the
+//! refused messages and the commands sent.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -86,4 +86,50 @@ pub struct RejectedRecord {
     pub received_at: u64,
     /// The payload as text (lossy), cut at `MAX_KEPT_PAYLOAD` bytes.
     pub payload: String,
+}
+
+/// A command the district sent (`GET /api/v1/district/commands/{id}`):
+/// what was signed, where it stands, the hub's outcome and its refusals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandState {
+    pub id: String,
+    pub center: String,
+    pub device: String,
+    pub op: String,
+    pub args: Value,
+    /// Unix ms, district clock; 0 for a command known only by its outcome.
+    pub issued_at: u64,
+    pub expires_at: u64,
+    /// The signing key's id.
+    pub key: String,
+    /// `publishing` (not yet acknowledged by the broker), `sent`,
+    /// `unconfirmed` (no PUBACK in time: it may or may not have gone), then
+    /// the hub's word: `acked`, `failed`, `expired`, or `refused`.
+    pub status: String,
+    pub outcome: Option<CommandOutcome>,
+    /// The hubs' refusals of this id, the first `MAX_REFUSALS`.
+    pub refusals: Vec<CommandRefusal>,
+}
+
+/// The most refusals kept per command (a replayed id may be refused often).
+pub const MAX_REFUSALS: usize = 16;
+
+/// A hub's word on how a command ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandOutcome {
+    pub hub: String,
+    /// `acked`, `failed`, `expired`.
+    pub status: String,
+    pub error: Option<String>,
+    pub attempts: u32,
+    /// Hub clock, unix ms.
+    pub at: u64,
+}
+
+/// A hub refused a message naming this command's id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandRefusal {
+    pub hub: String,
+    pub reason: String,
+    pub at: u64,
 }

@@ -6,7 +6,10 @@
 //! Secrets come from the environment (`protocol::secret`): the API's
 //! bearer token (`DISTRICT_TOKEN` or `DISTRICT_TOKEN_FILE`, or its SHA-256
 //! as `api.token_sha256`), the scrape-only token (`DISTRICT_METRICS_TOKEN`,
-//! `_FILE`) and the source's password (`DISTRICT_SOURCE_PASSWORD`, `_FILE`).
+//! `_FILE`), the source's password (`DISTRICT_SOURCE_PASSWORD`, `_FILE`)
+//! and the downlink's (`DISTRICT_DOWNLINK_PASSWORD`, `_FILE`). The
+//! downlink's signing key is read from `downlink.key_file`, which only its
+//! owner may read (0600); it is never printed or logged.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,6 +19,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use protocol::calendar::Calendar;
 use protocol::secret::{self, SecretVars};
+use protocol::upstream::{key_id, parse_signing_key, SigningKey};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +56,31 @@ pub struct Config {
     pub source: SourceConfig,
     pub store: StoreConfig,
     pub log: LogConfig,
+    pub downlink: DownlinkConfig,
+}
+
+/// Commands to devices through the hubs' upstream (docs/upstream.md,
+/// "Downlink").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DownlinkConfig {
+    /// The Ed25519 private key (`district keygen`), a file only its owner
+    /// may read. Empty: commands are off.
+    pub key_file: String,
+    /// The brokers commands are published on, `mqtt://host:port` (tried in
+    /// turn). Empty: the source's URLs when `source.kind = "mqtt"`.
+    pub urls: Vec<String>,
+    /// Empty: the source's username and password.
+    pub username: String,
+    /// Empty: `DISTRICT_DOWNLINK_PASSWORD` or `_FILE`, else the source's.
+    pub password: String,
+    /// The publishing session's client id; empty: `{source.consumer}-commands`.
+    pub client_id: String,
+    /// The longest a command may stay deliverable (1 s to 1 d); the hubs'
+    /// `max_lifetime_secs` must be at least this.
+    pub max_lifetime_secs: u64,
+    /// How long a command request waits for the broker's PUBACK.
+    pub publish_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,6 +171,21 @@ impl Default for Config {
             source: SourceConfig::default(),
             store: StoreConfig::default(),
             log: LogConfig::default(),
+            downlink: DownlinkConfig::default(),
+        }
+    }
+}
+
+impl Default for DownlinkConfig {
+    fn default() -> Self {
+        DownlinkConfig {
+            key_file: String::new(),
+            urls: Vec::new(),
+            username: String::new(),
+            password: String::new(),
+            client_id: String::new(),
+            max_lifetime_secs: 600,
+            publish_timeout_secs: 5,
         }
     }
 }
@@ -218,6 +262,12 @@ const SOURCE_PASSWORD: SecretVars = SecretVars {
     file: "DISTRICT_SOURCE_PASSWORD_FILE",
 };
 
+const DOWNLINK_PASSWORD: SecretVars = SecretVars {
+    field: "downlink.password",
+    plain: "DISTRICT_DOWNLINK_PASSWORD",
+    file: "DISTRICT_DOWNLINK_PASSWORD_FILE",
+};
+
 /// The shortest bearer token accepted.
 pub const MIN_TOKEN_CHARS: usize = 16;
 
@@ -244,6 +294,8 @@ impl Config {
             "metrics_token_file",
             "source_password",
             "source_password_file",
+            "downlink_password",
+            "downlink_password_file",
             "config",
         ]);
         let mut config: Config = figment.merge(vars).extract().map_err(Box::new)?;
@@ -257,9 +309,14 @@ impl Config {
                 }
             }
         }
-        if config.source.password.is_empty() {
-            if let Some((password, _)) = secret::read(SOURCE_PASSWORD, env)? {
-                config.source.password = password;
+        for (vars, password) in [
+            (SOURCE_PASSWORD, &mut config.source.password),
+            (DOWNLINK_PASSWORD, &mut config.downlink.password),
+        ] {
+            if password.is_empty() {
+                if let Some((secret, _)) = secret::read(vars, env)? {
+                    *password = secret;
+                }
             }
         }
         Ok(config)
@@ -272,6 +329,7 @@ impl Config {
             &mut config.api.token_sha256,
             &mut config.api.metrics_token_sha256,
             &mut config.source.password,
+            &mut config.downlink.password,
         ] {
             if !secret.is_empty() {
                 *secret = MASKED.into();
@@ -317,6 +375,30 @@ pub struct Settings {
     pub max_alarms: usize,
     pub max_rejected: usize,
     pub log: LogConfig,
+    /// Commands to devices; `None` without a key.
+    pub downlink: Option<Downlink>,
+}
+
+/// The downlink, parsed.
+#[derive(Clone)]
+pub struct Downlink {
+    /// The private key (never printed: no `Debug`).
+    pub signer: SigningKey,
+    pub endpoints: Vec<Endpoint>,
+    pub credentials: Option<(String, String)>,
+    pub client_id: String,
+    pub max_lifetime: Duration,
+    pub publish_timeout: Duration,
+}
+
+impl std::fmt::Debug for Downlink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Downlink")
+            .field("key", &key_id(&self.signer.verifying_key()))
+            .field("endpoints", &self.endpoints)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Settings {
@@ -348,17 +430,20 @@ impl Settings {
             };
             return Err(invalid(field, "must be at least 1"));
         }
+        let source = parse_source(&config.source)?;
+        let downlink = parse_downlink(&config.downlink, &config.source)?;
         Ok(Settings {
             data_dir: config.data_dir.clone(),
             calendar,
             listen: config.api.listen,
             token_sha256,
             metrics_token_sha256,
-            source: parse_source(&config.source)?,
+            source,
             dedupe: Duration::from_secs(store.dedupe_days * 86_400),
             max_alarms: store.max_alarms,
             max_rejected: store.max_rejected,
             log: config.log,
+            downlink,
         })
     }
 }
@@ -448,6 +533,104 @@ fn parse_source(config: &SourceConfig) -> Result<Source, ConfigError> {
         batch: config.batch,
         connect_timeout: Duration::from_secs(config.connect_timeout_secs),
         keepalive: Duration::from_secs(config.keepalive_secs),
+    })
+}
+
+/// `[downlink]`: `None` without a key file.
+fn parse_downlink(
+    config: &DownlinkConfig,
+    source: &SourceConfig,
+) -> Result<Option<Downlink>, ConfigError> {
+    for (field, value, range) in [
+        (
+            "downlink.max_lifetime_secs",
+            config.max_lifetime_secs,
+            1..=86_400,
+        ),
+        (
+            "downlink.publish_timeout_secs",
+            config.publish_timeout_secs,
+            1..=300,
+        ),
+    ] {
+        if !range.contains(&value) {
+            let reason = format!("must be between {} and {}", range.start(), range.end());
+            return Err(invalid(field, &reason));
+        }
+    }
+    if config.key_file.is_empty() {
+        return Ok(None);
+    }
+    let signer = read_signing_key(Path::new(&config.key_file))?;
+    let urls = match (config.urls.is_empty(), source.kind) {
+        (false, _) => &config.urls,
+        (true, SourceKind::Mqtt) => &source.urls,
+        (true, SourceKind::Nats) => {
+            return Err(invalid(
+                "downlink.urls",
+                "required with a NATS source: the cluster's MQTT addresses",
+            ))
+        }
+    };
+    let endpoints = urls
+        .iter()
+        .enumerate()
+        .map(|(index, url)| {
+            parse_url(url, "mqtt").map_err(|r| invalid(&format!("downlink.urls[{index}]"), &r))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let credentials = match config.username.as_str() {
+        "" if !config.password.is_empty() => {
+            return Err(invalid("downlink.username", "required with a password"))
+        }
+        "" => (!source.username.is_empty())
+            .then(|| (source.username.clone(), source.password.clone())),
+        user => Some((user.to_string(), config.password.clone())),
+    };
+    let client_id = match config.client_id.as_str() {
+        "" => format!("{}-commands", source.consumer),
+        id => id.to_string(),
+    };
+    if !is_client_id(&client_id) {
+        return Err(invalid(
+            "downlink.client_id",
+            "1-64 ASCII letters, digits, '-' or '_'",
+        ));
+    }
+    Ok(Some(Downlink {
+        signer,
+        endpoints,
+        credentials,
+        client_id,
+        max_lifetime: Duration::from_secs(config.max_lifetime_secs),
+        publish_timeout: Duration::from_secs(config.publish_timeout_secs),
+    }))
+}
+
+fn is_client_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+}
+
+/// The signing key in `path`: 64 hex digits, the file readable by its
+/// owner only. The error never shows the file's content.
+pub fn read_signing_key(path: &Path) -> Result<SigningKey, ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let field = "downlink.key_file";
+    let shown = path.display();
+    let metadata = std::fs::metadata(path).map_err(|e| invalid(field, &format!("{shown}: {e}")))?;
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        let reason = format!("{shown} is readable by others (mode {mode:o}): chmod 600 it");
+        return Err(invalid(field, &reason));
+    }
+    let text =
+        std::fs::read_to_string(path).map_err(|e| invalid(field, &format!("{shown}: {e}")))?;
+    parse_signing_key(&text).map_err(|_| {
+        let reason = format!("{shown} holds no key: expected 64 hex digits (`district keygen`)");
+        invalid(field, &reason)
     })
 }
 

@@ -11,7 +11,14 @@
 //! forget ids after `dedupe_days`), `d/{center}/{day}` a center's day,
 //! `b/{hub}/{booking}` a booking's latest write, `t/{hub}/{device}` a
 //! device's presence, `h/{hub}` and `c/{center}` statuses, `a/{at}{id}`
-//! alarms, `r/{at}{seq}` refused messages, `m/…` counts.
+//! alarms, `r/{at}{seq}` refused messages, `k/{id}` commands sent, `m/…`
+//! counts.
+//!
+//! Commands are the one thing the API writes: a command's record once,
+//! before it is published (`insert_command`), and its move from
+//! `publishing` to `sent` or `unconfirmed` (`advance_command`, a
+//! compare-and-swap, so it never overwrites the hub's outcome that intake
+//! may have written meanwhile).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,7 +27,7 @@ use chrono::NaiveDate;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::records::{AlarmRecord, DayTally, RejectedRecord, Status};
+use crate::records::{AlarmRecord, CommandState, DayTally, RejectedRecord, Status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -65,6 +72,10 @@ pub fn hub_key(hub: &str) -> Vec<u8> {
 
 pub fn center_key(center: &str) -> Vec<u8> {
     format!("c/{center}").into_bytes()
+}
+
+pub fn command_key(id: &str) -> Vec<u8> {
+    format!("k/{id}").into_bytes()
 }
 
 fn alarm_key(at: u64, id: &str) -> Vec<u8> {
@@ -286,6 +297,50 @@ impl Store {
             self.tree.apply_batch(writes)?;
         }
         Ok(())
+    }
+
+    /// The command sent under `id`.
+    pub fn command(&self, id: &str) -> Result<Option<CommandState>, StoreError> {
+        let key = command_key(id);
+        self.tree
+            .get(&key)?
+            .map(|value| decode(&key, &value))
+            .transpose()
+    }
+
+    /// Records a new command and fsyncs; `false` if the id exists.
+    pub fn insert_command(&self, command: &CommandState) -> Result<bool, StoreError> {
+        let key = command_key(&command.id);
+        let swapped =
+            self.tree
+                .compare_and_swap(key, None as Option<&[u8]>, Some(encode(command)))?;
+        self.db.flush()?;
+        Ok(swapped.is_ok())
+    }
+
+    /// Moves command `id` from status `from` to `to` (fsynced), unless
+    /// something else changed it first; whether it moved.
+    pub fn advance_command(&self, id: &str, from: &str, to: &str) -> Result<bool, StoreError> {
+        let key = command_key(id);
+        loop {
+            let Some(old) = self.tree.get(&key)? else {
+                return Ok(false);
+            };
+            let mut command: CommandState = decode(&key, &old)?;
+            if command.status != from {
+                return Ok(false);
+            }
+            command.status = to.to_string();
+            let new = encode(&command);
+            if self
+                .tree
+                .compare_and_swap(&key, Some(&old), Some(new))?
+                .is_ok()
+            {
+                self.db.flush()?;
+                return Ok(true);
+            }
+        }
     }
 
     /// The refused messages kept, oldest first.

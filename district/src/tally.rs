@@ -4,15 +4,23 @@
 //! `Stale` (its id is recorded, nothing else moves). Per center and local
 //! day: visits (the highest total reported: a hub sends a day's running
 //! total), events, alarms and acknowledgements, bookings by latest status
-//! and their writes; per hub and per center their status; the alarms.
+//! and their writes; per hub and per center their status; the alarms; the
+//! hubs' outcomes and refusals of the district's commands.
 
 use chrono::NaiveDate;
 use protocol::calendar::Calendar;
-use protocol::upstream::{BookingMessage, EventMessage, TwinMessage};
+use protocol::upstream::{
+    BookingMessage, CommandOutcomeMessage, CommandRefusedMessage, EventMessage, TwinMessage,
+};
 
 use crate::message::{Body, Message};
-use crate::records::{AlarmRecord, BookingState, DayTally, Status, TwinState};
-use crate::store::{booking_key, center_key, day_key, hub_key, twin_key, Batch, StoreError};
+use crate::records::{
+    AlarmRecord, BookingState, CommandOutcome, CommandRefusal, CommandState, DayTally, Status,
+    TwinState, MAX_REFUSALS,
+};
+use crate::store::{
+    booking_key, center_key, command_key, day_key, hub_key, twin_key, Batch, StoreError,
+};
 
 /// What became of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,6 +75,8 @@ pub fn apply(
         }
         Body::Twin(twin) => on_twin(twin, batch)?,
         Body::Telemetry { .. } => (Outcome::Applied, None),
+        Body::Outcome(outcome) => (on_outcome(outcome, batch)?, None),
+        Body::Refused(refused) => (on_refused(refused, batch)?, None),
     };
     if outcome == Outcome::Applied {
         note_status(message, context, presence, batch, new)?;
@@ -179,6 +189,72 @@ fn on_visits(
     tally.visits = tally.visits.max(visits);
     batch.put_json(day_key(center, day), &tally);
     Ok(())
+}
+
+/// A hub's outcome of a command: the command's status from now on. A
+/// command the district holds no record of (another district's, or one
+/// whose record was lost) gets one from the outcome.
+fn on_outcome(
+    outcome: &CommandOutcomeMessage,
+    batch: &mut Batch<'_>,
+) -> Result<Outcome, StoreError> {
+    let key = command_key(&outcome.command);
+    let mut command = batch
+        .get_json::<CommandState>(&key)?
+        .unwrap_or_else(|| CommandState {
+            id: outcome.command.clone(),
+            center: outcome.center.clone(),
+            device: outcome.device.clone(),
+            op: outcome.op.clone(),
+            args: serde_json::Value::Null,
+            issued_at: 0,
+            expires_at: 0,
+            key: String::new(),
+            status: String::new(),
+            outcome: None,
+            refusals: Vec::new(),
+        });
+    command.status = outcome.status.clone();
+    command.outcome = Some(CommandOutcome {
+        hub: outcome.hub.clone(),
+        status: outcome.status.clone(),
+        error: outcome.error.clone(),
+        attempts: outcome.attempts,
+        at: outcome.at,
+    });
+    batch.put_json(key, &command);
+    Ok(Outcome::Applied)
+}
+
+/// The statuses a refusal replaces: the hub has not answered yet.
+const UNANSWERED: [&str; 3] = ["publishing", "sent", "unconfirmed"];
+
+/// A hub refused a message naming one of the district's commands: noted
+/// on it (the first `MAX_REFUSALS`); it is `refused` unless the hub had
+/// already answered it (a replay of a command that ran stays `acked`).
+fn on_refused(
+    refused: &CommandRefusedMessage,
+    batch: &mut Batch<'_>,
+) -> Result<Outcome, StoreError> {
+    let Some(id) = &refused.command else {
+        return Ok(Outcome::Applied);
+    };
+    let key = command_key(id);
+    let Some(mut command) = batch.get_json::<CommandState>(&key)? else {
+        return Ok(Outcome::Applied);
+    };
+    if command.refusals.len() < MAX_REFUSALS {
+        command.refusals.push(CommandRefusal {
+            hub: refused.hub.clone(),
+            reason: refused.reason.clone(),
+            at: refused.at,
+        });
+    }
+    if UNANSWERED.contains(&command.status.as_str()) {
+        command.status = "refused".into();
+    }
+    batch.put_json(key, &command);
+    Ok(Outcome::Applied)
 }
 
 /// How a twin change moved its device: newly known, and online before

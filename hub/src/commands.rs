@@ -52,8 +52,15 @@ pub struct NewCommand {
 impl NewCommand {
     /// Its record, `pending`, with a fresh id that sorts by issue time.
     pub fn into_record(self, now_ms: u64) -> CommandRecord {
+        let id = format!("{now_ms:013x}{:08x}", rand::random::<u32>());
+        self.into_record_as(id, now_ms)
+    }
+
+    /// Its record, `pending`, under `id` (a district command keeps the
+    /// district's).
+    pub fn into_record_as(self, id: String, now_ms: u64) -> CommandRecord {
         CommandRecord {
-            id: format!("{now_ms:013x}{:08x}", rand::random::<u32>()),
+            id,
             device: self.device,
             op: self.op,
             args: self.args,

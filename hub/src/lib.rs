@@ -25,6 +25,7 @@ pub mod store;
 pub mod settings;
 // Rules: pure decisions.
 pub mod access;
+pub mod authorise;
 pub mod counting;
 pub mod hours;
 pub mod input;
@@ -252,17 +253,27 @@ impl Hub {
             supervisor.spawn_task(component::WEBHOOK, deliver);
         }
         let uplink = match (&settings.uplink, uplink_id) {
-            (Some(uplink), Some(client_id)) => Some(uplink::start(
-                uplink::Parts {
+            (Some(uplink), Some(client_id)) => {
+                let downlink = uplink.downlink.clone().map(|downlink| {
+                    uplink::Downlink::new(
+                        store.clone(),
+                        metrics.clone(),
+                        downlink,
+                        client_id.clone(),
+                        inbox.clone(),
+                    )
+                });
+                let parts = uplink::Parts {
                     store: store.clone(),
                     metrics: metrics.clone(),
                     settings: uplink.clone(),
                     client_id,
                     wake: uplink_wake,
                     stop: stop.clone(),
-                },
-                &supervisor,
-            )?),
+                    downlink,
+                };
+                Some(uplink::start(parts, &supervisor)?)
+            }
             _ => None,
         };
         supervisor.spawn_task(

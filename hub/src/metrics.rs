@@ -73,6 +73,13 @@ pub struct Metrics {
     pub uplink_dropped: IntCounterVec,
     pub uplink_connected: IntGauge,
     pub uplink_connect_attempts: IntCounterVec,
+    /// District commands taken (delivered through the command service).
+    pub downlink_accepted: IntCounter,
+    /// Messages on a command topic refused, by `Refusal` (every reason at 0
+    /// from the start).
+    pub downlink_refused: IntCounterVec,
+    /// 1 while the hub is subscribed to its centers' command topics.
+    pub downlink_subscribed: IntGauge,
 }
 
 /// The hub's version (`Cargo.toml`).
@@ -392,9 +399,29 @@ impl Metrics {
                 "Connections to upstream brokers, by outcome (connected, failed)",
                 &["outcome"],
             ),
+            downlink_accepted: IntCounter::new(
+                "yizhan_downlink_accepted_total",
+                "District commands taken from the upstream and handed to the command service",
+            )
+            .expect("counter"),
+            downlink_refused: counter_vec(
+                "yizhan_downlink_refused_total",
+                "Messages on the hub's command topics refused, by reason",
+                &["reason"],
+            ),
+            downlink_subscribed: IntGauge::new(
+                "yizhan_downlink_subscribed",
+                "1 while the hub is subscribed to its centers' command topics upstream",
+            )
+            .expect("gauge"),
             registry,
         };
         metrics.register_all();
+        for reason in protocol::upstream::Refusal::ALL {
+            metrics
+                .downlink_refused
+                .with_label_values(&[reason.as_str()]);
+        }
         metrics
             .build_info
             .with_label_values(&[VERSION, COMMIT])
@@ -460,6 +487,9 @@ impl Metrics {
             Box::new(self.uplink_dropped.clone()),
             Box::new(self.uplink_connected.clone()),
             Box::new(self.uplink_connect_attempts.clone()),
+            Box::new(self.downlink_accepted.clone()),
+            Box::new(self.downlink_refused.clone()),
+            Box::new(self.downlink_subscribed.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for collector in collectors {

@@ -5,7 +5,9 @@
 //! call so neither the async runtime nor the store is held for long. The
 //! store decides what must stay whatever its age (an open command, an
 //! undelivered notification: `store::retention`); this task decides when,
-//! and counts what went in `yizhan_records_pruned_total{kind}`.
+//! and counts what went in `yizhan_records_pruned_total{kind}`. It also
+//! forgets the ids of district commands past their expiry (`downlink`),
+//! which a replay could no longer pass anyway.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +49,36 @@ pub async fn keep(
             if removed > 0 {
                 tracing::info!(kind = kind.as_str(), removed, "old records removed");
             }
+        }
+        let forgotten = forget_downlink(&store, &stop).await?;
+        metrics
+            .records_pruned
+            .with_label_values(&[DOWNLINK])
+            .inc_by(forgotten as u64);
+    }
+}
+
+/// The `kind` of forgotten district command ids.
+const DOWNLINK: &str = "downlink";
+/// How long after its expiry a district command's id is kept: past the
+/// command service's last word on it (its ack grace).
+const DOWNLINK_MARGIN_MS: u64 = 10 * 60_000;
+
+/// Forgets the ids of district commands that expired more than
+/// `DOWNLINK_MARGIN_MS` ago, `CHUNK` at a time; how many.
+async fn forget_downlink(
+    store: &Arc<Store>,
+    stop: &CancellationToken,
+) -> Result<usize, BackgroundError> {
+    let before = unix_ms().saturating_sub(DOWNLINK_MARGIN_MS);
+    let mut forgotten = 0;
+    loop {
+        let chunk = store
+            .in_background(move |store| store.forget_downlink(before, CHUNK))
+            .await?;
+        forgotten += chunk;
+        if chunk < CHUNK || stop.is_cancelled() {
+            return Ok(forgotten);
         }
     }
 }

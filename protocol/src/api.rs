@@ -126,6 +126,61 @@ pub struct CommandRequest {
     pub expires_at: Option<u64>,
 }
 
+impl CommandRequest {
+    /// The command's `expires_at` at `now_ms`: exactly one of
+    /// `expires_in_ms` (≥ 1) and `expires_at` (after now), at most
+    /// `max_ttl_ms` ahead; `Err` says why not.
+    pub fn expires_at(&self, now_ms: u64, max_ttl_ms: u64) -> Result<u64, String> {
+        let expires_at = match (self.expires_in_ms, self.expires_at) {
+            (Some(ttl), None) if ttl > 0 => now_ms.saturating_add(ttl),
+            (Some(_), None) => return Err("`expires_in_ms` must be at least 1".into()),
+            (None, Some(at)) if at > now_ms => at,
+            (None, Some(_)) => return Err("`expires_at` is in the past".into()),
+            _ => return Err("give exactly one of `expires_in_ms` and `expires_at`".into()),
+        };
+        if expires_at - now_ms > max_ttl_ms {
+            let most = match max_ttl_ms % 86_400_000 {
+                0 => format!("{} days", max_ttl_ms / 86_400_000),
+                _ => format!("{} s", max_ttl_ms / 1000),
+            };
+            return Err(format!("a command may stay deliverable at most {most}"));
+        }
+        Ok(expires_at)
+    }
+}
+
+/// The longest `op` a command may have.
+pub const MAX_COMMAND_OP_LEN: usize = 32;
+/// The largest `args` (as JSON) a command may carry: it goes to a device in
+/// one MQTT message, and device stacks have small buffers.
+pub const MAX_COMMAND_ARGS_BYTES: usize = 4096;
+
+/// Whether `op` is a command name the hub's command service takes: 1–32
+/// lowercase ASCII letters, digits or `_`.
+pub fn is_command_op(op: &str) -> bool {
+    (1..=MAX_COMMAND_OP_LEN).contains(&op.len())
+        && op
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// A command's `args` as the command service takes them: a JSON object
+/// (none: `{}`) of at most `MAX_COMMAND_ARGS_BYTES` as JSON; `Err` says why
+/// not.
+pub fn command_args(args: serde_json::Value) -> Result<serde_json::Value, String> {
+    let args = match args {
+        serde_json::Value::Null => serde_json::json!({}),
+        serde_json::Value::Object(map) => serde_json::Value::Object(map),
+        _ => return Err("`args` must be a JSON object".into()),
+    };
+    if args.to_string().len() > MAX_COMMAND_ARGS_BYTES {
+        return Err(format!(
+            "`args` must be at most {MAX_COMMAND_ARGS_BYTES} bytes as JSON"
+        ));
+    }
+    Ok(args)
+}
+
 /// Where a command stands. `pending`: not sent yet (the device is offline);
 /// `sent`: published at least once, no answer yet; then exactly one of
 /// `acked`, `failed` (the device answered `ok:false`) or `expired` (no answer
@@ -172,6 +227,9 @@ pub enum CommandOrigin {
     Access,
     /// A booking's slot started or ended (`unlock`/`lock`).
     Schedule,
+    /// A district operator, through the upstream (signed; docs/upstream.md,
+    /// "Downlink"). Its id is the district's.
+    District,
 }
 
 /// A command as the hub records it (the 202 answer and

@@ -8,6 +8,8 @@
 pub mod api;
 pub mod calendar;
 pub mod limits;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 pub mod secret;
 pub mod topic;
 pub mod upstream;

@@ -3,6 +3,14 @@
 //! service reads them. Every payload carries `id` (stable across resends,
 //! so consumers drop duplicates), `hub` and `center`. Unknown fields are
 //! ignored, so a newer hub may add some.
+//!
+//! The downlink (`downlink`, re-exported here): a district operator's
+//! command to one device on `yz/v1/{center}/{device}/cmd`, signed with
+//! Ed25519, and the hub's answers — its outcome and its refusals.
+
+mod downlink;
+
+pub use downlink::*;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -30,10 +38,18 @@ pub enum Class {
     Booking,
     /// `yz/v1/{center}/visits`: a center's visits of one local day so far.
     Visits,
+    /// `yz/v1/{center}/{device}/cmd`: a district operator's signed command
+    /// (district to hub).
+    Command,
+    /// `yz/v1/{center}/{device}/cmd/outcome`: a command's outcome
+    /// (acked, failed, expired).
+    CommandOutcome,
+    /// `yz/v1/{center}/cmd_refused`: a command the hub refused, and why.
+    CommandRefused,
 }
 
 impl Class {
-    pub const ALL: [Class; 7] = [
+    pub const ALL: [Class; 10] = [
         Class::Event,
         Class::Alarm,
         Class::Twin,
@@ -41,6 +57,9 @@ impl Class {
         Class::TelemetryRaw,
         Class::Booking,
         Class::Visits,
+        Class::Command,
+        Class::CommandOutcome,
+        Class::CommandRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +71,9 @@ impl Class {
             Class::TelemetryRaw => "telemetry_raw",
             Class::Booking => "booking",
             Class::Visits => "visits",
+            Class::Command => "command",
+            Class::CommandOutcome => "command_outcome",
+            Class::CommandRefused => "command_refused",
         }
     }
 }
@@ -76,13 +98,16 @@ impl UpstreamTopic {
         let (center, device, class) = match levels.as_slice() {
             [center, "booking"] => (center, None, Class::Booking),
             [center, "visits"] => (center, None, Class::Visits),
+            [center, "cmd_refused"] => (center, None, Class::CommandRefused),
             [center, device, "telemetry", "raw"] => (center, Some(device), Class::TelemetryRaw),
+            [center, device, "cmd", "outcome"] => (center, Some(device), Class::CommandOutcome),
             [center, device, what] => {
                 let class = match *what {
                     "event" => Class::Event,
                     "alarm" => Class::Alarm,
                     "twin" => Class::Twin,
                     "telemetry" => Class::Telemetry,
+                    "cmd" => Class::Command,
                     _ => return None,
                 };
                 (center, Some(device), class)
@@ -177,6 +202,23 @@ pub struct TelemetryMessage {
     pub fields: Map<String, Value>,
 }
 
+/// `yz/v1/{center}/{device}/telemetry/raw`: one telemetry message as the
+/// hub received it (`[uplink] raw_telemetry`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TelemetryRawMessage {
+    pub id: String,
+    pub hub: String,
+    pub center: String,
+    pub device: String,
+    pub kind: String,
+    /// Unix ms the hub received it.
+    pub received_at: u64,
+    pub ts: u64,
+    pub seq: u64,
+    /// As sent.
+    pub fields: Map<String, Value>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,11 +248,20 @@ mod tests {
             "yz/v1/c1/p1/telemetry/raw",
             Some(("c1", Some("p1"), Class::TelemetryRaw)),
         );
+        check("yz/v1/c1/p1/cmd", Some(("c1", Some("p1"), Class::Command)));
+        check(
+            "yz/v1/c1/p1/cmd/outcome",
+            Some(("c1", Some("p1"), Class::CommandOutcome)),
+        );
+        check(
+            "yz/v1/c1/cmd_refused",
+            Some(("c1", None, Class::CommandRefused)),
+        );
         for outside in [
             "yz/v2/c1/booking",
             "yz/v1/c1",
             "yz/v1//booking",
-            "yz/v1/c1/p1/cmd",
+            "yz/v1/c1/p1/cmd/x",
             "yz/v1/c1/p1/event/x",
             "/tenants/p1/event",
         ] {

@@ -781,6 +781,13 @@ async fn the_district_names_a_bad_setting_and_answers_only_its_tokens() -> anyho
         let status = request.send().await?.status().as_u16();
         assert_eq!(status, expected, "{path} with {token:?}");
     }
+    let (status, answer) = district
+        .post_json(
+            "/api/v1/district/centers/center01/devices/piano1/commands",
+            &json!({"op": "unlock", "expires_in_ms": 1000}),
+        )
+        .await?;
+    assert_eq!(status, 409, "commands without a key: {answer}");
     let (passed, said) = tests::promtool::check(&district.metrics().await?)?;
     assert!(
         passed && said.trim().is_empty(),

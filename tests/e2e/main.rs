@@ -16,6 +16,7 @@ mod demo;
 mod deploy;
 mod devices;
 mod district;
+mod downlink;
 mod edge_load;
 mod fleet;
 mod http_limits;

@@ -108,6 +108,19 @@ impl DistrictProcess {
             .bearer_auth(DISTRICT_TOKEN)
     }
 
+    /// POSTs `body` to `path` with the token; the status and JSON body.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.api))
+            .bearer_auth(DISTRICT_TOKEN)
+            .json(body)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
     /// GET `path` with the token; the JSON body of a 2xx.
     pub async fn get_json(&self, path: &str) -> Result<Value> {
         json_of(self.get(path), &format!("GET {path}")).await

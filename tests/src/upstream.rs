@@ -72,6 +72,15 @@ impl UpstreamSubscriber {
         Ok(())
     }
 
+    /// Publishes `payload` on `topic` at QoS 1 (a raw publish on the
+    /// upstream, as anyone holding the broker's credentials could).
+    pub async fn publish(&self, topic: &str, payload: Vec<u8>) -> Result<()> {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await?;
+        Ok(())
+    }
+
     /// Every message received so far, in order, duplicates included.
     pub fn messages(&self) -> Vec<UpstreamMessage> {
         self.received

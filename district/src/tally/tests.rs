@@ -227,3 +227,82 @@ fn a_hub_status_counts_devices_and_who_is_online() {
     assert_eq!((centers["c1"].devices, centers["c1"].online), (2, 1));
     assert!(centers["c1"].peers.contains("h1"));
 }
+
+fn outcome(command: &str, status: &str) -> Message {
+    message(
+        "yz/v1/c1/p1/cmd/outcome",
+        json!({"id": format!("h1/co/p1/{command}"), "hub": "h1", "center": "c1",
+               "device": "p1", "command": command, "op": "unlock", "status": status,
+               "attempts": 1, "at": MORNING}),
+    )
+}
+
+fn refused(n: u64, command: &str, reason: &str) -> Message {
+    message(
+        "yz/v1/c1/cmd_refused",
+        json!({"id": format!("h1/cr/{MORNING}/{n}"), "hub": "h1", "center": "c1",
+               "device": "p1", "command": command, "reason": reason, "at": MORNING}),
+    )
+}
+
+fn sent(store: &Store, id: &str) {
+    let command = crate::records::CommandState {
+        id: id.into(),
+        center: "c1".into(),
+        device: "p1".into(),
+        op: "unlock".into(),
+        args: json!({}),
+        issued_at: MORNING,
+        expires_at: MORNING + 60_000,
+        key: "k".into(),
+        status: "sent".into(),
+        outcome: None,
+        refusals: Vec::new(),
+    };
+    assert!(store.insert_command(&command).unwrap());
+}
+
+#[test]
+fn a_hubs_outcome_settles_a_command_and_a_later_refusal_of_its_id_is_only_noted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (ran, refused_id, unknown) = (
+        "0000000000000000a1",
+        "0000000000000000b2",
+        "0000000000000000c3",
+    );
+    sent(&store, ran);
+    sent(&store, refused_id);
+    let outcomes = run(
+        &store,
+        &[
+            outcome(ran, "acked"),
+            outcome(ran, "acked"),
+            refused(1, ran, "replayed"),
+            refused(2, refused_id, "forged"),
+            outcome(unknown, "expired"),
+        ],
+    );
+    assert_eq!(
+        outcomes,
+        ["applied", "duplicate", "applied", "applied", "applied"]
+    );
+    let ran = store.command(ran).unwrap().unwrap();
+    assert_eq!(
+        ran.status, "acked",
+        "a replay refused later changes nothing"
+    );
+    assert_eq!(ran.outcome.unwrap().hub, "h1");
+    assert_eq!(ran.refusals.len(), 1);
+    assert_eq!(ran.refusals[0].reason, "replayed");
+    let refused_command = store.command(refused_id).unwrap().unwrap();
+    assert_eq!(refused_command.status, "refused");
+    let unknown = store.command(unknown).unwrap().unwrap();
+    assert_eq!((unknown.status.as_str(), unknown.issued_at), ("expired", 0));
+    assert!(
+        !store
+            .advance_command(refused_id, "publishing", "sent")
+            .unwrap(),
+        "the API never overwrites the hub's word"
+    );
+}

@@ -8,7 +8,9 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use protocol::api::{CommandOrigin, CommandRecord, CommandRequest};
+use protocol::api::{
+    command_args, CommandOrigin, CommandRecord, CommandRequest, MAX_COMMAND_OP_LEN,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
@@ -43,61 +45,21 @@ pub(super) fn routes() -> Routes {
 
 /// Longest time a command issued through the API may stay deliverable.
 const MAX_COMMAND_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
-const MAX_OP_LEN: usize = 32;
-/// Largest `args` (as JSON) a command may carry: it goes to a device in
-/// one MQTT message, and device stacks have small buffers.
-const MAX_ARGS_BYTES: usize = 4096;
 
 /// `expires_at` of a command request, checked.
 fn command_expiry(request: &CommandRequest, now_ms: u64) -> Result<u64, HttpError> {
-    let expires_at = match (request.expires_in_ms, request.expires_at) {
-        (Some(ttl), None) if ttl > 0 => now_ms.saturating_add(ttl),
-        (Some(_), None) => return Err(unprocessable("`expires_in_ms` must be at least 1")),
-        (None, Some(at)) if at > now_ms => at,
-        (None, Some(_)) => return Err(unprocessable("`expires_at` is in the past")),
-        _ => {
-            return Err(unprocessable(
-                "give exactly one of `expires_in_ms` and `expires_at`",
-            ))
-        }
-    };
-    if expires_at - now_ms > MAX_COMMAND_TTL_MS {
-        return Err(unprocessable(
-            "a command may stay deliverable at most 7 days",
-        ));
-    }
-    Ok(expires_at)
+    request
+        .expires_at(now_ms, MAX_COMMAND_TTL_MS)
+        .map_err(unprocessable)
 }
 
 fn check_op(op: &str) -> Result<(), HttpError> {
-    let ok = !op.is_empty()
-        && op.len() <= MAX_OP_LEN
-        && op
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(unprocessable(format!(
-            "`op` must be 1-{MAX_OP_LEN} lowercase ASCII letters, digits or '_'"
-        )))
+    match protocol::api::is_command_op(op) {
+        true => Ok(()),
+        false => Err(unprocessable(format!(
+            "`op` must be 1-{MAX_COMMAND_OP_LEN} lowercase ASCII letters, digits or '_'"
+        ))),
     }
-}
-
-/// A command's `args`: a JSON object (none: `{}`) of at most
-/// `MAX_ARGS_BYTES`.
-fn command_args(args: serde_json::Value) -> Result<serde_json::Value, HttpError> {
-    let args = match args {
-        serde_json::Value::Null => serde_json::json!({}),
-        serde_json::Value::Object(map) => serde_json::Value::Object(map),
-        _ => return Err(unprocessable("`args` must be a JSON object")),
-    };
-    if args.to_string().len() > MAX_ARGS_BYTES {
-        return Err(unprocessable(format!(
-            "`args` must be at most {MAX_ARGS_BYTES} bytes as JSON"
-        )));
-    }
-    Ok(args)
 }
 
 /// Records a command `pending` (fsynced) and hands it to ingest, which
@@ -139,7 +101,7 @@ fn issue(
     check_op(&request.op)?;
     let now = unix_ms();
     let expires_at = command_expiry(&request, now)?;
-    let args = command_args(request.args)?;
+    let args = command_args(request.args).map_err(unprocessable)?;
     let command = NewCommand {
         device: id,
         op: request.op,

@@ -1,6 +1,7 @@
 //! What the hub forwards upstream (docs/upstream.md): one outbox entry per
 //! message, its class, the topic under `yz/v1/{center}/…` and the JSON
-//! payload with its message id, and the entry's binary encoding in the
+//! payload with its message id (the types of `protocol::upstream`, which
+//! the district reads with), and the entry's binary encoding in the
 //! outbox. Plain data; the store writes entries in the same batch as the
 //! facts they describe, the uplink service sends them.
 //!
@@ -8,20 +9,28 @@
 //! carries the id it had: `{hub}/ev/{device}/{event id}`,
 //! `{hub}/bk/{booking}/{rev}`, `{hub}/vi/{center}/{day}/{visits}`,
 //! `{hub}/tw/{device}/{at}/{change}`, `{hub}/tm/{device}/{from}/{to}`,
-//! `{hub}/tr/{device}/{seq}/{ts}`.
+//! `{hub}/tr/{device}/{seq}/{ts}`, `{hub}/co/{device}/{command}` (a district
+//! command's outcome); a refusal's is made once, `{hub}/cr/{at}/{n}`.
+//!
+//! Also the downlink's record of a command taken (`DownlinkTaken`): kept
+//! until its expiry, so its id is never taken twice.
 
 use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
+use protocol::api::CommandRecord;
+use protocol::upstream::{
+    outcome_id, outcome_topic, refused_id, refused_topic, BookingMessage, CommandOutcomeMessage,
+    CommandRefusedMessage, EventMessage, Refusal, TelemetryMessage, TelemetryRawMessage,
+    TwinMessage, VisitsMessage, TOPIC_ROOT,
+};
 use protocol::{DeviceKind, FieldValue, Telemetry};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::booking::Booking;
 use super::device::StoredEvent;
 use super::twin::Twin;
-
-/// The topics' root and contract version.
-pub const TOPIC_ROOT: &str = "yz/v1";
 
 /// What an entry is; the `class` label of the uplink metrics. Telemetry
 /// classes are dropped first when the outbox is over its bound; the others
@@ -42,10 +51,15 @@ pub enum UplinkClass {
     Telemetry,
     /// One telemetry message as received (`[uplink] raw_telemetry`).
     TelemetryRaw,
+    /// A district command's outcome: acked, failed, expired.
+    CommandOutcome,
+    /// A command refused, and why (dropped with telemetry past the bound,
+    /// so a flood of forged commands cannot grow the outbox).
+    CommandRefused,
 }
 
 impl UplinkClass {
-    pub const ALL: [UplinkClass; 7] = [
+    pub const ALL: [UplinkClass; 9] = [
         UplinkClass::Event,
         UplinkClass::Alarm,
         UplinkClass::Twin,
@@ -53,6 +67,8 @@ impl UplinkClass {
         UplinkClass::Visits,
         UplinkClass::Telemetry,
         UplinkClass::TelemetryRaw,
+        UplinkClass::CommandOutcome,
+        UplinkClass::CommandRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -64,12 +80,17 @@ impl UplinkClass {
             UplinkClass::Visits => "visits",
             UplinkClass::Telemetry => "telemetry",
             UplinkClass::TelemetryRaw => "telemetry_raw",
+            UplinkClass::CommandOutcome => "command_outcome",
+            UplinkClass::CommandRefused => "command_refused",
         }
     }
 
     /// Dropped (oldest first) when the outbox is over its bound.
     pub fn droppable(self) -> bool {
-        matches!(self, UplinkClass::Telemetry | UplinkClass::TelemetryRaw)
+        matches!(
+            self,
+            UplinkClass::Telemetry | UplinkClass::TelemetryRaw | UplinkClass::CommandRefused
+        )
     }
 
     fn code(self) -> u8 {
@@ -97,13 +118,14 @@ const ENCODING: u8 = 1;
 const HEADER: usize = 1 + 1 + 8 + 2;
 
 impl UplinkEntry {
-    fn new(class: UplinkClass, at: u64, topic: String, payload: &Value) -> UplinkEntry {
+    fn new(class: UplinkClass, at: u64, topic: String, payload: &impl Serialize) -> UplinkEntry {
         UplinkEntry {
             class,
             at,
             topic,
-            // invariant: a `Value` always serializes.
-            payload: serde_json::to_vec(payload).expect("JSON value serializes"),
+            // invariant: the payloads are structs of strings, numbers and
+            // JSON values with string keys; they always serialize.
+            payload: serde_json::to_vec(payload).expect("a payload serializes"),
         }
     }
 
@@ -151,15 +173,6 @@ fn center_topic(center: &str, what: &str) -> String {
     format!("{TOPIC_ROOT}/{center}/{what}")
 }
 
-/// The fields every payload starts with.
-fn envelope(id: String, hub: &str, center: &str) -> Map<String, Value> {
-    let mut map = Map::new();
-    map.insert("id".into(), id.into());
-    map.insert("hub".into(), hub.into());
-    map.insert("center".into(), center.into());
-    map
-}
-
 /// The hub events that are alarms (`actions`: a trip, an acknowledgement).
 const ALARM_EVENTS: [&str; 2] = ["interlock_trip", "alarm_ack"];
 
@@ -172,47 +185,52 @@ pub fn event(hub: &str, stored: &StoredEvent) -> UplinkEntry {
         true => (UplinkClass::Alarm, "alarm"),
         false => (UplinkClass::Event, "event"),
     };
-    let id = format!("{hub}/ev/{}/{}", stored.device, stored.event.id);
-    let mut payload = envelope(id, hub, &stored.center);
-    payload.insert("device".into(), stored.device.clone().into());
-    payload.insert("kind".into(), stored.kind.as_str().into());
-    payload.insert("received_at".into(), stored.received_at.into());
-    payload.insert("event".into(), json!(stored.event));
+    let message = EventMessage {
+        id: format!("{hub}/ev/{}/{}", stored.device, stored.event.id),
+        hub: hub.into(),
+        center: stored.center.clone(),
+        device: stored.device.clone(),
+        kind: stored.kind.as_str().into(),
+        received_at: stored.received_at,
+        event: stored.event.clone(),
+    };
     let topic = device_topic(&stored.center, &stored.device, what);
-    UplinkEntry::new(class, stored.received_at, topic, &Value::Object(payload))
+    UplinkEntry::new(class, stored.received_at, topic, &message)
 }
 
 /// The `rev`th write of a booking (1 for its first). Resident ids and
 /// birthdates stay in the center.
 pub fn booking(hub: &str, booking: &Booking, rev: u64, at: u64) -> UplinkEntry {
-    let id = format!("{hub}/bk/{}/{rev}", booking.id);
-    let mut payload = envelope(id, hub, &booking.center);
-    for (key, value) in [
-        ("booking", json!(booking.id)),
-        ("rev", json!(rev)),
-        ("resource", json!(booking.resource)),
-        ("kind", json!(booking.kind)),
-        ("slot_start", json!(booking.slot_start)),
-        ("slot_end", json!(booking.slot_end)),
-        ("group", json!(booking.group.as_str())),
-        ("status", json!(booking.status.as_str())),
-        ("at", json!(at)),
-    ] {
-        payload.insert(key.into(), value);
-    }
+    let message = BookingMessage {
+        id: format!("{hub}/bk/{}/{rev}", booking.id),
+        hub: hub.into(),
+        center: booking.center.clone(),
+        booking: booking.id.clone(),
+        rev,
+        resource: booking.resource.clone(),
+        kind: booking.kind.clone(),
+        slot_start: booking.slot_start,
+        slot_end: booking.slot_end,
+        group: booking.group.as_str().into(),
+        status: booking.status.as_str().into(),
+        at,
+    };
     let topic = center_topic(&booking.center, "booking");
-    UplinkEntry::new(UplinkClass::Booking, at, topic, &Value::Object(payload))
+    UplinkEntry::new(UplinkClass::Booking, at, topic, &message)
 }
 
 /// A center's visits of local `day` so far.
 pub fn visits(hub: &str, center: &str, day: NaiveDate, visits: u64, at: u64) -> UplinkEntry {
-    let id = format!("{hub}/vi/{center}/{day}/{visits}");
-    let mut payload = envelope(id, hub, center);
-    payload.insert("day".into(), day.to_string().into());
-    payload.insert("visits".into(), visits.into());
-    payload.insert("at".into(), at.into());
+    let message = VisitsMessage {
+        id: format!("{hub}/vi/{center}/{day}/{visits}"),
+        hub: hub.into(),
+        center: center.into(),
+        day: day.to_string(),
+        visits,
+        at,
+    };
     let topic = center_topic(center, "visits");
-    UplinkEntry::new(UplinkClass::Visits, at, topic, &Value::Object(payload))
+    UplinkEntry::new(UplinkClass::Visits, at, topic, &message)
 }
 
 /// What changed on a twin.
@@ -235,22 +253,21 @@ impl TwinChange {
 
 /// A twin's presence or birth changed at `at`.
 pub fn twin(hub: &str, twin: &Twin, change: TwinChange, at: u64) -> UplinkEntry {
-    let id = format!("{hub}/tw/{}/{at}/{}", twin.id, change.as_str());
-    let mut payload = envelope(id, hub, &twin.center);
-    for (key, value) in [
-        ("device", json!(twin.id)),
-        ("kind", json!(twin.kind.as_str())),
-        ("room", json!(twin.room)),
-        ("change", json!(change.as_str())),
-        ("online", json!(change != TwinChange::Offline)),
-        ("model", json!(twin.model)),
-        ("fw", json!(twin.fw)),
-        ("at", json!(at)),
-    ] {
-        payload.insert(key.into(), value);
-    }
+    let message = TwinMessage {
+        id: format!("{hub}/tw/{}/{at}/{}", twin.id, change.as_str()),
+        hub: hub.into(),
+        center: twin.center.clone(),
+        device: twin.id.clone(),
+        kind: twin.kind.as_str().into(),
+        room: twin.room.clone(),
+        change: change.as_str().into(),
+        online: change != TwinChange::Offline,
+        model: twin.model.clone(),
+        fw: twin.fw.clone(),
+        at,
+    };
     let topic = device_topic(&twin.center, &twin.id, "twin");
-    UplinkEntry::new(UplinkClass::Twin, at, topic, &Value::Object(payload))
+    UplinkEntry::new(UplinkClass::Twin, at, topic, &message)
 }
 
 /// One numeric field over a window.
@@ -293,13 +310,6 @@ impl DeviceRef {
             kind: twin.kind,
         }
     }
-
-    fn envelope(&self, id: String, hub: &str) -> Map<String, Value> {
-        let mut payload = envelope(id, hub, &self.center);
-        payload.insert("device".into(), self.id.clone().into());
-        payload.insert("kind".into(), self.kind.as_str().into());
-        payload
-    }
 }
 
 /// A device's telemetry in the window `[from, to)` (hub clock, unix ms):
@@ -314,7 +324,6 @@ pub struct TelemetryWindow<'a> {
 
 pub fn telemetry_window(hub: &str, window: &TelemetryWindow) -> UplinkEntry {
     let device = window.device;
-    let id = format!("{hub}/tm/{}/{}/{}", device.id, window.from, window.to);
     let fields: Map<String, Value> = window
         .fields
         .iter()
@@ -325,36 +334,95 @@ pub fn telemetry_window(hub: &str, window: &TelemetryWindow) -> UplinkEntry {
             )
         })
         .collect();
-    let mut payload = device.envelope(id, hub);
-    payload.insert("from".into(), window.from.into());
-    payload.insert("to".into(), window.to.into());
-    payload.insert("count".into(), window.count.into());
-    payload.insert("fields".into(), Value::Object(fields));
+    let message = TelemetryMessage {
+        id: format!("{hub}/tm/{}/{}/{}", device.id, window.from, window.to),
+        hub: hub.into(),
+        center: device.center.clone(),
+        device: device.id.clone(),
+        kind: device.kind.as_str().into(),
+        from: window.from,
+        to: window.to,
+        count: window.count,
+        fields,
+    };
     let topic = device_topic(&device.center, &device.id, "telemetry");
-    let value = Value::Object(payload);
-    UplinkEntry::new(UplinkClass::Telemetry, window.to, topic, &value)
+    UplinkEntry::new(UplinkClass::Telemetry, window.to, topic, &message)
 }
 
 /// One telemetry message as received at `at`.
 pub fn telemetry_raw(hub: &str, device: &DeviceRef, telemetry: &Telemetry, at: u64) -> UplinkEntry {
-    let id = format!("{hub}/tr/{}/{}/{}", device.id, telemetry.seq, telemetry.ts);
     let fields: Map<String, Value> = telemetry
         .fields
         .iter()
         .map(|(name, value)| (name.clone(), field_json(value)))
         .collect();
-    let mut payload = device.envelope(id, hub);
-    payload.insert("received_at".into(), at.into());
-    payload.insert("ts".into(), telemetry.ts.into());
-    payload.insert("seq".into(), telemetry.seq.into());
-    payload.insert("fields".into(), Value::Object(fields));
+    let message = TelemetryRawMessage {
+        id: format!("{hub}/tr/{}/{}/{}", device.id, telemetry.seq, telemetry.ts),
+        hub: hub.into(),
+        center: device.center.clone(),
+        device: device.id.clone(),
+        kind: device.kind.as_str().into(),
+        received_at: at,
+        ts: telemetry.ts,
+        seq: telemetry.seq,
+        fields,
+    };
     let topic = device_topic(&device.center, &device.id, "telemetry/raw");
-    UplinkEntry::new(
-        UplinkClass::TelemetryRaw,
+    UplinkEntry::new(UplinkClass::TelemetryRaw, at, topic, &message)
+}
+
+/// A district command taken by the hub: kept (by id) until it expired, so
+/// its id is never taken again, and so its outcome goes to its center.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DownlinkTaken {
+    pub center: String,
+    pub device: String,
+    pub expires_at: u64,
+}
+
+/// A district command's outcome (its record is final), for `center`.
+pub fn command_outcome(hub: &str, center: &str, record: &CommandRecord) -> UplinkEntry {
+    let at = record.completed_at.unwrap_or(record.created_at);
+    let message = CommandOutcomeMessage {
+        id: outcome_id(hub, &record.device, &record.id),
+        hub: hub.into(),
+        center: center.into(),
+        device: record.device.clone(),
+        command: record.id.clone(),
+        op: record.op.clone(),
+        status: record.status.as_str().into(),
+        error: record.error.clone(),
+        attempts: record.attempts,
         at,
-        topic,
-        &Value::Object(payload),
-    )
+    };
+    let topic = outcome_topic(center, &record.device);
+    UplinkEntry::new(UplinkClass::CommandOutcome, at, topic, &json!(message))
+}
+
+/// What a refused command named (its topic's center and device, its id),
+/// and why it was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub center: Option<String>,
+    pub command: Option<String>,
+    pub device: Option<String>,
+    pub reason: Refusal,
+}
+
+/// A command refused at `at`, reported to `center`; `n` makes its id
+/// unique in the hub.
+pub fn command_refused(hub: &str, center: &str, refused: &Refused, at: u64, n: u64) -> UplinkEntry {
+    let message = CommandRefusedMessage {
+        id: refused_id(hub, at, n),
+        hub: hub.into(),
+        center: center.into(),
+        command: refused.command.clone(),
+        device: refused.device.clone(),
+        reason: refused.reason.as_str().into(),
+        at,
+    };
+    let topic = refused_topic(center);
+    UplinkEntry::new(UplinkClass::CommandRefused, at, topic, &json!(message))
 }
 
 fn field_json(value: &FieldValue) -> Value {
@@ -451,7 +519,11 @@ mod tests {
             .collect();
         assert_eq!(
             droppable,
-            [UplinkClass::Telemetry, UplinkClass::TelemetryRaw]
+            [
+                UplinkClass::Telemetry,
+                UplinkClass::TelemetryRaw,
+                UplinkClass::CommandRefused
+            ]
         );
     }
 }

@@ -306,6 +306,37 @@ pub struct UplinkConfig {
     /// Wait after a failed attempt, doubled per failure up to the maximum.
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
+    /// Commands from the district on the same session (docs/upstream.md,
+    /// "Downlink").
+    pub downlink: DownlinkConfig,
+}
+
+/// `[uplink.downlink]`: which signed commands the hub takes from the
+/// upstream. Off while no key is trusted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DownlinkConfig {
+    /// The centers whose commands the hub takes (`yz/v1/{center}/+/cmd`);
+    /// required with a key.
+    pub centers: Vec<String>,
+    /// Trusted Ed25519 public keys: key id → 64 hex digits.
+    pub keys: std::collections::BTreeMap<String, String>,
+    /// A file of more keys, one `key_id public_key` per line (`#` starts a
+    /// comment).
+    pub keys_file: String,
+    /// The longest a command may live, from its issue to its expiry.
+    pub max_lifetime_secs: u64,
+}
+
+impl Default for DownlinkConfig {
+    fn default() -> Self {
+        DownlinkConfig {
+            centers: Vec::new(),
+            keys: std::collections::BTreeMap::new(),
+            keys_file: String::new(),
+            max_lifetime_secs: 3_600,
+        }
+    }
 }
 
 impl Default for UplinkConfig {
@@ -328,6 +359,7 @@ impl Default for UplinkConfig {
             connect_timeout_secs: 10,
             backoff_initial_ms: 500,
             backoff_max_ms: 30_000,
+            downlink: DownlinkConfig::default(),
         }
     }
 }
@@ -768,6 +800,22 @@ keepalive_secs = 30
 connect_timeout_secs = 10
 backoff_initial_ms = 500
 backoff_max_ms = 30000
+
+[uplink.downlink]
+# Commands from district operators on the same session, each signed with
+# Ed25519 by the district service (docs/upstream.md, "Downlink"). Off while
+# no key is trusted; with one, the hub subscribes to yz/v1/{center}/+/cmd
+# for each of `centers` and delivers what passes through the command
+# service. `district keygen` prints a key's line:
+# keys = { "3f2a9c0e5b7d1e44" = "<64 hex digits of the public key>" }
+keys = {}
+# More keys, one "key_id public_key" per line ('#' starts a comment).
+keys_file = ""
+# The centers whose commands this hub takes (required with a key).
+centers = []
+# The longest a command may live from its issue to its expiry (1 s-7 d);
+# a longer one is refused.
+max_lifetime_secs = 3600
 "#;
 
 impl Config {

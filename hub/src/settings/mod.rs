@@ -19,8 +19,11 @@
 //! - `api`: how the API serves (TLS, header and request timeouts,
 //!   connections) and the audit log's retention
 //! - `uplink`: the upstream brokers, TLS files and outbox bounds
+//! - `downlink`: the keys trusted for the district's signed commands, the
+//!   centers taken, the longest lifetime
 
 pub mod api;
+pub mod downlink;
 pub mod file;
 pub mod key_source;
 pub mod opening;
@@ -41,11 +44,12 @@ use protocol::calendar::Calendar;
 use crate::clock::Clock;
 
 pub use api::HttpSettings;
+pub use downlink::DownlinkSettings;
 pub use file::{
-    AccessConfig, ApiConfig, BrokerConfig, CommandsConfig, Config, CountingConfig, DutyConfig,
-    IngestConfig, InterlockConfig, LimitsConfig, LogConfig, LogFormat, PlainListenerConfig,
-    PlainUser, ResourceConfig, RoomConfig, ScheduleConfig, ShareConfig, SlotConfig, UplinkConfig,
-    DEFAULT_CONFIG_TOML, MASKED,
+    AccessConfig, ApiConfig, BrokerConfig, CommandsConfig, Config, CountingConfig, DownlinkConfig,
+    DutyConfig, IngestConfig, InterlockConfig, LimitsConfig, LogConfig, LogFormat,
+    PlainListenerConfig, PlainUser, ResourceConfig, RoomConfig, ScheduleConfig, ShareConfig,
+    SlotConfig, UplinkConfig, DEFAULT_CONFIG_TOML, MASKED,
 };
 pub use key_source::KeySource;
 pub use opening::{parse_hhmm, DayWindow, OpeningHours};

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use super::downlink::{self, DownlinkSettings};
 use super::file::UplinkConfig;
 use super::FieldError;
 
@@ -110,6 +111,8 @@ pub struct UplinkSettings {
     pub connect_timeout: Duration,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// Signed commands taken on the same session; `None`: no key trusted.
+    pub downlink: Option<DownlinkSettings>,
 }
 
 /// The numbers of `[uplink]` and their ranges (both ends included).
@@ -203,6 +206,7 @@ pub fn parse(config: &UplinkConfig) -> Result<Option<UplinkSettings>, FieldError
     let (client_id, credentials) = identity(config)?;
     check_numbers(config)?;
     let tls = tls_files(config, urls.iter().any(|u| u.tls))?;
+    let downlink = downlink::parse(&config.downlink)?;
     if !config.enabled {
         return Ok(None);
     }
@@ -221,6 +225,7 @@ pub fn parse(config: &UplinkConfig) -> Result<Option<UplinkSettings>, FieldError
         connect_timeout: Duration::from_secs(config.connect_timeout_secs),
         backoff_initial: Duration::from_millis(config.backoff_initial_ms),
         backoff_max: Duration::from_millis(config.backoff_max_ms),
+        downlink,
     }))
 }
 

@@ -8,12 +8,17 @@ use super::{Aged, Store, StoreError};
 
 impl Store {
     /// Writes a command record (not fsynced) and keeps the open-commands
-    /// index in step: a superset of the open ones at any crash point.
+    /// index in step: a superset of the open ones at any crash point. A
+    /// district command's outcome goes into the uplink outbox in the same
+    /// sled transaction as its final record.
     pub fn put_command(&self, record: &CommandRecord) -> Result<(), StoreError> {
         let key = pair_key(&record.device, &record.id);
         keep(&self.commands, &key)?;
         keep(&self.open_commands, &key)?;
         self.age(Aged::Commands, record.created_at, &key)?;
+        if let Some(written) = self.outcome_with_entry(&key, record) {
+            return written;
+        }
         if record.status.is_final() {
             self.commands.insert(&key, to_json(record))?;
             self.open_commands.remove(&key)?;

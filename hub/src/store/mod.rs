@@ -23,6 +23,8 @@
 //!   only) and `audit` (the API's audit log, in write order)
 //! - `retention`: `aging` (a time index of events, command records and
 //!   notifications) and pruning, the audit log's too
+//! - `downlink`: `downlink` and `downlink_expiry`, the district commands
+//!   taken (by id, until their expiry), written with their command records
 //! - `uplink`: the uplink outbox (`uplink`, `uplink_telemetry`,
 //!   `uplink_index`): what waits for the upstream's acknowledgement,
 //!   written with the events, bookings and visits it describes
@@ -43,6 +45,7 @@ mod codec;
 mod commands;
 mod counts;
 mod devices;
+mod downlink;
 mod events;
 mod meta;
 mod notices;
@@ -114,6 +117,8 @@ pub struct Store {
     api_tokens: sled::Tree,
     audit: sled::Tree,
     aging: sled::Tree,
+    downlink: sled::Tree,
+    downlink_expiry: sled::Tree,
     meta: sled::Tree,
     /// Twins stored (as in `meta`), for `/metrics` without a scan.
     twin_count: AtomicU64,
@@ -161,6 +166,8 @@ impl Store {
             api_tokens: db.open_tree("api_tokens")?,
             audit: db.open_tree("audit")?,
             aging: db.open_tree("aging")?,
+            downlink: db.open_tree("downlink")?,
+            downlink_expiry: db.open_tree("downlink_expiry")?,
             meta,
             twin_count,
             flush_fault: OnceLock::new(),

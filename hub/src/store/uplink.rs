@@ -28,7 +28,9 @@ use prometheus::{IntCounterVec, IntGauge};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Batch, Transactional, Tree};
 
-use super::codec::{decode_u64, pair_key, pair_key_text};
+use protocol::api::{CommandOrigin, CommandRecord};
+
+use super::codec::{decode_u64, pair_key, pair_key_text, to_json};
 use super::{Store, StoreError};
 use crate::metrics::Metrics;
 use crate::records::uplink::{self, UplinkClass, UplinkEntry};
@@ -113,9 +115,9 @@ impl Change {
 }
 
 /// A transaction body's result (nothing aborts one).
-type Tx<T> = Result<T, ConflictableTransactionError<Infallible>>;
+pub(super) type Tx<T> = Result<T, ConflictableTransactionError<Infallible>>;
 
-fn storage(error: TransactionError<Infallible>) -> StoreError {
+pub(super) fn storage(error: TransactionError<Infallible>) -> StoreError {
     match error {
         TransactionError::Storage(error) => StoreError::Sled(error),
         TransactionError::Abort(never) => match never {},
@@ -325,6 +327,30 @@ impl Outbox {
         })
     }
 
+    /// Writes a district command's final record (`value` under `key`, out
+    /// of the open index) with its outcome's entry, atomically.
+    fn command_outcome(
+        &self,
+        db: &sled::Db,
+        (commands, open): (&Tree, &Tree),
+        key: &[u8],
+        value: &[u8],
+        entry: &UplinkEntry,
+    ) -> Result<(), StoreError> {
+        let entry = entry.encode();
+        self.write(db, |seq| {
+            (commands, open, &self.facts)
+                .transaction(|(commands, open, facts)| -> Tx<()> {
+                    commands.insert(key, value)?;
+                    open.remove(key)?;
+                    facts.insert(&seq[..], entry.as_slice())?;
+                    Ok(())
+                })
+                .map_err(storage)?;
+            Ok(((), Change::added(size(entry.len()))))
+        })
+    }
+
     /// Up to `limit` entries with keys after `after`, both trees merged in
     /// key order.
     fn read(&self, after: u64, limit: usize) -> Result<Vec<(u64, UplinkEntry)>, StoreError> {
@@ -488,6 +514,27 @@ impl Store {
             Some(outbox) => outbox.booking_batch(&self.db, &self.bookings, &batch, booking, at),
             None => Ok(self.bookings.apply_batch(batch)?),
         }
+    }
+
+    /// A district command's final record with its outcome's outbox entry,
+    /// atomically; `None` (nothing written) without an upstream, for
+    /// another origin or a command no longer remembered as taken.
+    pub(super) fn outcome_with_entry(
+        &self,
+        key: &[u8],
+        record: &CommandRecord,
+    ) -> Option<Result<(), StoreError>> {
+        let outbox = self.uplink.as_ref()?;
+        if record.origin != CommandOrigin::District || !record.status.is_final() {
+            return None;
+        }
+        let taken = match self.downlink_taken(&record.id) {
+            Ok(taken) => taken?,
+            Err(error) => return Some(Err(error)),
+        };
+        let entry = uplink::command_outcome(&outbox.config.hub, &taken.center, record);
+        let trees = (&self.commands, &self.open_commands);
+        Some(outbox.command_outcome(&self.db, trees, key, &to_json(record), &entry))
     }
 
     /// Adds visits with the day's outbox entry, atomically; `None` without

@@ -18,16 +18,22 @@
 //! On a failure (refused, unreachable, keepalive missed, TLS) the next URL
 //! is tried after a jittered wait that doubles with every failure in a row,
 //! from `backoff_initial` up to `backoff_max`.
+//!
+//! With a downlink the session also subscribes (QoS 1) to the hub's
+//! centers' command topics after every CONNACK, and acknowledges each
+//! command only once `downlink::Downlink` has made its decision durable
+//! (manual acks): a hub killed before that gets the message again.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
+use protocol::mqtt::{poll_in_background, Events};
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions,
-    Outgoing, Packet, QoS, TlsConfiguration, Transport,
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, NetworkOptions, Outgoing,
+    Packet, Publish, QoS, SubAck, SubscribeFilter, SubscribeReasonCode, TlsConfiguration,
+    Transport,
 };
-use tokio::sync::mpsc;
 
 use super::{Parts, UplinkError};
 use crate::clock::unix_ms;
@@ -230,7 +236,54 @@ impl Forwarder {
         if let (true, Some(tls)) = (url.tls, &self.tls) {
             options.set_transport(Transport::tls_with_config(tls.clone()));
         }
+        options.set_manual_acks(self.parts.downlink.is_some());
         options
+    }
+
+    /// Subscribes to the centers' command topics (with a downlink).
+    async fn subscribe(&self, client: &AsyncClient) -> Result<(), String> {
+        let Some(downlink) = &self.parts.downlink else {
+            return Ok(());
+        };
+        let filters = downlink
+            .filters()
+            .into_iter()
+            .map(|filter| SubscribeFilter::new(filter, QoS::AtLeastOnce));
+        client
+            .subscribe_many(filters)
+            .await
+            .map_err(|error| format!("subscribing to the command topics: {error}"))
+    }
+
+    /// A SUBACK: subscribed when the broker granted every filter.
+    fn subscribed(&self, ack: &SubAck) {
+        let granted = ack
+            .return_codes
+            .iter()
+            .all(|code| !matches!(code, SubscribeReasonCode::Failure));
+        self.parts
+            .metrics
+            .downlink_subscribed
+            .set(i64::from(granted));
+        match granted {
+            true => tracing::info!("subscribed to the district's commands"),
+            false => tracing::error!("the upstream refused the command topics' subscription"),
+        }
+    }
+
+    /// A command from the district: decided, then acknowledged.
+    async fn command(
+        &self,
+        client: &AsyncClient,
+        publish: &Publish,
+    ) -> Result<Option<String>, UplinkError> {
+        if let Some(downlink) = &self.parts.downlink {
+            downlink.receive(&publish.topic, &publish.payload, unix_ms())?;
+        }
+        match client.ack(publish).await {
+            Ok(()) => Ok(None),
+            Err(error) => Ok(Some(format!("acknowledging a command: {error}"))),
+        }
     }
 
     /// One connection to `url`: connect, then forward until it fails or
@@ -240,14 +293,14 @@ impl Forwarder {
         url: &Upstream,
         sent: &HashMap<UplinkClass, IntCounter>,
     ) -> Result<End, UplinkError> {
-        let capacity = usize::from(self.parts.settings.max_in_flight);
+        // Room for the publishes in flight, the subscription and the acks.
+        let capacity = usize::from(self.parts.settings.max_in_flight) + 64;
         let (client, mut eventloop) = AsyncClient::new(self.options(url), capacity);
         let mut network = NetworkOptions::new();
         network.set_connection_timeout(self.parts.settings.connect_timeout.as_secs());
         network.set_tcp_nodelay(true);
         eventloop.set_network_options(network);
-        let (mut events, task) = poll_in_background(eventloop);
-        let _poller = PollerGuard(task);
+        let (mut events, _poller) = poll_in_background(eventloop);
         let connected = tokio::select! {
             _ = self.parts.stop.cancelled() => return Ok(End::Stopped),
             first = events.recv() => connack(first),
@@ -270,8 +323,15 @@ impl Forwarder {
             .inc();
         self.parts.metrics.uplink_connected.set(1);
         tracing::info!(upstream = %url, client_id = %self.parts.client_id, "uplink connected");
+        if let Err(reason) = self.subscribe(&client).await {
+            return Ok(End::Lost {
+                connected: true,
+                reason,
+            });
+        }
         let reason = self.forward(&client, &mut events, sent).await;
         self.parts.store.uplink_release();
+        self.parts.metrics.downlink_subscribed.set(0);
         Ok(match reason? {
             None => End::Stopped,
             Some(reason) => End::Lost {
@@ -286,7 +346,7 @@ impl Forwarder {
     async fn forward(
         &self,
         client: &AsyncClient,
-        events: &mut mpsc::UnboundedReceiver<Result<Event, ConnectionError>>,
+        events: &mut Events,
         sent: &HashMap<UplinkClass, IntCounter>,
     ) -> Result<Option<String>, UplinkError> {
         let mut flight = InFlight::default();
@@ -306,8 +366,18 @@ impl Forwarder {
                 event = events.recv() => {
                     let mut next = event;
                     while let Some(event) = next {
-                        if let Err(reason) = on_event(event, &mut flight) {
-                            return Ok(Some(reason));
+                        let lost = match event {
+                            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                                self.command(client, &publish).await?
+                            }
+                            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                                self.subscribed(&ack);
+                                None
+                            }
+                            event => on_event(event, &mut flight).err(),
+                        };
+                        if lost.is_some() {
+                            return Ok(lost);
                         }
                         next = events.try_recv().ok();
                     }
@@ -424,36 +494,6 @@ fn on_event(event: Result<Event, ConnectionError>, flight: &mut InFlight) -> Res
     Ok(())
 }
 
-/// Aborts the event loop's task when the session is over.
-struct PollerGuard(tokio::task::JoinHandle<()>);
-
-impl Drop for PollerGuard {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Polls `eventloop` in a task of its own (its `poll` is not to be
-/// dropped half-way), passing every event on until the first error.
-fn poll_in_background(
-    mut eventloop: EventLoop,
-) -> (
-    mpsc::UnboundedReceiver<Result<Event, ConnectionError>>,
-    tokio::task::JoinHandle<()>,
-) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        loop {
-            let event = eventloop.poll().await;
-            let failed = event.is_err();
-            if tx.send(event).is_err() || failed {
-                return;
-            }
-        }
-    });
-    (rx, task)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -502,6 +542,7 @@ mod tests {
                 client_id: "hub1".into(),
                 wake: Arc::new(Notify::new()),
                 stop: CancellationToken::new(),
+                downlink: None,
             },
             tls: None,
         };

@@ -4,6 +4,8 @@
 //! - the outbox is the store's (`store::uplink`): events, bookings and
 //!   visits get their entries in the same sled transaction as themselves;
 //! - `feed`: what ingest adds itself (twin changes, telemetry windows);
+//! - `downlink`: district commands taken on the same session (signed,
+//!   checked, recorded, handed to ingest) and refusals reported;
 //! - `forward`: the forwarder, a thread of its own (`uplink` component)
 //!   running a current-thread runtime for the MQTT client, so its outbox
 //!   reads and removals never run on the device runtime. It runs at nice
@@ -16,6 +18,7 @@
 //!
 //! An entry leaves the outbox only after the upstream's PUBACK for it.
 
+pub mod downlink;
 pub mod feed;
 pub mod forward;
 
@@ -30,6 +33,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use tokio_util::sync::CancellationToken;
 
+pub use downlink::Downlink;
 pub use feed::Feed;
 use forward::Forwarder;
 
@@ -73,6 +77,8 @@ pub struct Parts {
     pub client_id: String,
     pub wake: Arc<Notify>,
     pub stop: CancellationToken,
+    /// District commands, when a key is trusted (`[uplink.downlink]`).
+    pub downlink: Option<Downlink>,
 }
 
 /// Starts the forwarder thread under the supervisor. Fails (before

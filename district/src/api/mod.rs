@@ -15,18 +15,24 @@
 //!   per center and local day visits, events, alarms, bookings.
 //! - `GET /api/v1/district/alarms?[from=&to=][&center=][&limit=]`: the
 //!   alarms, newest first.
+//! - `POST /api/v1/district/centers/{center}/devices/{device}/commands`,
+//!   `GET /api/v1/district/commands/{id}`: commands to devices
+//!   (`commands`).
+
+mod commands;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{FromRequestParts, MatchedPath, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::NaiveDate;
 use protocol::calendar::Calendar;
@@ -49,7 +55,12 @@ pub struct ApiState {
     pub ready: Arc<AtomicBool>,
     /// Why the service stopped being able to work, once it did.
     pub failed: Arc<std::sync::Mutex<Option<String>>>,
+    /// Commands to devices; `None` without a signing key.
+    pub commands: Option<Arc<crate::downlink::Commands>>,
 }
+
+/// The largest command request body (its `args` are at most 4 KiB).
+const MAX_COMMAND_BODY: usize = 16 * 1024;
 
 /// Every route, each request timed.
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -62,6 +73,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/district/hubs/{hub}/messages", get(hub_messages))
         .route("/api/v1/district/visits", get(visits))
         .route("/api/v1/district/alarms", get(alarms))
+        .route(
+            "/api/v1/district/centers/{center}/devices/{device}/commands",
+            post(commands::send_command).layer(DefaultBodyLimit::max(MAX_COMMAND_BODY)),
+        )
+        .route("/api/v1/district/commands/{id}", get(commands::get_command))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
