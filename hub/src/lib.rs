@@ -7,8 +7,8 @@
 //! twins and fsyncs) and returns. See ARCHITECTURE.md for the map.
 
 // The modules by layer, bottom to top; each imports only from its own
-// layer or below (ARCHITECTURE.md draws them; the test in `layers.rs`
-// keeps them so).
+// layer or below (ARCHITECTURE.md draws them, docs/internals.md in full;
+// the test in `layers.rs` keeps them so).
 
 // Support: no domain knowledge.
 pub mod clock;
