@@ -15,33 +15,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::providers::{Env, Format, Serialized, Toml};
-use figment::Figment;
 use protocol::calendar::Calendar;
 use protocol::secret::{self, SecretVars};
 use protocol::upstream::{key_id, parse_signing_key, SigningKey};
 use serde::{Deserialize, Serialize};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{0}")]
-    Load(#[from] Box<figment::Error>),
-    #[error("invalid value for `{field}`: {reason}")]
-    Invalid { field: String, reason: String },
-}
-
-impl From<secret::SecretError> for ConfigError {
-    fn from(error: secret::SecretError) -> ConfigError {
-        invalid(&error.var, &error.reason)
-    }
-}
-
-fn invalid(field: &str, reason: &str) -> ConfigError {
-    ConfigError::Invalid {
-        field: field.into(),
-        reason: reason.into(),
-    }
-}
+use service::config::invalid;
+pub use service::config::ConfigError;
+pub use service::log::LogFormat;
 
 /// The file's tree.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,13 +133,6 @@ pub struct LogConfig {
     /// tracing's filter; `RUST_LOG` wins.
     pub filter: String,
     pub format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 impl Default for Config {
@@ -283,22 +256,21 @@ impl Config {
         file: Option<&Path>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(file) = file {
-            figment = figment.merge(Toml::file_exact(file));
-        }
-        let vars = Env::prefixed("DISTRICT_").split("__").ignore(&[
-            "token",
-            "token_file",
-            "metrics_token",
-            "metrics_token_file",
-            "source_password",
-            "source_password_file",
-            "downlink_password",
-            "downlink_password_file",
-            "config",
-        ]);
-        let mut config: Config = figment.merge(vars).extract().map_err(Box::new)?;
+        let mut config: Config = service::config::load(
+            file,
+            "DISTRICT_",
+            &[
+                "token",
+                "token_file",
+                "metrics_token",
+                "metrics_token_file",
+                "source_password",
+                "source_password_file",
+                "downlink_password",
+                "downlink_password_file",
+                "config",
+            ],
+        )?;
         for (vars, hash) in [
             (TOKEN, &mut config.api.token_sha256),
             (METRICS_TOKEN, &mut config.api.metrics_token_sha256),
