@@ -67,7 +67,7 @@ use crate::gauges::Census;
 use crate::ingest::Inbox;
 use crate::metrics::Metrics;
 use crate::pki::Pki;
-use crate::settings::{is_label, Rooms};
+use crate::settings::{is_label, FieldError, Rooms};
 use crate::store::Store;
 use crate::supervise::Supervisor;
 
@@ -234,6 +234,22 @@ fn check_parameter(field: &str, value: &str) -> Result<(), HttpError> {
 
 fn unprocessable(reason: impl Into<String>) -> HttpError {
     error(StatusCode::UNPROCESSABLE_ENTITY, reason)
+}
+
+/// An entry a body gives for the resource its path names: 422 when the
+/// body's `field` says otherwise.
+fn same_as_path(field: &str, given: &str, path: &str) -> Result<(), HttpError> {
+    if given == path {
+        return Ok(());
+    }
+    Err(unprocessable(format!(
+        "`{field}` {given:?} differs from the path's {path:?}"
+    )))
+}
+
+/// An entry's field refused by the settings' check: 422 naming it.
+fn invalid_field((field, reason): FieldError) -> HttpError {
+    unprocessable(format!("invalid value for `{field}`: {reason}"))
 }
 
 /// A JSON body decoded as `T`, or the problem axum found: 400 not JSON,
