@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use district::settings::{Config, ConfigError, Settings, DEFAULT_CONFIG_TOML};
-use service::exit::{INVALID_CONFIGURATION, STOPPED_BY_ITSELF};
+use service::exit::STOPPED_BY_ITSELF;
 use service::log::LogFilter;
 
 #[derive(Parser)]
@@ -84,7 +84,7 @@ fn keygen(out: &std::path::Path) -> ExitCode {
 fn run(cli: &Cli) -> ExitCode {
     let (settings, filter) = match load(cli) {
         Ok(loaded) => loaded,
-        Err(error) => return invalid(&error),
+        Err(error) => return service::exit::invalid_configuration("district", &error),
     };
     service::log::init(settings.log.format, filter.filter, |_| true);
     let runtime = match tokio::runtime::Runtime::new() {
@@ -111,11 +111,6 @@ fn run(cli: &Cli) -> ExitCode {
     }
 }
 
-fn invalid(error: &ConfigError) -> ExitCode {
-    eprintln!("district: invalid configuration: {error}");
-    ExitCode::from(INVALID_CONFIGURATION)
-}
-
 fn merged(cli: &Cli) -> Result<Config, ConfigError> {
     let mut config = Config::load(cli.config.as_deref())?;
     if let Some(dir) = &cli.data_dir {
@@ -137,22 +132,7 @@ fn check_config(cli: &Cli) -> ExitCode {
     let checked = merged(cli).and_then(|config| {
         service::log::filter(&config.log.filter)?;
         Settings::parse(config.clone())?;
-        Ok(config)
+        Ok(config.masked())
     });
-    let config = match checked {
-        Ok(config) => config,
-        Err(error) => return invalid(&error),
-    };
-    match toml::to_string(&config.masked()) {
-        Ok(text) => {
-            println!("# The effective configuration: defaults, the file, DISTRICT_* variables");
-            println!("# and the command line; secrets masked. It is valid.");
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("district: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    service::exit::check_config("district", "DISTRICT_*", checked)
 }

@@ -92,7 +92,7 @@ fn main() -> ExitCode {
     }
     let (settings, filter) = match load_settings(&cli) {
         Ok(loaded) => loaded,
-        Err(error) => return invalid_configuration(&error),
+        Err(error) => return service::exit::invalid_configuration("hub", &error),
     };
     init_tracing(&settings, filter);
     let runtime = match tokio::runtime::Runtime::new() {
@@ -119,32 +119,15 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-fn invalid_configuration(error: &ConfigError) -> ExitCode {
-    eprintln!("hub: invalid configuration: {error}");
-    ExitCode::from(INVALID_CONFIGURATION)
-}
-
 /// `hub check-config`: the effective configuration, secrets masked, after
 /// the same checks as a start.
 fn check_config(cli: &Cli) -> ExitCode {
     let checked = merged_config(cli).and_then(|config| {
         service::log::filter(&config.log.filter)?;
         Settings::parse(config.clone())?;
-        Ok(config)
+        Ok(config.masked())
     });
-    let config = match checked {
-        Ok(config) => config,
-        Err(error) => return invalid_configuration(&error),
-    };
-    match toml::to_string(&config.masked()) {
-        Ok(text) => {
-            println!("# The effective configuration: defaults, the file, YIZHAN_* variables");
-            println!("# and the command line; secrets masked. It is valid.");
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(error) => report(Err(error.into())),
-    }
+    service::exit::check_config("hub", "YIZHAN_*", checked)
 }
 
 /// The file and `YIZHAN_*` variables, then the command line's overrides.
