@@ -592,14 +592,14 @@ pub fn read_signing_key(path: &Path) -> Result<SigningKey, ConfigError> {
     use std::os::unix::fs::PermissionsExt;
     let field = "downlink.key_file";
     let shown = path.display();
-    let metadata = std::fs::metadata(path).map_err(|e| invalid(field, &format!("{shown}: {e}")))?;
+    let metadata = std::fs::metadata(path).map_err(|e| invalid(field, format!("{shown}: {e}")))?;
     let mode = metadata.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         let reason = format!("{shown} is readable by others (mode {mode:o}): chmod 600 it");
         return Err(invalid(field, &reason));
     }
     let text =
-        std::fs::read_to_string(path).map_err(|e| invalid(field, &format!("{shown}: {e}")))?;
+        std::fs::read_to_string(path).map_err(|e| invalid(field, format!("{shown}: {e}")))?;
     parse_signing_key(&text).map_err(|_| {
         let reason = format!("{shown} holds no key: expected 64 hex digits (`district keygen`)");
         invalid(field, &reason)

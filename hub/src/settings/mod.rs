@@ -382,7 +382,7 @@ fn check_lengths(config: &Config) -> Result<(), ConfigError> {
             let most = MAX_LENGTH_MS / unit;
             return Err(invalid(
                 field,
-                &format!("at most {most} (a year), got {value}"),
+                format!("at most {most} (a year), got {value}"),
             ));
         }
     }
