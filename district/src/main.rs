@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use district::settings::{Config, ConfigError, LogFormat, Settings, DEFAULT_CONFIG_TOML};
-use tracing_subscriber::EnvFilter;
+use district::settings::{Config, ConfigError, Settings, DEFAULT_CONFIG_TOML};
+use service::exit::STOPPED_BY_ITSELF;
+use service::log::LogFilter;
 
 #[derive(Parser)]
 #[command(
@@ -51,11 +52,6 @@ enum Command {
     },
 }
 
-/// Exit status of an invalid configuration.
-const INVALID_CONFIGURATION: u8 = 2;
-/// Exit status after the service stopped by itself.
-const STOPPED_BY_ITSELF: u8 = 3;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.as_ref().unwrap_or(&Command::Run) {
@@ -88,9 +84,9 @@ fn keygen(out: &std::path::Path) -> ExitCode {
 fn run(cli: &Cli) -> ExitCode {
     let (settings, filter) = match load(cli) {
         Ok(loaded) => loaded,
-        Err(error) => return invalid(&error),
+        Err(error) => return service::exit::invalid_configuration("district", &error),
     };
-    init_tracing(settings.log.format, filter);
+    service::log::init(settings.log.format, filter.filter, |_| true);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -100,7 +96,7 @@ fn run(cli: &Cli) -> ExitCode {
     };
     let result = runtime.block_on(async {
         let district = district::District::start(settings).await?;
-        district.run_until(shutdown_signal()).await
+        district.run_until(service::signal::terminated()).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -115,11 +111,6 @@ fn run(cli: &Cli) -> ExitCode {
     }
 }
 
-fn invalid(error: &ConfigError) -> ExitCode {
-    eprintln!("district: invalid configuration: {error}");
-    ExitCode::from(INVALID_CONFIGURATION)
-}
-
 fn merged(cli: &Cli) -> Result<Config, ConfigError> {
     let mut config = Config::load(cli.config.as_deref())?;
     if let Some(dir) = &cli.data_dir {
@@ -131,70 +122,17 @@ fn merged(cli: &Cli) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
-fn load(cli: &Cli) -> Result<(Settings, EnvFilter), ConfigError> {
+fn load(cli: &Cli) -> Result<(Settings, LogFilter), ConfigError> {
     let config = merged(cli)?;
-    let filter = log_filter(&config)?;
+    let filter = service::log::filter(&config.log.filter)?;
     Ok((Settings::parse(config)?, filter))
 }
 
 fn check_config(cli: &Cli) -> ExitCode {
     let checked = merged(cli).and_then(|config| {
-        log_filter(&config)?;
+        service::log::filter(&config.log.filter)?;
         Settings::parse(config.clone())?;
-        Ok(config)
+        Ok(config.masked())
     });
-    let config = match checked {
-        Ok(config) => config,
-        Err(error) => return invalid(&error),
-    };
-    match toml::to_string(&config.masked()) {
-        Ok(text) => {
-            println!("# The effective configuration: defaults, the file, DISTRICT_* variables");
-            println!("# and the command line; secrets masked. It is valid.");
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("district: {error}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// `RUST_LOG` when set, else `log.filter`; a bad one names its source.
-fn log_filter(config: &Config) -> Result<EnvFilter, ConfigError> {
-    let (field, directives) = match std::env::var(EnvFilter::DEFAULT_ENV) {
-        Ok(value) => (EnvFilter::DEFAULT_ENV, value),
-        Err(_) => ("log.filter", config.log.filter.clone()),
-    };
-    EnvFilter::try_new(&directives).map_err(|error| ConfigError::Invalid {
-        field: field.into(),
-        reason: error.to_string(),
-    })
-}
-
-fn init_tracing(format: LogFormat, filter: EnvFilter) {
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut sigint), Ok(mut sigterm)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = sigint.recv() => tracing::info!("SIGINT"),
-        _ = sigterm.recv() => tracing::info!("SIGTERM"),
-    }
+    service::exit::check_config("district", "DISTRICT_*", checked)
 }

@@ -15,33 +15,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::providers::{Env, Format, Serialized, Toml};
-use figment::Figment;
 use protocol::calendar::Calendar;
 use protocol::secret::{self, SecretVars};
 use protocol::upstream::{key_id, parse_signing_key, SigningKey};
 use serde::{Deserialize, Serialize};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{0}")]
-    Load(#[from] Box<figment::Error>),
-    #[error("invalid value for `{field}`: {reason}")]
-    Invalid { field: String, reason: String },
-}
-
-impl From<secret::SecretError> for ConfigError {
-    fn from(error: secret::SecretError) -> ConfigError {
-        invalid(&error.var, &error.reason)
-    }
-}
-
-fn invalid(field: &str, reason: &str) -> ConfigError {
-    ConfigError::Invalid {
-        field: field.into(),
-        reason: reason.into(),
-    }
-}
+use service::config::invalid;
+pub use service::config::ConfigError;
+pub use service::log::LogFormat;
 
 /// The file's tree.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,13 +133,6 @@ pub struct LogConfig {
     /// tracing's filter; `RUST_LOG` wins.
     pub filter: String,
     pub format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 impl Default for Config {
@@ -283,22 +256,21 @@ impl Config {
         file: Option<&Path>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(file) = file {
-            figment = figment.merge(Toml::file_exact(file));
-        }
-        let vars = Env::prefixed("DISTRICT_").split("__").ignore(&[
-            "token",
-            "token_file",
-            "metrics_token",
-            "metrics_token_file",
-            "source_password",
-            "source_password_file",
-            "downlink_password",
-            "downlink_password_file",
-            "config",
-        ]);
-        let mut config: Config = figment.merge(vars).extract().map_err(Box::new)?;
+        let mut config: Config = service::config::load(
+            file,
+            "DISTRICT_",
+            &[
+                "token",
+                "token_file",
+                "metrics_token",
+                "metrics_token_file",
+                "source_password",
+                "source_password_file",
+                "downlink_password",
+                "downlink_password_file",
+                "config",
+            ],
+        )?;
         for (vars, hash) in [
             (TOKEN, &mut config.api.token_sha256),
             (METRICS_TOKEN, &mut config.api.metrics_token_sha256),
@@ -620,14 +592,14 @@ pub fn read_signing_key(path: &Path) -> Result<SigningKey, ConfigError> {
     use std::os::unix::fs::PermissionsExt;
     let field = "downlink.key_file";
     let shown = path.display();
-    let metadata = std::fs::metadata(path).map_err(|e| invalid(field, &format!("{shown}: {e}")))?;
+    let metadata = std::fs::metadata(path).map_err(|e| invalid(field, format!("{shown}: {e}")))?;
     let mode = metadata.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         let reason = format!("{shown} is readable by others (mode {mode:o}): chmod 600 it");
         return Err(invalid(field, &reason));
     }
     let text =
-        std::fs::read_to_string(path).map_err(|e| invalid(field, &format!("{shown}: {e}")))?;
+        std::fs::read_to_string(path).map_err(|e| invalid(field, format!("{shown}: {e}")))?;
     parse_signing_key(&text).map_err(|_| {
         let reason = format!("{shown} holds no key: expected 64 hex digits (`district keygen`)");
         invalid(field, &reason)

@@ -195,20 +195,10 @@ impl Activity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::{Alarm, DeviceRecord, LastValue, TripReason};
+    use crate::records::{Alarm, LastValue, TripReason};
 
     fn twin(id: &str, kind: DeviceKind, room: &str) -> Twin {
-        Twin::provisioned(&DeviceRecord {
-            id: id.into(),
-            center: "c1".into(),
-            room: room.into(),
-            kind,
-            password_sha256: String::new(),
-            certificate_sha256: String::new(),
-            not_after: 0,
-            provisioned_at: 0,
-            previous_certificate: None,
-        })
+        Twin::provisioned(&crate::records::device::record(id, "c1", room, kind))
     }
 
     fn reading(twin: &mut Twin, temp_c: f64) {

@@ -164,15 +164,8 @@ mod tests {
 
     fn record(id: &str, kind: DeviceKind, not_after: u64) -> DeviceRecord {
         DeviceRecord {
-            id: id.into(),
-            center: "c1".into(),
-            room: "r".into(),
-            kind,
-            password_sha256: String::new(),
-            certificate_sha256: String::new(),
             not_after,
-            provisioned_at: 0,
-            previous_certificate: None,
+            ..crate::records::device::record(id, "c1", "r", kind)
         }
     }
 

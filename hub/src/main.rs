@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use hub::settings::{Config, ConfigError, LogFormat, Settings, DEFAULT_CONFIG_TOML};
+use hub::settings::{Config, ConfigError, Settings, DEFAULT_CONFIG_TOML};
+use service::exit::{INVALID_CONFIGURATION, STOPPED_BY_ITSELF};
+use service::log::LogFilter;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
@@ -91,7 +92,7 @@ fn main() -> ExitCode {
     }
     let (settings, filter) = match load_settings(&cli) {
         Ok(loaded) => loaded,
-        Err(error) => return invalid_configuration(&error),
+        Err(error) => return service::exit::invalid_configuration("hub", &error),
     };
     init_tracing(&settings, filter);
     let runtime = match tokio::runtime::Runtime::new() {
@@ -104,17 +105,13 @@ fn main() -> ExitCode {
     report(result)
 }
 
-/// Exit status after a supervised component went down (any non-zero
-/// status makes systemd or Kubernetes restart the hub; this one says why).
-const COMPONENT_DOWN: u8 = 3;
-
 fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("hub: {error:#}");
             match error.downcast_ref::<hub::HubError>() {
-                Some(hub::HubError::ComponentsDown(_)) => ExitCode::from(COMPONENT_DOWN),
+                Some(hub::HubError::ComponentsDown(_)) => ExitCode::from(STOPPED_BY_ITSELF),
                 Some(refused) if refused.needs_operator() => ExitCode::from(INVALID_CONFIGURATION),
                 _ => ExitCode::FAILURE,
             }
@@ -122,36 +119,15 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// Exit status of an invalid configuration, and of a start refused for
-/// what an operator must fix (the data dir, the credential key).
-const INVALID_CONFIGURATION: u8 = 2;
-
-fn invalid_configuration(error: &ConfigError) -> ExitCode {
-    eprintln!("hub: invalid configuration: {error}");
-    ExitCode::from(INVALID_CONFIGURATION)
-}
-
 /// `hub check-config`: the effective configuration, secrets masked, after
 /// the same checks as a start.
 fn check_config(cli: &Cli) -> ExitCode {
     let checked = merged_config(cli).and_then(|config| {
-        log_filter(&config)?;
+        service::log::filter(&config.log.filter)?;
         Settings::parse(config.clone())?;
-        Ok(config)
+        Ok(config.masked())
     });
-    let config = match checked {
-        Ok(config) => config,
-        Err(error) => return invalid_configuration(&error),
-    };
-    match toml::to_string(&config.masked()) {
-        Ok(text) => {
-            println!("# The effective configuration: defaults, the file, YIZHAN_* variables");
-            println!("# and the command line; secrets masked. It is valid.");
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(error) => report(Err(error.into())),
-    }
+    service::exit::check_config("hub", "YIZHAN_*", checked)
 }
 
 /// The file and `YIZHAN_*` variables, then the command line's overrides.
@@ -173,50 +149,21 @@ fn merged_config(cli: &Cli) -> Result<Config, ConfigError> {
 /// filter.
 fn load_settings(cli: &Cli) -> Result<(Settings, LogFilter), ConfigError> {
     let config = merged_config(cli)?;
-    let filter = log_filter(&config)?;
+    let filter = service::log::filter(&config.log.filter)?;
     Ok((Settings::parse(config)?, filter))
 }
 
-/// Which log lines are written: `RUST_LOG` when set, else `log.filter`.
-struct LogFilter {
-    filter: EnvFilter,
-    /// rumqttd's spans are dropped unless `RUST_LOG` asks for rumqttd.
-    rumqttd_spans: bool,
-}
-
-fn log_filter(config: &Config) -> Result<LogFilter, ConfigError> {
-    let (field, directives) = match std::env::var(EnvFilter::DEFAULT_ENV) {
-        Ok(value) => (EnvFilter::DEFAULT_ENV, value),
-        Err(_) => ("log.filter", config.log.filter.clone()),
-    };
-    let filter = EnvFilter::try_new(&directives).map_err(|error| ConfigError::Invalid {
-        field: field.into(),
-        reason: error.to_string(),
-    })?;
-    Ok(LogFilter {
-        filter,
-        rumqttd_spans: field == EnvFilter::DEFAULT_ENV && directives.contains("rumqttd"),
-    })
-}
-
+/// Writes the log: rumqttd's spans are dropped unless `RUST_LOG` asks for
+/// rumqttd. It opens an ERROR-level span per routed message, with the
+/// topic formatted into it: kept, they cost its router thread a tenth of
+/// its time under load. Its events (errors) still get through.
 fn init_tracing(settings: &Settings, filter: LogFilter) {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter.filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    // rumqttd opens an ERROR-level span per routed message, with the
-    // topic formatted into it: kept, they cost its router thread a tenth
-    // of its time under load. Its events (errors) still get through.
-    let keep_spans = filter.rumqttd_spans;
-    let no_router_spans = tracing_subscriber::filter::filter_fn(move |metadata| {
+    let keep_spans = filter
+        .rust_log
+        .is_some_and(|directives| directives.contains("rumqttd"));
+    service::log::init(settings.log.format, filter.filter, move |metadata| {
         keep_spans || !(metadata.is_span() && metadata.target().starts_with("rumqttd"))
     });
-    match settings.log.format {
-        LogFormat::Json => builder.json().finish().with(no_router_spans).init(),
-        LogFormat::Text => builder.finish().with(no_router_spans).init(),
-    }
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
@@ -253,18 +200,7 @@ fn exit_after_grace_period() {
 }
 
 async fn cancel_on_signal(stop: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut sigint), Ok(mut sigterm)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = sigint.recv() => tracing::info!("SIGINT"),
-        _ = sigterm.recv() => tracing::info!("SIGTERM"),
-    }
+    service::signal::terminated().await;
     stop.cancel();
     exit_after_grace_period();
 }

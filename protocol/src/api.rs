@@ -491,13 +491,3 @@ pub struct ShareConfig {
     #[schema(minimum = 1, maximum = 100)]
     pub percent: u32,
 }
-
-/// The `method` label of the HTTP request metrics: the standard methods,
-/// else `other` (bounded whatever a client sends).
-pub fn method_label(method: &str) -> &'static str {
-    const KNOWN: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
-    KNOWN
-        .into_iter()
-        .find(|known| *known == method)
-        .unwrap_or("other")
-}

@@ -27,10 +27,9 @@ use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::DefaultBodyLimit;
-use axum::extract::{FromRequestParts, MatchedPath, Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -79,24 +78,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/api/v1/district/commands/{id}", get(commands::get_command))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), track))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.http_requests.clone(),
+            service::http::track,
+        ))
         .with_state(state)
-}
-
-async fn track(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
-    let started = std::time::Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = protocol::api::method_label(request.method().as_str());
-    let response = next.run(request).await;
-    state
-        .metrics
-        .http_requests
-        .with_label_values(&[&route, method, response.status().as_str()])
-        .observe(started.elapsed().as_secs_f64());
-    response
 }
 
 pub struct HttpError(StatusCode, String);

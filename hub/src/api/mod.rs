@@ -51,7 +51,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{MatchedPath, Query, Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -67,7 +67,7 @@ use crate::gauges::Census;
 use crate::ingest::Inbox;
 use crate::metrics::Metrics;
 use crate::pki::Pki;
-use crate::settings::{is_label, Rooms};
+use crate::settings::{is_label, FieldError, Rooms};
 use crate::store::Store;
 use crate::supervise::Supervisor;
 
@@ -155,7 +155,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .layer(from_fn_with_state(state.request_timeout, deadline))
         .layer(from_fn(problem::problems))
         .layer(from_fn_with_state(guard, guard::guard))
-        .layer(from_fn_with_state(state.clone(), track))
+        // `yizhan_http_request_duration_seconds`.
+        .layer(from_fn_with_state(
+            state.metrics.http_requests.clone(),
+            service::http::track,
+        ))
         .with_state(state)
 }
 
@@ -184,25 +188,6 @@ async fn deadline(
         )
         .into_response(),
     }
-}
-
-/// Times a request into `yizhan_http_request_duration_seconds`: the
-/// route's template (`unmatched` when no route matched), its method
-/// (`other` beyond the standard ones) and the status code.
-async fn track(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
-    let started = std::time::Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = protocol::api::method_label(request.method().as_str());
-    let response = next.run(request).await;
-    state
-        .metrics
-        .http_requests
-        .with_label_values(&[&route, method, response.status().as_str()])
-        .observe(started.elapsed().as_secs_f64());
-    response
 }
 
 /// An error answered with `status`, of the kind that status is by
@@ -249,6 +234,22 @@ fn check_parameter(field: &str, value: &str) -> Result<(), HttpError> {
 
 fn unprocessable(reason: impl Into<String>) -> HttpError {
     error(StatusCode::UNPROCESSABLE_ENTITY, reason)
+}
+
+/// An entry a body gives for the resource its path names: 422 when the
+/// body's `field` says otherwise.
+fn same_as_path(field: &str, given: &str, path: &str) -> Result<(), HttpError> {
+    if given == path {
+        return Ok(());
+    }
+    Err(unprocessable(format!(
+        "`{field}` {given:?} differs from the path's {path:?}"
+    )))
+}
+
+/// An entry's field refused by the settings' check: 422 naming it.
+fn invalid_field((field, reason): FieldError) -> HttpError {
+    unprocessable(format!("invalid value for `{field}`: {reason}"))
 }
 
 /// A JSON body decoded as `T`, or the problem axum found: 400 not JSON,

@@ -13,7 +13,8 @@ use utoipa_axum::routes;
 
 use super::routing::{may, Routes};
 use super::{
-    blocking, error, internal, json_body, query_of, window, ApiState, HttpError, WindowQuery,
+    blocking, error, internal, invalid_field, json_body, query_of, same_as_path, window, ApiState,
+    HttpError, WindowQuery,
 };
 use crate::bookings::SlotView;
 use crate::records::ResourceConfig;
@@ -73,18 +74,8 @@ async fn put_resource(
     body: Result<Json<ResourceConfig>, JsonRejection>,
 ) -> Result<Json<ResourceConfig>, HttpError> {
     let config = json_body(body)?;
-    if config.id != id {
-        return Err(error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("`id` {:?} differs from the path's {id:?}", config.id),
-        ));
-    }
-    let resource = Resource::from_config(&config).map_err(|(field, reason)| {
-        error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("invalid value for `{field}`: {reason}"),
-        )
-    })?;
+    same_as_path("id", &config.id, &id)?;
+    let resource = Resource::from_config(&config).map_err(invalid_field)?;
     let config = blocking(&state, move |state| {
         state.store.put_resource(&config).map_err(internal)?;
         Ok(config)

@@ -16,7 +16,10 @@ use utoipa_axum::routes;
 
 use super::centers::CenterPath;
 use super::routing::{may, Routes};
-use super::{blocking, check_parameter, error, internal, json_body, ApiState, HttpError};
+use super::{
+    blocking, check_parameter, error, internal, invalid_field, json_body, same_as_path, ApiState,
+    HttpError,
+};
 use crate::ingest::Control;
 use crate::records::RoomConfig;
 use crate::settings::RoomRules;
@@ -93,20 +96,9 @@ async fn put_room(
     body: Result<Json<RoomConfig>, JsonRejection>,
 ) -> Result<Json<RoomConfig>, HttpError> {
     let entry = json_body(body)?;
-    for (field, given, path) in [("center", &entry.center, &center), ("id", &entry.id, &room)] {
-        if given != path {
-            return Err(error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("`{field}` {given:?} differs from the path's {path:?}"),
-            ));
-        }
-    }
-    let rules = RoomRules::from_config(&entry).map_err(|(field, reason)| {
-        error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("invalid value for `{field}`: {reason}"),
-        )
-    })?;
+    same_as_path("center", &entry.center, &center)?;
+    same_as_path("id", &entry.id, &room)?;
+    let rules = RoomRules::from_config(&entry).map_err(invalid_field)?;
     blocking(&state, move |state| {
         // Held across the store write so that two requests for one room
         // reach the store, the API's copy and ingest in the same order.

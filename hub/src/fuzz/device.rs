@@ -17,7 +17,8 @@ use super::{bytes_like, corpus, json_mutated, json_object, run, Bytes};
 use crate::commands::{Commands, NewCommand};
 use crate::input::{Detail, Input, Reading, TsWindow};
 use crate::metrics::Metrics;
-use crate::records::{DeviceRecord, Twin};
+use crate::records::device::record;
+use crate::records::Twin;
 use crate::settings::CommandsConfig;
 use crate::store::Store;
 
@@ -33,18 +34,7 @@ fn input() -> Input {
 }
 
 fn twin(kind: DeviceKind, session_since: Option<u64>) -> Twin {
-    let record = DeviceRecord {
-        id: "d1".into(),
-        center: "c1".into(),
-        room: "r1".into(),
-        kind,
-        password_sha256: String::new(),
-        certificate_sha256: String::new(),
-        not_after: 0,
-        provisioned_at: 0,
-        previous_certificate: None,
-    };
-    let mut twin = Twin::provisioned(&record);
+    let mut twin = Twin::provisioned(&record("d1", "c1", "r1", kind));
     twin.session_since = session_since;
     twin
 }

@@ -14,7 +14,8 @@ use crate::edge::auth;
 use crate::edge::connect::take_connect;
 use crate::edge::framing::{FrameError, Framer};
 use crate::edge::policy::{self, Scope};
-use crate::records::{DeviceRecord, Twin};
+use crate::records::device::record;
+use crate::records::Twin;
 use crate::store::Store;
 
 /// Small, so that oversize packets are among the inputs.
@@ -90,17 +91,7 @@ fn mqtt_bytes_split_anywhere_never_panic_and_frame_alike() {
 fn store_with_a_device() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path()).expect("store");
-    let record = DeviceRecord {
-        id: "piano1".into(),
-        center: "c1".into(),
-        room: "r1".into(),
-        kind: protocol::DeviceKind::Piano,
-        password_sha256: String::new(),
-        certificate_sha256: String::new(),
-        not_after: 0,
-        provisioned_at: 0,
-        previous_certificate: None,
-    };
+    let record = record("piano1", "c1", "r1", protocol::DeviceKind::Piano);
     store
         .provision(&record, &Twin::provisioned(&record))
         .expect("provisioned");

@@ -22,6 +22,28 @@ pub struct DeviceRecord {
     pub previous_certificate: Option<PreviousCertificate>,
 }
 
+/// A device record without credentials (tests): provisioned at 0, its
+/// certificate never expiring before 0.
+#[cfg(test)]
+pub(crate) fn record(
+    id: &str,
+    center: &str,
+    room: &str,
+    kind: protocol::DeviceKind,
+) -> DeviceRecord {
+    DeviceRecord {
+        id: id.into(),
+        center: center.into(),
+        room: room.into(),
+        kind,
+        password_sha256: String::new(),
+        certificate_sha256: String::new(),
+        not_after: 0,
+        provisioned_at: 0,
+        previous_certificate: None,
+    }
+}
+
 /// A device's certificate before its last renewal, accepted until a
 /// deadline so the device can be given the new one meanwhile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,15 +130,8 @@ mod tests {
     #[test]
     fn a_renewed_devices_old_certificate_stands_until_its_grace_ends() {
         let mut record = DeviceRecord {
-            id: "d1".into(),
-            center: "c".into(),
-            room: "r".into(),
-            kind: protocol::DeviceKind::Gate,
-            password_sha256: String::new(),
             certificate_sha256: "new".into(),
-            not_after: 0,
-            provisioned_at: 0,
-            previous_certificate: None,
+            ..record("d1", "c", "r", protocol::DeviceKind::Gate)
         };
         let check = |record: &DeviceRecord, sha: &str, now: u64, expect: Standing| {
             assert_eq!(record.standing(sha, now), expect, "{sha} at {now}");

@@ -197,17 +197,7 @@ impl Twin {
 /// A freshly provisioned twin `d` of `kind` in center `c`, room `r`.
 #[cfg(test)]
 pub(crate) fn provisioned(kind: DeviceKind) -> Twin {
-    Twin::provisioned(&DeviceRecord {
-        id: "d".into(),
-        center: "c".into(),
-        room: "r".into(),
-        kind,
-        password_sha256: String::new(),
-        certificate_sha256: String::new(),
-        not_after: 0,
-        provisioned_at: 0,
-        previous_certificate: None,
-    })
+    Twin::provisioned(&super::device::record("d", "c", "r", kind))
 }
 
 /// Messages missing between the last seq seen and `seq`. A seq at or below

@@ -8,8 +8,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use figment::providers::{Env, Format, Serialized, Toml};
-use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 pub use crate::records::{ResourceConfig, RoomConfig, ShareConfig, SlotConfig};
@@ -253,12 +251,7 @@ pub struct ApiConfig {
     pub audit_retention_days: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use service::log::LogFormat;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -822,21 +815,20 @@ impl Config {
     /// Loads defaults, then `file` (if given), then `YIZHAN_*` variables.
     /// Unchecked: `Settings::parse` checks and parses the result.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(file) = file {
-            figment = figment.merge(Toml::file_exact(file));
-        }
-        let env = Env::prefixed("YIZHAN_").split("__").ignore(&[
-            "admin_token",
-            "admin_token_file",
-            "metrics_token",
-            "metrics_token_file",
-            "config",
-            "test_fault",
-            "uplink_password",
-            "uplink_password_file",
-        ]);
-        let mut config: Config = figment.merge(env).extract().map_err(Box::new)?;
+        let mut config: Config = service::config::load(
+            file,
+            "YIZHAN_",
+            &[
+                "admin_token",
+                "admin_token_file",
+                "metrics_token",
+                "metrics_token_file",
+                "config",
+                "test_fault",
+                "uplink_password",
+                "uplink_password_file",
+            ],
+        )?;
         let env = |name: &str| std::env::var(name).ok();
         super::tokens::from_env(&mut config.api, &env)?;
         super::tokens::uplink_password(&mut config.uplink, &env)?;

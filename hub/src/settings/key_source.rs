@@ -50,7 +50,7 @@ pub fn parse(
     match (key.is_empty(), file.is_empty()) {
         (false, false) => Err(invalid(
             FILE_FIELD,
-            &format!("{KEY_FIELD} is set too; set one of them"),
+            format!("{KEY_FIELD} is set too; set one of them"),
         )),
         (false, true) => secrets::decode_key(key)
             .map(KeySource::Given)

@@ -43,6 +43,9 @@ use protocol::calendar::Calendar;
 
 use crate::clock::Clock;
 
+use service::config::invalid;
+pub use service::config::ConfigError;
+
 pub use api::HttpSettings;
 pub use downlink::DownlinkSettings;
 pub use file::{
@@ -61,14 +64,6 @@ pub use uplink::{UplinkSettings, UplinkTls, Upstream};
 
 /// A field (relative to its entry) and why its value is refused.
 pub type FieldError = (String, String);
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{0}")]
-    Load(#[from] Box<figment::Error>),
-    #[error("invalid value for `{field}`: {reason}")]
-    Invalid { field: String, reason: String },
-}
 
 /// The longest grace `broker.certificate_renewal_grace_secs` may give a
 /// renewed device's previous certificate: 90 days.
@@ -175,13 +170,6 @@ impl Settings {
             log: config.log,
             uplink,
         })
-    }
-}
-
-fn invalid(field: &str, reason: &str) -> ConfigError {
-    ConfigError::Invalid {
-        field: field.to_string(),
-        reason: reason.to_string(),
     }
 }
 
@@ -394,7 +382,7 @@ fn check_lengths(config: &Config) -> Result<(), ConfigError> {
             let most = MAX_LENGTH_MS / unit;
             return Err(invalid(
                 field,
-                &format!("at most {most} (a year), got {value}"),
+                format!("at most {most} (a year), got {value}"),
             ));
         }
     }

@@ -12,7 +12,7 @@
 use protocol::secret;
 
 use super::file::{ApiConfig, UplinkConfig};
-use super::ConfigError;
+use super::{invalid, ConfigError};
 use crate::secrets;
 
 /// Where one token may come from (`protocol::secret`, shared with the
@@ -74,7 +74,7 @@ pub fn uplink_password(
     }
     if let Some((password, from)) = secret(UPLINK_PASSWORD, env)? {
         if password.is_empty() {
-            return Err(invalid(from, "the password is empty".into()));
+            return Err(invalid(from, "the password is empty"));
         }
         uplink.password = password;
     }
@@ -86,7 +86,7 @@ fn token(
     vars: TokenVars,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<String>, ConfigError> {
-    secret::token(vars, MIN_TOKEN_CHARS, env).map_err(named)
+    secret::token(vars, MIN_TOKEN_CHARS, env).map_err(ConfigError::from)
 }
 
 /// The secret `vars` name (trimmed) and the variable it came from, if
@@ -95,18 +95,7 @@ fn secret(
     vars: TokenVars,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<(String, &'static str)>, ConfigError> {
-    secret::read(vars, env).map_err(named)
-}
-
-fn named(error: secret::SecretError) -> ConfigError {
-    invalid(&error.var, error.reason)
-}
-
-fn invalid(field: &str, reason: String) -> ConfigError {
-    ConfigError::Invalid {
-        field: field.to_string(),
-        reason,
-    }
+    secret::read(vars, env).map_err(ConfigError::from)
 }
 
 #[cfg(test)]

@@ -2,9 +2,7 @@
 //! the token's record, its SHA-256 only) and `audit` (entry id, big-endian,
 //! so the tree is in the order entries were written → the entry).
 
-use std::ops::Bound;
-
-use super::codec::{decode, scan_json, to_json};
+use super::codec::{decode, page_json, scan_json, to_json};
 use super::{Store, StoreError};
 use crate::records::{ApiToken, AuditEntry};
 
@@ -45,25 +43,15 @@ impl Store {
     }
 
     /// The entries after `after` (from the first when `None`), oldest
-    /// first, at most `limit`; and whether more follow.
+    /// first, at most `limit` (at least 1); and whether more follow.
     pub fn audit_page(
         &self,
         after: Option<u64>,
         limit: usize,
     ) -> Result<(Vec<AuditEntry>, bool), StoreError> {
-        let start = match after {
-            Some(id) => Bound::Excluded(id.to_be_bytes()),
-            None => Bound::Unbounded,
-        };
-        let mut entries = Vec::with_capacity(limit.min(1024));
-        for item in self.audit.range((start, Bound::Unbounded)) {
-            let (key, value) = item?;
-            if entries.len() == limit {
-                return Ok((entries, true));
-            }
-            entries.push(decode(&key, &value)?);
-        }
-        Ok((entries, false))
+        let after = after.map(u64::to_be_bytes);
+        let page = page_json(&self.audit, &[], after.as_ref().map(|id| &id[..]), limit)?;
+        Ok((page.items, page.next.is_some()))
     }
 }
 
