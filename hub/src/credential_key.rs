@@ -183,7 +183,7 @@ mod tests {
         }
         let file = dir.path().join("credential.key");
         let source = KeySource::File(file.clone());
-        let store = Store::open(&db).unwrap();
+        let store = Store::reopen(&db);
         assert_eq!(resolve(&source, &store).unwrap(), old_key);
         assert_eq!(store.legacy_credential_key().unwrap(), None);
         let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
@@ -201,7 +201,7 @@ mod tests {
         // After a reopen the key is gone from the store (as a value: sled's
         // older log pages may hold its bytes until rewritten, see
         // docs/security.md).
-        let store = Store::open(&db).unwrap();
+        let store = Store::reopen(&db);
         assert_eq!(store.legacy_credential_key().unwrap(), None);
     }
 

@@ -217,6 +217,25 @@ impl Store {
 }
 
 #[cfg(test)]
+impl Store {
+    /// Opens `dir` again in this process: sled's background flusher of the
+    /// dropped handle may still hold the file lock for a moment.
+    pub(crate) fn reopen(dir: &Path) -> Store {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match Store::open(dir) {
+                Ok(store) => return store,
+                Err(error) if std::time::Instant::now() < deadline => {
+                    tracing::debug!(%error, "store still locked");
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(error) => panic!("reopening the store: {error}"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::records::{DeviceRecord, StoredEvent, Twin};
@@ -233,22 +252,6 @@ mod tests {
             not_after: 0,
             provisioned_at: 0,
             previous_certificate: None,
-        }
-    }
-
-    /// Opens `dir` again in this process: sled's background flusher of the
-    /// dropped handle may still hold the file lock for a moment.
-    fn reopen(dir: &Path) -> Store {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            match Store::open(dir) {
-                Ok(store) => return store,
-                Err(error) if std::time::Instant::now() < deadline => {
-                    tracing::debug!(%error, "store still locked");
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Err(error) => panic!("reopening the store: {error}"),
-            }
         }
     }
 
@@ -272,7 +275,7 @@ mod tests {
             assert!(!store.insert_event_once(&event).unwrap());
             store.flush().unwrap();
         }
-        let store = reopen(&dir);
+        let store = Store::reopen(&dir);
         assert_eq!(store.next_boot_epoch().unwrap(), 2);
         assert_eq!(store.events_of("d1").unwrap().len(), 1);
         assert_eq!(store.twin("d1").unwrap().unwrap().kind, DeviceKind::Piano);
@@ -316,7 +319,7 @@ mod tests {
             assert_eq!(store.twin_count(), 2);
             store.flush().unwrap();
         }
-        assert_eq!(reopen(&dir).twin_count(), 2);
+        assert_eq!(Store::reopen(&dir).twin_count(), 2);
         std::fs::remove_dir_all(&dir).ok();
     }
 

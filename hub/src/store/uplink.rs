@@ -780,12 +780,7 @@ mod tests {
         store.flush().unwrap();
         drop(store);
         let metrics = Metrics::new();
-        let mut store = loop {
-            match Store::open(dir.path()) {
-                Ok(store) => break store,
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
-            }
-        };
+        let mut store = Store::reopen(dir.path());
         store
             .enable_uplink(OutboxConfig::for_tests(1 << 30, &metrics))
             .unwrap();
