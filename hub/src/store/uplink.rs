@@ -141,7 +141,9 @@ impl Outbox {
         };
         for tree in [&outbox.facts, &outbox.telemetry] {
             if let Some((key, _)) = tree.last()? {
-                outbox.written.fetch_max(decode_u64(&key), Ordering::Release);
+                outbox
+                    .written
+                    .fetch_max(decode_u64(&key), Ordering::Release);
             }
             for entry in tree.iter() {
                 let (_, value) = entry?;
