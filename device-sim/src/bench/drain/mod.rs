@@ -30,6 +30,7 @@ pub mod report;
 pub mod sampler;
 pub mod tally;
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,6 +105,8 @@ pub enum DrainError {
     Proxy(std::io::Error),
     #[error("the district's subscriber: {0}")]
     Subscriber(String),
+    #[error("the district's runtime: {0}")]
+    District(String),
     #[error("a load: {0}")]
     Load(#[from] BenchError),
     #[error("waited {seconds} s for {what}; the last sample: {last:?}")]
@@ -167,6 +170,53 @@ fn validate(config: &DrainConfig) -> Result<(), DrainError> {
     Ok(())
 }
 
+/// The district's side of a run — the proxy and the subscriber — on a
+/// runtime of its own: at 10,000 messages a second their tasks would
+/// otherwise queue ahead of the load's, whose round trips are what is
+/// measured (an event's PUBACK timed late because the subscriber was
+/// parsing on the same worker).
+struct DistrictSide {
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl DistrictSide {
+    fn start() -> Result<DistrictSide, DrainError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("district")
+            .enable_all()
+            .build()
+            .map_err(|e| DrainError::District(e.to_string()))?;
+        Ok(DistrictSide {
+            runtime: Some(runtime),
+        })
+    }
+
+    /// Runs `work` (and whatever it spawns) on the district's runtime.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, DrainError> {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| DrainError::District("stopped".into()))?;
+        runtime
+            .spawn(work)
+            .await
+            .map_err(|e| DrainError::District(e.to_string()))
+    }
+}
+
+impl Drop for DistrictSide {
+    fn drop(&mut self) {
+        // Dropped on the load's runtime, which must not block on another.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// The processes of one run, stopped when dropped (hub first).
 struct Stage {
     hub: HubChild,
@@ -174,15 +224,21 @@ struct Stage {
     proxy: TcpProxy,
     mosquitto: Mosquitto,
     certs: tempfile::TempDir,
+    _district: DistrictSide,
 }
 
 impl Stage {
     async fn start(config: &DrainConfig) -> Result<Stage, DrainError> {
         let mosquitto = Mosquitto::start_with(DISTRICT_USER, DISTRICT_PASSWORD, MOSQUITTO_EXTRA)?;
-        let proxy = TcpProxy::start(mosquitto.port)
-            .await
+        let district = DistrictSide::start()?;
+        let port = mosquitto.port;
+        let proxy = district
+            .run(TcpProxy::start(port))
+            .await?
             .map_err(DrainError::Proxy)?;
-        let tally = Tally::connect(mosquitto.port, DISTRICT_USER, DISTRICT_PASSWORD).await?;
+        let tally = district
+            .run(Tally::connect(port, DISTRICT_USER, DISTRICT_PASSWORD))
+            .await??;
         let hub = HubChild::start(&HubSettings {
             binary: config.hub_binary.clone(),
             admin_token: ADMIN_TOKEN.into(),
@@ -202,6 +258,7 @@ impl Stage {
             proxy,
             mosquitto,
             certs,
+            _district: district,
         })
     }
 

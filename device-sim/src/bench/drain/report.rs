@@ -304,6 +304,13 @@ struct Row {
     target: &'static str,
 }
 
+/// CPU microseconds per message forwarded in the drain beyond what the
+/// same process used per second in the steady phase.
+fn per_message(figures: &RunFigures, cores: fn(&PhaseFigures) -> f64) -> f64 {
+    let extra = cores(&figures.drain) - cores(&figures.steady);
+    extra * 1e6 / figures.drain.forwarded_per_second.max(1e-9)
+}
+
 fn p99_ms(trips: Option<Percentiles>) -> Option<f64> {
     trips.map(|p| ms(p.p99_us))
 }
@@ -475,6 +482,24 @@ const ROWS: &[Row] = &[
         label: "drain: bench CPU (load, subscriber; cores)",
         pick: |f| Some(f.drain.bench_cores),
         decimals: 2,
+        target: "",
+    },
+    Row {
+        label: "drain: hub CPU per forwarded message, beyond steady (µs)",
+        pick: |f| Some(per_message(f, |p| p.hub_cores)),
+        decimals: 1,
+        target: "",
+    },
+    Row {
+        label: "drain: mosquitto CPU per forwarded message, beyond steady (µs)",
+        pick: |f| Some(per_message(f, |p| p.broker_cores)),
+        decimals: 1,
+        target: "",
+    },
+    Row {
+        label: "drain: bench CPU per forwarded message, beyond steady (µs)",
+        pick: |f| Some(per_message(f, |p| p.bench_cores)),
+        decimals: 1,
         target: "",
     },
     Row {
