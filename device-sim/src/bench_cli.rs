@@ -198,10 +198,7 @@ pub async fn peer_bench(args: PeerArgs) -> anyhow::Result<()> {
     let result = run_peer_bench(&config)
         .await
         .context("peer benchmark failed")?;
-    if let Some(path) = args.json {
-        std::fs::write(&path, serde_json::to_vec_pretty(&result)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+    write_json(args.json.as_deref(), &result)?;
     print!("{}", table(&result, &config));
     Ok(())
 }
@@ -270,10 +267,19 @@ pub async fn drain_bench(args: DrainArgs) -> anyhow::Result<()> {
     let result = run_drain_bench(&config)
         .await
         .context("drain benchmark failed")?;
-    if let Some(path) = args.json {
-        std::fs::write(&path, serde_json::to_vec_pretty(&result)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+    write_json(args.json.as_deref(), &result)?;
     print!("{}", drain_table(&result, &config));
     Ok(())
+}
+
+/// Writes every figure as JSON to `path`, if one was given.
+fn write_json(
+    path: Option<&std::path::Path>,
+    result: &impl serde::Serialize,
+) -> anyhow::Result<()> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    std::fs::write(path, serde_json::to_vec_pretty(result)?)
+        .with_context(|| format!("writing {}", path.display()))
 }

@@ -123,7 +123,14 @@ fn drain_bench_fills_the_outbox_drains_it_and_finds_every_message() -> Result<()
         .arg(workspace_binary("hub"))
         .args(["--runs", "1", "--devices", "20", "--rate", "100"])
         .args(["--event-rate", "20", "--warmup", "1s", "--steady", "3s"])
-        .args(["--backlog", "5000", "--fill-rate", "2000", "--fill-connections", "4"])
+        .args([
+            "--backlog",
+            "5000",
+            "--fill-rate",
+            "2000",
+            "--fill-connections",
+            "4",
+        ])
         .args(["--drain-timeout", "60s", "--json"])
         .arg(json.path())
         .output()
@@ -131,7 +138,10 @@ fn drain_bench_fills_the_outbox_drains_it_and_finds_every_message() -> Result<()
     let stderr = String::from_utf8_lossy(&output.stderr);
     ensure!(output.status.success(), "drain-bench failed:\n{stderr}");
     let table = String::from_utf8_lossy(&output.stdout);
-    assert!(table.contains("drain rate / steady forwarding rate"), "{table}");
+    assert!(
+        table.contains("drain rate / steady forwarding rate"),
+        "{table}"
+    );
     let result: Value = serde_json::from_slice(&std::fs::read(json.path())?)?;
     let run = &result["runs"][0];
     let figure = |path: &[&str]| {
@@ -146,14 +156,21 @@ fn drain_bench_fills_the_outbox_drains_it_and_finds_every_message() -> Result<()
     for phase in ["steady", "drain", "control"] {
         let trips = &run[phase]["trips"];
         for trip in ["telemetry_puback", "event_puback", "event_ack"] {
-            assert!(trips[trip]["count"].as_u64() > Some(0), "{phase} {trip}: {run:#}");
+            assert!(
+                trips[trip]["count"].as_u64() > Some(0),
+                "{phase} {trip}: {run:#}"
+            );
         }
     }
     let check = &run["check"];
     let count = |key: &str| check[key].as_u64().unwrap_or(u64::MAX);
     assert_eq!((count("dropped"), count("backlog")), (0, 0), "{check:#}");
     assert_eq!(count("distinct"), count("sent"), "{check:#}");
-    assert_eq!(count("telemetry_received"), count("telemetry_ingested"), "{check:#}");
+    assert_eq!(
+        count("telemetry_received"),
+        count("telemetry_ingested"),
+        "{check:#}"
+    );
     assert!(count("telemetry_received") >= 5_000, "{check:#}");
     assert_eq!(count("telemetry_gaps"), 0, "{check:#}");
     assert_eq!(count("events_received"), count("events_sent"), "{check:#}");

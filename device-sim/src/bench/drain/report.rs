@@ -311,233 +311,143 @@ fn per_message(figures: &RunFigures, cores: fn(&PhaseFigures) -> f64) -> f64 {
     extra * 1e6 / figures.drain.forwarded_per_second.max(1e-9)
 }
 
+const fn row(
+    label: &'static str,
+    decimals: usize,
+    target: &'static str,
+    pick: fn(&RunFigures) -> Option<f64>,
+) -> Row {
+    Row {
+        label,
+        pick,
+        decimals,
+        target,
+    }
+}
+
 fn p99_ms(trips: Option<Percentiles>) -> Option<f64> {
     trips.map(|p| ms(p.p99_us))
 }
 
 const ROWS: &[Row] = &[
-    Row {
-        label: "steady: forwarded (msgs/s)",
-        pick: |f| Some(f.steady.forwarded_per_second),
-        decimals: 0,
-        target: "",
-    },
-    Row {
-        label: "steady: telemetry ingested (msgs/s)",
-        pick: |f| Some(f.steady.ingested_per_second),
-        decimals: 0,
-        target: "",
-    },
-    Row {
-        label: "steady: event PUBACK p99 (ms)",
-        pick: |f| p99_ms(f.steady.trips.event_puback),
-        decimals: 2,
-        target: "",
-    },
-    Row {
-        label: "steady: event durable ack p99 (ms)",
-        pick: |f| p99_ms(f.steady.trips.event_ack),
-        decimals: 2,
-        target: "",
-    },
-    Row {
-        label: "steady: telemetry PUBACK p99 (ms)",
-        pick: |f| p99_ms(f.steady.trips.telemetry_puback),
-        decimals: 2,
-        target: "",
-    },
-    Row {
-        label: "steady: hub CPU (cores)",
-        pick: |f| Some(f.steady.hub_cores),
-        decimals: 2,
-        target: "",
-    },
-    Row {
-        label: "steady: mosquitto CPU (cores)",
-        pick: |f| Some(f.steady.broker_cores),
-        decimals: 2,
-        target: "",
-    },
-    Row {
-        label: "steady: bench CPU (load, subscriber; cores)",
-        pick: |f| Some(f.steady.bench_cores),
-        decimals: 2,
-        target: "",
-    },
-    Row {
-        label: "backlog at the restore (messages)",
-        pick: |f| Some(f.backlog as f64),
-        decimals: 0,
-        target: "",
-    },
-    Row {
-        label: "backlog at the restore (MB)",
-        pick: |f| Some(mb(f.backlog_bytes)),
-        decimals: 0,
-        target: "",
-    },
-    Row {
-        label: "outage: cut → backlog full (s)",
-        pick: |f| Some(f.outage_seconds),
-        decimals: 1,
-        target: "",
-    },
-    Row {
-        label: "restore → first PUBACK (s)",
-        pick: |f| Some(f.reconnect_seconds),
-        decimals: 1,
-        target: "",
-    },
-    Row {
-        label: "restore → drained (s)",
-        pick: |f| Some(f.drain_seconds),
-        decimals: 1,
-        target: "",
-    },
-    Row {
-        label: "drain: backlog falls (msgs/s, net)",
-        pick: |f| Some(f.drain_per_second),
-        decimals: 0,
-        target: "",
-    },
-    Row {
-        label: "drain: forwarded (msgs/s)",
-        pick: |f| Some(f.drain.forwarded_per_second),
-        decimals: 0,
-        target: "",
-    },
-    Row {
-        label: "**drain rate / steady forwarding rate**",
-        pick: |f| Some(f.drain_ratio),
-        decimals: 1,
-        target: "≥ 5",
-    },
-    Row {
-        label: "drain: event PUBACK p99 (ms)",
-        pick: |f| p99_ms(f.drain.trips.event_puback),
-        decimals: 2,
-        target: "",
-    },
-    Row {
-        label: "**event PUBACK p99, drain / steady**",
-        pick: |f| f.p99_ratio.event_puback,
-        decimals: 2,
-        target: "≤ 2",
-    },
-    Row {
-        label: "drain: event durable ack p99 (ms)",
-        pick: |f| p99_ms(f.drain.trips.event_ack),
-        decimals: 2,
-        target: "",
-    },
-    Row {
-        label: "event durable ack p99, drain / steady",
-        pick: |f| f.p99_ratio.event_ack,
-        decimals: 2,
-        target: "≤ 2",
-    },
-    Row {
-        label: "drain: telemetry PUBACK p99 (ms)",
-        pick: |f| p99_ms(f.drain.trips.telemetry_puback),
-        decimals: 2,
-        target: "",
-    },
-    Row {
-        label: "telemetry PUBACK p99, drain / steady",
-        pick: |f| f.p99_ratio.telemetry_puback,
-        decimals: 2,
-        target: "≤ 2",
-    },
-    Row {
-        label: "control (after the drain): event PUBACK p99 / steady",
-        pick: |f| f.control_ratio.event_puback,
-        decimals: 2,
-        target: "",
-    },
-    Row {
-        label: "control: event durable ack p99 / steady",
-        pick: |f| f.control_ratio.event_ack,
-        decimals: 2,
-        target: "",
-    },
-    Row {
-        label: "control: telemetry PUBACK p99 / steady",
-        pick: |f| f.control_ratio.telemetry_puback,
-        decimals: 2,
-        target: "",
-    },
-    Row {
-        label: "drain: hub CPU (cores)",
-        pick: |f| Some(f.drain.hub_cores),
-        decimals: 2,
-        target: "",
-    },
-    Row {
-        label: "drain: mosquitto CPU (cores)",
-        pick: |f| Some(f.drain.broker_cores),
-        decimals: 2,
-        target: "",
-    },
-    Row {
-        label: "drain: bench CPU (load, subscriber; cores)",
-        pick: |f| Some(f.drain.bench_cores),
-        decimals: 2,
-        target: "",
-    },
-    Row {
-        label: "drain: hub CPU per forwarded message, beyond steady (µs)",
-        pick: |f| Some(per_message(f, |p| p.hub_cores)),
-        decimals: 1,
-        target: "",
-    },
-    Row {
-        label: "drain: mosquitto CPU per forwarded message, beyond steady (µs)",
-        pick: |f| Some(per_message(f, |p| p.broker_cores)),
-        decimals: 1,
-        target: "",
-    },
-    Row {
-        label: "drain: bench CPU per forwarded message, beyond steady (µs)",
-        pick: |f| Some(per_message(f, |p| p.bench_cores)),
-        decimals: 1,
-        target: "",
-    },
-    Row {
-        label: "hub RSS, steady (MB)",
-        pick: |f| Some(mb(f.rss_steady)),
-        decimals: 0,
-        target: "",
-    },
-    Row {
-        label: "hub RSS, backlog full (MB)",
-        pick: |f| Some(mb(f.rss_backlog)),
-        decimals: 0,
-        target: "",
-    },
-    Row {
-        label: "hub RSS, highest (VmHWM, MB)",
-        pick: |f| Some(mb(f.rss_peak)),
-        decimals: 0,
-        target: "",
-    },
-    Row {
-        label: "dropped",
-        pick: |f| Some(f.check.dropped as f64),
-        decimals: 0,
-        target: "0",
-    },
-    Row {
-        label: "duplicates received",
-        pick: |f| Some(f.check.duplicates as f64),
-        decimals: 0,
-        target: "",
-    },
-    Row {
-        label: "lost (not received, telemetry or events missing)",
-        pick: |f| Some(f.check.lost() as f64),
-        decimals: 0,
-        target: "0",
-    },
+    row("steady: forwarded (msgs/s)", 0, "", |f| {
+        Some(f.steady.forwarded_per_second)
+    }),
+    row("steady: telemetry ingested (msgs/s)", 0, "", |f| {
+        Some(f.steady.ingested_per_second)
+    }),
+    row("steady: event PUBACK p99 (ms)", 2, "", |f| {
+        p99_ms(f.steady.trips.event_puback)
+    }),
+    row("steady: event durable ack p99 (ms)", 2, "", |f| {
+        p99_ms(f.steady.trips.event_ack)
+    }),
+    row("steady: telemetry PUBACK p99 (ms)", 2, "", |f| {
+        p99_ms(f.steady.trips.telemetry_puback)
+    }),
+    row("steady: hub CPU (cores)", 2, "", |f| {
+        Some(f.steady.hub_cores)
+    }),
+    row("steady: mosquitto CPU (cores)", 2, "", |f| {
+        Some(f.steady.broker_cores)
+    }),
+    row("steady: bench CPU (load, subscriber; cores)", 2, "", |f| {
+        Some(f.steady.bench_cores)
+    }),
+    row("backlog at the restore (messages)", 0, "", |f| {
+        Some(f.backlog as f64)
+    }),
+    row("backlog at the restore (MB)", 0, "", |f| {
+        Some(mb(f.backlog_bytes))
+    }),
+    row("outage: cut → backlog full (s)", 1, "", |f| {
+        Some(f.outage_seconds)
+    }),
+    row("restore → first PUBACK (s)", 1, "", |f| {
+        Some(f.reconnect_seconds)
+    }),
+    row("restore → drained (s)", 1, "", |f| Some(f.drain_seconds)),
+    row("drain: backlog falls (msgs/s, net)", 0, "", |f| {
+        Some(f.drain_per_second)
+    }),
+    row("drain: forwarded (msgs/s)", 0, "", |f| {
+        Some(f.drain.forwarded_per_second)
+    }),
+    row("**drain rate / steady forwarding rate**", 1, "≥ 5", |f| {
+        Some(f.drain_ratio)
+    }),
+    row("drain: event PUBACK p99 (ms)", 2, "", |f| {
+        p99_ms(f.drain.trips.event_puback)
+    }),
+    row("**event PUBACK p99, drain / steady**", 2, "≤ 2", |f| {
+        f.p99_ratio.event_puback
+    }),
+    row("drain: event durable ack p99 (ms)", 2, "", |f| {
+        p99_ms(f.drain.trips.event_ack)
+    }),
+    row("event durable ack p99, drain / steady", 2, "≤ 2", |f| {
+        f.p99_ratio.event_ack
+    }),
+    row("drain: telemetry PUBACK p99 (ms)", 2, "", |f| {
+        p99_ms(f.drain.trips.telemetry_puback)
+    }),
+    row("telemetry PUBACK p99, drain / steady", 2, "≤ 2", |f| {
+        f.p99_ratio.telemetry_puback
+    }),
+    row(
+        "control (after the drain): event PUBACK p99 / steady",
+        2,
+        "",
+        |f| f.control_ratio.event_puback,
+    ),
+    row("control: event durable ack p99 / steady", 2, "", |f| {
+        f.control_ratio.event_ack
+    }),
+    row("control: telemetry PUBACK p99 / steady", 2, "", |f| {
+        f.control_ratio.telemetry_puback
+    }),
+    row("drain: hub CPU (cores)", 2, "", |f| Some(f.drain.hub_cores)),
+    row("drain: mosquitto CPU (cores)", 2, "", |f| {
+        Some(f.drain.broker_cores)
+    }),
+    row("drain: bench CPU (load, subscriber; cores)", 2, "", |f| {
+        Some(f.drain.bench_cores)
+    }),
+    row(
+        "drain: hub CPU per forwarded message, beyond steady (µs)",
+        1,
+        "",
+        |f| Some(per_message(f, |p| p.hub_cores)),
+    ),
+    row(
+        "drain: mosquitto CPU per forwarded message, beyond steady (µs)",
+        1,
+        "",
+        |f| Some(per_message(f, |p| p.broker_cores)),
+    ),
+    row(
+        "drain: bench CPU per forwarded message, beyond steady (µs)",
+        1,
+        "",
+        |f| Some(per_message(f, |p| p.bench_cores)),
+    ),
+    row("hub RSS, steady (MB)", 0, "", |f| Some(mb(f.rss_steady))),
+    row("hub RSS, backlog full (MB)", 0, "", |f| {
+        Some(mb(f.rss_backlog))
+    }),
+    row("hub RSS, highest (VmHWM, MB)", 0, "", |f| {
+        Some(mb(f.rss_peak))
+    }),
+    row("dropped", 0, "0", |f| Some(f.check.dropped as f64)),
+    row("duplicates received", 0, "", |f| {
+        Some(f.check.duplicates as f64)
+    }),
+    row(
+        "lost (not received, telemetry or events missing)",
+        0,
+        "0",
+        |f| Some(f.check.lost() as f64),
+    ),
 ];
 
 /// The median of `values` (the upper one of an even count).
