@@ -47,13 +47,13 @@ impl HubMetrics {
         }
     }
 
-    pub async fn telemetry(&self) -> Result<HubCounts, MetricsError> {
+    /// The whole scrape, as text.
+    pub async fn scrape(&self) -> Result<String, MetricsError> {
         let error = |source| MetricsError {
             url: self.url.clone(),
             source,
         };
-        let text = self
-            .http
+        self.http
             .get(&self.url)
             .bearer_auth(&self.token)
             .send()
@@ -62,7 +62,11 @@ impl HubMetrics {
             .map_err(error)?
             .text()
             .await
-            .map_err(error)?;
+            .map_err(error)
+    }
+
+    pub async fn telemetry(&self) -> Result<HubCounts, MetricsError> {
+        let text = self.scrape().await?;
         let telemetry = r#"channel="telemetry""#;
         Ok(HubCounts {
             ingested: sum_metric(&text, "yizhan_messages_received_total", telemetry) as u64,
@@ -105,12 +109,18 @@ impl Receiver {
         }
     }
 
-    /// Polls until the count stopped growing; returns it and when it last
-    /// grew.
-    pub async fn settle(&self) -> Result<(HubCounts, Instant), MetricsError> {
+    /// Polls until the count grew by `sent` since `before` (everything
+    /// arrived; other clients' messages may count too) or stopped growing;
+    /// returns it and when it last grew.
+    pub async fn settle(
+        &self,
+        before: HubCounts,
+        sent: u64,
+    ) -> Result<(HubCounts, Instant), MetricsError> {
+        let arrived = |now: &HubCounts| now.ingested.saturating_sub(before.ingested) >= sent;
         let mut last = self.count().await?;
         let mut grew = Instant::now();
-        while grew.elapsed() < QUIET {
+        while grew.elapsed() < QUIET && !arrived(&last) {
             tokio::time::sleep(POLL).await;
             let now = self.count().await?;
             if now != last {

@@ -1,7 +1,9 @@
-//! A TCP relay the test can cut and restore: the uplink's network to its
-//! upstream broker going dark for a while.
+//! A TCP relay that can be cut and restored: a hub's uplink network to
+//! its upstream broker going dark for a while (the drain bench, the
+//! end-to-end tests).
 
-use anyhow::Result;
+use std::io::Result;
+
 use tokio::io::copy;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
