@@ -113,7 +113,7 @@ pub enum DrainError {
     Timeout {
         what: String,
         seconds: u64,
-        last: Box<Sample>,
+        last: Sample,
     },
 }
 

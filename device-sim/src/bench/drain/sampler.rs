@@ -87,7 +87,7 @@ impl Sampler {
                 return Err(DrainError::Timeout {
                     what: what.to_string(),
                     seconds: timeout.as_secs(),
-                    last: Box::new(self.latest().unwrap_or_default()),
+                    last: self.latest().unwrap_or_default(),
                 });
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
