@@ -1,4 +1,4 @@
-//! Arguments of `device-sim bench`, `peer-bench` and `drain-bench`.
+//! Arguments of `device-sim bench` and `device-sim peer-bench`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,8 +7,6 @@ use anyhow::Context;
 use clap::Args;
 use device_sim::bench::connect::Pacing;
 use device_sim::bench::connection::Broker;
-use device_sim::bench::drain::report::table as drain_table;
-use device_sim::bench::drain::{drain_bench as run_drain_bench, DrainConfig};
 use device_sim::bench::load::{Load, Stop};
 use device_sim::bench::peer::{peer_bench as run_peer_bench, table, PeerConfig};
 use device_sim::bench::{run, Auth, BenchConfig, HubAccess};
@@ -198,88 +196,10 @@ pub async fn peer_bench(args: PeerArgs) -> anyhow::Result<()> {
     let result = run_peer_bench(&config)
         .await
         .context("peer benchmark failed")?;
-    write_json(args.json.as_deref(), &result)?;
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_vec_pretty(&result)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     print!("{}", table(&result, &config));
     Ok(())
-}
-
-#[derive(Args)]
-pub struct DrainArgs {
-    /// The hub binary to start (a release build).
-    #[arg(long, default_value = "target/release/hub")]
-    hub_binary: PathBuf,
-    #[arg(long, default_value_t = 3)]
-    runs: usize,
-    /// Devices of the steady load (default: a district, 101 centers × 18).
-    #[arg(long, default_value_t = 1818)]
-    devices: usize,
-    /// Their telemetry, messages per second in all (default: each device
-    /// every 10 s, as `device-sim run` sends it).
-    #[arg(long, default_value_t = 181.8)]
-    rate: f64,
-    /// Events per second from one more device, timed to their PUBACK and
-    /// to the hub's durable ack.
-    #[arg(long, default_value_t = 20.0)]
-    event_rate: f64,
-    /// Load before the steady phase is measured (its first minute, with
-    /// the devices' first telemetry windows, is not steady yet).
-    #[arg(long, default_value = "60s")]
-    warmup: humantime::Duration,
-    /// The steady phase.
-    #[arg(long, default_value = "60s")]
-    steady: humantime::Duration,
-    /// Messages in the hub's outbox when the uplink comes back.
-    #[arg(long, default_value_t = 1_000_000)]
-    backlog: u64,
-    /// The fill load's rate (messages per second in all) while the uplink
-    /// is cut, and its connections.
-    #[arg(long, default_value_t = 20_000.0)]
-    fill_rate: f64,
-    #[arg(long, default_value_t = 20)]
-    fill_connections: usize,
-    /// A drain not done by then fails the run.
-    #[arg(long, default_value = "20m")]
-    drain_timeout: humantime::Duration,
-    /// A line for the hub's `[uplink]`, e.g. 'max_in_flight = 1024'
-    /// (repeatable; keys the bench does not set itself).
-    #[arg(long = "uplink-setting")]
-    uplink_settings: Vec<String>,
-    /// Also write every figure of every run as JSON to this file.
-    #[arg(long)]
-    json: Option<PathBuf>,
-}
-
-pub async fn drain_bench(args: DrainArgs) -> anyhow::Result<()> {
-    let config = DrainConfig {
-        hub_binary: args.hub_binary,
-        runs: args.runs,
-        devices: args.devices,
-        rate: args.rate,
-        event_rate: args.event_rate,
-        warmup: args.warmup.into(),
-        steady: args.steady.into(),
-        backlog: args.backlog,
-        fill_rate: args.fill_rate,
-        fill_connections: args.fill_connections,
-        drain_timeout: args.drain_timeout.into(),
-        uplink_settings: args.uplink_settings,
-    };
-    let result = run_drain_bench(&config)
-        .await
-        .context("drain benchmark failed")?;
-    write_json(args.json.as_deref(), &result)?;
-    print!("{}", drain_table(&result, &config));
-    Ok(())
-}
-
-/// Writes every figure as JSON to `path`, if one was given.
-fn write_json(
-    path: Option<&std::path::Path>,
-    result: &impl serde::Serialize,
-) -> anyhow::Result<()> {
-    let Some(path) = path else {
-        return Ok(());
-    };
-    std::fs::write(path, serde_json::to_vec_pretty(result)?)
-        .with_context(|| format!("writing {}", path.display()))
 }

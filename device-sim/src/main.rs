@@ -36,15 +36,6 @@ enum Command {
     /// The same loads at mosquitto and at the hub (both started here),
     /// median of several runs, a side-by-side table with ratios.
     PeerBench(bench_cli::PeerArgs),
-    /// The hub's uplink after an outage (issue 12): starts mosquitto as the
-    /// district's broker, a TCP proxy the bench cuts, a subscriber and the
-    /// hub; under a steady device load measures the forwarding rate and
-    /// round trips, cuts the uplink until the outbox holds --backlog
-    /// messages (a fill load speeds that up), restores it and measures the
-    /// drain and the round trips meanwhile; checks that every message
-    /// reached the subscriber (duplicates counted). Table of every run and
-    /// the median; ratios within each run.
-    DrainBench(bench_cli::DrainArgs),
     /// Start the hub binary on its embedded defaults and run simulated
     /// centers against it (the README's first command).
     Demo(DemoArgs),
@@ -207,7 +198,7 @@ async fn main() -> ExitCode {
     // The load modes log only trouble: their output is the report.
     let default_filter = match cli.command {
         Command::Run(_) | Command::Demo(_) => "info",
-        Command::Bench(_) | Command::PeerBench(_) | Command::DrainBench(_) => "warn",
+        Command::Bench(_) | Command::PeerBench(_) => "warn",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -219,7 +210,6 @@ async fn main() -> ExitCode {
         Command::Run(args) => run(args).await,
         Command::Bench(args) => bench_cli::bench(args).await,
         Command::PeerBench(args) => bench_cli::peer_bench(args).await,
-        Command::DrainBench(args) => bench_cli::drain_bench(args).await,
         Command::Demo(args) => demo(args).await,
     };
     match result {

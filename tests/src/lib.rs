@@ -14,6 +14,8 @@
 //! - `nats_cluster`: a cluster of Debian `nats-server` nodes (JetStream,
 //!   MQTT) on `deploy/nats/yizhan-nats.conf`
 //! - `silent_cut`: a TCP relay that goes dark
+//! - `tcp_proxy`: a TCP relay that goes dark and comes back (an uplink's
+//!   network)
 //! - `tls_files`: a throwaway CA, server and client certificate as PEM files
 //! - `upstream`: a persistent-session subscriber of the hub's upstream
 //!   broker, and its messages grouped by id
@@ -27,9 +29,8 @@
 //! - `ops_files`: the dashboards, alert rules and their promtool tests as
 //!   the tests read them, and the validation tools
 //!
-//! mosquitto (`Mosquitto`) and `TcpProxy` (a TCP relay that goes dark and
-//! comes back: an uplink's network) come from device-sim's bench, which
-//! uses them the same way.
+//! mosquitto (`Mosquitto`) comes from device-sim's bench, which starts it
+//! the same way.
 
 pub mod credentials;
 pub mod device_sim_run;
@@ -45,6 +46,7 @@ pub mod promtool;
 pub mod raw_mqtt;
 pub mod silent_cut;
 pub mod stacks;
+pub mod tcp_proxy;
 pub mod test_device;
 pub mod tls_files;
 pub mod upstream;
@@ -54,7 +56,6 @@ pub mod webhook_sink;
 pub use credentials::{mosquitto_pub, write_credentials, CredentialFiles};
 pub use device_sim::bench::processes::{free_port, Mosquitto};
 pub use device_sim::bench::received::sum_metric;
-pub use device_sim::bench::tcp_proxy::TcpProxy;
 pub use device_sim_run::{run_device_sim, run_device_sim_at, SimRun};
 pub use district_process::{DistrictProcess, DISTRICT_TOKEN};
 pub use https::https_request;
@@ -64,6 +65,7 @@ pub use hub_process::{
 };
 pub use nats_cluster::NatsCluster;
 pub use silent_cut::SilentCut;
+pub use tcp_proxy::TcpProxy;
 pub use test_device::{telemetry, DeviceEvent, DeviceOptions, TestDevice};
 pub use tls_files::TlsFiles;
 pub use upstream::{Received, SubscriberOptions, UpstreamMessage, UpstreamSubscriber};

@@ -1,12 +1,10 @@
 //! One load connection: its rumqttc options (a password login, or a
 //! provisioned device's own mTLS identity), and the task that drives its
-//! event loop, counts what went out and came back, and times round trips
-//! (each connection its own histogram; with phases on, also the run's
-//! shared histograms of the current phase).
+//! event loop, counts what went out and came back, and times round trips.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use protocol::api::Provisioned;
@@ -58,69 +56,6 @@ pub struct Counters {
     pub connect_errors: AtomicU64,
     /// Connections that broke after they were up.
     pub connection_errors: AtomicU64,
-    /// Round trips by phase of the run (off unless a phase is entered).
-    pub phases: PhaseTimes,
-}
-
-/// The round trips of one phase of a run, over every connection.
-#[derive(Debug, Clone, Default)]
-pub struct PhaseTime {
-    /// Telemetry publish → PUBACK.
-    pub telemetry_puback: Latency,
-    /// Event publish → PUBACK.
-    pub event_puback: Latency,
-    /// Event publish → the hub's durable `event/ack`.
-    pub event_ack: Latency,
-}
-
-/// Which round trip of a [`PhaseTime`].
-#[derive(Debug, Clone, Copy)]
-enum Trip {
-    TelemetryPuback,
-    EventPuback,
-    EventAck,
-}
-
-/// Round trips split by the phase of the run they ended in, for a bench
-/// that changes what happens around a steady load (the drain bench). One
-/// lock for the run: a few hundred records a second.
-#[derive(Debug, Default)]
-pub struct PhaseTimes {
-    current: AtomicUsize,
-    /// Empty until the first phase is entered: nothing is recorded.
-    times: Mutex<Vec<PhaseTime>>,
-}
-
-impl PhaseTimes {
-    /// From now on round trips count to `phase` (0, 1, …).
-    pub fn enter(&self, phase: usize) {
-        let mut times = self.times.lock().unwrap_or_else(PoisonError::into_inner);
-        if times.len() <= phase {
-            times.resize_with(phase + 1, PhaseTime::default);
-        }
-        self.current.store(phase, Ordering::Relaxed);
-    }
-
-    /// Every phase's round trips so far, by phase.
-    pub fn snapshot(&self) -> Vec<PhaseTime> {
-        self.times
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    fn record(&self, trip: Trip, elapsed: Duration) {
-        let mut times = self.times.lock().unwrap_or_else(PoisonError::into_inner);
-        let phase = self.current.load(Ordering::Relaxed);
-        let Some(time) = times.get_mut(phase) else {
-            return;
-        };
-        match trip {
-            Trip::TelemetryPuback => time.telemetry_puback.record(elapsed),
-            Trip::EventPuback => time.event_puback.record(elapsed),
-            Trip::EventAck => time.event_ack.record(elapsed),
-        }
-    }
 }
 
 impl Counters {
@@ -241,7 +176,7 @@ struct Driver {
     counters: Arc<Counters>,
     ready: Option<oneshot::Sender<()>>,
     connected_once: bool,
-    /// QoS 1 packet ids in flight (telemetry, events) and when they went out.
+    /// Telemetry QoS 1 packet ids in flight and when they went out.
     inflight: HashMap<u16, Instant>,
     latency: Latency,
 }
@@ -306,35 +241,22 @@ impl Driver {
         }
     }
 
-    /// Telemetry and events are timed to their PUBACK.
     fn published(&mut self, pkid: u16) {
-        match self.role {
-            Role::Telemetry => Counters::bump(&self.counters.sent),
-            Role::Events { .. } => {}
-            Role::Subscriber { .. } => return,
-        }
-        if pkid != 0 {
-            self.inflight.insert(pkid, Instant::now());
+        if let Role::Telemetry = self.role {
+            Counters::bump(&self.counters.sent);
+            if pkid != 0 {
+                self.inflight.insert(pkid, Instant::now());
+            }
         }
     }
 
     fn acknowledged(&mut self, pkid: u16) {
-        let sent = self.inflight.remove(&pkid);
-        let trip = match self.role {
-            Role::Telemetry => {
-                Counters::bump(&self.counters.acknowledged);
-                Trip::TelemetryPuback
+        if let Role::Telemetry = self.role {
+            Counters::bump(&self.counters.acknowledged);
+            if let Some(sent) = self.inflight.remove(&pkid) {
+                self.latency.record(sent.elapsed());
             }
-            Role::Events { .. } => Trip::EventPuback,
-            Role::Subscriber { .. } => return,
-        };
-        let Some(sent) = sent else { return };
-        let elapsed = sent.elapsed();
-        // An event connection's own histogram holds its event → ack trips.
-        if let Trip::TelemetryPuback = trip {
-            self.latency.record(elapsed);
         }
-        self.counters.phases.record(trip, elapsed);
     }
 
     fn received(&mut self, payload: &[u8]) {
@@ -348,9 +270,7 @@ impl Driver {
                 let sent = pending.lock().expect("pending events lock").remove(&ack.id);
                 if let Some(sent) = sent {
                     Counters::bump(&self.counters.events_acknowledged);
-                    let elapsed = sent.elapsed();
-                    self.latency.record(elapsed);
-                    self.counters.phases.record(Trip::EventAck, elapsed);
+                    self.latency.record(sent.elapsed());
                 }
             }
             Role::Telemetry => {}

@@ -1,6 +1,6 @@
 //! The load: telemetry (contract v1, padded to a chosen size) from every
-//! connection at full speed or at a fixed total rate (the connections
-//! taking turns), until a deadline or a total count; events from one connection at a low fixed rate, for the
+//! connection at full speed or at a fixed total rate, until a deadline or
+//! a total count; events from one connection at a low fixed rate, for the
 //! event → ack round trip.
 
 use std::sync::atomic::Ordering;
@@ -51,10 +51,6 @@ pub async fn publish_telemetry(publishers: &[Publisher], load: Load) {
             Stop::After(_) => None,
         };
         let period = load.rate.map(|rate| per_message(rate / count as f64));
-        // Connections take turns: at a fixed rate, connection `index` starts
-        // `index / count` of a period late, so the total is spread evenly
-        // instead of every connection publishing at the same instant.
-        let offset = period.map_or(Duration::ZERO, |p| p.mul_f64(index as f64 / count as f64));
         let deadline = match load.stop {
             Stop::After(window) => Some(started + window),
             Stop::Count(_) => None,
@@ -63,7 +59,7 @@ pub async fn publish_telemetry(publishers: &[Publisher], load: Load) {
             let mut seq = 0u64;
             loop {
                 // Paced: message `seq` is due at `seq` periods after the start.
-                let due = period.map(|p| started + offset + p.mul_f64(seq as f64));
+                let due = period.map(|p| started + p.mul_f64(seq as f64));
                 let now = tokio::time::Instant::now();
                 if quota.is_some_and(|q| seq >= q)
                     || deadline.is_some_and(|d| due.unwrap_or(now) >= d)

@@ -10,13 +10,10 @@
 //!
 //! Parts: `connection` (one client's driver), `connect` (opening many,
 //! paced), `load` (what is published), `latency`, `received`, `report`,
-//! `progress`; `peer` runs the same loads at the hub and mosquitto;
-//! `drain` times the hub's uplink draining a backlog after an outage
-//! (through `tcp_proxy`, a relay it cuts) beside a steady load.
+//! `progress`; `peer` runs the same loads at the hub and mosquitto.
 
 pub mod connect;
 pub mod connection;
-pub mod drain;
 pub mod latency;
 pub mod load;
 pub mod peer;
@@ -24,10 +21,7 @@ pub mod processes;
 pub mod progress;
 pub mod received;
 pub mod report;
-pub mod tcp_proxy;
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -56,8 +50,6 @@ const PROVISION_CONCURRENCY: usize = 16;
 const ACK_WAIT: Duration = Duration::from_secs(5);
 /// How long a connection may take to say goodbye.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// `load_while`'s load: longer than any run, ended by dropping it.
-const ENDLESS: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// How the load connections log in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,71 +228,26 @@ impl Session {
 
     /// Publishes the load, waits for acknowledgements and for the
     /// received count to settle, closes and reports.
-    pub async fn run_load(self) -> Result<BenchReport, BenchError> {
+    pub async fn run_load(mut self) -> Result<BenchReport, BenchError> {
         let load = self.config.load;
-        let publishers = self.publishers();
-        let progress =
-            progress::Progress::start(self.config.progress, load.stop, Arc::clone(&self.counters));
-        let publish = async {
-            load::publish_telemetry(&publishers, load).await;
-            progress.finish();
-        };
-        let ((), report) = self.publishing(publish).await?;
-        Ok(report)
-    }
-
-    /// Publishes the load at its rate (its `stop` aside) and the events
-    /// while `during` runs; then as `run_load`. What `during` returned and
-    /// the report.
-    pub async fn load_while<T>(
-        self,
-        during: impl Future<Output = T>,
-    ) -> Result<(T, BenchReport), BenchError> {
-        let load = Load {
-            stop: Stop::After(ENDLESS),
-            ..self.config.load
-        };
-        let publishers = self.publishers();
-        let publish = async {
-            tokio::select! {
-                output = during => output,
-                never = until_dropped(load::publish_telemetry(&publishers, load)) => match never {},
-            }
-        };
-        self.publishing(publish).await
-    }
-
-    /// The run's counters; their `phases` split round trips by phase of
-    /// the run once one is entered.
-    pub fn counters(&self) -> Arc<Counters> {
-        Arc::clone(&self.counters)
-    }
-
-    fn publishers(&self) -> Vec<Publisher> {
-        self.telemetry
+        let publishers: Vec<Publisher> = self
+            .telemetry
             .iter()
             .map(|(topic, connection)| Publisher {
                 client: connection.client.clone(),
                 topic: topic.clone(),
             })
-            .collect()
-    }
-
-    /// Runs `publish` with the events beside it, then waits for
-    /// acknowledgements and for the received count to settle, closes and
-    /// reports.
-    async fn publishing<T>(
-        mut self,
-        publish: impl Future<Output = T>,
-    ) -> Result<(T, BenchReport), BenchError> {
-        let qos = self.config.load.qos;
+            .collect();
         let before = self.receiver.count().await?;
+        let progress =
+            progress::Progress::start(self.config.progress, load.stop, Arc::clone(&self.counters));
         let events_stop = CancellationToken::new();
         let events_task = self.spawn_events(events_stop.clone());
         let started = Instant::now();
-        let output = publish.await;
+        load::publish_telemetry(&publishers, load).await;
         let publish_seconds = started.elapsed().as_secs_f64();
-        if qos != QoS::AtMostOnce {
+        progress.finish();
+        if load.qos != QoS::AtMostOnce {
             wait_for_acks(&self.counters, |c| (&c.sent, &c.acknowledged)).await;
         }
         events_stop.cancel();
@@ -309,8 +256,7 @@ impl Session {
             wait_for_acks(&self.counters, |c| (&c.events_sent, &c.events_acknowledged)).await;
         }
         let puback = self.close_telemetry().await;
-        let sent = Counters::get(&self.counters.sent);
-        let (after, last_growth) = self.receiver.settle(before, sent).await?;
+        let (after, last_growth) = self.receiver.settle().await?;
         let figures = Figures {
             publish_seconds,
             received: after.ingested - before.ingested,
@@ -319,7 +265,7 @@ impl Session {
             puback,
             event_ack: Latency::default(),
         };
-        Ok((output, self.finish(figures).await))
+        Ok(self.finish(figures).await)
     }
 
     fn spawn_events(&self, stop: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
@@ -595,12 +541,6 @@ async fn open_helper(
             Err(BenchError::Helper(what))
         }
     }
-}
-
-/// Runs `work`, then waits until dropped.
-async fn until_dropped(work: impl Future<Output = ()>) -> Infallible {
-    work.await;
-    std::future::pending().await
 }
 
 /// Awaits every task; a task that panicked contributes nothing.

@@ -112,7 +112,6 @@ pub async fn peer_bench(config: &PeerConfig) -> Result<PeerResult, PeerError> {
                 username: USERNAME.into(),
                 password: PASSWORD.into(),
                 max_connections: 4 * config.idle_connections.max(1_000),
-                extra_config: String::new(),
             })
             .await?;
             let certs = tempfile::tempdir().map_err(|source| ProcessError::Io {
@@ -146,7 +145,7 @@ enum Rows {
 
 /// The hub logs only warnings and errors here: count them and show any
 /// panic (rumqttd's listeners can panic, see docs/benchmarks.md).
-pub(crate) fn report_hub_log(hub: &HubChild) {
+fn report_hub_log(hub: &HubChild) {
     let log = hub.log();
     let lines: Vec<&str> = log.lines().collect();
     if lines.is_empty() {

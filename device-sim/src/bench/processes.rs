@@ -138,8 +138,6 @@ pub struct HubSettings {
     pub username: String,
     pub password: String,
     pub max_connections: usize,
-    /// More of the hub's configuration (whole sections, e.g. `[uplink]`).
-    pub extra_config: String,
 }
 
 /// A hub process with its plain tools listener on, its own data dir.
@@ -165,12 +163,10 @@ impl HubChild {
              [broker.plain]\nenabled = true\nlisten = \"127.0.0.1:{plain_port}\"\n\
              users = [{{ username = {user:?}, password_hash = {hash:?} }}]\n\
              [api]\nlisten = \"127.0.0.1:0\"\n\
-             [log]\nfilter = \"warn,rumqttd=error\"\n\
-             {extra}\n",
+             [log]\nfilter = \"warn,rumqttd=error\"\n",
             data = data.path().display().to_string(),
             max = settings.max_connections,
             user = settings.username,
-            extra = settings.extra_config,
         );
         std::fs::write(&config, text).map_err(io("writing hub.toml"))?;
         let log = std::fs::File::create(data.path().join("hub.log")).map_err(io("hub.log"))?;
@@ -274,18 +270,8 @@ pub fn hash_password(binary: &Path, password: &str) -> Result<String, ProcessErr
 
 /// Resident memory of process `pid` in bytes (VmRSS), if it is running.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
-    status_bytes(pid, "VmRSS:")
-}
-
-/// The most resident memory process `pid` has held (VmHWM), in bytes.
-pub fn peak_rss_bytes(pid: u32) -> Option<u64> {
-    status_bytes(pid, "VmHWM:")
-}
-
-/// A `kB` line of `/proc/PID/status`, in bytes.
-fn status_bytes(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }

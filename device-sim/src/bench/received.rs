@@ -47,13 +47,13 @@ impl HubMetrics {
         }
     }
 
-    /// The whole scrape, as text.
-    pub async fn scrape(&self) -> Result<String, MetricsError> {
+    pub async fn telemetry(&self) -> Result<HubCounts, MetricsError> {
         let error = |source| MetricsError {
             url: self.url.clone(),
             source,
         };
-        self.http
+        let text = self
+            .http
             .get(&self.url)
             .bearer_auth(&self.token)
             .send()
@@ -62,11 +62,7 @@ impl HubMetrics {
             .map_err(error)?
             .text()
             .await
-            .map_err(error)
-    }
-
-    pub async fn telemetry(&self) -> Result<HubCounts, MetricsError> {
-        let text = self.scrape().await?;
+            .map_err(error)?;
         let telemetry = r#"channel="telemetry""#;
         Ok(HubCounts {
             ingested: sum_metric(&text, "yizhan_messages_received_total", telemetry) as u64,
@@ -109,18 +105,12 @@ impl Receiver {
         }
     }
 
-    /// Polls until the count grew by `sent` since `before` (everything
-    /// arrived; other clients' messages may count too) or stopped growing;
-    /// returns it and when it last grew.
-    pub async fn settle(
-        &self,
-        before: HubCounts,
-        sent: u64,
-    ) -> Result<(HubCounts, Instant), MetricsError> {
-        let arrived = |now: &HubCounts| now.ingested.saturating_sub(before.ingested) >= sent;
+    /// Polls until the count stopped growing; returns it and when it last
+    /// grew.
+    pub async fn settle(&self) -> Result<(HubCounts, Instant), MetricsError> {
         let mut last = self.count().await?;
         let mut grew = Instant::now();
-        while grew.elapsed() < QUIET && !arrived(&last) {
+        while grew.elapsed() < QUIET {
             tokio::time::sleep(POLL).await;
             let now = self.count().await?;
             if now != last {

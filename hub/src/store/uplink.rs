@@ -11,10 +11,6 @@
 //! bytes, big-endian), taken and written under one lock, so keys become
 //! visible in increasing order: the forwarder reads both trees merged by
 //! key from where it stopped, and a device's messages keep their order.
-//! A read takes no key past the last write that finished before it began
-//! (`written`): the two trees are read one after the other, and a key
-//! written to the second meanwhile would otherwise pass one still being
-//! written to the first, which the forwarder would then never read.
 //!
 //! An event, a booking and a day's visits are written with their entry in
 //! one sled transaction: an fsync that makes the fact durable makes its
@@ -98,8 +94,6 @@ pub(super) struct Outbox {
     /// (else a reading could be both delivered and counted dropped). 0
     /// between sessions.
     taken: AtomicU64,
-    /// The highest key whose write finished: every lower key is visible.
-    written: AtomicU64,
     messages: AtomicU64,
     bytes: AtomicU64,
 }
@@ -143,17 +137,11 @@ impl Outbox {
             telemetry: db.open_tree("uplink_telemetry")?,
             index: db.open_tree("uplink_index")?,
             order: Mutex::new(()),
-            written: AtomicU64::new(0),
             messages: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             taken: AtomicU64::new(0),
         };
         for tree in [&outbox.facts, &outbox.telemetry] {
-            if let Some((key, _)) = tree.last()? {
-                outbox
-                    .written
-                    .fetch_max(decode_u64(&key), Ordering::Release);
-            }
             for entry in tree.iter() {
                 let (_, value) = entry?;
                 outbox.messages.fetch_add(1, Ordering::Relaxed);
@@ -185,8 +173,6 @@ impl Outbox {
         // sled's first id is 0; keys start at 1 so that 0 reads from the start.
         let key = (db.generate_id()? + 1).to_be_bytes();
         let (value, change) = write(key)?;
-        self.written
-            .store(u64::from_be_bytes(key), Ordering::Release);
         if change.added > 0 {
             self.messages.fetch_add(1, Ordering::Relaxed);
             self.bytes.fetch_add(change.added, Ordering::Relaxed);
@@ -366,10 +352,9 @@ impl Outbox {
     }
 
     /// Up to `limit` entries with keys after `after`, both trees merged in
-    /// key order, none past the last write finished when the read began.
+    /// key order.
     fn read(&self, after: u64, limit: usize) -> Result<Vec<(u64, UplinkEntry)>, StoreError> {
         let _order = self.order.lock().unwrap_or_else(PoisonError::into_inner);
-        let written = self.written.load(Ordering::Acquire);
         let facts = read_tree(&self.facts, after, limit)?;
         let telemetry = read_tree(&self.telemetry, after, limit)?;
         // A full batch may stop before the other tree's later keys: take
@@ -379,8 +364,7 @@ impl Outbox {
             .filter(|batch| batch.len() == limit)
             .filter_map(|batch| batch.last().map(|(key, _)| *key))
             .min()
-            .unwrap_or(u64::MAX)
-            .min(written);
+            .unwrap_or(u64::MAX);
         let mut merged: Vec<(u64, UplinkEntry)> = facts
             .into_iter()
             .chain(telemetry)
@@ -691,40 +675,6 @@ mod tests {
             .map(|(k, _)| *k)
             .collect();
         assert_eq!(seen, all);
-    }
-
-    #[test]
-    fn a_reader_beside_a_writer_never_skips_a_key() {
-        // Events and telemetry alternate between the two trees while the
-        // forwarder's reads go on: a read must not return a key past one
-        // whose write has not finished (it would never be read again).
-        let (store, _metrics, _dir) = outbox(1 << 40);
-        let store = std::sync::Arc::new(store);
-        let writer = {
-            let store = store.clone();
-            std::thread::spawn(move || {
-                for n in 0..6_000u64 {
-                    match n % 2 {
-                        0 => assert!(store.insert_event_once(&event(&format!("e{n}"))).unwrap()),
-                        _ => store.uplink_append(&window(n * 60_000)).unwrap(),
-                    }
-                }
-            })
-        };
-        let (mut cursor, mut seen) = (0, Vec::new());
-        loop {
-            let finished = writer.is_finished();
-            let page = store.uplink_read(cursor, 16).unwrap();
-            match page.last() {
-                Some((last, _)) => cursor = *last,
-                None if finished => break,
-                None => std::thread::yield_now(),
-            }
-            seen.extend(page.into_iter().map(|(key, _)| key));
-        }
-        writer.join().unwrap();
-        assert_eq!(seen.len(), 6_000, "every key read once, in order");
-        assert!(seen.windows(2).all(|pair| pair[0] < pair[1]));
     }
 
     #[test]

@@ -1,9 +1,7 @@
-//! A TCP relay that can be cut and restored: a hub's uplink network to
-//! its upstream broker going dark for a while (the drain bench, the
-//! end-to-end tests).
+//! A TCP relay the test can cut and restore: the uplink's network to its
+//! upstream broker going dark for a while.
 
-use std::io::Result;
-
+use anyhow::Result;
 use tokio::io::copy;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
