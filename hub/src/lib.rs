@@ -260,7 +260,10 @@ impl Hub {
                         metrics.clone(),
                         downlink,
                         client_id.clone(),
-                        inbox.clone(),
+                        {
+                            let inbox = inbox.clone();
+                            Box::new(move |record| inbox.send(Control::Command(record)))
+                        },
                     )
                 });
                 let parts = uplink::Parts {

@@ -26,7 +26,6 @@ use protocol::upstream::{command_filter, Refusal};
 
 use crate::authorise::{authorise, Authorised};
 use crate::commands::NewCommand;
-use crate::ingest::{Control, Inbox};
 use crate::metrics::Metrics;
 use crate::records::uplink::{self, DownlinkTaken, Refused};
 use crate::settings::DownlinkSettings;
@@ -42,10 +41,15 @@ pub struct Downlink {
     pub settings: DownlinkSettings,
     /// The hub's client id upstream: the first part of its message ids.
     pub hub: String,
-    pub ingest: Arc<Inbox>,
+    /// Hands a taken command to ingest, which publishes it (wired in
+    /// `lib.rs`, as the desk's hand-over: uplink does not know ingest).
+    pub hand_over: HandOver,
     /// When each reason was last logged.
     logged: Mutex<HashMap<Refusal, Instant>>,
 }
+
+/// Hands a command made durable to ingest.
+pub type HandOver = Box<dyn Fn(CommandRecord) + Send + Sync>;
 
 impl Downlink {
     pub fn new(
@@ -53,14 +57,14 @@ impl Downlink {
         metrics: Metrics,
         settings: DownlinkSettings,
         hub: String,
-        ingest: Arc<Inbox>,
+        hand_over: HandOver,
     ) -> Downlink {
         Downlink {
             store,
             metrics,
             settings,
             hub,
-            ingest,
+            hand_over,
             logged: Mutex::new(HashMap::new()),
         }
     }
@@ -85,7 +89,7 @@ impl Downlink {
             Ok(record) => {
                 self.metrics.downlink_accepted.inc();
                 tracing::info!(command = %record.id, device = %record.device, op = %record.op, "district command taken");
-                self.ingest.send(Control::Command(record));
+                (self.hand_over)(record);
                 Ok(())
             }
             Err(refused) => self.refuse(&refused, now_ms),
